@@ -1,0 +1,59 @@
+# synthgate: `make demo` runs the flow end to end on MedNIST, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies on first use.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP  := $(VENV)/.installed
+export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
+
+.PHONY: help venv demo test test-fast repro lint lock clean
+
+help:
+	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
+	@echo "make test      run the test suite (unit, integration, end to end)"
+	@echo "make test-fast unit tests only"
+	@echo "make repro     dvc repro (the same stages through DVC)"
+	@echo "make lint      ruff"
+	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
+
+venv: $(STAMP)
+
+# torch first, from its pin: any other torch spec pulls several GB of CUDA wheels.
+# medmnist without its dependencies: it lists torchvision, which breaks a CPU environment.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c $(CONSTRAINTS) torch
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP) install -q --no-deps -c $(CONSTRAINTS) medmnist
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/synthgate demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration and not e2e"
+
+repro: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+lock:
+	rm -rf /tmp/synthgate-lock && $(PYTHON) -m venv /tmp/synthgate-lock
+	/tmp/synthgate-lock/bin/pip install -q torch==2.13.0
+	/tmp/synthgate-lock/bin/pip install -q -e '.[dev]'
+	/tmp/synthgate-lock/bin/pip install -q --no-deps medmnist
+	{ echo "# Pinned versions for every environment (CPU venv, images). Regenerate with: make lock"; \
+	  /tmp/synthgate-lock/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > $(CONSTRAINTS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache data reports

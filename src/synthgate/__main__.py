@@ -1,0 +1,3 @@
+from synthgate.cli import main
+
+main()

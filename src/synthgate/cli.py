@@ -1,0 +1,244 @@
+"""The ``synthgate`` command: one sub-command per stage. It parses, calls :mod:`synthgate.stages`
+and prints; it holds no logic of its own. Heavy imports stay inside the commands so that
+``synthgate --help`` is instant."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthgate import __version__
+from synthgate.errors import SynthgateError
+
+app = typer.Typer(
+    name="synthgate",
+    help="Train, gate, register and publish synthetic medical image datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", "-p", help="params.yaml with the experiment settings (read by DVC too)")
+]
+
+
+def _setup() -> None:
+    for var, val in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DVC_NO_ANALYTICS", "1"),
+                     ("GX_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFFLINE", "1")):
+        os.environ.setdefault(var, val)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    logging.getLogger("synthgate").setLevel(logging.INFO)
+    for noisy in ("great_expectations", "dvc", "mlflow", "kfp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _params(path: Path, overrides: dict[str, Any]) -> Any:
+    from synthgate.config import load_params
+
+    return load_params(path if path.exists() or str(path) != "params.yaml" else None, overrides)
+
+
+def _reporter() -> Any:
+    from synthgate.progress import RichReporter
+
+    return RichReporter(err_console)
+
+
+def _print_dataset(title: str, ds: Any) -> None:
+    counts = ds.counts()
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    for split in counts:
+        table.add_column(split, justify="right")
+    for c in ds.classes:
+        table.add_row(c, *(str(counts[s][c]) for s in counts))
+    table.add_row("[bold]total", *(f"[bold]{sum(counts[s].values())}" for s in counts))
+    console.print(table)
+    console.print(f"  images   {ds.root / 'images.npy'}  {tuple(ds.images.shape)} uint8")
+    console.print(f"  metadata {ds.root / 'metadata.parquet'}")
+    console.print(f"  manifest {ds.root / 'manifest.json'}  content_hash {ds.content_hash[:16]}")
+
+
+def _print_checks(result: Any) -> None:
+    table = Table(title="validation", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("details", overflow="fold")
+    for c in result.checks:
+        if c.passed and c.source == "great_expectations" and c.summary.endswith("ok"):
+            continue
+        table.add_row(c.name, "[green]pass" if c.passed else "[red]FAIL", c.summary)
+    n_ge = sum(1 for c in result.checks if c.source == "great_expectations")
+    n_ge_ok = sum(1 for c in result.checks if c.source == "great_expectations" and c.passed)
+    table.add_row("Great Expectations suite", "[green]pass" if n_ge == n_ge_ok else "[red]FAIL",
+                  f"{n_ge_ok}/{n_ge} expectations met")
+    console.print(table)
+    if result.data_docs:
+        console.print(f"  data docs  {result.data_docs}")
+    console.print(f"  report     {result.report_dir / 'validation.json'}")
+
+
+@app.command()
+def ingest(
+    params: ParamsOpt = Path("params.yaml"),
+    source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
+    labels: Annotated[Path | None, typer.Option(help="DICOM label table (CSV: file,label)")] = None,
+    out: Annotated[Path, typer.Option(help="DVC-tracked folder for the raw data")] = Path("data/raw"),
+) -> None:
+    """Copy the raw source into the project (data/raw) so that DVC versions it."""
+    from synthgate import stages
+
+    p = _params(params, {"data.source.path": str(source) if source else None,
+                         "data.source.labels": str(labels) if labels else None})
+    rec = stages.ingest(p, out)
+    console.print(f"ingested {rec['original_path']} ({rec['type']}) -> {out / rec['path']}")
+
+
+@app.command()
+def prepare(
+    params: ParamsOpt = Path("params.yaml"),
+    source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
+    source_type: Annotated[
+        str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="DICOM label table (CSV: file,label)")] = None,
+    resolution: Annotated[int | None, typer.Option(help="output size in pixels (multiple of 8)")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB)")] = None,
+    max_per_class: Annotated[int | None, typer.Option(help="keep at most N images per class")] = None,
+    out: Annotated[Path, typer.Option(help="where to write the canonical dataset")] = Path("data/prepared"),
+) -> None:
+    """Read a raw source and write the canonical dataset (images, metadata, manifest)."""
+    from synthgate import stages
+
+    p = _params(params, {"data.source.path": str(source) if source else None, "data.source.type": source_type,
+                         "data.source.labels": str(labels) if labels else None, "prepare.resolution": resolution,
+                         "prepare.channels": channels, "prepare.max_per_class": max_per_class})
+    ds = stages.prepare(p, out, _reporter())
+    _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
+
+
+@app.command()
+def validate(
+    params: ParamsOpt = Path("params.yaml"),
+    dataset: Annotated[Path, typer.Option(help="canonical dataset to validate")] = Path("data/prepared"),
+    out: Annotated[Path, typer.Option(help="where to write the validated dataset")] = Path("data/validated"),
+    report: Annotated[Path, typer.Option(help="folder for validation.json and the data docs")] = Path(
+        "reports/validation"
+    ),
+    drop_duplicates: Annotated[
+        bool | None, typer.Option("--drop-duplicates/--keep-duplicates",
+                                  help="drop held-out images that duplicate an image of another split")
+    ] = None,
+    drop_empty: Annotated[
+        bool | None, typer.Option("--drop-empty/--keep-empty", help="drop constant (empty) images")
+    ] = None,
+    deidentify: Annotated[
+        bool | None, typer.Option("--deidentify/--no-deidentify", help="strip identifying DICOM tags")
+    ] = None,
+    min_images_per_class: Annotated[int | None, typer.Option(help="minimum training images per class")] = None,
+) -> None:
+    """Check a canonical dataset (Great Expectations, cross-split duplicates, DICOM PHI)."""
+    from synthgate import stages
+    from synthgate.errors import ValidationFailed
+
+    p = _params(params, {"validate.drop_duplicates": drop_duplicates, "validate.drop_empty": drop_empty,
+                         "validate.deidentify": deidentify, "validate.min_images_per_class": min_images_per_class})
+    try:
+        result = stages.validate(p, dataset, out, report, _reporter())
+    except ValidationFailed as e:
+        if getattr(e, "result", None) is not None:
+            _print_checks(e.result)
+        raise
+    _print_checks(result)
+    if result.dropped:
+        console.print(f"  dropped    {result.dropped}")
+    _print_dataset("validated dataset", result.dataset)
+
+
+@app.command()
+def info(dataset: Annotated[Path, typer.Argument(help="a canonical dataset folder")]) -> None:
+    """Show a canonical dataset's classes, splits and lineage."""
+    from synthgate.data.canonical import load_dataset
+
+    ds = load_dataset(dataset)
+    _print_dataset(f"{dataset} ({ds.manifest.get('stage')}, {ds.manifest.get('created')})", ds)
+    for inp in ds.manifest.get("inputs", []):
+        console.print(f"  input    {inp}")
+
+
+@app.command()
+def demo(
+    params: ParamsOpt = Path("params.yaml"),
+    workdir: Annotated[Path, typer.Option(help="where data/ and reports/ are written")] = Path("."),
+) -> None:
+    """Run the flow end to end on the default data (MedNIST): prepare -> validate."""
+    from synthgate import stages
+
+    p = _params(params, {})
+    console.rule("[bold]1/2 prepare")
+    ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
+    _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
+    console.rule("[bold]2/2 validate")
+    result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
+                             workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
+    _print_checks(result)
+    if result.dropped:
+        console.print(f"  dropped    {result.dropped}")
+    console.rule("[bold green]done")
+    console.print(f"canonical dataset   {ds.root}")
+    console.print(f"validated dataset   {result.dataset.root}  ({result.dataset.manifest['num_images']} images)")
+    console.print(f"metadata            {result.dataset.root / 'metadata.parquet'}")
+    console.print(f"validation report   {result.report_dir / 'validation.json'}")
+    console.print(f"data docs (HTML)    {result.data_docs}")
+
+
+@app.command()
+def version() -> None:
+    """Print the synthgate version."""
+    console.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _setup()
+    try:
+        app(args=argv, standalone_mode=False)
+    except SynthgateError as e:
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        if os.environ.get("SYNTHGATE_DEBUG"):
+            raise
+        err_console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e}", highlight=False)
+        err_console.print("[yellow]hint:[/] set SYNTHGATE_DEBUG=1 for the traceback and report it")
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,150 @@
+"""Typed configuration (pydantic). Experiment settings live in ``params.yaml``, which DVC reads too.
+
+Endpoints and secrets never live here: they come from the environment (DESIGN.md, principle 8).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthgate.errors import ConfigError
+
+SourceType = Literal["auto", "mednist", "medmnist", "folder", "dicom"]
+
+#: Environment variable that overrides ``data.source.path`` (the default dataset's location).
+ENV_SOURCE_PATH = "SYNTHGATE_SOURCE_PATH"
+#: Default location of MedNIST on the build machines, relative to the project root.
+DEFAULT_MEDNIST = "../shared/data/mednist/MedNIST.tar.gz"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where the raw images come from."""
+
+    type: SourceType = Field("auto", description="mednist | medmnist | folder | dicom | auto (by path)")
+    path: Path = Field(Path(DEFAULT_MEDNIST), description="file or folder with the raw images")
+    labels: Path | None = Field(None, description="DICOM only: CSV with columns file,label")
+    flag: str | None = Field(None, description="MedMNIST only: dataset flag, e.g. pneumoniamnist")
+    download_dir: Path = Field(
+        Path("data/raw"), description="where MONAI/medmnist download to when the path does not exist"
+    )
+
+
+class SplitConfig(_Strict):
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"split.val + split.test must be < 1 (got {self.val} + {self.test})")
+        return self
+
+
+class PrepareConfig(_Strict):
+    resolution: int = Field(64, description="output height and width in pixels (a multiple of 8)")
+    channels: Literal[1, 3] = 1
+    resize: Literal["crop", "pad", "stretch"] = Field(
+        "crop", description="crop: scale the short side then centre-crop; pad: letterbox; stretch"
+    )
+    split: SplitConfig = SplitConfig()
+    max_per_class: int | None = Field(None, ge=1, description="keep at most N images per class (seeded)")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="an unreadable image stops the stage (fail) or is skipped and listed (skip)"
+    )
+    workers: int = Field(0, ge=0, description="decoding processes; 0 = one per CPU core")
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        if v <= 0 or v % 8 != 0:
+            raise ValueError(
+                f"resolution must be a positive multiple of 8 (got {v}); the generators downsample by 8"
+            )
+        return v
+
+
+class ValidateConfig(_Strict):
+    min_images_per_class: int = Field(10, ge=1, description="minimum training images per class")
+    max_class_imbalance: float | None = Field(
+        None, gt=1.0, description="fail if the largest/smallest class ratio exceeds this"
+    )
+    near_duplicate_threshold: float = Field(
+        0.99, gt=0.0, le=1.0, description="Pearson correlation at or above which two images are near copies"
+    )
+    drop_duplicates: bool = Field(False, description="drop the val/test member of every cross-split duplicate")
+    drop_empty: bool = Field(False, description="drop constant (empty) images instead of failing")
+    deidentify: bool = Field(False, description="strip DICOM identifying tags instead of refusing")
+
+
+class DataConfig(_Strict):
+    source: SourceConfig = SourceConfig()
+
+
+class Params(_Strict):
+    """The whole of ``params.yaml``. Sections of later stages are accepted and passed through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    data: DataConfig = DataConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p != "validate_") or "(root)"
+        loc = loc.replace("validate_", "validate")
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_model(model: type[BaseModel], data: Any, origin: str) -> Any:
+    """Build ``model`` from ``data``; turn pydantic errors into a ConfigError naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            _format_validation_error(err, origin), hint=f"fix the setting(s) above in {origin}"
+        ) from None
+
+
+def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``params.yaml`` (if present), apply dotted-key ``overrides``, and validate."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: params file not found", hint="pass --params PATH or create params.yaml")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        origin = str(path)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        origin = f"{origin} (with command-line options)" if "command-line" not in origin else origin
+    env_path = os.environ.get(ENV_SOURCE_PATH)
+    if env_path and not (overrides or {}).get("data.source.path"):
+        data.setdefault("data", {}).setdefault("source", {})["path"] = env_path
+    return parse_model(Params, data, origin)

@@ -1,0 +1,1 @@
+"""Data layer: raw sources -> canonical dataset -> validation."""

@@ -1,0 +1,98 @@
+"""The ingest stage: bring the raw source into the project (``data/raw``) so DVC tracks it.
+
+``data/raw`` is a DVC output: its content hash lands in ``dvc.lock``, it is cached, and
+``dvc push`` sends it to the remote (S3/MinIO), so a dataset version can be pulled back exactly.
+The folder holds a copy of the source (hard-linked where the filesystem allows) and
+``ingest.json``, which the prepare stage reads to know what the copy is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from synthgate.config import SourceConfig
+from synthgate.data.sources import detect_type
+from synthgate.errors import DataError
+from synthgate.utils import atomic_directory, read_json, sha256_file, utc_now, write_json_atomic
+
+INGEST_FILE = "ingest.json"
+
+
+def _place(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _resolve_missing(cfg: SourceConfig) -> Path:
+    """Where the source path does not exist, fetch it through the field's own loaders."""
+    from synthgate.data.sources import _download_medmnist, _medmnist_info
+
+    kind = cfg.type
+    path = Path(cfg.path)
+    if kind == "mednist" or (kind == "auto" and path.name.lower().startswith("mednist")):
+        from synthgate.data.sources import read_mednist  # downloads and extracts via MONAI
+
+        read_mednist(cfg)
+        return Path(cfg.download_dir) / "MedNIST"
+    if kind == "medmnist" or path.suffix == ".npz":
+        flag, _ = _medmnist_info(cfg.flag, path)
+        if flag:
+            return _download_medmnist(flag, Path(cfg.download_dir))
+    raise DataError(f"{path}: no such file or directory", hint="check data.source.path in params.yaml")
+
+
+def ingest(cfg: SourceConfig, out: Path) -> dict[str, Any]:
+    """Copy (or hard-link) ``cfg.path`` (and a DICOM label table) into ``out`` with ``ingest.json``."""
+    src = Path(cfg.path)
+    if not src.exists():
+        src = _resolve_missing(cfg)
+    kind = cfg.type if cfg.type != "auto" else detect_type(src)
+    record: dict[str, Any] = {
+        "type": kind,
+        "path": src.name,
+        "flag": cfg.flag,
+        "labels": None,
+        "original_path": str(cfg.path),
+        "ingested": utc_now(),
+    }
+    if src.is_file():
+        record["sha256"] = sha256_file(src)
+    with atomic_directory(Path(out)) as tmp:
+        _place(src, tmp / src.name)
+        if cfg.labels is not None:
+            labels = Path(cfg.labels)
+            if not labels.exists():
+                raise DataError(f"{labels}: label table not found", hint="set data.source.labels")
+            shutil.copy2(labels, tmp / "labels.csv")
+            record["labels"] = "labels.csv"
+        write_json_atomic(tmp / INGEST_FILE, record)
+    return record
+
+
+def resolve_ingested(cfg: SourceConfig) -> SourceConfig:
+    """If ``cfg.path`` is an ingest folder, point the config at the source inside it."""
+    path = Path(cfg.path)
+    marker = path / INGEST_FILE
+    if not (path.is_dir() and marker.exists()):
+        return cfg
+    rec = read_json(marker)
+    return cfg.model_copy(
+        update={
+            "type": rec.get("type", "auto"),
+            "path": path / rec["path"],
+            "labels": (path / rec["labels"]) if rec.get("labels") else cfg.labels,
+            "flag": rec.get("flag") or cfg.flag,
+        }
+    )

@@ -1,0 +1,388 @@
+"""The validate stage: Great Expectations over the metadata, plus the two checks GE does not do
+(duplicates across splits, DICOM PHI).
+
+Nothing in ``metadata.parquet`` is trusted: shape, dtype, pixel hash and intensity statistics are
+recomputed from ``images.npy`` and checked against the table. A dataset that passes (after the
+optional drops and de-identification) is written to ``out``; a failing one leaves only the
+report (``validation.json``, ``duplicates.csv`` and the GE data docs under ``data_docs/``) and
+the stage raises :class:`ValidationFailed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthgate.config import ValidateConfig
+from synthgate.data.canonical import (
+    CanonicalDataset,
+    image_stats,
+    load_dataset,
+    pixel_hashes,
+    write_dataset,
+)
+from synthgate.data.dedup import find_duplicates
+from synthgate.errors import ValidationFailed
+from synthgate.progress import NullReporter, Reporter
+from synthgate.utils import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MAX_DELENTROPY = 0.5 * np.log2(511.0**2)  # every gradient bin equally likely
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    summary: str
+    source: str = "synthgate"  # "great_expectations" or "synthgate"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValidationResult:
+    passed: bool
+    checks: list[Check]
+    report_dir: Path
+    data_docs: Path | None
+    dataset: CanonicalDataset | None
+    dropped: dict[str, int]
+    class_balance: dict[str, Any]
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+# --------------------------------------------------------------------------------------------
+# Great Expectations
+
+
+def _frame(ds: CanonicalDataset) -> pd.DataFrame:
+    """Metadata plus columns recomputed from the pixels."""
+    images = np.asarray(ds.images)
+    frame = ds.meta.copy()
+    stats = image_stats(images)
+    frame["pixel_sha256"] = pixel_hashes(images)
+    frame["pixel_std"] = stats["std"]
+    frame["pixel_min"] = stats["min"]
+    frame["pixel_max"] = stats["max"]
+    frame["array_height"] = images.shape[1]
+    frame["array_width"] = images.shape[2]
+    frame["array_channels"] = images.shape[3]
+    frame["dtype"] = str(images.dtype)
+    classes = ds.classes
+    frame["class_of_label"] = [classes[i] if 0 <= i < len(classes) else None for i in frame["label"]]
+    return frame
+
+
+def _counts_frame(ds: CanonicalDataset) -> pd.DataFrame:
+    counts = ds.counts()
+    rows = [{"class": c, **{s: counts[s][c] for s in counts}} for c in ds.classes]
+    df = pd.DataFrame(rows, columns=["class", "train", "val", "test"])
+    smallest = max(int(df["train"].min()), 1) if len(df) else 1
+    df["train_ratio_to_smallest"] = df["train"] / smallest
+    return df
+
+
+def _ge_checks(
+    ds: CanonicalDataset, frame: pd.DataFrame, counts: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path
+) -> list[Check]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # GE sets INFO on import
+
+    res = ds.resolution
+    n_classes = len(ds.classes)
+    image_rules: list[tuple[str, Any]] = [
+        ("at least one image", gxe.ExpectTableRowCountToBeBetween(min_value=1)),
+        ("split names", gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "test"])),
+        ("dtype uint8", gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
+        ("height", gxe.ExpectColumnValuesToBeInSet(column="array_height", value_set=[res])),
+        ("width", gxe.ExpectColumnValuesToBeInSet(column="array_width", value_set=[res])),
+        ("channels", gxe.ExpectColumnValuesToBeInSet(column="array_channels", value_set=[ds.channels])),
+        ("metadata height", gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[res])),
+        ("metadata channels", gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[ds.channels])),
+        ("pixel range", gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255)),
+        ("pixel range", gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255)),
+        ("no empty images",
+         gxe.ExpectColumnValuesToBeBetween(column="pixel_std", min_value=0, strict_min=True)),
+        ("no NaN pixels in the source",
+         gxe.ExpectColumnValuesToBeBetween(column="nan_fraction", min_value=0, max_value=0)),
+        ("labels within the class list",
+         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(n_classes)))),
+        ("class names within the class list",
+         gxe.ExpectColumnValuesToBeInSet(column="label_name", value_set=ds.classes)),
+        ("class name matches label",
+         gxe.ExpectColumnPairValuesToBeEqual(column_A="label_name", column_B="class_of_label")),
+        ("pixels match recorded sha256",
+         gxe.ExpectColumnPairValuesToBeEqual(column_A="sha256", column_B="pixel_sha256")),
+        ("delentropy in range",
+         gxe.ExpectColumnValuesToBeBetween(column="delentropy", min_value=0, max_value=float(MAX_DELENTROPY))),
+    ]
+    for col in ("sha256", "source", "label", "mean", "std", "delentropy"):
+        image_rules.append((f"{col} present", gxe.ExpectColumnValuesToNotBeNull(column=col)))
+    count_rules: list[tuple[str, Any]] = [
+        ("every class listed", gxe.ExpectTableRowCountToEqual(value=n_classes)),
+        ("minimum images per class",
+         gxe.ExpectColumnValuesToBeBetween(column="train", min_value=cfg.min_images_per_class)),
+    ]
+    if cfg.max_class_imbalance is not None:
+        count_rules.append(
+            ("class balance",
+             gxe.ExpectColumnValuesToBeBetween(column="train_ratio_to_smallest", max_value=cfg.max_class_imbalance))
+        )
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)
+    ctx.update_data_docs_site(
+        "local_site",
+        {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(docs_dir.resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    source = ctx.data_sources.add_pandas("synthgate")
+    checks: list[Check] = []
+    for asset_name, frame_, rules, index_col in (
+        ("images", frame, image_rules, "index"),
+        ("class_counts", counts, count_rules, "class"),
+    ):
+        asset = source.add_dataframe_asset(asset_name)
+        batch = asset.add_batch_definition_whole_dataframe("all")
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"synthgate_{asset_name}"))
+        labels: list[str] = []
+        for label, exp in rules:
+            suite.add_expectation(exp)
+            labels.append(label)
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=asset_name, data=batch, suite=suite))
+        cp = ctx.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{asset_name}_checkpoint",
+                validation_definitions=[vd],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [index_col]},
+            )
+        )
+        run = cp.run(batch_parameters={"dataframe": frame_})
+        by_type: dict[tuple[str, str | None], str] = {}
+        for label, (_, exp) in zip(labels, rules, strict=False):
+            by_type[(exp.expectation_type, getattr(exp, "column", None) or getattr(exp, "column_A", None))] = label
+        for vr in run.run_results.values():
+            for r in vr.results:
+                cfg_ = r.expectation_config
+                col = cfg_.kwargs.get("column") or cfg_.kwargs.get("column_A")
+                label = by_type.get((cfg_.type, col), cfg_.type)
+                checks.append(_ge_check(label, cfg_, r, frame_, index_col))
+    return checks
+
+
+def _ge_check(label: str, cfg: Any, r: Any, frame: pd.DataFrame, index_col: str) -> Check:
+    col = cfg.kwargs.get("column") or cfg.kwargs.get("column_A")
+    result = dict(r.result or {})
+    where = f"{col}: " if col else ""
+    if r.success:
+        return Check(label, True, f"{where}ok", "great_expectations", {"expectation": cfg.type})
+    n_bad = result.get("unexpected_count")
+    examples: list[str] = []
+    idx = result.get("partial_unexpected_index_list") or []
+    for item in idx[:5]:
+        key = item.get(index_col) if isinstance(item, dict) else item
+        if index_col == "index" and key is not None and 0 <= int(key) < len(frame):
+            examples.append(f"{frame['source'].iloc[int(key)]}")
+        elif key is not None:
+            examples.append(str(key))
+    if not examples:
+        examples = [str(v) for v in (result.get("partial_unexpected_list") or [])[:5]]
+    observed = result.get("observed_value")
+    if n_bad is not None:
+        summary = f"{where}{n_bad} failing row(s)"
+    else:
+        summary = f"{where}observed {observed}"
+    if examples:
+        summary += f", e.g. {', '.join(examples)}"
+    return Check(
+        label, False, summary, "great_expectations",
+        {"expectation": cfg.type, "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
+         "unexpected_count": n_bad, "examples": examples, "observed_value": observed},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the stage
+
+
+def _pseudonym(source: str) -> str:
+    return "dicom-" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def validate(
+    dataset: Path,
+    cfg: ValidateConfig,
+    out: Path,
+    report_dir: Path,
+    reporter: Reporter | None = None,
+) -> ValidationResult:
+    """Validate the canonical dataset at ``dataset``; write the validated copy to ``out``.
+
+    Raises :class:`ValidationFailed` (with the report written) when any check fails.
+    """
+    reporter = reporter or NullReporter()
+    ds = load_dataset(Path(dataset), mmap=False)
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    docs_dir = report_dir / "data_docs"
+
+    with reporter.task("Recomputing pixel statistics", None):
+        frame = _frame(ds)
+    counts = _counts_frame(ds)
+    with reporter.task("Great Expectations suite", None):
+        checks = _ge_checks(ds, frame, counts, cfg, docs_dir)
+
+    # -- empty images can be dropped
+    drop = np.zeros(len(ds.meta), bool)
+    dropped: dict[str, int] = {}
+    empty = np.flatnonzero(frame["pixel_std"].to_numpy() == 0)
+    if len(empty) and cfg.drop_empty:
+        drop[empty] = True
+        dropped["empty"] = int(len(empty))
+        for c in checks:
+            if c.name == "no empty images" and not c.passed:
+                c.passed = True
+                c.summary = f"{len(empty)} constant image(s) dropped (validate.drop_empty)"
+
+    # -- duplicates across splits
+    with reporter.task("Duplicates across splits", None):
+        dups = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
+                               cfg.near_duplicate_threshold)
+    pairs = dups.pairs.copy()
+    pairs["source_a"] = ds.meta["source"].to_numpy()[pairs["index_a"].to_numpy()] if len(pairs) else []
+    pairs["source_b"] = ds.meta["source"].to_numpy()[pairs["index_b"].to_numpy()] if len(pairs) else []
+    pairs.to_csv(report_dir / "duplicates.csv", index=False)
+    n_exact = int((pairs["kind"] == "exact").sum())
+    n_near = int((pairs["kind"] == "near").sum())
+    dup_details = {"exact_pairs": n_exact, "near_pairs": n_near, "within_split_exact": dups.within_split_exact,
+                   "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv"}
+    if len(pairs) == 0:
+        checks.append(Check("no duplicates across splits", True,
+                            f"none (near-copy threshold r >= {cfg.near_duplicate_threshold})", details=dup_details))
+    else:
+        to_drop = dups.to_drop()
+        if cfg.drop_duplicates:
+            drop[to_drop] = True
+            dropped["duplicates"] = int(len(to_drop))
+            checks.append(Check(
+                "no duplicates across splits", True,
+                f"{n_exact} exact and {n_near} near-duplicate pair(s) across splits; dropped {len(to_drop)} "
+                "held-out image(s) (validate.drop_duplicates)", details=dup_details))
+        else:
+            ex = pairs.iloc[0]
+            checks.append(Check(
+                "no duplicates across splits", False,
+                f"{n_exact} exact and {n_near} near-duplicate pair(s) (r >= {cfg.near_duplicate_threshold}) "
+                f"span splits, e.g. {ex.source_a} ({ex.split_a}) ~ {ex.source_b} ({ex.split_b}); "
+                f"rerun with --drop-duplicates to drop the {len(to_drop)} held-out member(s); "
+                "all pairs in duplicates.csv",
+                details=dup_details))
+
+    # -- DICOM PHI
+    tags = ds.dicom_tags
+    phi_found = tags is not None and len(tags) > 0
+    deidentified = False
+    if tags is not None:
+        if not phi_found:
+            checks.append(Check("no DICOM PHI", True, "no identifying tags present"))
+        else:
+            per_tag = tags.groupby("tag")["index"].nunique().sort_values(ascending=False)
+            listing = ", ".join(f"{t} ({n})" for t, n in per_tag.items())
+            n_img = int(tags["index"].nunique())
+            if cfg.deidentify:
+                deidentified = True
+                checks.append(Check("no DICOM PHI", True,
+                                    f"stripped identifying tags from {n_img} image(s): {listing}",
+                                    details={"tags_removed": per_tag.index.tolist()}))
+            else:
+                checks.append(Check(
+                    "no DICOM PHI", False,
+                    f"{n_img} of {len(ds.meta)} DICOM image(s) carry identifying tags: {listing}; refusing. "
+                    "Rerun with --deidentify (validate.deidentify: true) to strip them",
+                    details={"tags": per_tag.to_dict()}))
+
+    balance = {
+        "counts": counts.set_index("class")[["train", "val", "test"]].to_dict(orient="index"),
+        "largest_to_smallest_train_ratio": float(counts["train_ratio_to_smallest"].max()) if len(counts) else None,
+        "max_class_imbalance": cfg.max_class_imbalance,
+    }
+    passed = all(c.passed for c in checks)
+    index_html = docs_dir / "index.html"
+    report = {
+        "dataset": str(dataset),
+        "content_hash": ds.content_hash,
+        "passed": passed,
+        "config": cfg.model_dump(mode="json"),
+        "checks": [asdict(c) for c in checks],
+        "class_balance": balance,
+        "dropped": dropped,
+        "data_docs": str(index_html) if index_html.exists() else None,
+    }
+
+    result_ds: CanonicalDataset | None = None
+    if passed:
+        keep = np.flatnonzero(~drop)
+        meta = ds.meta.iloc[keep].copy()
+        if deidentified:
+            meta["source"] = [_pseudonym(s) for s in meta["source"]]
+        extra = {k: v for k, v in ds.manifest.items()
+                 if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom")}
+        extra["deidentified"] = deidentified if tags is not None else None
+        extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json")}
+        if deidentified:
+            extra["skipped"] = [{**s, "source": _pseudonym(s["source"])} for s in extra.get("skipped") or []]
+        parent = {"stage": ds.manifest.get("stage"), "content_hash": ds.content_hash, "path": str(dataset)}
+        with reporter.task("Writing validated dataset", None):
+            result_ds = write_dataset(
+                out, np.asarray(ds.images)[keep], meta, ds.classes, stage="validate",
+                config={**ds.manifest.get("config", {}), "validate": cfg.model_dump(mode="json")},
+                inputs=[parent], extra=extra,
+                dicom_tags=None if (deidentified or tags is None) else tags,
+            )
+        report["validated_dataset"] = {"path": str(out), "content_hash": result_ds.content_hash,
+                                       "num_images": result_ds.manifest["num_images"]}
+    else:
+        # A stale validated copy from an earlier run must not outlive a failing validation.
+        out = Path(out)
+        if out.exists() and (out / "manifest.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+    write_json_atomic(report_dir / "validation.json", report)
+
+    result = ValidationResult(passed, checks, report_dir, index_html if index_html.exists() else None,
+                              result_ds, dropped, balance)
+    if not passed:
+        lines = [f"  - {c.name}: {c.summary}" for c in result.failures]
+        err = ValidationFailed(
+            f"{dataset}: validation failed ({len(result.failures)} of {len(checks)} checks):\n" + "\n".join(lines),
+            hint=f"details in {report_dir / 'validation.json'}"
+            + (f" and the data docs at {index_html}" if index_html.exists() else ""),
+        )
+        err.result = result  # type: ignore[attr-defined]
+        raise err
+    log.info("validation passed: %d checks", len(checks))
+    return result

@@ -1,0 +1,48 @@
+"""The stage functions that the three shells (CLI, ``dvc.yaml``, Kubeflow components) call.
+
+Each takes typed configuration and paths and returns a typed result; none parses arguments or
+prints. Later stages (train, sample, evaluate, gate, register, publish) are added here as their
+issues land.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from synthgate.config import Params
+from synthgate.data.canonical import CanonicalDataset
+from synthgate.data.validate import ValidationResult
+from synthgate.progress import Reporter
+
+DEFAULT_RAW = Path("data/raw")
+DEFAULT_PREPARED = Path("data/prepared")
+DEFAULT_VALIDATED = Path("data/validated")
+DEFAULT_VALIDATION_REPORT = Path("reports/validation")
+
+
+def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
+    """Raw source -> ``out`` (a DVC-tracked copy with ``ingest.json``)."""
+    from synthgate.data.ingest import ingest as _ingest
+
+    return _ingest(params.data.source, Path(out))
+
+
+def prepare(params: Params, out: Path = DEFAULT_PREPARED, reporter: Reporter | None = None) -> CanonicalDataset:
+    """Raw source (``params.data.source``) -> canonical dataset at ``out``."""
+    from synthgate.data.prepare import prepare as _prepare
+
+    return _prepare(params.data.source, params.prepare, Path(out), reporter)
+
+
+def validate(
+    params: Params,
+    dataset: Path = DEFAULT_PREPARED,
+    out: Path = DEFAULT_VALIDATED,
+    report_dir: Path = DEFAULT_VALIDATION_REPORT,
+    reporter: Reporter | None = None,
+) -> ValidationResult:
+    """Canonical dataset -> validation report, and the validated dataset at ``out`` if it passes."""
+    from synthgate.data.validate import validate as _validate
+
+    return _validate(Path(dataset), params.validate_, Path(out), Path(report_dir), reporter)

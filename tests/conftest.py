@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers import BREAST, MEDNIST, PNEUMONIA
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _need(path):
+    if not path.exists():
+        pytest.skip(f"{path} not found (set SYNTHGATE_SHARED_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture
+def mednist_path():
+    return _need(MEDNIST)
+
+
+@pytest.fixture
+def pneumonia_path():
+    return _need(PNEUMONIA)
+
+
+@pytest.fixture
+def breast_path():
+    return _need(BREAST)
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,128 @@
+"""Builders for small, real test inputs: image folders, archives, npz files, DICOM files."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SYNTHGATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+MEDNIST = SHARED_DATA / "mednist" / "MedNIST.tar.gz"
+PNEUMONIA = SHARED_DATA / "medmnist" / "pneumoniamnist.npz"
+BREAST = SHARED_DATA / "medmnist" / "breastmnist.npz"
+
+
+def pattern(seed: int, size: tuple[int, int] = (40, 40), mode: str = "L") -> Image.Image:
+    """A distinct, non-constant image (smooth random field) for the given seed."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    small = rng.random((max(h // 4, 2), max(w // 4, 2)))
+    img = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
+    if mode != "L":
+        img = img.convert(mode)
+    return img
+
+
+def png_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_folder(root: Path, per_class: dict[str, int], mixed: bool = True, seed: int = 0) -> Path:
+    """``root/<class>/<i>.png`` with mixed sizes and modes when ``mixed``."""
+    k = seed * 10_000
+    for c, n in per_class.items():
+        d = root / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            k += 1
+            size = (40 + (i % 3) * 12, 40 + (i % 2) * 20) if mixed else (32, 32)
+            mode = ("L", "RGB", "RGBA")[i % 3] if mixed else "L"
+            fmt, ext = (("PNG", "png"), ("JPEG", "jpg"))[i % 2] if mixed else ("PNG", "png")
+            img = pattern(k, size, mode if fmt == "PNG" else ("RGB" if mode != "L" else "L"))
+            (d / f"{i:04d}.{ext}").write_bytes(png_bytes(img, fmt))
+    return root
+
+
+def make_npz(path: Path, n: dict[str, int], n_classes: int = 2, size: int = 28, seed: int = 0, **extra) -> Path:
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    k = 0
+    for split, count in n.items():
+        imgs = []
+        for _ in range(count):
+            k += 1
+            imgs.append(np.asarray(pattern(seed * 1000 + k, (size, size))))
+        arrays[f"{split}_images"] = np.stack(imgs).astype(np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, n_classes, size=(count, 1)).astype(np.uint8)
+        m = min(n_classes, count)
+        arrays[f"{split}_labels"][:m, 0] = np.arange(m)
+    arrays.update(extra)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_dicom(path: Path, pixels: np.ndarray | None, phi: bool = True, **tags: str) -> Path:
+    """A real DICOM file (CT image storage) written with pydicom; PHI tags set when ``phi``."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    if phi:
+        ds.PatientName = "DOE^JANE"
+        ds.PatientID = "MRN-0042"
+        ds.PatientBirthDate = "19700101"
+        ds.InstitutionName = "General Hospital"
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if pixels is not None:
+        arr = np.asarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = arr.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.RescaleSlope = 1
+        ds.RescaleIntercept = -1024
+        ds.PixelData = arr.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600) -> CliResult:
+    """Run ``python -m synthgate ...`` in a subprocess, as a user would."""
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthgate", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)

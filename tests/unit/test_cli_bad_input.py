@@ -1,0 +1,103 @@
+"""Every bad input named in the foundation issue, through the real command line: a clear message
+naming the file and what to do, no traceback, a non-zero exit and nothing half-written."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from tests.helpers import make_folder, pattern, png_bytes, run_cli, write_dicom
+
+
+def _assert_clean_failure(r, *needles, out=None):
+    assert r.code != 0, r.output
+    assert "Traceback" not in r.output, r.output
+    assert "error:" in r.stderr
+    flat = " ".join(r.stderr.split())
+    for n in needles:
+        assert n in flat, flat
+    if out is not None:
+        assert not out.exists()
+        assert not any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
+
+
+def test_corrupt_image(tmp_path):
+    src = make_folder(tmp_path / "raw", {"a": 2, "b": 2}, mixed=False)
+    (src / "a" / "0001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    r = run_cli("prepare", "--source", str(src), "--resolution", "16", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "0001.png", "cannot decode image", "remove or replace the file", out=tmp_path / "out")
+
+
+def test_npz_with_misnamed_keys(tmp_path):
+    np.savez(tmp_path / "bad.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.zeros(3))
+    r = run_cli("prepare", "--source", "bad.npz", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "bad.npz", "expected train_images/train_labels", "<split>_images", out=tmp_path / "out")
+
+
+def test_npz_images_and_labels_lengths_differ(tmp_path):
+    np.savez(tmp_path / "x.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros((3, 1)))
+    r = run_cli("prepare", "--source", "x.npz", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "x.npz", "train_images has 4 images but train_labels has 3 labels",
+                          out=tmp_path / "out")
+
+
+def test_empty_class_folder(tmp_path):
+    src = make_folder(tmp_path / "raw", {"a": 2, "b": 2}, mixed=False)
+    (src / "c").mkdir()
+    r = run_cli("prepare", "--source", str(src), "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "class folder 'c' contains no images", "remove the empty folder", out=tmp_path / "out")
+
+
+def test_class_below_minimum(tmp_path):
+    make_folder(tmp_path / "raw", {"big": 30, "small": 4}, mixed=False)
+    assert run_cli("prepare", "--source", "raw", "--resolution", "16", cwd=tmp_path).code == 0
+    r = run_cli("validate", "--min-images-per-class", "10", cwd=tmp_path)
+    _assert_clean_failure(r, "minimum images per class", "e.g. small", "data_docs/index.html",
+                          out=tmp_path / "data" / "validated")
+    assert "FAIL" in r.stdout  # the summary table
+
+
+@pytest.mark.parametrize("entry", ["../../escape.png", "/tmp/abs-synthgate-test.png"])
+def test_archive_entry_outside_target(tmp_path, entry):
+    arc = tmp_path / "evil.tar.gz"
+    with tarfile.open(arc, "w:gz") as tf:
+        for name in ("ds/a/0.png", "ds/b/0.png", entry):
+            data = png_bytes(pattern(len(name)))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    r = run_cli("prepare", "--source", str(arc), "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "refusing archive entry", entry, out=tmp_path / "out")
+    assert not (tmp_path.parent / "escape.png").exists()
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    write_dicom(tmp_path / "dcm" / "img.dcm", np.ones((16, 16)))
+    write_dicom(tmp_path / "dcm" / "sr.dcm", None)
+    (tmp_path / "labels.csv").write_text("file,label\nimg.dcm,a\nsr.dcm,b\n")
+    r = run_cli("prepare", "--source", "dcm", "--source-type", "dicom", "--labels", "labels.csv", "--out", "out",
+                cwd=tmp_path)
+    _assert_clean_failure(r, "sr.dcm: DICOM file has no pixel data", "remove it from the label table",
+                          out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("res", ["0", "60"])
+def test_bad_resolution(tmp_path, res):
+    make_folder(tmp_path / "raw", {"a": 2}, mixed=False)
+    r = run_cli("prepare", "--source", "raw", "--resolution", res, "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "prepare.resolution", f"positive multiple of 8 (got {res})", out=tmp_path / "out")
+
+
+def test_unknown_source_type(tmp_path):
+    (tmp_path / "scan.nii").write_bytes(b"\0" * 10)
+    r = run_cli("prepare", "--source", "scan.nii", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "scan.nii: unknown source type", "data.source.type", out=tmp_path / "out")
+    r = run_cli("prepare", "--source", "scan.nii", "--source-type", "nifti", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "data.source.type", "'mednist', 'medmnist', 'folder' or 'dicom'", out=tmp_path / "out")
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["ingest"], ["prepare"], ["validate"], ["info"], ["demo"], ["version"]):
+        r = run_cli(*cmd, "--help")
+        assert r.code == 0 and "Usage" in r.stdout, (cmd, r.output)

@@ -1,0 +1,37 @@
+import pytest
+
+from synthgate.config import load_params
+from synthgate.errors import ConfigError
+
+
+@pytest.mark.parametrize("res", [0, -8, 30, 100])
+def test_resolution_must_be_positive_multiple_of_8(res):
+    with pytest.raises(ConfigError, match=r"prepare.resolution: resolution must be a positive multiple of 8"):
+        load_params(None, {"prepare.resolution": res})
+
+
+def test_unknown_key_and_wrong_type_are_named(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("prepare:\n  resolutoin: 64\nvalidate:\n  min_images_per_class: many\n")
+    with pytest.raises(ConfigError) as e:
+        load_params(p)
+    assert "prepare.resolutoin: Extra inputs are not permitted" in e.value.message
+    assert "validate.min_images_per_class" in e.value.message
+
+
+def test_unknown_source_type_in_config():
+    with pytest.raises(ConfigError, match="data.source.type"):
+        load_params(None, {"data.source.type": "hdf5"})
+
+
+def test_env_overrides_source_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("SYNTHGATE_SOURCE_PATH", str(tmp_path / "x.npz"))
+    assert load_params(None).data.source.path == tmp_path / "x.npz"
+    assert load_params(None, {"data.source.path": "y"}).data.source.path.name == "y"
+
+
+def test_project_params_yaml_is_valid():
+    from tests.helpers import REPO
+
+    p = load_params(REPO / "params.yaml")
+    assert p.prepare.resolution == 64 and p.data.source.type == "mednist"
