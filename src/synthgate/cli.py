@@ -168,6 +168,74 @@ def validate(
     _print_dataset("validated dataset", result.dataset)
 
 
+def _print_evaluation(result: Any) -> None:
+    d = result.data
+    s = d["summary"]
+    table = Table(title=f"evaluation {d['evaluation_hash'][:16]}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("context")
+
+    def f(v: Any, digits: int = 4) -> str:
+        return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+    table.add_row("FID (encoder features)", f(s["fid"], 3), f"real test vs train: {f(s['fid_real_baseline'], 3)}")
+    table.add_row("precision / recall", f"{f(s['precision'], 3)} / {f(s['recall'], 3)}", "")
+    table.add_row("density / coverage", f"{f(s['density'], 3)} / {f(s['coverage'], 3)}", "")
+    table.add_row("near copies, pixel", f(s["pixel_near_copy_fraction"]),
+                  f"threshold r > {f(s['pixel_threshold'])} (held-out {d['config']['memorization']['baseline_quantile']})")
+    table.add_row("near copies, features", f(s["feature_near_copy_fraction"]), "")
+    table.add_row("membership AUC (features / pixels)",
+                  f"{f(s['membership_auc'], 3)} / {f(s['membership_auc_pixel'], 3)}", "0.5 = no leak")
+    if "auc_gap" in s:
+        table.add_row("AUROC real / synthetic", f"{f(s['auc_real'])} / {f(s['auc_synthetic'])}", "TRTR / TSTR")
+        table.add_row("utility gap", f(s["auc_gap"]), "AUC_real - AUC_syn")
+        table.add_row("Δsyn / augmentation gain", f"{f(s.get('delta_syn'))} / {f(s.get('augmented_gain'))}", "")
+    console.print(table)
+    if s.get("fidelity_utility_disagree"):
+        console.print(f"[yellow]{s['fidelity_utility_note']}")
+    console.print(f"  encoder    {d['encoder']['encoder_id']}")
+    console.print(f"  timings    {', '.join(f'{k} {v:.1f}s' for k, v in d.get('timings', {}).items())}")
+    console.print(f"  json       {result.path}")
+    console.print(f"  report     {result.report_html}")
+
+
+@app.command()
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    real: Annotated[Path, typer.Option(help="real canonical dataset (with train/val/test)")] = Path("data/validated"),
+    synthetic: Annotated[Path, typer.Option(help="synthetic canonical dataset")] = Path("data/samples"),
+    out: Annotated[Path, typer.Option(help="folder for evaluation.json and report.html")] = Path(
+        "reports/evaluation"
+    ),
+    retrain_encoder: Annotated[bool, typer.Option(help="train a new reference encoder")] = False,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+) -> None:
+    """Fidelity, variety, complexity, memorization/privacy and utility of a synthetic dataset."""
+    from synthgate import stages
+
+    p = _params(params, {"evaluate.device": device})
+    _print_evaluation(stages.evaluate(p, real, synthetic, out, _reporter(), retrain_encoder))
+
+
+@app.command()
+def standin(
+    real: Annotated[Path, typer.Option(help="real canonical dataset")] = Path("data/validated"),
+    out_real: Annotated[Path, typer.Option(help="real dataset with half of its test split")] = Path(
+        "data/standin/real"
+    ),
+    out_synthetic: Annotated[Path, typer.Option(help="the other half, as a 'synthetic' dataset")] = Path(
+        "data/standin/synthetic"
+    ),
+    seed: int = 0,
+) -> None:
+    """Make a stand-in 'synthetic' set from real held-out images (to test the evaluation)."""
+    from synthgate import stages
+
+    r, s = stages.standin(real, out_real, out_synthetic, seed)
+    console.print(f"real {r}\nstand-in synthetic {s}")
+
+
 @app.command()
 def info(dataset: Annotated[Path, typer.Argument(help="a canonical dataset folder")]) -> None:
     """Show a canonical dataset's classes, splits and lineage."""
@@ -184,25 +252,34 @@ def demo(
     params: ParamsOpt = Path("params.yaml"),
     workdir: Annotated[Path, typer.Option(help="where data/ and reports/ are written")] = Path("."),
 ) -> None:
-    """Run the flow end to end on the default data (MedNIST): prepare -> validate."""
+    """Run the flow end to end on the default data (MedNIST): prepare -> validate -> evaluate."""
     from synthgate import stages
 
     p = _params(params, {})
-    console.rule("[bold]1/2 prepare")
+    console.rule("[bold]1/3 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
-    console.rule("[bold]2/2 validate")
+    console.rule("[bold]2/3 validate")
     result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
                              workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
     _print_checks(result)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
+    console.rule("[bold]3/3 evaluate (real held-out images standing in for a generator)")
+    real, synthetic = stages.standin(result.dataset.root, workdir / "data/standin/real",
+                                     workdir / "data/standin/synthetic", p.prepare.split.seed)
+    ev = stages.evaluate(p, real, synthetic, workdir / stages.DEFAULT_EVALUATION, _reporter())
+    _print_evaluation(ev)
     console.rule("[bold green]done")
     console.print(f"canonical dataset   {ds.root}")
     console.print(f"validated dataset   {result.dataset.root}  ({result.dataset.manifest['num_images']} images)")
     console.print(f"metadata            {result.dataset.root / 'metadata.parquet'}")
     console.print(f"validation report   {result.report_dir / 'validation.json'}")
     console.print(f"data docs (HTML)    {result.data_docs}")
+    console.print(f"evaluation          {ev.path}")
+    console.print(f"evaluation report   {ev.report_html}")
+    console.print("[dim]train/sample (issue #3) are not built yet: the evaluation ran on real held-out images "
+                  "standing in for synthetic ones.")
 
 
 @app.command()

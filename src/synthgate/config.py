@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthgate.errors import ConfigError
+from synthgate.evaluation.config import EvaluateConfig
 
 SourceType = Literal["auto", "mednist", "medmnist", "folder", "dicom"]
 
@@ -98,6 +99,7 @@ class Params(_Strict):
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -8,17 +8,21 @@ issues land.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthgate.config import Params
-from synthgate.data.canonical import CanonicalDataset
-from synthgate.data.validate import ValidationResult
 from synthgate.progress import Reporter
+
+if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load with the stage
+    from synthgate.data.canonical import CanonicalDataset
+    from synthgate.data.validate import ValidationResult
+    from synthgate.evaluation.evaluate import EvaluationResult
 
 DEFAULT_RAW = Path("data/raw")
 DEFAULT_PREPARED = Path("data/prepared")
 DEFAULT_VALIDATED = Path("data/validated")
 DEFAULT_VALIDATION_REPORT = Path("reports/validation")
+DEFAULT_EVALUATION = Path("reports/evaluation")
 
 
 def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
@@ -46,3 +50,24 @@ def validate(
     from synthgate.data.validate import validate as _validate
 
     return _validate(Path(dataset), params.validate_, Path(out), Path(report_dir), reporter)
+
+
+def evaluate(
+    params: Params,
+    real: Path = DEFAULT_VALIDATED,
+    synthetic: Path = Path("data/samples"),
+    out: Path = DEFAULT_EVALUATION,
+    reporter: Reporter | None = None,
+    retrain_encoder: bool = False,
+) -> EvaluationResult:
+    """Real + synthetic canonical datasets -> evaluation.json and report.html in ``out``."""
+    from synthgate.evaluation.evaluate import evaluate as _evaluate
+
+    return _evaluate(Path(real), Path(synthetic), params.evaluate, Path(out), reporter, retrain_encoder)
+
+
+def standin(real: Path, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Split the real test split in two: one half stands in for a generator's output."""
+    from synthgate.evaluation.evaluate import make_standin
+
+    return make_standin(Path(real), Path(out_real), Path(out_synthetic), seed)

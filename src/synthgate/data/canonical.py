@@ -60,6 +60,40 @@ def pixel_hashes(images: np.ndarray) -> list[str]:
     return [hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images]
 
 
+def metadata_for(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    splits: np.ndarray | str,
+    sources: list[str],
+    source_sha256: list[str] | None = None,
+) -> pd.DataFrame:
+    """A complete metadata table for images made in memory (synthetic samples, test fixtures)."""
+    from synthgate.data.complexity import delentropy
+
+    n = len(images)
+    stats = image_stats(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    hashes = pixel_hashes(images)
+    return pd.DataFrame({
+        "split": np.broadcast_to(np.asarray(splits, dtype=object), (n,)).astype(str),
+        "label": labels,
+        "label_name": [classes[k] for k in labels],
+        "sha256": hashes,
+        "source": list(sources),
+        "source_sha256": list(source_sha256) if source_sha256 is not None else hashes,
+        "orig_height": np.full(n, images.shape[1], np.int64),
+        "orig_width": np.full(n, images.shape[2], np.int64),
+        "orig_channels": np.full(n, images.shape[3], np.int64),
+        "height": np.full(n, images.shape[1], np.int64),
+        "width": np.full(n, images.shape[2], np.int64),
+        "channels": np.full(n, images.shape[3], np.int64),
+        **stats,
+        "nan_fraction": np.zeros(n),
+        "delentropy": delentropy(images) if n else np.zeros(0),
+    })
+
+
 def content_hash(images: np.ndarray, labels: np.ndarray, splits: np.ndarray, classes: list[str]) -> str:
     """Identity of a dataset's content: pixels, labels, split assignment and class names."""
     h = hashlib.sha256()

@@ -1,0 +1,315 @@
+"""A self-contained HTML report (PNG plots embedded as base64) for a reviewer who must decide
+whether a generator may be released."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from synthgate.generators.common import make_grid
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.flag{background:#fff3cd;border-left:4px solid #e0a800;padding:.6em 1em;margin:1em 0}
+.bad{color:#b00020;font-weight:bold} .ok{color:#1b7f3b;font-weight:bold}
+img{max-width:100%} .ids{font-family:monospace;font-size:.85em;color:#555} .note{color:#555;font-size:.9em}
+"""
+
+
+def _b64(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _show(ax: Any, img: np.ndarray, title: str = "") -> None:
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _samples(a: dict[str, Any], classes: list[str], per: int = 8) -> str:
+    import matplotlib.pyplot as plt
+
+    real = a["real_images"]
+    fig, axes = plt.subplots(len(classes), 2, figsize=(10, 1.4 * len(classes) + 0.5), squeeze=False)
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(classes):
+        ri = a["train_idx"][a["y_real"][a["train_idx"]] == k]
+        si = np.flatnonzero(a["y_syn"] == k)
+        r = np.asarray(real.images[np.sort(rng.choice(ri, min(per, len(ri)), replace=False))]) if len(ri) else None
+        s = a["syn_images"][np.sort(rng.choice(si, min(per, len(si)), replace=False))] if len(si) else None
+        for j, (imgs, name) in enumerate(((s, "synthetic"), (r, "real (train)"))):
+            if imgs is not None and len(imgs):
+                _show(axes[k, j], make_grid(imgs, per, fill=255), f"{c}: {name}")
+            else:
+                axes[k, j].set_axis_off()
+    return _b64(fig)
+
+
+def _hist(syn: np.ndarray, base: np.ndarray, threshold: float, title: str, xlabel: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    lo = float(min(syn.min(), base.min()))
+    bins = np.linspace(lo, 1.0, 60)
+    ax.hist(base, bins=bins, alpha=0.6, density=True, label="real held-out vs train (baseline)")
+    ax.hist(syn, bins=bins, alpha=0.6, density=True, label="synthetic vs train")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"near-copy threshold {threshold:.4f}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8)
+    return _b64(fig)
+
+
+def _pairs(a: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+
+    if not pairs:
+        return ""
+    n = len(pairs)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n + 1, 3), squeeze=False)
+    for j, p in enumerate(pairs):
+        _show(axes[0, j], a["syn_images"][p["synthetic_index"]], f"r={p['correlation']:.3f}")
+        _show(axes[1, j], np.asarray(a["real_images"].images[p["train_index"]]))
+    axes[0, 0].set_title(f"synthetic  r={pairs[0]['correlation']:.3f}", fontsize=8)
+    axes[1, 0].set_title("nearest training image", fontsize=8)
+    return _b64(fig)
+
+
+def _tsne(a: dict[str, Any], classes: list[str], n: int = 800) -> str:
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(0)
+    ri = rng.choice(len(a["f_ref"]), min(n, len(a["f_ref"])), replace=False)
+    si = rng.choice(len(a["f_syn"]), min(n, len(a["f_syn"])), replace=False)
+    x = np.concatenate([a["f_ref"][ri], a["f_syn"][si]])
+    if len(x) < 10:
+        return "<p class=note>too few images for t-SNE</p>"
+    emb = TSNE(n_components=2, perplexity=min(30, len(x) // 4), init="pca", random_state=0).fit_transform(x)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    cmap = plt.get_cmap("tab10")
+    nr = len(ri)
+    for k, c in enumerate(classes):
+        m_r = a["y_ref"][ri] == k
+        m_s = a["y_syn_sub"][si] == k
+        ax.scatter(emb[:nr][m_r, 0], emb[:nr][m_r, 1], s=6, color=cmap(k % 10), marker="o", alpha=0.5,
+                   label=f"{c} real")
+        ax.scatter(emb[nr:][m_s, 0], emb[nr:][m_s, 1], s=10, color=cmap(k % 10), marker="x", alpha=0.8,
+                   label=f"{c} synthetic")
+    ax.set_title("t-SNE of reference-encoder features (o real, x synthetic)")
+    ax.legend(fontsize=6, ncol=2, markerscale=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return _b64(fig)
+
+
+def _fid_bars(per_class: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    names = [c for c, v in per_class.items() if v.get("fid") is not None]
+    if not names:
+        return ""
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.bar(names, [per_class[c]["fid"] for c in names], color="#4c72b0")
+    ax.set_ylabel("FID (encoder features)")
+    ax.set_title("FID per class")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    return _b64(fig)
+
+
+def _delentropy(a: dict[str, Any], classes: list[str]) -> str:
+    import matplotlib.pyplot as plt
+
+    comp = a["comp"]
+    y_tr = a["y_real"][a["train_idx"]]
+    cols = min(3, len(classes))
+    rows = int(np.ceil(len(classes) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.4 * rows), squeeze=False)
+    for k, c in enumerate(classes):
+        ax = axes[divmod(k, cols)]
+        r, s = comp["real"][y_tr == k], comp["synthetic"][a["y_syn"] == k]
+        both = np.concatenate([r, s]) if len(r) + len(s) else np.zeros(1)
+        bins = np.linspace(both.min(), both.max() + 1e-6, 40)
+        if len(r):
+            ax.hist(r, bins=bins, alpha=0.6, density=True, label="real")
+        if len(s):
+            ax.hist(s, bins=bins, alpha=0.6, density=True, label="synthetic")
+        ax.set_title(c, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for k in range(len(classes), rows * cols):
+        axes[divmod(k, cols)].set_axis_off()
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("delentropy (bits) per class")
+    fig.tight_layout()
+    return _b64(fig)
+
+
+def _mean_images(a: dict[str, Any], classes: list[str], var: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    from synthgate.evaluation.variety import mean_image
+
+    fig, axes = plt.subplots(2, len(classes), figsize=(1.6 * len(classes) + 0.5, 3.6), squeeze=False)
+    real = a["real_images"]
+    for k, c in enumerate(classes):
+        ri = a["train_idx"][a["y_real"][a["train_idx"]] == k][:2000]
+        si = np.flatnonzero(a["y_syn"] == k)
+        v = var.get(c, {})
+        if len(ri):
+            _show(axes[0, k], mean_image(np.asarray(real.images[ri])), f"{c}\nreal {v.get('real_mean_image_bytes')} B")
+        if len(si):
+            _show(axes[1, k], mean_image(a["syn_images"][si]), f"synthetic {v.get('synthetic_mean_image_bytes')} B")
+        for j in (0, 1):
+            axes[j, k].set_axis_off()
+    return _b64(fig)
+
+
+def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    classes = data["real"]["classes"]
+    s = data["summary"]
+    f = data["fidelity"]
+    m = data["memorization"]
+    parts: list[str] = [f"<html><head><meta charset=utf-8><title>synthgate evaluation</title><style>{CSS}</style>"
+                        "</head><body>", "<h1>Synthetic data evaluation</h1>"]
+    gen = data["synthetic"].get("generator") or data["synthetic"].get("standin") or "unknown"
+    parts.append(
+        "<p class=ids>"
+        f"real dataset {data['real']['content_hash'][:16]} ({html.escape(data['real']['path'])})<br>"
+        f"synthetic dataset {data['synthetic']['content_hash'][:16]} ({html.escape(data['synthetic']['path'])}), "
+        f"{data['synthetic']['num_images']} images; generator: {html.escape(str(gen))}<br>"
+        f"reference encoder {html.escape(str(data['encoder']['encoder_id']))} (val AUROC "
+        f"{_fmt(data['encoder'].get('val_auroc'))}); scores from other encoders are not comparable<br>"
+        f"evaluation {data['evaluation_hash'][:16]} · synthgate {data['synthgate_version']} · {data['created']}</p>")
+    if s.get("fidelity_utility_disagree"):
+        parts.append(f"<div class=flag>{html.escape(s['fidelity_utility_note'])}</div>")
+    rows = [
+        ["FID (encoder features)", s["fid"], f"real test vs train: {_fmt(s['fid_real_baseline'])}"],
+        ["precision / recall / F1", f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}", "k-NN manifolds"],
+        ["density / coverage", f"{s['density']:.3f} / {s['coverage']:.3f}", ""],
+        ["near copies (pixel, 8 transforms)", s["pixel_near_copy_fraction"],
+         f"held-out baseline {1 - m['pixel']['threshold_quantile']:.4f} by construction"],
+        ["near copies (encoder features)", s["feature_near_copy_fraction"], ""],
+        ["membership-inference AUC (features / pixels)",
+         f"{s['membership_auc']:.3f} / {s['membership_auc_pixel']:.3f}", "0.5 = no leak"],
+    ]
+    if "auc_gap" in s:
+        rows += [["AUROC real (TRTR) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}", ""],
+                 ["utility gap AUC_real − AUC_syn", s["auc_gap"], "dumontschutte2021"],
+                 ["Δsyn (label overfitting)", s.get("delta_syn"), "≈0 is good"],
+                 ["augmentation gain", s.get("augmented_gain"), "real+synthetic vs real"]]
+    parts += ["<h2>Summary</h2>", _table(rows, ["measure", "value", "context"])]
+
+    parts += ["<h2>Samples</h2>", _samples(a, classes)]
+
+    o = f["overall"]
+    parts += ["<h2>Fidelity</h2>", "<p class=note>Reference-encoder features; the real test split against the "
+              "same training images gives the floor a perfect generator would reach at this sample size.</p>",
+              _table([["synthetic vs real train", o["fid"], o["kid"], o["precision"], o["recall"], o["f1"],
+                       o["density"], o["coverage"]],
+                      ["real test vs real train", f["real_test_vs_train"]["fid"], f["real_test_vs_train"]["kid"],
+                       f["real_test_vs_train"]["precision"], f["real_test_vs_train"]["recall"],
+                       f["real_test_vs_train"]["f1"], f["real_test_vs_train"]["density"],
+                       f["real_test_vs_train"]["coverage"]]],
+                     ["", "FID", "KID", "precision", "recall", "F1", "density", "coverage"]),
+              _table([[c, v.get("fid"), v.get("precision"), v.get("recall"), v.get("n_synthetic")]
+                      for c, v in f["per_class"].items()], ["class", "FID", "precision", "recall", "n synthetic"]),
+              _fid_bars(f["per_class"]), _tsne(a, classes)]
+    if "inception_fid" in f:
+        parts.append(f"<p>Inception-FID: {_fmt(f['inception_fid']['fid'])}</p>")
+
+    parts += ["<h2>Variety and complexity</h2>",
+              "<p class=note>Lossless-compressed size of the per-class mean image (xing2023 II.D): smaller = more "
+              "varied. Delentropy distributions (complexity paper, Eqs. 4-5) with a two-sample KS test.</p>",
+              _mean_images(a, classes, data["variety"]),
+              _table([[c, v.get("real_mean_image_bytes"), v.get("synthetic_mean_image_bytes"),
+                       data["complexity"]["per_class"][c].get("real_mean"),
+                       data["complexity"]["per_class"][c].get("synthetic_mean"),
+                       data["complexity"]["per_class"][c].get("ks_statistic"),
+                       data["complexity"]["per_class"][c].get("ks_p")] for c, v in data["variety"].items()],
+                     ["class", "real mean-image bytes", "synthetic", "real delentropy", "synthetic", "KS D", "KS p"]),
+              _delentropy(a, classes)]
+
+    px, ft = m["pixel"], m["feature"]
+    parts += ["<h2>Memorization and privacy</h2>",
+              "<p class=note>For every synthetic image, the highest similarity to any training image; the same "
+              "statistic for real held-out images is the baseline, and the near-copy threshold is its "
+              f"{px['threshold_quantile']} quantile (niehues2024 2.5; dumontschutte2021 S.6).</p>",
+              _hist(a["px_syn"].best, a["px_base"].best, px["threshold"], "pixel space: max Pearson r over 8 "
+                    "rotations/flips", "max correlation with a training image"),
+              _hist(a["ft_syn"].best, a["ft_base"].best, ft["threshold"], "feature space: max cosine similarity",
+                    "max cosine similarity to a training image"),
+              _table([[name, d["synthetic"]["mean"], d["synthetic"]["median"], d["synthetic"]["p5"],
+                       d["synthetic"]["p95"], d["held_out"]["mean"], d["held_out"]["median"], d["held_out"]["p5"],
+                       d["held_out"]["p95"], d["near_copy_fraction"], d["mannwhitney_u_p_greater"]]
+                      for name, d in (("pixel", px), ("feature", ft))],
+                     ["space", "syn mean", "syn median", "syn p5", "syn p95", "held-out mean", "median", "p5", "p95",
+                      "near-copy fraction", "MWU p (syn > held-out)"]),
+              _table([[c, v["synthetic"].get("mean"), v["synthetic"].get("median"), v["synthetic"].get("p5"),
+                       v["synthetic"].get("p95"), v["held_out"].get("mean"), v["held_out"].get("median"),
+                       v["near_copy_fraction"]] for c, v in px["per_class"].items()],
+                     ["class (pixel)", "syn mean", "syn median", "syn p5", "syn p95", "held-out mean", "median",
+                      "near-copy fraction"]),
+              f"<p>Membership inference AUC: features {_fmt(m['membership']['feature_auc'])}, pixels "
+              f"{_fmt(m['membership']['pixel_auc'])} ({m['membership']['members']} members vs "
+              f"{m['membership']['non_members']} non-members; 0.5 = no leak).</p>"]
+    if m["planted_detection"]:
+        parts += ["<p>Detection rate of each detector at its calibrated threshold on planted copies of training "
+                  "images (what a near copy of each kind would score):</p>",
+                  _table([[k, v["pixel"], v["feature"], v["n"]] for k, v in m["planted_detection"].items()],
+                         ["planted copy", "pixel detector", "feature detector", "n"])]
+    parts += ["<p>Most similar synthetic/training pairs (pixel space):</p>", _pairs(a, m["top_pairs"])]
+
+    u = data.get("utility")
+    parts.append("<h2>Utility</h2>")
+    if u:
+        st = u["stats"]
+        parts += ["<p class=note>Downstream classifier trained per setting over seeds "
+                  f"{', '.join(str(r['seed']) for r in next(iter(u['runs'].values())))}; all tested on the same "
+                  "real test split; model selection on the real validation split.</p>",
+                  _table([[name, v["auroc_mean"], v["auroc_std"], v["accuracy_mean"], v["accuracy_std"]]
+                          for name, v in u["settings"].items()],
+                         ["setting", "AUROC mean", "sd", "accuracy mean", "sd"]),
+                  _table([[k, v] for k, v in st.items()], ["statistic", "value"])]
+    else:
+        parts.append("<p>not run (evaluate.utility.enabled: false)</p>")
+    r = data.get("realism")
+    if r:
+        parts += ["<h2>Realism score</h2>", "<p class=note>benitodelvalle Eq. 11: kept when R ≥ 1.</p>",
+                  _table([["global", r["global"]["kept"], r["global"]["total"], r["global"]["kept_fraction"]]]
+                         + ([["per class", r["per_class"]["kept"], r["per_class"]["total"],
+                              r["per_class"]["kept_fraction"]]] if "per_class" in r else []),
+                         ["variant", "kept", "total", "fraction"])]
+    parts.append("</body></html>")
+    return "\n".join(parts)

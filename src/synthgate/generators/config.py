@@ -1,0 +1,95 @@
+"""Settings of the generators: what model to build, how to train it, how to sample from it.
+
+GAN defaults follow dumontschutte2021 S.2.2 / S.3 (cpD-GAN: WGAN-GP, Adam with the prog-GAN
+betas (0, 0.99), learning rate 0.005, one discriminator update per generator update, 512 feature
+channels at ``size: base``). Diffusion defaults follow the DDPM recipe of diffusers' examples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ModelType = Literal["diffusion", "gan"]
+MODEL_TYPES: tuple[str, ...] = ("diffusion", "gan")
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorConfig(_Strict):
+    """The model: its family and size, and the family's own settings."""
+
+    type: ModelType = Field("diffusion", description="diffusion (class-conditional DDPM UNet) | gan (cpD-GAN)")
+    size: Literal["tiny", "small", "base"] = Field(
+        "base", description="tiny (<1.5M parameters, CPU tests) | small | base (35.8M-parameter UNet / 512-channel GAN)"
+    )
+    # diffusion
+    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="what the UNet predicts")
+    beta_schedule: Literal["linear", "cosine"] = Field("cosine", description="noise schedule (cosine = squaredcos_cap_v2)")
+    num_train_timesteps: int = Field(1000, ge=10)
+    cond_drop_prob: float = Field(
+        0.1, ge=0.0, lt=1.0, description="classifier-free guidance: fraction of labels replaced by the null class"
+    )
+    # gan (dumontschutte2021 S.2.2, S.3)
+    z_dim: int = Field(128, ge=1, description="GAN noise dimension")
+    gp_weight: float = Field(10.0, ge=0.0, description="WGAN-GP gradient penalty weight")
+    drift_weight: float = Field(0.001, ge=0.0, description="prog-GAN drift penalty on D(real)^2")
+    n_critic: int = Field(1, ge=1, description="discriminator updates per generator update")
+    g_lr: float = Field(0.005, gt=0.0, description="GAN generator learning rate (Adam)")
+    d_lr: float = Field(0.005, gt=0.0, description="GAN discriminator learning rate (Adam)")
+    betas: tuple[float, float] = Field((0.0, 0.99), description="GAN Adam betas (prog-GAN)")
+
+
+class TrainConfig(_Strict):
+    """The training loop (shared by both model families)."""
+
+    steps: int = Field(20_000, ge=1, description="optimisation steps (GAN: generator updates)")
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-4, gt=0.0, description="diffusion AdamW learning rate (the GAN uses generator.g_lr/d_lr)")
+    weight_decay: float = Field(0.0, ge=0.0, description="diffusion AdamW weight decay")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="diffusion: clip the gradient norm to this (null: off)")
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0, description="EMA of the weights that are saved and sampled")
+    seed: int = 0
+    device: Device = "auto"
+    compile: bool = Field(False, description="torch.compile the network (CUDA only)")
+    bf16: bool = Field(True, description="bf16 autocast (CUDA only; CPU trains in fp32)")
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(50, ge=1)
+    sample_grid_every: int = Field(2000, ge=0, description="per-class sample grid every N steps and at the end (0: never)")
+    sample_grid_per_class: int = Field(8, ge=1)
+    sample_grid_steps: int = Field(25, ge=1, description="DDIM steps for the sample grids")
+    mlflow: bool = True
+    data_on_gpu: Literal["auto", "always", "never"] = Field(
+        "auto", description="hold the training images on the GPU (auto: when they take < 25% of free memory)"
+    )
+
+
+class SampleConfig(_Strict):
+    """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only."""
+
+    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"
+    steps: int = Field(25, ge=1, description="sampler steps")
+    guidance_scale: float = Field(
+        1.5, ge=0.0, description="classifier-free guidance scale (1: conditional model only, no guidance)"
+    )
+    per_class: int | None = Field(None, ge=0, description="images per class (when match_real is false)")
+    match_real: bool = Field(False, description="follow the real train split's class distribution")
+    total: int | None = Field(None, ge=1, description="with match_real: images in all (null: as many as the real train split)")
+    batch_size: int = Field(256, ge=1)
+    seed: int = 0
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _how_many(self) -> SampleConfig:
+        if self.match_real and self.per_class is not None:
+            raise ValueError("set either per_class or match_real, not both")
+        if not self.match_real and self.per_class is None:
+            raise ValueError("set per_class (images per class) or match_real: true (with an optional total)")
+        if not self.match_real and self.total is not None:
+            raise ValueError("total applies with match_real: true only; use per_class otherwise")
+        return self

@@ -1,0 +1,197 @@
+"""Class-conditional denoising diffusion (DDPM) with diffusers' ``UNet2DModel``.
+
+Labels enter through the UNet's class embedding (``num_class_embeds = n_classes + 1``); index
+``n_classes`` is the null class, so one network is both the conditional and the unconditional
+model of classifier-free guidance (labels are dropped to it with ``cond_drop_prob`` in training).
+Images are scaled uint8 -> [-1, 1]. Sampling uses diffusers' DDPM, DDIM or DPM-Solver++ schedulers
+with any number of steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthgate.errors import ConfigError
+from synthgate.generators.common import make_generator, per_image_noise, to_uint8
+from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.task import TrainTask, autocast, make_optimizer
+from synthgate.progress import NullReporter, Reporter
+
+#: UNet widths per size. ``base`` is the 35.8M-parameter UNet of the GPU benchmarks.
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"block_out_channels": (32, 48, 64, 64), "layers_per_block": 1, "norm_num_groups": 16},
+    "small": {"block_out_channels": (64, 128, 128, 128), "layers_per_block": 2, "norm_num_groups": 32},
+    "base": {"block_out_channels": (128, 256, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
+}
+#: Self-attention sits in this block: 16x16 for 64x64 inputs (and in the mid block).
+ATTN_LEVEL = 2
+BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+def _sampler_classes() -> dict[str, Any]:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    return {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmsolver++": DPMSolverMultistepScheduler}
+
+
+def check_resolution(gcfg: GeneratorConfig, resolution: int) -> None:
+    """The UNet halves the image ``len(blocks) - 1`` times: the side must divide evenly and be >= 8."""
+    factor = 2 ** (len(SIZES[gcfg.size]["block_out_channels"]) - 1)
+    if resolution < 8 or resolution % factor:
+        raise ConfigError(
+            f"prepare.resolution: {resolution}x{resolution} images are not supported by the {gcfg.size} "
+            f"diffusion UNet (it downsamples by {factor}); supported sizes are multiples of {factor} "
+            f"and at least 8, e.g. 32, 64, 128",
+            hint="re-run `synthgate prepare` with such a resolution",
+        )
+
+
+def build_unet(gcfg: GeneratorConfig, resolution: int, channels: int, n_classes: int) -> nn.Module:
+    """A class-conditional ``UNet2DModel`` with ``n_classes + 1`` class embeddings (the last is null)."""
+    from diffusers import UNet2DModel
+
+    check_resolution(gcfg, resolution)
+    size = SIZES[gcfg.size]
+    n = len(size["block_out_channels"])
+    down = ["AttnDownBlock2D" if i == ATTN_LEVEL else "DownBlock2D" for i in range(n)]
+    up = ["AttnUpBlock2D" if n - 1 - i == ATTN_LEVEL else "UpBlock2D" for i in range(n)]
+    return UNet2DModel(
+        sample_size=resolution,
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        num_class_embeds=n_classes + 1,
+        **size,
+    )
+
+
+def build_scheduler(gcfg: GeneratorConfig) -> Any:
+    """The training noise schedule (a ``DDPMScheduler``); samplers are built from its config."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=gcfg.num_train_timesteps,
+        beta_schedule=BETA_SCHEDULES[gcfg.beta_schedule],
+        prediction_type=gcfg.prediction_type,
+        clip_sample=True,
+    )
+
+
+def make_sampler(scheduler_config: Any, sampler: str) -> Any:
+    """DDPM / DDIM / DPM-Solver++ (2nd order, multistep) over the training schedule, trailing spacing."""
+    kwargs: dict[str, Any] = {"timestep_spacing": "trailing"}
+    if sampler == "dpmsolver++":
+        kwargs.update(algorithm_type="dpmsolver++", solver_order=2)
+    try:
+        cls = _sampler_classes()[sampler]
+    except KeyError:
+        raise ConfigError(f"sample.sampler: unknown sampler {sampler!r}", hint="use ddpm, ddim or dpmsolver++") from None
+    return cls.from_config(scheduler_config, **kwargs)
+
+
+def diffusion_loss(
+    unet: nn.Module, scheduler: Any, x0: torch.Tensor, labels: torch.Tensor, *,
+    null_class: int, cond_drop_prob: float, generator: torch.Generator,
+) -> torch.Tensor:
+    """The DDPM objective: MSE between the UNet output and the noise (epsilon) or velocity target."""
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+    if cond_drop_prob > 0:
+        drop = torch.rand(b, generator=generator, device=x0.device) < cond_drop_prob
+        labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+    x_t = scheduler.add_noise(x0, noise, t)
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    pred = unet(x_t.contiguous(memory_format=torch.channels_last) if x0.is_cuda else x_t, t, class_labels=labels).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+@torch.no_grad()
+def sample_images(
+    unet: nn.Module, scheduler_config: Any, labels: np.ndarray, cfg: SampleConfig, *,
+    null_class: int, device: torch.device, amp: bool = False, reporter: Reporter | None = None,
+) -> np.ndarray:
+    """Sample one image per label with classifier-free guidance -> uint8 (N, H, W, C).
+
+    Conditional and unconditional predictions are computed in one batch and combined as
+    ``uncond + guidance_scale * (cond - uncond)``; with ``guidance_scale == 1`` only the
+    conditional half is evaluated.
+    """
+    reporter = reporter or NullReporter()
+    res, ch = int(unet.config.sample_size), int(unet.config.in_channels)
+    n = len(labels)
+    if n == 0:
+        return np.zeros((0, res, res, ch), np.uint8)
+    if cfg.steps > scheduler_config.num_train_timesteps:
+        raise ConfigError(
+            f"sample.steps: {cfg.steps} is more than the model's {scheduler_config.num_train_timesteps} training timesteps",
+            hint="use fewer sampler steps",
+        )
+    sched = make_sampler(scheduler_config, cfg.sampler)
+    guided = cfg.guidance_scale != 1.0
+    out = []
+    with reporter.task(f"Sampling {n} images ({cfg.sampler}, {cfg.steps} steps)", n) as advance:
+        for start in range(0, n, cfg.batch_size):
+            y = torch.as_tensor(labels[start : start + cfg.batch_size], dtype=torch.long, device=device)
+            x = per_image_noise((ch, res, res), cfg.seed, start, len(y), "diffusion").to(device)
+            yy = torch.cat([y, torch.full_like(y, null_class)]) if guided else y
+            gen = make_generator(device, cfg.seed, "ddpm-step", start)
+            sched.set_timesteps(cfg.steps, device=device)
+            for t in sched.timesteps:
+                inp = sched.scale_model_input(x, t)
+                with autocast(device, amp):
+                    pred = unet(torch.cat([inp, inp]) if guided else inp, t, class_labels=yy).sample.float()
+                if guided:
+                    cond, uncond = pred.chunk(2)
+                    pred = uncond + cfg.guidance_scale * (cond - uncond)
+                x = sched.step(pred, t, x, generator=gen).prev_sample
+            out.append(to_uint8(x))
+            advance(len(y))
+    return np.concatenate(out)
+
+
+class DiffusionTask(TrainTask):
+    """UNet, AdamW and EMA of a class-conditional DDPM for the shared training loop."""
+
+    def __init__(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
+                 n_classes: int, device: torch.device) -> None:
+        from diffusers.training_utils import EMAModel
+
+        super().__init__(gcfg, tcfg, resolution, channels, n_classes, device)
+        self.unet = build_unet(gcfg, resolution, channels, n_classes).to(device, memory_format=self.memory_format)
+        self.scheduler = build_scheduler(gcfg)
+        self.forward = torch.compile(self.unet) if (tcfg.compile and self.cuda) else self.unet
+        self.opt = make_optimizer(self.unet.parameters(), device, tcfg.lr, (0.9, 0.999), tcfg.weight_decay)
+        self.modules, self.optimizers, self.lrs = {"unet": self.unet}, {"unet": self.opt}, {"unet": tcfg.lr}
+        self.ema_target = self.unet
+        self.ema = EMAModel(self.unet.parameters(), decay=tcfg.ema_decay, foreach=self.cuda)
+
+    def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        (x0, y), = batches
+        with autocast(self.device, self.amp):
+            loss = diffusion_loss(self.forward, self.scheduler, x0, y, null_class=self.n_classes,
+                                  cond_drop_prob=self.gcfg.cond_drop_prob, generator=gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.tcfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.unet.parameters(), self.tcfg.grad_clip)
+        self.opt.step()
+        self.ema.step(self.unet.parameters())
+        return {"loss": loss.detach()}
+
+    def sample(self, module: nn.Module, labels: np.ndarray, cfg: SampleConfig) -> np.ndarray:
+        return sample_images(module, self.scheduler.config, labels, cfg, null_class=self.n_classes,
+                             device=self.device, amp=self.amp)
+
+    def save(self, model_dir: Path, module: nn.Module, **info: Any) -> Path:
+        from synthgate.generators.model import save_generator
+
+        return save_generator(model_dir, module, self.gcfg, scheduler=self.scheduler, resolution=self.resolution,
+                              channels=self.channels, **info)

@@ -1,0 +1,439 @@
+"""One training loop for both generator families.
+
+The loop reads the canonical dataset's train split, feeds seeded batches to a
+:class:`~synthgate.generators.task.TrainTask` (diffusion or cpD-GAN), and owns what both share:
+reproducibility, checkpoints and resume, divergence handling, progress, MLflow, Prometheus, and
+the final model (EMA weights, :func:`synthgate.generators.model.save_generator`).
+
+Reproducibility: every random draw of step ``s`` comes from a generator seeded with
+``(seed, s)`` and batches come from per-epoch permutations seeded with ``(seed, epoch)``, so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would (bit-identical on CPU).
+
+FID-based early stopping (dumontschutte2021 S.3) is left to the evaluation stage: this loop runs
+``train.steps`` steps and keeps checkpoints to continue from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthgate.data.canonical import load_dataset
+from synthgate.errors import ConfigError, DataError, SynthgateError
+from synthgate.generators.common import (
+    make_generator,
+    make_grid,
+    mix_seed,
+    resolve_device,
+    save_png,
+    to_model_space,
+)
+from synthgate.generators.config import MODEL_TYPES, GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.task import TrainTask
+from synthgate.progress import NullReporter, Reporter
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+GRIDS = "grids"
+CHECKPOINT_FORMAT = "synthgate.checkpoint/v1"
+#: Generator settings that change the network or its noise schedule; a checkpoint must match them.
+FINGERPRINT_FIELDS = ("type", "size", "prediction_type", "beta_schedule", "num_train_timesteps", "z_dim")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    final_loss: float
+    images_per_second: float
+    checkpoint: Path | None
+    mlflow_run_id: str | None
+    resumed_from: int = 0
+
+
+def _unknown_type(gtype: object) -> ConfigError:
+    return ConfigError(f"generator.type: unknown model type {gtype!r}", hint=f"use one of: {', '.join(MODEL_TYPES)}")
+
+
+def check_resolution(gcfg: GeneratorConfig, resolution: int) -> None:
+    """ConfigError naming ``resolution`` and the sizes that work, for the configured model."""
+    if gcfg.type == "diffusion":
+        from synthgate.generators.diffusion import check_resolution as check
+    elif gcfg.type == "gan":
+        from synthgate.generators.gan import check_resolution as check
+    else:
+        raise _unknown_type(gcfg.type)
+    check(gcfg, resolution)
+
+
+def build_task(gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int, n_classes: int,
+               device: torch.device) -> TrainTask:
+    if gcfg.type == "diffusion":
+        from synthgate.generators.diffusion import DiffusionTask
+
+        return DiffusionTask(gcfg, tcfg, resolution, channels, n_classes, device)
+    if gcfg.type == "gan":
+        from synthgate.generators.gan import GanTask
+
+        return GanTask(gcfg, tcfg, resolution, channels, n_classes, device)
+    raise _unknown_type(gcfg.type)
+
+
+def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: list[str], dataset_hash: str) -> dict[str, Any]:
+    g = gcfg.model_dump(mode="json")
+    return {**{f"generator.{k}": g[k] for k in FINGERPRINT_FIELDS}, "resolution": resolution, "channels": channels,
+            "classes": list(classes), "dataset_content_hash": dataset_hash}
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    """Checkpoints under ``out_dir/checkpoints``, oldest first."""
+    found = []
+    for p in (Path(out_dir) / CHECKPOINTS).glob("step_*.pt"):
+        try:
+            found.append((int(p.stem.removeprefix("step_")), p))
+        except ValueError:
+            continue
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    ckpts = list_checkpoints(out_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read the checkpoint ({e})",
+                        hint="delete it to resume from an earlier one, or train with resume disabled") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not a synthgate checkpoint", hint="delete it or train with resume disabled")
+    return state
+
+
+def _check_fingerprint(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in now if saved.get(k) != now[k]]
+    if diffs:
+        raise ConfigError(
+            f"{path}: checkpoint belongs to another configuration; mismatching fields:\n  " + "\n  ".join(diffs),
+            hint=f"use another output directory, delete {path.parent}, or train without resuming to start over",
+        )
+
+
+class _Feed:
+    """Seeded batches of the train split: batch ``k`` is positions ``k*B .. (k+1)*B`` of the
+    concatenated per-epoch permutations, so any batch can be recomputed from its index alone."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, tcfg: TrainConfig, device: torch.device,
+                 memory_format: torch.memory_format) -> None:
+        self.n, self.batch_size, self.seed = len(images), tcfg.batch_size, tcfg.seed
+        self.device, self.memory_format = device, memory_format
+        on_gpu = device.type == "cuda" and (
+            tcfg.data_on_gpu == "always"
+            or (tcfg.data_on_gpu == "auto" and images.nbytes < 0.25 * torch.cuda.mem_get_info(device)[0])
+        )
+        self.store = device if on_gpu else torch.device("cpu")
+        self.images = torch.from_numpy(images).to(self.store)
+        self.labels = torch.from_numpy(labels).to(self.store)
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def _epoch(self, epoch: int) -> torch.Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
+            self._perm = (epoch, torch.randperm(self.n, generator=g).to(self.store))
+        return self._perm[1]
+
+    def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pos, parts = k * self.batch_size, []
+        while (need := self.batch_size - sum(len(p) for p in parts)) > 0:
+            epoch, offset = divmod(pos, self.n)
+            take = self._epoch(epoch)[offset : offset + need]
+            parts.append(take)
+            pos += len(take)
+        idx = torch.cat(parts)
+        x = to_model_space(self.images[idx].to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=self.memory_format), self.labels[idx].to(self.device, non_blocking=True)
+
+
+class _Clock:
+    """Training throughput, excluding the first step (warm-up, compilation) and checkpoint/grid work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t: float | None = None
+        self.win_t = self.win_n = self.tot_t = self.tot_n = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self.t = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.t is not None:
+            self._sync()
+            dt = time.perf_counter() - self.t
+            self.win_t += dt
+            self.tot_t += dt
+            self.t = None
+
+    def count(self, n: int) -> None:
+        if self.t is not None:
+            self.win_n += n
+            self.tot_n += n
+
+    def window_rate(self) -> float:
+        rate = self.win_n / self.win_t if self.win_t > 0 else math.nan
+        self.win_t = self.win_n = 0.0
+        return rate
+
+    def rate(self) -> float:
+        return self.tot_n / self.tot_t if self.tot_t > 0 else math.nan
+
+
+def _tracking_uri() -> str | None:
+    """The tracking URI set by ``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``, else None."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    try:
+        import mlflow
+        from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+    except ImportError:  # pragma: no cover - private helper moved
+        return None
+    return mlflow.get_tracking_uri() if is_tracking_uri_set() else None
+
+
+class _Tracker:
+    """MLflow through an explicit client (leaves the fluent API's active run alone). The current
+    tracking URI is used; where none is set, ``out_dir/mlflow.db`` (SQLite) with artifacts under
+    ``out_dir/mlruns``. A run interrupted and resumed from a checkpoint continues the same MLflow run."""
+
+    def __init__(self, out_dir: Path, run_id: str | None, params: dict[str, Any], run_name: str) -> None:
+        env_uri = _tracking_uri()
+        uri = env_uri or f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+        try:
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri)
+            run = None
+            if run_id:
+                try:
+                    run = self.client.get_run(run_id)
+                except Exception:
+                    run = None
+            if run is None:
+                name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "synthgate-train")
+                exp = self.client.get_experiment_by_name(name)
+                artifacts = None if env_uri else (out_dir / "mlruns").resolve().as_uri()
+                exp_id = exp.experiment_id if exp else self.client.create_experiment(name, artifact_location=artifacts)
+                run = self.client.create_run(exp_id, run_name=run_name)
+                self.run_id = run.info.run_id
+                self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+            else:
+                self.run_id = run.info.run_id
+                self.client.update_run(self.run_id, status="RUNNING")
+        except Exception as e:
+            raise SynthgateError(f"MLflow tracking at {uri} is not usable ({e})",
+                                 hint="check MLFLOW_TRACKING_URI, or set train.mlflow: false") from None
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, step) for k, v in values.items() if math.isfinite(v)]
+        self.client.log_batch(self.run_id, metrics=ms)
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _flat(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in d.items()}
+
+
+def train(
+    dataset_dir: Path,
+    gcfg: GeneratorConfig,
+    tcfg: TrainConfig,
+    out_dir: Path,
+    reporter: Reporter | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train a class-conditional generator on the train split of ``dataset_dir``.
+
+    Writes ``out_dir/checkpoints/step_*.pt`` (the newest ``keep_checkpoints``), ``out_dir/grids/``
+    (per-class sample grids), and the final EMA model to ``out_dir/model``. With ``resume`` it
+    continues from the newest checkpoint, refusing one of another configuration (``ConfigError``
+    listing the fields); without, it deletes old checkpoints and starts over. A non-finite loss
+    stops training with a :class:`SynthgateError` naming the step and the last good checkpoint.
+    """
+    from synthgate.monitoring.metrics import TRAIN_IMAGES_PER_SECOND, TRAIN_LOSS, TRAIN_STEPS
+
+    reporter = reporter or NullReporter()
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    if gcfg.type not in MODEL_TYPES:
+        raise _unknown_type(gcfg.type)
+    device = resolve_device(tcfg.device, "train.device")
+
+    ds = load_dataset(dataset_dir)
+    classes = ds.classes
+    idx = ds.split_indices("train")
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{dataset_dir}: the dataset has {len(classes)} class ({', '.join(classes) or 'none'}); "
+            "class-conditional generators need at least 2 classes",
+            hint="prepare a dataset with two or more classes",
+        )
+    if len(idx) == 0:
+        raise DataError(f"{dataset_dir}: the train split is empty", hint="re-run `synthgate prepare` with a train split")
+    labels = ds.labels()[idx]
+    present = [classes[k] for k in np.unique(labels)]
+    if len(present) < 2:
+        raise ConfigError(
+            f"{dataset_dir}: the train split holds images of one class only ({present[0]}); "
+            "class-conditional generators need at least 2 classes",
+            hint="re-split the dataset so that every class has training images",
+        )
+    check_resolution(gcfg, ds.resolution)
+    images = np.ascontiguousarray(ds.images[idx])
+
+    torch.manual_seed(tcfg.seed)
+    task = build_task(gcfg, tcfg, ds.resolution, ds.channels, len(classes), device)
+    fp = fingerprint(gcfg, ds.resolution, ds.channels, classes, ds.content_hash)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+    start, run_id, last_loss = 0, None, math.nan
+    last_good = latest_checkpoint(out_dir)
+    if last_good is not None:
+        state = read_checkpoint(last_good, device)
+        _check_fingerprint(last_good, state.get("fingerprint", {}), fp)
+        task.load_state_dict(state["task"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        start, run_id, last_loss = int(state["step"]), state.get("mlflow_run_id"), float(state["loss"])
+        reporter.info(f"resuming from {last_good} (step {start})")
+
+    feed = _Feed(images, labels, tcfg, device, task.memory_format)
+    params = {**_flat("generator", gcfg.model_dump(mode="json")), **_flat("train", tcfg.model_dump(mode="json")),
+              "dataset.path": str(dataset_dir), "dataset.content_hash": ds.content_hash,
+              "dataset.train_images": len(idx), "dataset.classes": ",".join(classes), "device": str(device),
+              "parameters": sum(p.numel() for p in task.ema_target.parameters())}
+    tracker = _Tracker(out_dir, run_id, params, f"{gcfg.type}-{gcfg.size}") if tcfg.mlflow else None
+    run_id = tracker.run_id if tracker else None
+
+    def save_checkpoint(step: int) -> Path:
+        cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+        state = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": fp, "task": task.state_dict(),
+                 "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng}, "loss": last_loss,
+                 "mlflow_run_id": run_id, "generator": gcfg.model_dump(mode="json"),
+                 "train": tcfg.model_dump(mode="json")}
+        path = out_dir / CHECKPOINTS / f"step_{step:08d}.pt"
+        _write_checkpoint(path, state)
+        for old in list_checkpoints(out_dir)[: -tcfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def sample_grid(step: int) -> Path:
+        k = tcfg.sample_grid_per_class
+        cfg = SampleConfig(sampler="ddim", steps=min(tcfg.sample_grid_steps, gcfg.num_train_timesteps),
+                           per_class=k, seed=tcfg.seed)
+        images = task.sample(task.ema_module(), np.repeat(np.arange(len(classes)), k), cfg)
+        path = save_png(out_dir / GRIDS / f"step_{step:08d}.png", make_grid(images, nrow=k))
+        if tracker:
+            tracker.artifact(path, GRIDS)
+        return path
+
+    kind = gcfg.type
+    draws, images_per_step = task.draws_per_step, tcfg.batch_size * task.draws_per_step
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    sums: dict[str, torch.Tensor] = {}
+    window = 0
+    clock = _Clock(device)
+    status = "FAILED"
+    try:
+        with reporter.task(f"Training {kind} ({gcfg.size}, {device.type})", tcfg.steps) as advance:
+            advance(start)
+            for step in range(start, tcfg.steps):
+                s = step + 1
+                batches = [feed.batch(step * draws + k) for k in range(draws)]
+                losses = task.step(batches, make_generator(device, tcfg.seed, "step", step))
+                finite = torch.stack([v.float() for v in losses.values()]).isfinite().all()
+                first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, s), first_bad)
+                for k, v in losses.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float()
+                window += 1
+                clock.count(images_per_step)
+                TRAIN_STEPS.labels(kind).inc()
+                advance(1)
+                log_due = s % tcfg.log_every == 0 or s == tcfg.steps
+                ckpt_due = s % tcfg.checkpoint_every == 0 or s == tcfg.steps
+                grid_due = tcfg.sample_grid_every > 0 and (s % tcfg.sample_grid_every == 0 or s == tcfg.steps)
+                if not (log_due or ckpt_due or grid_due):
+                    if clock.t is None:
+                        clock.start()  # after the first step of this run
+                    continue
+                clock.stop()
+                if (bad := int(first_bad.item())) >= 0:
+                    where = (f"the last good checkpoint is {last_good}" if last_good
+                             else "no checkpoint was written before it")
+                    raise SynthgateError(
+                        f"training diverged: the {kind} loss became NaN/inf at step {bad}; stopped at step {s}, "
+                        f"{where}",
+                        hint="lower the learning rate (train.lr; GAN: generator.g_lr/d_lr) and train again; "
+                        "it resumes from the last good checkpoint",
+                    )
+                if log_due:
+                    means = {k: float((v / window).item()) for k, v in sums.items()}
+                    sums, window = {}, 0
+                    last_loss, rate = means["loss"], clock.window_rate()
+                    reporter.info(f"step {s}/{tcfg.steps}  loss {last_loss:.4f}  {rate:.1f} images/s")
+                    TRAIN_LOSS.labels(kind).set(last_loss)
+                    if math.isfinite(rate):
+                        TRAIN_IMAGES_PER_SECOND.labels(kind).set(rate)
+                    if tracker:
+                        tracker.metrics({**means, "images_per_second": rate}, s)
+                if ckpt_due:
+                    last_good = save_checkpoint(s)
+                if grid_due:
+                    sample_grid(s)
+                clock.start()
+        model_dir = task.save(out_dir / MODEL, task.ema_module(), classes=classes, dataset_hash=ds.content_hash,
+                              step=max(start, tcfg.steps))
+        if tracker:
+            tracker.artifact(model_dir / "synthgate_generator.json", MODEL)
+        status = "FINISHED"
+    finally:
+        if tracker:
+            tracker.finish(status)
+    rate = clock.rate()
+    return TrainResult(model_dir, max(start, tcfg.steps), last_loss, rate if math.isfinite(rate) else 0.0,
+                       last_good, run_id, start)

@@ -1,0 +1,1 @@
+"""Operational monitoring: Prometheus metrics of the pipeline's long-running stages."""
