@@ -34,7 +34,8 @@ ParamsOpt = Annotated[
 
 def _setup() -> None:
     for var, val in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DVC_NO_ANALYTICS", "1"),
-                     ("GX_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFFLINE", "1")):
+                     ("GX_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFFLINE", "1"),
+                     ("MLFLOW_LOGGING_LEVEL", "WARNING")):
         os.environ.setdefault(var, val)
     from rich.logging import RichHandler
 
@@ -168,6 +169,16 @@ def validate(
     _print_dataset("validated dataset", result.dataset)
 
 
+def _print_training(r: Any) -> None:
+    console.print(f"trained {r.steps} steps (resumed from step {r.resumed_from}), final loss {r.final_loss:.4f}, "
+                  f"{r.images_per_second:.1f} images/s")
+    console.print(f"  model      {r.model_dir}")
+    if r.checkpoint:
+        console.print(f"  checkpoint {r.checkpoint}")
+    if r.mlflow_run_id:
+        console.print(f"  mlflow run {r.mlflow_run_id}")
+
+
 def _print_evaluation(result: Any) -> None:
     d = result.data
     s = d["summary"]
@@ -198,6 +209,55 @@ def _print_evaluation(result: Any) -> None:
     console.print(f"  timings    {', '.join(f'{k} {v:.1f}s' for k, v in d.get('timings', {}).items())}")
     console.print(f"  json       {result.path}")
     console.print(f"  report     {result.report_html}")
+
+
+@app.command()
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    dataset: Annotated[Path, typer.Option(help="canonical dataset to train on (its train split)")] = Path(
+        "data/validated"
+    ),
+    out: Annotated[Path, typer.Option(help="run folder: checkpoints/, grids/, model/")] = Path("models/generator"),
+    model_type: Annotated[str | None, typer.Option("--type", help="diffusion | gan")] = None,
+    size: Annotated[str | None, typer.Option(help="tiny | small | base")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="images per step")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (CUDA)")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="continue from the latest checkpoint in --out")] = True,
+) -> None:
+    """Train a class-conditional generator (diffusion or cpD-GAN); resumes after a kill."""
+    from synthgate import stages
+
+    p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,
+                         "train.batch_size": batch_size, "train.device": device, "train.compile": compile_})
+    _print_training(stages.train(p, dataset, out, _reporter(), resume))
+
+
+@app.command()
+def sample(
+    params: ParamsOpt = Path("params.yaml"),
+    model: Annotated[Path, typer.Option(help="a generator model folder")] = Path("models/generator/model"),
+    out: Annotated[Path, typer.Option(help="where to write the synthetic canonical dataset")] = Path("data/samples"),
+    real: Annotated[Path, typer.Option(help="real dataset (for --match-real)")] = Path("data/validated"),
+    per_class: Annotated[int | None, typer.Option(help="images per class")] = None,
+    match_real: Annotated[bool | None, typer.Option("--match-real/--per-class-only",
+                                                    help="follow the real train split's class distribution")] = None,
+    total: Annotated[int | None, typer.Option(help="with --match-real: how many images in all")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | dpmsolver++")] = None,
+    steps: Annotated[int | None, typer.Option(help="sampler steps")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+) -> None:
+    """Sample a synthetic dataset (canonical format) from a trained generator."""
+    from synthgate import stages
+
+    p = _params(params, {"sample.per_class": per_class, "sample.match_real": match_real, "sample.total": total,
+                         "sample.sampler": sampler, "sample.steps": steps, "sample.guidance_scale": guidance_scale,
+                         "sample.device": device})
+    ds = stages.sample(p, model, out, real if real.exists() else None, _reporter())
+    _print_dataset(f"sampled {ds.manifest['num_images']} synthetic images", ds)
 
 
 @app.command()
@@ -250,25 +310,30 @@ def info(dataset: Annotated[Path, typer.Argument(help="a canonical dataset folde
 @app.command()
 def demo(
     params: ParamsOpt = Path("params.yaml"),
-    workdir: Annotated[Path, typer.Option(help="where data/ and reports/ are written")] = Path("."),
+    workdir: Annotated[Path, typer.Option(help="where data/, models/ and reports/ are written")] = Path("."),
 ) -> None:
-    """Run the flow end to end on the default data (MedNIST): prepare -> validate -> evaluate."""
+    """Run the flow end to end on the default data (MedNIST):
+    prepare -> validate -> train -> sample -> evaluate."""
     from synthgate import stages
 
     p = _params(params, {})
-    console.rule("[bold]1/3 prepare")
+    console.rule("[bold]1/5 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
-    console.rule("[bold]2/3 validate")
+    console.rule("[bold]2/5 validate")
     result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
                              workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
     _print_checks(result)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
-    console.rule("[bold]3/3 evaluate (real held-out images standing in for a generator)")
-    real, synthetic = stages.standin(result.dataset.root, workdir / "data/standin/real",
-                                     workdir / "data/standin/synthetic", p.prepare.split.seed)
-    ev = stages.evaluate(p, real, synthetic, workdir / stages.DEFAULT_EVALUATION, _reporter())
+    console.rule(f"[bold]3/5 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
+    tr = stages.train(p, result.dataset.root, workdir / stages.DEFAULT_GENERATOR, _reporter(), resume=False)
+    _print_training(tr)
+    console.rule("[bold]4/5 sample")
+    syn = stages.sample(p, tr.model_dir, workdir / stages.DEFAULT_SAMPLES, result.dataset.root, _reporter())
+    _print_dataset(f"sampled {syn.manifest['num_images']} synthetic images", syn)
+    console.rule("[bold]5/5 evaluate")
+    ev = stages.evaluate(p, result.dataset.root, syn.root, workdir / stages.DEFAULT_EVALUATION, _reporter())
     _print_evaluation(ev)
     console.rule("[bold green]done")
     console.print(f"canonical dataset   {ds.root}")
@@ -276,10 +341,10 @@ def demo(
     console.print(f"metadata            {result.dataset.root / 'metadata.parquet'}")
     console.print(f"validation report   {result.report_dir / 'validation.json'}")
     console.print(f"data docs (HTML)    {result.data_docs}")
+    console.print(f"generator           {tr.model_dir}")
+    console.print(f"synthetic dataset   {syn.root}")
     console.print(f"evaluation          {ev.path}")
     console.print(f"evaluation report   {ev.report_html}")
-    console.print("[dim]train/sample (issue #3) are not built yet: the evaluation ran on real held-out images "
-                  "standing in for synthetic ones.")
 
 
 @app.command()

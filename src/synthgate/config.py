@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synthgate.errors import ConfigError
 from synthgate.evaluation.config import EvaluateConfig
+from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
 
 SourceType = Literal["auto", "mednist", "medmnist", "folder", "dicom"]
 
@@ -99,6 +100,9 @@ class Params(_Strict):
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    generator: GeneratorConfig = GeneratorConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig(per_class=100)
     evaluate: EvaluateConfig = EvaluateConfig()
 
 

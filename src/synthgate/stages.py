@@ -17,11 +17,14 @@ if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load
     from synthgate.data.canonical import CanonicalDataset
     from synthgate.data.validate import ValidationResult
     from synthgate.evaluation.evaluate import EvaluationResult
+    from synthgate.generators.train import TrainResult
 
 DEFAULT_RAW = Path("data/raw")
 DEFAULT_PREPARED = Path("data/prepared")
 DEFAULT_VALIDATED = Path("data/validated")
 DEFAULT_VALIDATION_REPORT = Path("reports/validation")
+DEFAULT_GENERATOR = Path("models/generator")
+DEFAULT_SAMPLES = Path("data/samples")
 DEFAULT_EVALUATION = Path("reports/evaluation")
 
 
@@ -52,10 +55,36 @@ def validate(
     return _validate(Path(dataset), params.validate_, Path(out), Path(report_dir), reporter)
 
 
+def train(
+    params: Params,
+    dataset: Path = DEFAULT_VALIDATED,
+    out: Path = DEFAULT_GENERATOR,
+    reporter: Reporter | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Canonical dataset (train split) -> class-conditional generator in ``out/model``."""
+    from synthgate.generators.train import train as _train
+
+    return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume)
+
+
+def sample(
+    params: Params,
+    model: Path = DEFAULT_GENERATOR / "model",
+    out: Path = DEFAULT_SAMPLES,
+    real: Path | None = DEFAULT_VALIDATED,
+    reporter: Reporter | None = None,
+) -> CanonicalDataset:
+    """Generator -> synthetic canonical dataset (``real`` is needed for ``sample.match_real``)."""
+    from synthgate.generators.sample import sample as _sample
+
+    return _sample(Path(model), params.sample, Path(out), Path(real) if real is not None else None, reporter)
+
+
 def evaluate(
     params: Params,
     real: Path = DEFAULT_VALIDATED,
-    synthetic: Path = Path("data/samples"),
+    synthetic: Path = DEFAULT_SAMPLES,
     out: Path = DEFAULT_EVALUATION,
     reporter: Reporter | None = None,
     retrain_encoder: bool = False,

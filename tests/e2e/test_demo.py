@@ -10,10 +10,12 @@ from tests.helpers import REPO, run_cli
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def test_demo_prepares_validates_and_evaluates_mednist(tmp_path, mednist_path):
+def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["source"]["path"] = str(mednist_path)
     params["prepare"]["max_per_class"] = 300
+    params["train"].update(steps=40, checkpoint_every=20)
+    params["sample"].update(per_class=30, steps=10)
     params["evaluate"]["encoder"]["epochs"] = 2
     params["evaluate"]["utility"].update(epochs=2, max_train_per_class=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -21,7 +23,7 @@ def test_demo_prepares_validates_and_evaluates_mednist(tmp_path, mednist_path):
     assert r.code == 0, r.output
     assert "Traceback" not in r.output
     for line in ("canonical dataset", "validated dataset", "metadata", "validation report", "data docs (HTML)",
-                 "evaluation report"):
+                 "generator", "synthetic dataset", "evaluation report"):
         assert line in r.stdout
     prepared = json.loads((tmp_path / "data/prepared/manifest.json").read_text())
     assert prepared["classes"] == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]
@@ -33,7 +35,13 @@ def test_demo_prepares_validates_and_evaluates_mednist(tmp_path, mednist_path):
     assert validated["num_images"] == 1800 - sum(report["dropped"].values())
     assert validated["inputs"][0]["content_hash"] == prepared["content_hash"]
     assert (tmp_path / "reports/validation/data_docs/index.html").exists()
+    assert (tmp_path / "models/generator/model/synthgate_generator.json").exists()
+    samples = json.loads((tmp_path / "data/samples/manifest.json").read_text())
+    assert samples["num_images"] == 180 and samples["synthetic"] is True
+    assert samples["generator"]["dataset_content_hash"] == validated["content_hash"]
     evaluation = json.loads((tmp_path / "reports/evaluation/evaluation.json").read_text())
-    assert evaluation["synthetic"]["standin"] and evaluation["encoder"]["encoder_id"].startswith("small-")
-    assert evaluation["memorization"]["pixel"]["near_copy_fraction"] < 0.05
+    assert evaluation["synthetic"]["content_hash"] == samples["content_hash"]
+    assert evaluation["synthetic"]["generator"]["type"] == "diffusion"
+    assert evaluation["encoder"]["encoder_id"].startswith("small-")
+    assert evaluation["utility"]["stats"]["n_seeds"] == 3
     assert (tmp_path / "reports/evaluation/report.html").stat().st_size > 100_000

@@ -55,6 +55,8 @@ def project(tmp_path, env, breast_path):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["source"] = {**params["data"]["source"], "type": "medmnist", "path": str(breast_path)}
     params["prepare"]["resolution"] = 32
+    params["train"].update(steps=10, checkpoint_every=10, mlflow=False)
+    params["sample"].update(per_class=20, steps=5)
     ev = params["evaluate"]
     ev["encoder"].update(epochs=1, max_train_per_class=100)
     ev["utility"].update(epochs=1, max_train_per_class=50)
@@ -93,7 +95,7 @@ def _manifest(root: Path, stage: str) -> dict:
 def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tmp_path):
     # 1. dvc repro runs ingest -> prepare -> validate from scratch
     r = _run(["dvc", "repro"], project, env)
-    for stage in ("ingest", "prepare", "validate", "standin", "evaluate"):
+    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate"):
         assert f"Running stage '{stage}'" in r.stdout
     validated = _manifest(project, "validated")
     assert validated["stage"] == "validate" and validated["num_images"] > 700
@@ -123,7 +125,7 @@ def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tm
     _run(["dvc", "pull"], clone, env)
     assert _manifest(clone, "validated")["content_hash"] == validated["content_hash"]
     evaluation = json.loads((clone / "reports" / "evaluation" / "evaluation.json").read_text())
-    assert evaluation["real"]["content_hash"] == _manifest(project, "standin/real")["content_hash"]
+    assert evaluation["synthetic"]["content_hash"] == _manifest(project, "samples")["content_hash"]
     assert (clone / "data" / "raw" / "breastmnist.npz").exists()
     assert "up to date" in _run(["dvc", "status"], clone, env).stdout
 

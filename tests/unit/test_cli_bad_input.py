@@ -101,3 +101,26 @@ def test_help_on_every_command():
     for cmd in ([], ["ingest"], ["prepare"], ["validate"], ["info"], ["demo"], ["version"]):
         r = run_cli(*cmd, "--help")
         assert r.code == 0 and "Usage" in r.stdout, (cmd, r.output)
+
+
+def _tiny_dataset(tmp_path):
+    make_folder(tmp_path / "raw", {"a": 12, "b": 12}, mixed=False)
+    assert run_cli("prepare", "--source", "raw", "--resolution", "16", "--out", "ds", cwd=tmp_path).code == 0
+
+
+def test_train_unknown_model_type(tmp_path):
+    _tiny_dataset(tmp_path)
+    r = run_cli("train", "--dataset", "ds", "--type", "vae", "--out", "run", cwd=tmp_path)
+    _assert_clean_failure(r, "generator.type", "'diffusion' or 'gan'", out=tmp_path / "run")
+
+
+def test_train_cuda_without_gpu(tmp_path):
+    _tiny_dataset(tmp_path)
+    r = run_cli("train", "--dataset", "ds", "--size", "tiny", "--device", "cuda", "--out", "run", cwd=tmp_path)
+    _assert_clean_failure(r, "train.device: cuda requested but torch sees no CUDA GPU")
+
+
+def test_sample_from_a_folder_that_is_no_model(tmp_path):
+    (tmp_path / "nomodel").mkdir()
+    r = run_cli("sample", "--model", "nomodel", "--out", "s", cwd=tmp_path)
+    _assert_clean_failure(r, "nomodel", out=tmp_path / "s")

@@ -34,4 +34,5 @@ def test_project_params_yaml_is_valid():
     from tests.helpers import REPO
 
     p = load_params(REPO / "params.yaml")
-    assert p.prepare.resolution == 64 and p.data.source.type == "mednist"
+    assert p.prepare.resolution == 32 and p.data.source.type == "mednist"
+    assert p.generator.size == "tiny" and p.sample.per_class == 50

@@ -88,7 +88,10 @@ def make_sampler(scheduler_config: Any, sampler: str) -> Any:
     """DDPM / DDIM / DPM-Solver++ (2nd order, multistep) over the training schedule, trailing spacing."""
     kwargs: dict[str, Any] = {"timestep_spacing": "trailing"}
     if sampler == "dpmsolver++":
-        kwargs.update(algorithm_type="dpmsolver++", solver_order=2)
+        # Pixel-space model: keep the solver's data (x0) predictions inside [-1, 1] with dynamic
+        # thresholding (Saharia et al.), as DDPM/DDIM do with clip_sample. Without it the x0
+        # prediction at t~T under the cosine schedule (alpha_bar ~ 0) explodes and the images saturate.
+        kwargs.update(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)
     try:
         cls = _sampler_classes()[sampler]
     except KeyError:
