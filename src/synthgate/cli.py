@@ -278,6 +278,40 @@ def evaluate(
     _print_evaluation(stages.evaluate(p, real, synthetic, out, _reporter(), retrain_encoder))
 
 
+def _print_gate(d: Any, out: Path) -> None:
+    table = Table(title=f"gate: {'[green]PASSED' if d.passed else '[red]FAILED'}", title_justify="left")
+    table.add_column("rule", overflow="fold")
+    table.add_column("result")
+    table.add_column("reason", overflow="fold")
+    for r in d.rules:
+        table.add_row(r.rule, "[green]pass" if r.passed else "[red]FAIL", r.reason)
+    console.print(table)
+    if d.skipped:
+        console.print(f"  not applied (null in the policy): {', '.join(d.skipped)}")
+    console.print(f"  evaluation {d.evaluation_hash[:16]}  policy {d.policy_hash[:16]}")
+    console.print(f"  gate.json  {out}")
+
+
+@app.command()
+def gate(
+    evaluation: Annotated[Path, typer.Option(help="evaluation.json to judge")] = Path(
+        "reports/evaluation/evaluation.json"
+    ),
+    policy: Annotated[Path, typer.Option(help="the release policy")] = Path("gates.yaml"),
+    out: Annotated[Path, typer.Option(help="where to write gate.json")] = Path("reports/gate/gate.json"),
+    strict: Annotated[bool, typer.Option(help="exit non-zero when the gate fails")] = False,
+) -> None:
+    """Apply the release policy (gates.yaml) to an evaluation; write gate.json."""
+    from synthgate import stages
+
+    d = stages.gate(evaluation, policy if policy.exists() or str(policy) != "gates.yaml" else None, out)
+    _print_gate(d, out)
+    if strict and not d.passed:
+        err_console.print(f"[bold red]gate failed:[/] {len(d.failures)} rule(s): "
+                          + ", ".join(r.rule for r in d.failures))
+        raise typer.Exit(1)
+
+
 @app.command()
 def standin(
     real: Annotated[Path, typer.Option(help="real canonical dataset")] = Path("data/validated"),
@@ -313,28 +347,32 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where data/, models/ and reports/ are written")] = Path("."),
 ) -> None:
     """Run the flow end to end on the default data (MedNIST):
-    prepare -> validate -> train -> sample -> evaluate."""
+    prepare -> validate -> train -> sample -> evaluate -> gate."""
     from synthgate import stages
 
     p = _params(params, {})
-    console.rule("[bold]1/5 prepare")
+    console.rule("[bold]1/6 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
-    console.rule("[bold]2/5 validate")
+    console.rule("[bold]2/6 validate")
     result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
                              workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
     _print_checks(result)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
-    console.rule(f"[bold]3/5 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
+    console.rule(f"[bold]3/6 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
     tr = stages.train(p, result.dataset.root, workdir / stages.DEFAULT_GENERATOR, _reporter(), resume=False)
     _print_training(tr)
-    console.rule("[bold]4/5 sample")
+    console.rule("[bold]4/6 sample")
     syn = stages.sample(p, tr.model_dir, workdir / stages.DEFAULT_SAMPLES, result.dataset.root, _reporter())
     _print_dataset(f"sampled {syn.manifest['num_images']} synthetic images", syn)
-    console.rule("[bold]5/5 evaluate")
+    console.rule("[bold]5/6 evaluate")
     ev = stages.evaluate(p, result.dataset.root, syn.root, workdir / stages.DEFAULT_EVALUATION, _reporter())
     _print_evaluation(ev)
+    console.rule("[bold]6/6 gate (gates.yaml)")
+    policy = Path("gates.yaml")
+    decision = stages.gate(ev.path, policy if policy.exists() else None, workdir / stages.DEFAULT_GATE)
+    _print_gate(decision, workdir / stages.DEFAULT_GATE)
     console.rule("[bold green]done")
     console.print(f"canonical dataset   {ds.root}")
     console.print(f"validated dataset   {result.dataset.root}  ({result.dataset.manifest['num_images']} images)")
@@ -345,6 +383,8 @@ def demo(
     console.print(f"synthetic dataset   {syn.root}")
     console.print(f"evaluation          {ev.path}")
     console.print(f"evaluation report   {ev.report_html}")
+    verdict = "[green]PASSED" if decision.passed else f"[red]FAILED[/] ({', '.join(r.rule for r in decision.failures)})"
+    console.print(f"gate                {workdir / stages.DEFAULT_GATE}: {verdict}")
 
 
 @app.command()
@@ -356,7 +396,9 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> None:
     _setup()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except SynthgateError as e:
         err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
         if e.hint:

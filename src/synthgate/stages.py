@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load
     from synthgate.data.canonical import CanonicalDataset
     from synthgate.data.validate import ValidationResult
     from synthgate.evaluation.evaluate import EvaluationResult
+    from synthgate.gates.decision import GateDecision
     from synthgate.generators.train import TrainResult
 
 DEFAULT_RAW = Path("data/raw")
@@ -26,6 +27,8 @@ DEFAULT_VALIDATION_REPORT = Path("reports/validation")
 DEFAULT_GENERATOR = Path("models/generator")
 DEFAULT_SAMPLES = Path("data/samples")
 DEFAULT_EVALUATION = Path("reports/evaluation")
+DEFAULT_POLICY = Path("gates.yaml")
+DEFAULT_GATE = Path("reports/gate/gate.json")
 
 
 def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
@@ -93,6 +96,18 @@ def evaluate(
     from synthgate.evaluation.evaluate import evaluate as _evaluate
 
     return _evaluate(Path(real), Path(synthetic), params.evaluate, Path(out), reporter, retrain_encoder)
+
+
+def gate(
+    evaluation: Path = DEFAULT_EVALUATION / "evaluation.json",
+    policy: Path | None = DEFAULT_POLICY,
+    out: Path = DEFAULT_GATE,
+) -> GateDecision:
+    """evaluation.json + gates.yaml -> gate.json: pass/fail with value, threshold and reason per rule."""
+    from synthgate.gates.decision import gate as _gate
+    from synthgate.gates.policy import load_policy
+
+    return _gate(Path(evaluation), load_policy(policy), Path(out))
 
 
 def standin(real: Path, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -23,7 +23,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     assert r.code == 0, r.output
     assert "Traceback" not in r.output
     for line in ("canonical dataset", "validated dataset", "metadata", "validation report", "data docs (HTML)",
-                 "generator", "synthetic dataset", "evaluation report"):
+                 "generator", "synthetic dataset", "evaluation report", "gate "):
         assert line in r.stdout
     prepared = json.loads((tmp_path / "data/prepared/manifest.json").read_text())
     assert prepared["classes"] == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]
@@ -45,3 +45,6 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     assert evaluation["encoder"]["encoder_id"].startswith("small-")
     assert evaluation["utility"]["stats"]["n_seeds"] == 3
     assert (tmp_path / "reports/evaluation/report.html").stat().st_size > 100_000
+    gate = json.loads((tmp_path / "reports/gate/gate.json").read_text())
+    assert gate["evaluation_hash"] == evaluation["evaluation_hash"]
+    assert ("PASSED" if gate["passed"] else "FAILED") in r.stdout

@@ -95,7 +95,7 @@ def _manifest(root: Path, stage: str) -> dict:
 def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tmp_path):
     # 1. dvc repro runs ingest -> prepare -> validate from scratch
     r = _run(["dvc", "repro"], project, env)
-    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate"):
+    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate", "gate"):
         assert f"Running stage '{stage}'" in r.stdout
     validated = _manifest(project, "validated")
     assert validated["stage"] == "validate" and validated["num_images"] > 700

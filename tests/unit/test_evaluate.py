@@ -61,6 +61,14 @@ def test_replayed_training_images_are_caught(real, tmp_path, kind):
     assert s["membership_auc_pixel"] > 0.9
     if kind == "exact":
         assert s["feature_near_copy_fraction"] >= 0.95 and s["membership_auc"] > 0.9
+    # the release gate refuses such a "generator" on its memorization rules
+    from synthgate.gates.decision import gate
+    from synthgate.gates.policy import GatePolicy
+
+    d = gate(r.path, GatePolicy(), tmp_path / "gate.json")
+    failed = {x.rule for x in d.failures}
+    assert not d.passed and {"memorization.max_pixel_near_copy_fraction",
+                             "memorization.max_membership_auc_pixel"} <= failed
 
 
 def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_path):
@@ -85,6 +93,14 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
     for section in ("Summary", "Fidelity", "Memorization and privacy", "Utility", "Variety and complexity"):
         assert f"<h2>{section}</h2>" in html
     assert set(d["timings"]) >= {"encoder", "fidelity", "memorization_pixel", "utility"}
+    from synthgate.gates.decision import gate
+    from synthgate.gates.policy import GatePolicy
+
+    decision = gate(r.path, GatePolicy(), tmp_path / "gate.json")
+    failed = {x.rule for x in decision.failures}
+    # ~45 members vs ~45 non-members: the membership AUCs are too noisy to gate on here
+    assert not failed & {"memorization.max_pixel_near_copy_fraction", "memorization.max_feature_near_copy_fraction"}
+    assert 0 <= d["memorization"]["membership"]["pixel_p"] <= 1
 
 
 def test_encoder_is_cached_by_dataset_hash(real, tmp_path):

@@ -55,8 +55,16 @@ def test_compare_calibrates_threshold_on_baseline():
 def test_membership_auc_detects_replayed_training_features():
     rng = np.random.default_rng(1)
     members, nonmembers = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))
-    assert mem.membership_auc(members, nonmembers, members[:80], CPU) > 0.85
-    assert abs(mem.membership_auc(members, nonmembers, rng.normal(size=(80, 8)), CPU) - 0.5) < 0.15
+    auc, p = mem.membership_auc(members, nonmembers, members[:80], CPU)
+    assert auc > 0.85 and p < 1e-6
+    auc, p = mem.membership_auc(members, nonmembers, rng.normal(size=(80, 8)), CPU)
+    assert abs(auc - 0.5) < 0.15 and p > 0.01
+    from sklearn.metrics import roc_auc_score
+
+    m = mem.cosine_nn(members, members[:80], CPU).best
+    n = mem.cosine_nn(nonmembers, members[:80], CPU).best
+    assert mem.membership_auc(members, nonmembers, members[:80], CPU)[0] == pytest.approx(
+        roc_auc_score(np.r_[np.ones(100), np.zeros(100)], np.r_[m, n]))
 
 
 @pytest.mark.slow

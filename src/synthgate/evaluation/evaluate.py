@@ -220,12 +220,10 @@ def evaluate(
         feature = mem.compare(ft_syn, ft_base, mc.baseline_quantile, y_syn[m_syn], y_real[test_idx], classes)
     with part("membership", "Membership inference"):
         members = _sub(np.arange(len(m_train)), len(test_idx), cfg.seed + 1)
-        mia = {
-            "feature_auc": mem.membership_auc(f_mtrain[members], f_test, f_syn[m_syn], device),
-            "pixel_auc": mem.membership_auc_pixels(train_imgs[members], test_imgs, syn_images[m_syn], device,
-                                                   mc.chunk),
-            "members": int(len(members)), "non_members": int(len(test_idx)),
-        }
+        f_auc, f_p = mem.membership_auc(f_mtrain[members], f_test, f_syn[m_syn], device)
+        p_auc, p_p = mem.membership_auc_pixels(train_imgs[members], test_imgs, syn_images[m_syn], device, mc.chunk)
+        mia = {"feature_auc": f_auc, "feature_p": f_p, "pixel_auc": p_auc, "pixel_p": p_p,
+               "members": int(len(members)), "non_members": int(len(test_idx))}
     planted: dict[str, Any] = {}
     if mc.planted > 0:
         with part("planted", "Detection power on planted copies"):

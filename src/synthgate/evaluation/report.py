@@ -281,9 +281,11 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
                        v["near_copy_fraction"]] for c, v in px["per_class"].items()],
                      ["class (pixel)", "syn mean", "syn median", "syn p5", "syn p95", "held-out mean", "median",
                       "near-copy fraction"]),
-              f"<p>Membership inference AUC: features {_fmt(m['membership']['feature_auc'])}, pixels "
-              f"{_fmt(m['membership']['pixel_auc'])} ({m['membership']['members']} members vs "
-              f"{m['membership']['non_members']} non-members; 0.5 = no leak).</p>"]
+              f"<p>Membership inference AUC: features {_fmt(m['membership']['feature_auc'])} (one-sided "
+              f"Mann-Whitney p {_fmt(m['membership']['feature_p'])}), pixels {_fmt(m['membership']['pixel_auc'])} "
+              f"(p {_fmt(m['membership']['pixel_p'])}); {m['membership']['members']} members vs "
+              f"{m['membership']['non_members']} non-members; 0.5 = no leak. With few held-out images the AUC "
+              "is noisy: read it with its p-value.</p>"]
     if m["planted_detection"]:
         parts += ["<p>Detection rate of each detector at its calibrated threshold on planted copies of training "
                   "images (what a near copy of each kind would score):</p>",

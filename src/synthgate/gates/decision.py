@@ -1,0 +1,148 @@
+"""Apply a :class:`GatePolicy` to an ``evaluation.json``.
+
+Every rule yields the measured value, the threshold and a one-line reason. Missing evidence is a
+failure, not a pass: a rule whose number the evaluation does not contain (utility not run, too
+few seeds) fails with "not measured". The decision is bound to the evaluation by its hash, which
+is recomputed here, so an evaluation edited after the fact is refused.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthgate import __version__
+from synthgate.errors import DataError
+from synthgate.evaluation.evaluate import evaluation_hash
+from synthgate.gates.policy import GatePolicy
+from synthgate.utils import read_json, utc_now, write_json_atomic
+
+FORMAT = "synthgate.gate/v1"
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    comparison: str  # "<=" or ">="
+    reason: str
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    rules: list[RuleResult]
+    evaluation_hash: str
+    policy_hash: str
+    identities: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+    created: str = field(default_factory=utc_now)
+
+    @property
+    def failures(self) -> list[RuleResult]:
+        return [r for r in self.rules if not r.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "passed": self.passed, "created": self.created, "synthgate_version": __version__,
+                "evaluation_hash": self.evaluation_hash, "policy_hash": self.policy_hash,
+                "identities": self.identities, "rules": [asdict(r) for r in self.rules], "skipped": self.skipped}
+
+
+def load_evaluation(path: Path) -> dict[str, Any]:
+    """Read an evaluation.json and check that its content still matches its hash."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: evaluation not found", hint="run `synthgate evaluate` first")
+    data = read_json(path)
+    if data.get("format") != "synthgate.evaluation/v1" or "evaluation_hash" not in data:
+        raise DataError(f"{path}: not a synthgate evaluation")
+    actual = evaluation_hash(data)
+    if actual != data["evaluation_hash"]:
+        raise DataError(
+            f"{path}: content does not match its evaluation_hash (recorded {data['evaluation_hash'][:16]}, "
+            f"computed {actual[:16]}): the evaluation was modified after it was written",
+            hint="re-run `synthgate evaluate`; never edit evaluation.json by hand",
+        )
+    return data
+
+
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    node: Any = data
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
+
+
+def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
+    rules: list[RuleResult] = []
+    skipped: list[str] = []
+    util = evaluation.get("utility") or {}
+    stats = util.get("stats", {})
+    syn_counts = _get(evaluation, "synthetic", "counts") or {}
+    measured: dict[str, tuple[Any, str, str]] = {
+        # rule -> (value, comparison, what it is)
+        "memorization.max_pixel_near_copy_fraction": (
+            _get(evaluation, "memorization", "pixel", "near_copy_fraction"), "<=", "pixel near-copy fraction"),
+        "memorization.max_feature_near_copy_fraction": (
+            _get(evaluation, "memorization", "feature", "near_copy_fraction"), "<=", "feature near-copy fraction"),
+        "memorization.max_pixel_median_shift": (
+            _get(evaluation, "memorization", "pixel", "median_shift"), "<=",
+            "median max-correlation shift, synthetic vs held-out"),
+        "memorization.max_membership_auc": (
+            _get(evaluation, "memorization", "membership", "feature_auc"), "<=", "membership-inference AUC"),
+        "memorization.max_membership_auc_pixel": (
+            _get(evaluation, "memorization", "membership", "pixel_auc"), "<=", "membership-inference AUC (pixels)"),
+        "utility.max_auc_gap": (stats.get("auc_gap"), "<=", "utility gap AUC_real - AUC_syn"),
+        "utility.max_delta_syn": (stats.get("delta_syn"), "<=", "label-overfitting Delta_syn"),
+        "utility.min_augmentation_gain": (stats.get("augmented_gain"), ">=", "augmentation AUC gain"),
+        "utility.max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
+        "utility.min_seeds": (stats.get("n_seeds"), ">=", "utility repeats (seeds)"),
+        "fidelity.max_fid_ratio": (_get(evaluation, "summary", "fid_ratio_to_baseline"), "<=",
+                                   "FID relative to real test vs train"),
+        "fidelity.min_precision": (_get(evaluation, "summary", "precision"), ">=", "precision"),
+        "fidelity.min_recall": (_get(evaluation, "summary", "recall"), ">=", "recall"),
+        "samples.min_synthetic_images": (_get(evaluation, "synthetic", "num_images"), ">=", "synthetic images"),
+        "samples.min_per_class": (min(syn_counts.values()) if syn_counts else None, ">=",
+                                  "synthetic images in the smallest class"),
+    }
+    groups = policy.model_dump()
+    for group, thresholds in groups.items():
+        for name, threshold in thresholds.items():
+            rule = f"{group}.{name}"
+            if threshold is None:
+                skipped.append(rule)
+                continue
+            value, cmp, what = measured[rule]
+            if value is None:
+                rules.append(RuleResult(rule, False, None, threshold, cmp,
+                                        f"{what} not measured: the evaluation lacks it, so this rule cannot pass"))
+                continue
+            ok = (operator.le if cmp == "<=" else operator.ge)(value, threshold)
+            verdict = "within" if ok else "violates"
+            rules.append(RuleResult(rule, bool(ok), float(value), float(threshold), cmp,
+                                    f"{what} {value:.4g} {verdict} {cmp} {threshold:g}"))
+    identities = {
+        "real_content_hash": _get(evaluation, "real", "content_hash"),
+        "synthetic_content_hash": _get(evaluation, "synthetic", "content_hash"),
+        "generator": _get(evaluation, "synthetic", "generator"),
+        "encoder_id": _get(evaluation, "encoder", "encoder_id"),
+    }
+    return GateDecision(all(r.passed for r in rules), rules, evaluation["evaluation_hash"], policy.policy_hash(),
+                        identities, skipped)
+
+
+def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
+    """Decide and write ``gate.json`` (with the policy it applied)."""
+    data = load_evaluation(evaluation_path)
+    decision = decide(data, policy)
+    body = decision.to_json()
+    body["evaluation"] = str(evaluation_path)
+    body["policy"] = policy.model_dump(mode="json")
+    write_json_atomic(Path(out), body)
+    return decision
