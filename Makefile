@@ -9,7 +9,8 @@ CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
-.PHONY: help venv demo test test-fast repro lint lock clean
+MLFLOW_PORT ?= 5000
+.PHONY: help venv demo test test-fast repro lint lock clean mlflow
 
 help:
 	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
@@ -17,6 +18,7 @@ help:
 	@echo "make test-fast unit tests only"
 	@echo "make repro     dvc repro (the same stages through DVC)"
 	@echo "make lint      ruff"
+	@echo "make mlflow    MLflow server (SQLite + local artifacts) on 127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
 
 venv: $(STAMP)
@@ -57,3 +59,8 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache data reports
+
+mlflow: $(STAMP)
+	mkdir -p mlruns/artifacts
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath mlruns)/mlflow.db \
+	  --artifacts-destination $(abspath mlruns)/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

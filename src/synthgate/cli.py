@@ -312,6 +312,59 @@ def gate(
         raise typer.Exit(1)
 
 
+UriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server (default $MLFLOW_TRACKING_URI "
+                                                                 "or http://127.0.0.1:5000)")]
+
+
+@app.command()
+def register(
+    model: Annotated[Path, typer.Option(help="generator model folder")] = Path("models/generator/model"),
+    evaluation: Annotated[Path, typer.Option(help="its evaluation.json")] = Path("reports/evaluation/evaluation.json"),
+    gate_record: Annotated[Path, typer.Option("--gate", help="its gate.json")] = Path("reports/gate/gate.json"),
+    name: Annotated[str | None, typer.Option(help="registered model name (default: after the dataset)")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Register the generator as a new MLflow model version with its evaluation and gate record."""
+    from synthgate.registry.registry import register as _register
+
+    r = _register(model, evaluation, gate_record, tracking_uri, name)
+    console.print(f"registered {r.name} version {r.version} (run {r.run_id}); gate "
+                  + ("[green]passed" if r.gate_passed else "[red]failed"))
+    console.print(f"  MLflow UI  {r.tracking_uri}/#/models/{r.name}/versions/{r.version}")
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Argument(help="model version")],
+    alias: Annotated[str, typer.Option(help="alias to set")] = "approved",
+    force: Annotated[bool, typer.Option(help="override a failed gate (needs --reason; recorded)")] = False,
+    reason: Annotated[str | None, typer.Option(help="why the override")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Set an alias on a model version, only if its verified gate passed."""
+    from synthgate.registry.registry import promote as _promote
+
+    console.print(_promote(name, version, alias, tracking_uri, force, reason))
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="one registered model (default: all)")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """List registered generator versions with their gate status and aliases."""
+    from synthgate.registry.registry import list_versions
+
+    table = Table(title="registered generators", title_justify="left")
+    for col in ("model", "version", "gate", "aliases", "override", "evaluation"):
+        table.add_column(col)
+    for r in list_versions(name, tracking_uri):
+        gate = {"true": "[green]passed", "false": "[red]failed"}.get(r["gate"], r["gate"])
+        table.add_row(r["name"], r["version"], gate, ", ".join(r["aliases"]), r["override"] or "", r["evaluation_hash"])
+    console.print(table)
+
+
 @app.command()
 def standin(
     real: Annotated[Path, typer.Option(help="real canonical dataset")] = Path("data/validated"),

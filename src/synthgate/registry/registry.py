@@ -1,0 +1,218 @@
+"""Register generator versions and promote them only through their gate.
+
+MLflow's open-source registry has no approval step (mlflow/mlflow#6636, #2863); synthgate adds
+one. ``register`` logs a run (params, evaluation metrics, report, evaluation and gate records) and
+the generator as a pyfunc model version whose tags carry the gate result, every rule's value, and
+the lineage hashes. ``promote`` re-reads the version's gate record and evaluation from the run's
+artifacts, recomputes their hashes, and sets the alias only if they match and the gate passed;
+``--force --reason`` overrides and is recorded. Every promote, refusal and override is written to
+the version's tags (``audit.N.*``), readable in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthgate import __version__
+from synthgate.errors import DataError, SynthgateError
+from synthgate.evaluation.evaluate import evaluation_hash
+from synthgate.gates.decision import load_evaluation
+from synthgate.registry.client import connect, tracking_uri
+from synthgate.utils import read_json, sha256_file, utc_now
+
+EXPERIMENT = "synthgate"
+PIP_REQUIREMENTS = [f"synthgate=={__version__}"]
+
+
+class PromotionRefused(SynthgateError):
+    exit_code = 1
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    run_id: str
+    gate_passed: bool
+    tracking_uri: str
+
+
+def _code_version() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def default_model_name(evaluation: dict[str, Any]) -> str:
+    """Named after the dataset: the real dataset's source (MedNIST.tar.gz -> mednist-generator)."""
+    real = Path(evaluation["real"]["path"])
+    stem = real.name
+    manifest = real / "manifest.json"
+    if manifest.exists():
+        desc = read_json(manifest).get("source_description") or ""
+        stem = Path(desc).name or stem
+    stem = re.sub(r"(\.tar\.gz|\.tgz|\.zip|\.npz|\.tar)$", "", stem, flags=re.I)
+    return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + "-generator"
+
+
+def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
+             name: str | None = None) -> Registered:
+    """Log a run and register the generator at ``model_dir`` as a new version."""
+    import mlflow
+
+    from synthgate.generators.model import read_generator_info
+    from synthgate.registry.pyfunc import GeneratorModel
+
+    info = read_generator_info(Path(model_dir))
+    evaluation = load_evaluation(Path(evaluation_path))
+    gate = read_json(Path(gate_path))
+    if gate.get("evaluation_hash") != evaluation["evaluation_hash"]:
+        raise DataError(f"{gate_path}: gate record belongs to evaluation {str(gate.get('evaluation_hash'))[:16]}, "
+                        f"not {evaluation['evaluation_hash'][:16]}", hint="re-run `synthgate gate` on this evaluation")
+    client = connect(uri)
+    uri = tracking_uri(uri)
+    name = name or default_model_name(evaluation)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(EXPERIMENT)
+    gate_sha = sha256_file(Path(gate_path))
+    summary = evaluation.get("summary", {})
+    with mlflow.start_run(run_name=f"{info['name']}") as run:
+        mlflow.log_params({f"generator.{k}": v for k, v in info.get("generator", {}).items()})
+        mlflow.log_params({"resolution": info["resolution"], "channels": info["channels"],
+                           "classes": ",".join(info["classes"]), "train_step": info.get("step")})
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                            if isinstance(v, int | float) and not isinstance(v, bool)})
+        mlflow.log_artifact(str(evaluation_path), "evaluation")
+        report = Path(evaluation_path).with_name("report.html")
+        if report.exists():
+            mlflow.log_artifact(str(report), "evaluation")
+        mlflow.log_artifact(str(gate_path), "gate")
+        model_info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
+                                             artifacts={"model_dir": str(model_dir)},
+                                             pip_requirements=PIP_REQUIREMENTS)
+        run_id = run.info.run_id
+    mv = mlflow.register_model(model_info.model_uri, name)
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, "synthgate generator; promote only through `synthgate promote`, "
+                                             "which checks the version's gate record")
+    tags = {
+        "gate.passed": str(bool(gate["passed"])).lower(),
+        "gate.sha256": gate_sha,
+        "gate.policy_hash": gate.get("policy_hash", ""),
+        "evaluation_hash": evaluation["evaluation_hash"],
+        "lineage.real_content_hash": evaluation["real"]["content_hash"],
+        "lineage.synthetic_content_hash": evaluation["synthetic"]["content_hash"],
+        "lineage.training_dataset_hash": info.get("dataset_content_hash", ""),
+        "lineage.encoder_id": str(evaluation.get("encoder", {}).get("encoder_id")),
+        "lineage.code_version": _code_version() or "unknown",
+        "lineage.synthgate_version": __version__,
+    }
+    for r in gate.get("rules", []):
+        tags[f"gate.rule.{r['rule']}"] = (f"{'pass' if r['passed'] else 'FAIL'}: {r['value']} "
+                                          f"{r['comparison']} {r['threshold']}")
+    for k, v in tags.items():
+        client.set_model_version_tag(name, mv.version, k, v)
+    return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri)
+
+
+def _audit(client: Any, name: str, version: str, action: str, detail: str) -> None:
+    tags = client.get_model_version(name, version).tags
+    n = 1 + max([int(k.split(".")[1]) for k in tags if re.fullmatch(r"audit\.\d+\.action", k)] or [0])
+    for k, v in {"action": action, "user": getpass.getuser(), "time": utc_now(), "detail": detail}.items():
+        client.set_model_version_tag(name, version, f"audit.{n}.{k}", v)
+
+
+def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Download the version's gate record and evaluation; check them against the version's tags."""
+    try:
+        mv = client.get_model_version(name, version)
+    except Exception:
+        raise DataError(f"model {name!r} has no version {version!r}",
+                        hint="list them with `synthgate models`") from None
+    tags = mv.tags
+    if "gate.sha256" not in tags or "evaluation_hash" not in tags:
+        raise PromotionRefused(f"{name} version {version} has no gate record",
+                               hint="register it with `synthgate register` (which attaches the gate)")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            gate_file = Path(client.download_artifacts(mv.run_id, "gate/gate.json", tmp))
+            eval_file = Path(client.download_artifacts(mv.run_id, "evaluation/evaluation.json", tmp))
+        except Exception as e:
+            raise PromotionRefused(f"{name} version {version}: gate or evaluation record missing from run "
+                                   f"{mv.run_id} ({e})") from None
+        if sha256_file(gate_file) != tags["gate.sha256"]:
+            raise PromotionRefused(f"{name} version {version}: the stored gate record does not match the hash "
+                                   "registered with the version (modified after registration)")
+        gate = json.loads(gate_file.read_text())
+        evaluation = json.loads(eval_file.read_text())
+    recomputed = evaluation_hash(evaluation)
+    if recomputed != tags["evaluation_hash"] or gate.get("evaluation_hash") != tags["evaluation_hash"]:
+        raise PromotionRefused(
+            f"{name} version {version}: the stored evaluation hashes to {recomputed[:16]}, but the version was "
+            f"gated on {tags['evaluation_hash'][:16]}: the evaluation changed after gating",
+            hint="re-evaluate, re-gate and register a new version")
+    return gate, evaluation
+
+
+def promote(name: str, version: str, alias: str = "approved", uri: str | None = None, force: bool = False,
+            reason: str | None = None) -> str:
+    """Set ``alias`` on the version if its verified gate passed (or, with ``force`` and a reason, anyway)."""
+    client = connect(uri)
+    if force and not (reason and reason.strip()):
+        raise SynthgateError("--force needs --reason \"...\": an override must say why",
+                             hint="e.g. --reason \"approved by the data access committee, ticket 123\"")
+    try:
+        gate, _ = verify_version(client, name, version)
+    except PromotionRefused as e:
+        if not force:
+            with contextlib.suppress(Exception):  # the refusal stands even if auditing fails
+                _audit(client, name, version, "refused", e.message)
+            raise
+        gate = {"passed": False, "rules": []}
+    if gate.get("passed") and not force:
+        client.set_registered_model_alias(name, alias, version)
+        _audit(client, name, version, "promoted", f"alias {alias}; gate passed")
+        return f"{name} version {version} is now @{alias} (gate passed)"
+    failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
+    if force:
+        client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, "override.reason", reason or "")
+        client.set_model_version_tag(name, version, "override.user", getpass.getuser())
+        client.set_model_version_tag(name, version, "override.time", utc_now())
+        _audit(client, name, version, "override", f"alias {alias} despite gate "
+               f"{'pass' if gate.get('passed') else 'failure'}: {reason}")
+        return f"{name} version {version} is now @{alias} by OVERRIDE ({reason})"
+    _audit(client, name, version, "refused", "gate failed: " + "; ".join(failing))
+    raise PromotionRefused(f"{name} version {version} failed its gate; not promoted to @{alias}. Failing rules:\n  "
+                           + "\n  ".join(failing),
+                           hint="improve the generator, or override with --force --reason \"...\" (recorded)")
+
+
+def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:
+    client = connect(uri)
+    names = [name] if name else [m.name for m in client.search_registered_models()]
+    rows = []
+    for n in names:
+        try:
+            model = client.get_registered_model(n)
+        except Exception:
+            raise DataError(f"no registered model {n!r}", hint="list them with `synthgate models`") from None
+        aliases: dict[str, list[str]] = {}
+        for a, v in (model.aliases or {}).items():
+            aliases.setdefault(str(v), []).append(a)
+        for mv in client.search_model_versions(f"name='{n}'"):
+            rows.append({"name": n, "version": str(mv.version), "gate": mv.tags.get("gate.passed", "none"),
+                         "aliases": aliases.get(str(mv.version), []), "override": mv.tags.get("override.reason"),
+                         "evaluation_hash": mv.tags.get("evaluation_hash", "")[:16]})
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
