@@ -44,3 +44,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server (SQLite store, local artifacts) on a free port of 127.0.0.1."""
+    from synthgate.registry.server import start_server, stop_server
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri, _ = start_server(root)
+    yield uri
+    stop_server(root)

@@ -121,6 +121,7 @@ class CliResult:
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600) -> CliResult:
     """Run ``python -m synthgate ...`` in a subprocess, as a user would."""
     full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None removes a variable
     proc = subprocess.run(
         [sys.executable, "-m", "synthgate", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
         timeout=timeout,

@@ -322,12 +322,17 @@ def register(
     evaluation: Annotated[Path, typer.Option(help="its evaluation.json")] = Path("reports/evaluation/evaluation.json"),
     gate_record: Annotated[Path, typer.Option("--gate", help="its gate.json")] = Path("reports/gate/gate.json"),
     name: Annotated[str | None, typer.Option(help="registered model name (default: after the dataset)")] = None,
+    record: Annotated[Path, typer.Option(help="where to write registered.json")] = Path(
+        "reports/registry/registered.json"
+    ),
     tracking_uri: UriOpt = None,
 ) -> None:
     """Register the generator as a new MLflow model version with its evaluation and gate record."""
     from synthgate.registry.registry import register as _register
+    from synthgate.registry.registry import write_record
 
     r = _register(model, evaluation, gate_record, tracking_uri, name)
+    write_record(r, record)
     console.print(f"registered {r.name} version {r.version} (run {r.run_id}); gate "
                   + ("[green]passed" if r.gate_passed else "[red]failed"))
     console.print(f"  MLflow UI  {r.tracking_uri}/#/models/{r.name}/versions/{r.version}")
@@ -398,34 +403,38 @@ def info(dataset: Annotated[Path, typer.Argument(help="a canonical dataset folde
 def demo(
     params: ParamsOpt = Path("params.yaml"),
     workdir: Annotated[Path, typer.Option(help="where data/, models/ and reports/ are written")] = Path("."),
+    keep_server: Annotated[bool, typer.Option("--keep-server/--stop-server",
+                                              help="leave the demo's MLflow server running for its UI")] = True,
 ) -> None:
     """Run the flow end to end on the default data (MedNIST):
-    prepare -> validate -> train -> sample -> evaluate -> gate."""
+    prepare -> validate -> train -> sample -> evaluate -> gate -> register (-> promote)."""
     from synthgate import stages
 
     p = _params(params, {})
-    console.rule("[bold]1/6 prepare")
+    console.rule("[bold]1/7 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
-    console.rule("[bold]2/6 validate")
+    console.rule("[bold]2/7 validate")
     result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
                              workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
     _print_checks(result)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
-    console.rule(f"[bold]3/6 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
+    console.rule(f"[bold]3/7 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
     tr = stages.train(p, result.dataset.root, workdir / stages.DEFAULT_GENERATOR, _reporter(), resume=False)
     _print_training(tr)
-    console.rule("[bold]4/6 sample")
+    console.rule("[bold]4/7 sample")
     syn = stages.sample(p, tr.model_dir, workdir / stages.DEFAULT_SAMPLES, result.dataset.root, _reporter())
     _print_dataset(f"sampled {syn.manifest['num_images']} synthetic images", syn)
-    console.rule("[bold]5/6 evaluate")
+    console.rule("[bold]5/7 evaluate")
     ev = stages.evaluate(p, result.dataset.root, syn.root, workdir / stages.DEFAULT_EVALUATION, _reporter())
     _print_evaluation(ev)
-    console.rule("[bold]6/6 gate (gates.yaml)")
+    console.rule("[bold]6/7 gate (gates.yaml)")
     policy = Path("gates.yaml")
     decision = stages.gate(ev.path, policy if policy.exists() else None, workdir / stages.DEFAULT_GATE)
     _print_gate(decision, workdir / stages.DEFAULT_GATE)
+    console.rule("[bold]7/7 register and promote (MLflow)")
+    reg, ui, promoted = _demo_registry(workdir, tr.model_dir, ev.path, workdir / stages.DEFAULT_GATE, keep_server)
     console.rule("[bold green]done")
     console.print(f"canonical dataset   {ds.root}")
     console.print(f"validated dataset   {result.dataset.root}  ({result.dataset.manifest['num_images']} images)")
@@ -438,6 +447,46 @@ def demo(
     console.print(f"evaluation report   {ev.report_html}")
     verdict = "[green]PASSED" if decision.passed else f"[red]FAILED[/] ({', '.join(r.rule for r in decision.failures)})"
     console.print(f"gate                {workdir / stages.DEFAULT_GATE}: {verdict}")
+    console.print(f"model version       {reg.name} version {reg.version}: {promoted}")
+    console.print(f"MLflow UI           {ui}" + ("" if keep_server else " (server stopped)"))
+    if keep_server:
+        console.print(f"[dim]the demo's MLflow server keeps running; stop it with `synthgate mlflow-stop --root "
+                      f"{workdir / 'mlruns'}`")
+
+
+def _demo_registry(workdir: Path, model_dir: Path, evaluation: Path, gate_path: Path,
+                   keep_server: bool) -> tuple[Any, str, str]:
+    """Register in $MLFLOW_TRACKING_URI, or in a local server under workdir/mlruns; try to promote."""
+    from synthgate.errors import SynthgateError
+    from synthgate.registry import server as srv
+    from synthgate.registry.registry import promote, register, write_record
+
+    root = workdir / "mlruns"
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or srv.running_server(root)
+    started = False
+    if uri is None:
+        uri, _ = srv.start_server(root, detach=True)
+        started = True
+    try:
+        reg = register(model_dir, evaluation, gate_path, uri)
+        write_record(reg, workdir / "reports/registry/registered.json")
+        try:
+            promoted = "[green]" + promote(reg.name, reg.version, "approved", uri)
+        except SynthgateError as e:
+            promoted = f"[red]not promoted[/] ({e.message.splitlines()[0]})"
+        ui = f"{uri}/#/models/{reg.name}/versions/{reg.version}"
+    finally:
+        if started and not keep_server:
+            srv.stop_server(root)
+    return reg, ui, promoted
+
+
+@app.command("mlflow-stop")
+def mlflow_stop(root: Annotated[Path, typer.Option(help="the demo's MLflow folder")] = Path("mlruns")) -> None:
+    """Stop an MLflow server that `synthgate demo` left running."""
+    from synthgate.registry.server import stop_server
+
+    console.print("stopped" if stop_server(root) else f"no server recorded under {root}")
 
 
 @app.command()

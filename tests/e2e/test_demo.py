@@ -19,7 +19,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     params["evaluate"]["encoder"]["epochs"] = 2
     params["evaluate"]["utility"].update(epochs=2, max_train_per_class=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    r = run_cli("demo", cwd=tmp_path)
+    r = run_cli("demo", "--stop-server", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None})
     assert r.code == 0, r.output
     assert "Traceback" not in r.output
     for line in ("canonical dataset", "validated dataset", "metadata", "validation report", "data docs (HTML)",
@@ -48,3 +48,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     gate = json.loads((tmp_path / "reports/gate/gate.json").read_text())
     assert gate["evaluation_hash"] == evaluation["evaluation_hash"]
     assert ("PASSED" if gate["passed"] else "FAILED") in r.stdout
+    registered = json.loads((tmp_path / "reports/registry/registered.json").read_text())
+    assert registered["name"] == "mednist-generator" and registered["version"] == "1"
+    assert "MLflow UI" in r.stdout and "model version" in r.stdout
+    assert not (tmp_path / "mlruns" / "server.pid").exists()

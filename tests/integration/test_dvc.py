@@ -92,13 +92,16 @@ def _manifest(root: Path, stage: str) -> dict:
     return json.loads((root / "data" / stage / "manifest.json").read_text())
 
 
-def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tmp_path):
+def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tmp_path, mlflow_server):
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
     # 1. dvc repro runs ingest -> prepare -> validate from scratch
     r = _run(["dvc", "repro"], project, env)
-    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate", "gate"):
+    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate", "gate", "register"):
         assert f"Running stage '{stage}'" in r.stdout
     validated = _manifest(project, "validated")
     assert validated["stage"] == "validate" and validated["num_images"] > 700
+    registered = json.loads((project / "reports" / "registry" / "registered.json").read_text())
+    assert registered["name"] == "breastmnist-generator" and registered["tracking_uri"] == mlflow_server
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     raw_dep = lock["stages"]["ingest"]["deps"][0]
     assert raw_dep["path"].endswith("breastmnist.npz") and raw_dep["md5"]  # the raw data is tracked

@@ -5,16 +5,11 @@ an evaluation changed after gating is caught at promote time."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 
 from synthgate.errors import DataError
 from synthgate.gates.decision import gate
@@ -26,35 +21,15 @@ from tests.unit.test_gates import _evaluation
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.fixture
+def server(mlflow_server):
+    return mlflow_server
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from synthgate.registry.server import free_port
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    proc = subprocess.Popen(
-        [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination",
-         str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if requests.get(uri + "/health", timeout=2).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("MLflow server did not start")
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +58,7 @@ def _gated(tmp: Path, tag: str, **over) -> tuple[Path, Path]:
     return d / "evaluation.json", d / "gate.json"
 
 
-def test_approval_workflow(server, model_dir, tmp_path):
+def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     import mlflow
 
     client = connect(server)
@@ -100,7 +75,8 @@ def test_approval_workflow(server, model_dir, tmp_path):
     assert client.get_model_version(name, "1").tags["audit.1.action"] == "promoted"
 
     # the registered pyfunc samples images from the registry by alias
-    mlflow.set_tracking_uri(server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@approved")
     images = loaded.predict(pd.DataFrame({"class": ["a", "b"], "count": [2, 1], "steps": [2, 2]}))
     assert images.shape == (3, 16, 16, 1) and images.dtype == np.uint8

@@ -270,7 +270,7 @@ def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None
         classes=classes,
         inputs=[{"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}],
         has_split=set(present) == set(SPLITS),
-        description=f"MedMNIST {flag or path.name}",
+        description=str(path),
     )
 
 

@@ -8,8 +8,6 @@ Output: uint8 array (N, H, W, C), rows in the order of the input.
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow.pyfunc
 import numpy as np
 

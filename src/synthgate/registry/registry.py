@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,23 @@ def _code_version() -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _tracking_env(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, without changing the process-wide
+    setting (``mlflow.set_tracking_uri`` would leak into later runs of the same process)."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict.fromkeys(keys, uri))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def default_model_name(evaluation: dict[str, Any]) -> str:
     """Named after the dataset: the real dataset's source (MedNIST.tar.gz -> mednist-generator)."""
     real = Path(evaluation["real"]["path"])
@@ -82,12 +101,11 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     client = connect(uri)
     uri = tracking_uri(uri)
     name = name or default_model_name(evaluation)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
     gate_sha = sha256_file(Path(gate_path))
     summary = evaluation.get("summary", {})
-    with mlflow.start_run(run_name=f"{info['name']}") as run:
+    with _tracking_env(uri), mlflow.start_run(experiment_id=exp_id, run_name=f"{info['name']}") as run:
         mlflow.log_params({f"generator.{k}": v for k, v in info.get("generator", {}).items()})
         mlflow.log_params({"resolution": info["resolution"], "channels": info["channels"],
                            "classes": ",".join(info["classes"]), "train_step": info.get("step")})
@@ -102,7 +120,8 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
                                              artifacts={"model_dir": str(model_dir)},
                                              pip_requirements=PIP_REQUIREMENTS)
         run_id = run.info.run_id
-    mv = mlflow.register_model(model_info.model_uri, name)
+    with _tracking_env(uri):
+        mv = mlflow.register_model(model_info.model_uri, name)
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, "synthgate generator; promote only through `synthgate promote`, "
                                              "which checks the version's gate record")
@@ -124,6 +143,16 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)
     return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri)
+
+
+def write_record(r: Registered, path: Path) -> None:
+    """``registered.json``: what was registered where (a DVC output; publish reads it)."""
+    from dataclasses import asdict
+
+    from synthgate.utils import write_json_atomic
+
+    write_json_atomic(Path(path), {**asdict(r), "registered": utc_now(),
+                                   "ui": f"{r.tracking_uri}/#/models/{r.name}/versions/{r.version}"})
 
 
 def _audit(client: Any, name: str, version: str, action: str, detail: str) -> None:
