@@ -69,6 +69,8 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     assert tags["gate.passed"] == "true" and tags["lineage.training_dataset_hash"] == "d" * 64
     assert tags["gate.rule.utility.max_auc_gap"].startswith("pass: 0.01 <= 0.05")
     assert "approved" not in (client.get_registered_model(name).aliases or {})
+    artifacts = {a.path for a in client.list_artifacts(ok.run_id)}
+    assert {"evaluation", "gate"} <= artifacts
 
     assert "now @approved (gate passed)" in promote(name, "1", uri=server)
     assert client.get_registered_model(name).aliases["approved"] == "1"

@@ -55,6 +55,24 @@ def _code_version() -> str | None:
         return None
 
 
+def _sample_grid(synthetic: Path, out: Path, per_class: int = 8) -> Path | None:
+    """A per-class grid of the synthetic images (one row per class), if the dataset is at hand."""
+    import numpy as np
+
+    from synthgate.data.canonical import load_dataset
+    from synthgate.generators.common import make_grid, save_png
+
+    if not (synthetic / "manifest.json").exists():
+        return None
+    ds = load_dataset(synthetic)
+    labels = ds.labels()
+    rows = [np.flatnonzero(labels == k)[:per_class] for k in range(len(ds.classes))]
+    idx = np.concatenate([np.pad(r, (0, per_class - len(r)), constant_values=-1) for r in rows])
+    images = np.zeros((len(idx), *ds.images.shape[1:]), np.uint8)
+    images[idx >= 0] = np.asarray(ds.images[idx[idx >= 0]])
+    return save_png(out, make_grid(images, per_class))
+
+
 @contextlib.contextmanager
 def _tracking_env(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for a block, without changing the process-wide
@@ -116,6 +134,9 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         if report.exists():
             mlflow.log_artifact(str(report), "evaluation")
         mlflow.log_artifact(str(gate_path), "gate")
+        grid = _sample_grid(Path(evaluation["synthetic"].get("path") or "-"), Path(tempfile.mkdtemp()) / "samples.png")
+        if grid is not None:
+            mlflow.log_artifact(str(grid), "samples")
         model_info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
                                              artifacts={"model_dir": str(model_dir)},
                                              pip_requirements=PIP_REQUIREMENTS)
@@ -135,6 +156,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         "lineage.training_dataset_hash": info.get("dataset_content_hash", ""),
         "lineage.encoder_id": str(evaluation.get("encoder", {}).get("encoder_id")),
         "lineage.code_version": _code_version() or "unknown",
+        "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
         "lineage.synthgate_version": __version__,
     }
     for r in gate.get("rules", []):
