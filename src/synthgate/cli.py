@@ -35,7 +35,8 @@ ParamsOpt = Annotated[
 def _setup() -> None:
     for var, val in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("DVC_NO_ANALYTICS", "1"),
                      ("GX_ANALYTICS_ENABLED", "false"), ("HF_HUB_OFFLINE", "1"),
-                     ("MLFLOW_LOGGING_LEVEL", "WARNING")):
+                     ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+                     ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
         os.environ.setdefault(var, val)
     from rich.logging import RichHandler
 
@@ -473,7 +474,7 @@ def _demo_registry(workdir: Path, model_dir: Path, evaluation: Path, gate_path: 
         try:
             promoted = "[green]" + promote(reg.name, reg.version, "approved", uri)
         except SynthgateError as e:
-            promoted = f"[red]not promoted[/] ({e.message.splitlines()[0]})"
+            promoted = "[red]not promoted[/]: " + " ".join(line.strip() for line in e.message.splitlines())
         ui = f"{uri}/#/models/{reg.name}/versions/{reg.version}"
     finally:
         if started and not keep_server:

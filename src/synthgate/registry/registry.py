@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +138,11 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         grid = _sample_grid(Path(evaluation["synthetic"].get("path") or "-"), Path(tempfile.mkdtemp()) / "samples.png")
         if grid is not None:
             mlflow.log_artifact(str(grid), "samples")
-        model_info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
-                                             artifacts={"model_dir": str(model_dir)},
-                                             pip_requirements=PIP_REQUIREMENTS)
+        with warnings.catch_warnings():  # MLflow's notes on type hints and cloudpickle: known, not actionable
+            warnings.simplefilter("ignore", UserWarning)
+            model_info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
+                                                 artifacts={"model_dir": str(model_dir)},
+                                                 pip_requirements=PIP_REQUIREMENTS)
         run_id = run.info.run_id
     with _tracking_env(uri):
         mv = mlflow.register_model(model_info.model_uri, name)
