@@ -75,6 +75,18 @@ def build_classifier(arch: str, in_channels: int, n_classes: int) -> Net:
     return Net(body, feat, n_classes)
 
 
+def per_class_subsample(idx: np.ndarray, labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """At most ``per_class`` of the indices ``idx`` per label (seeded); all of them when ``None``."""
+    if per_class is None:
+        return idx
+    rng = np.random.default_rng(seed)
+    keep = []
+    for k in np.unique(labels[idx]):
+        members = idx[labels[idx] == k]
+        keep.append(members if len(members) <= per_class else rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
     arr = np.ascontiguousarray(images)

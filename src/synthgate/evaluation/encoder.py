@@ -22,7 +22,14 @@ import torch
 
 from synthgate.data.canonical import CanonicalDataset
 from synthgate.errors import ConfigError, DataError
-from synthgate.evaluation.classifier import Net, auroc, build_classifier, predict, train_classifier
+from synthgate.evaluation.classifier import (
+    Net,
+    auroc,
+    build_classifier,
+    per_class_subsample,
+    predict,
+    train_classifier,
+)
 from synthgate.evaluation.config import EncoderConfig
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import atomic_directory, read_json, sha256_file, utc_now, write_json_atomic
@@ -57,17 +64,6 @@ class Encoder:
 def _config_key(cfg: EncoderConfig) -> str:
     relevant = cfg.model_dump(mode="json", exclude={"cache_dir", "weights"})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _subsample(idx: np.ndarray, labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
-    if per_class is None:
-        return idx
-    rng = np.random.default_rng(seed)
-    keep = []
-    for k in np.unique(labels[idx]):
-        members = idx[labels[idx] == k]
-        keep.append(members if len(members) <= per_class else rng.choice(members, per_class, replace=False))
-    return np.sort(np.concatenate(keep))
 
 
 def load_encoder(path: Path, device: torch.device, expect_dataset: str | None = None) -> Encoder:
@@ -111,7 +107,7 @@ def get_encoder(
             log.warning("cached encoder unusable (%s); retraining", e.message)
     labels = real.labels()
     n_classes = len(real.classes)
-    tr = _subsample(real.split_indices("train"), labels, cfg.max_train_per_class, cfg.seed)
+    tr = per_class_subsample(real.split_indices("train"), labels, cfg.max_train_per_class, cfg.seed)
     va = real.split_indices("val")
     if len(va) == 0:
         va = real.split_indices("test")

@@ -24,21 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from synthgate.evaluation.classifier import auroc, predict, train_classifier
+from synthgate.evaluation.classifier import auroc, per_class_subsample, predict, train_classifier
 from synthgate.evaluation.config import UtilityConfig
 from synthgate.progress import NullReporter, Reporter
 
 log = logging.getLogger(__name__)
-
-
-def _subsample(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
-    idx = np.arange(len(labels))
-    if per_class is None:
-        return idx
-    rng = np.random.default_rng(seed)
-    keep = [idx[labels == k] if (labels == k).sum() <= per_class
-            else rng.choice(idx[labels == k], per_class, replace=False) for k in np.unique(labels)]
-    return np.sort(np.concatenate(keep))
 
 
 def _scores(model: Any, x: np.ndarray, y: np.ndarray, n_classes: int, device: torch.device) -> dict[str, float]:
@@ -71,8 +61,8 @@ def utility(
     with reporter.task("Utility: training downstream classifiers", total) as advance:
         for seed in cfg.seeds:
             rng = np.random.default_rng(seed)
-            ri = _subsample(yr, cfg.max_train_per_class, seed)
-            si = _subsample(ys, cfg.max_train_per_class, seed)
+            ri = per_class_subsample(np.arange(len(yr)), yr, cfg.max_train_per_class, seed)
+            si = per_class_subsample(np.arange(len(ys)), ys, cfg.max_train_per_class, seed)
             perm = rng.permutation(si)
             n_hold = max(1, int(round(len(perm) * cfg.synthetic_test_fraction)))
             s_test, s_train = perm[:n_hold], perm[n_hold:]
