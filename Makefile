@@ -55,6 +55,7 @@ lock:
 	/tmp/synthgate-lock/bin/pip install -q -e '.[dev]'
 	/tmp/synthgate-lock/bin/pip install -q --no-deps medmnist
 	{ echo "# Pinned versions for every environment (CPU venv, images). Regenerate with: make lock"; \
+	  echo "# torch is the local CPU wheel on the build machines; the CUDA image installs its own torch first."; \
 	  /tmp/synthgate-lock/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > $(CONSTRAINTS)
 
 clean:
