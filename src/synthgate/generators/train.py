@@ -11,6 +11,27 @@ resumed from a checkpoint continues exactly as the uninterrupted run would (bit-
 
 FID-based early stopping (dumontschutte2021 S.3) is left to the evaluation stage: this loop runs
 ``train.steps`` steps and keeps checkpoints to continue from.
+
+Several GPUs or nodes (DDP): started by ``torchrun`` with a world size above 1 (no option needed;
+:mod:`synthgate.generators.distributed`), every rank runs this loop on its own GPU, and
+
+- ``train.batch_size`` is per rank: a step averages the gradients of ``world_size`` batches, so
+  the global batch is ``batch_size x world_size`` (logged at the start) and the learning rate is
+  not rescaled. Rank ``r`` takes batch ``k * world_size + r`` of the same seeded stream of
+  per-epoch permutations, so the ranks see different images and a resumed run continues the
+  same order (with the same world size);
+- model initialisation is seeded identically on every rank (and DDP broadcasts rank 0's weights),
+  the step noise is seeded with ``(seed, step, rank)``: different on every rank;
+- the gradients are all-reduced, so weights, optimiser states and the EMA (updated on every rank)
+  stay identical everywhere; the logged losses (progress, MLflow, Prometheus) are the means over
+  the ranks, images/s counts the images of all ranks;
+- rank 0 alone writes checkpoints, sample grids, the final model and the MLflow run; the other
+  ranks wait at a barrier after each write. On resume every rank reads the same newest checkpoint,
+  so ``out_dir`` must be on storage all nodes share (one node: any folder);
+- a diverging loss (NaN on any rank) stops every rank at the same step, and the process group
+  is left at the end, also after an error.
+
+A single process (no ``WORLD_SIZE``, or 1) trains exactly as it did before DDP support.
 """
 
 from __future__ import annotations
@@ -33,11 +54,11 @@ from synthgate.generators.common import (
     make_generator,
     make_grid,
     mix_seed,
-    resolve_device,
     save_png,
     to_model_space,
 )
 from synthgate.generators.config import MODEL_TYPES, GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.distributed import DistContext, setup, wrap_task
 from synthgate.generators.task import TrainTask
 from synthgate.progress import NullReporter, Reporter
 
@@ -142,11 +163,13 @@ def _check_fingerprint(path: Path, saved: dict[str, Any], now: dict[str, Any]) -
 
 class _Feed:
     """Seeded batches of the train split: batch ``k`` is positions ``k*B .. (k+1)*B`` of the
-    concatenated per-epoch permutations, so any batch can be recomputed from its index alone."""
+    concatenated per-epoch permutations, so any batch can be recomputed from its index alone.
+    Under DDP, rank ``r`` of ``W`` is given batch ``k*W + r`` of that stream when asked for ``k``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, tcfg: TrainConfig, device: torch.device,
-                 memory_format: torch.memory_format) -> None:
+                 memory_format: torch.memory_format, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.batch_size, self.seed = len(images), tcfg.batch_size, tcfg.seed
+        self.rank, self.world_size = rank, world_size
         self.device, self.memory_format = device, memory_format
         on_gpu = device.type == "cuda" and (
             tcfg.data_on_gpu == "always"
@@ -164,7 +187,7 @@ class _Feed:
         return self._perm[1]
 
     def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pos, parts = k * self.batch_size, []
+        pos, parts = (k * self.world_size + self.rank) * self.batch_size, []
         while (need := self.batch_size - sum(len(p) for p in parts)) > 0:
             epoch, offset = divmod(pos, self.n)
             take = self._epoch(epoch)[offset : offset + need]
@@ -292,14 +315,27 @@ def train(
     continues from the newest checkpoint, refusing one of another configuration (``ConfigError``
     listing the fields); without, it deletes old checkpoints and starts over. A non-finite loss
     stops training with a :class:`SynthgateError` naming the step and the last good checkpoint.
-    """
-    from synthgate.monitoring.metrics import TRAIN_IMAGES_PER_SECOND, TRAIN_LOSS, TRAIN_STEPS
 
-    reporter = reporter or NullReporter()
-    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    Under ``torchrun`` (``WORLD_SIZE > 1``) it trains data-parallel with DDP: ``train.batch_size``
+    images per rank and step (global batch ``batch_size x world_size``), rank 0 writing every file
+    (see the module docstring). Every rank returns the same :class:`TrainResult`.
+    """
     if gcfg.type not in MODEL_TYPES:
         raise _unknown_type(gcfg.type)
-    device = resolve_device(tcfg.device, "train.device")
+    ctx = setup(tcfg.device, "train.device")
+    try:
+        return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir: Path, reporter: Reporter | None,
+           resume: bool, ctx: DistContext) -> TrainResult:
+    from synthgate.monitoring.metrics import TRAIN_IMAGES_PER_SECOND, TRAIN_LOSS, TRAIN_STEPS
+
+    # progress and messages from rank 0 only; the others would repeat them
+    reporter = (reporter or NullReporter()) if ctx.is_main else NullReporter()
+    device, world = ctx.device, ctx.world_size
 
     ds = load_dataset(dataset_dir)
     classes = ds.classes
@@ -323,57 +359,88 @@ def train(
     check_resolution(gcfg, ds.resolution)
     images = np.ascontiguousarray(ds.images[idx])
 
-    torch.manual_seed(tcfg.seed)
+    torch.manual_seed(tcfg.seed)  # the same on every rank: identical initial weights
     task = build_task(gcfg, tcfg, ds.resolution, ds.channels, len(classes), device)
     fp = fingerprint(gcfg, ds.resolution, ds.channels, classes, ds.content_hash)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and ctx.is_main:
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+    ctx.barrier()  # nobody looks for checkpoints before rank 0 has deleted them
     start, run_id, last_loss = 0, None, math.nan
     last_good = latest_checkpoint(out_dir)
+    if ctx.enabled:  # every rank must resume from rank 0's checkpoint: out_dir must be shared
+        chosen = ctx.broadcast(last_good.name if last_good else None)
+        mine = last_good.name if last_good else None
+        if not ctx.all_true(mine == chosen):
+            raise ConfigError(
+                f"{out_dir}: the ranks see different checkpoints (rank 0: {chosen}, rank {ctx.rank}: {mine})",
+                hint="put --out on storage that every node shares (a ReadWriteMany volume), "
+                "or train without resuming",
+            )
     if last_good is not None:
         state = read_checkpoint(last_good, device)
         _check_fingerprint(last_good, state.get("fingerprint", {}), fp)
         task.load_state_dict(state["task"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+            if ctx.enabled:  # one GPU per rank: its generator state, written by rank 0 from its GPU
+                torch.cuda.set_rng_state(state["rng"]["cuda"][0].cpu(), device)
+            else:
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         start, run_id, last_loss = int(state["step"]), state.get("mlflow_run_id"), float(state["loss"])
         reporter.info(f"resuming from {last_good} (step {start})")
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world:
+            reporter.info(f"the checkpoint was written with world size {saved_world}, this run has {world}: "
+                          "weights and optimiser states continue, the order of the batches differs")
+    wrap_task(task, ctx)
+    if ctx.enabled:
+        reporter.info(f"distributed data parallel: world size {world} ({ctx.backend}, {device.type}), "
+                      f"{tcfg.batch_size} images per rank and step, global batch {tcfg.batch_size * world}")
 
-    feed = _Feed(images, labels, tcfg, device, task.memory_format)
+    feed = _Feed(images, labels, tcfg, device, task.memory_format, ctx.rank, world)
     params = {**_flat("generator", gcfg.model_dump(mode="json")), **_flat("train", tcfg.model_dump(mode="json")),
               "dataset.path": str(dataset_dir), "dataset.content_hash": ds.content_hash,
               "dataset.train_images": len(idx), "dataset.classes": ",".join(classes), "device": str(device),
               "parameters": sum(p.numel() for p in task.ema_target.parameters())}
-    tracker = _Tracker(out_dir, run_id, params, f"{gcfg.type}-{gcfg.size}") if tcfg.mlflow else None
-    run_id = tracker.run_id if tracker else None
+    if ctx.enabled:
+        params |= {"world_size": world, "global_batch_size": tcfg.batch_size * world}
+    tracker = _Tracker(out_dir, run_id, params, f"{gcfg.type}-{gcfg.size}") if (tcfg.mlflow and ctx.is_main) else None
+    run_id = ctx.broadcast(tracker.run_id if tracker else None) if tcfg.mlflow else None
 
     def save_checkpoint(step: int) -> Path:
-        cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
-        state = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": fp, "task": task.state_dict(),
-                 "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng}, "loss": last_loss,
-                 "mlflow_run_id": run_id, "generator": gcfg.model_dump(mode="json"),
-                 "train": tcfg.model_dump(mode="json")}
         path = out_dir / CHECKPOINTS / f"step_{step:08d}.pt"
-        _write_checkpoint(path, state)
-        for old in list_checkpoints(out_dir)[: -tcfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+        if ctx.is_main:
+            if device.type != "cuda":
+                cuda_rng = []
+            else:
+                cuda_rng = [torch.cuda.get_rng_state(device)] if ctx.enabled else torch.cuda.get_rng_state_all()
+            state = {"format": CHECKPOINT_FORMAT, "step": step, "fingerprint": fp, "task": task.state_dict(),
+                     "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng}, "loss": last_loss,
+                     "mlflow_run_id": run_id, "generator": gcfg.model_dump(mode="json"),
+                     "train": tcfg.model_dump(mode="json"), "world_size": world}
+            _write_checkpoint(path, state)
+            for old in list_checkpoints(out_dir)[: -tcfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
         return path
 
     def sample_grid(step: int) -> Path:
-        k = tcfg.sample_grid_per_class
-        cfg = SampleConfig(sampler="ddim", steps=min(tcfg.sample_grid_steps, gcfg.num_train_timesteps),
-                           per_class=k, seed=tcfg.seed)
-        images = task.sample(task.ema_module(), np.repeat(np.arange(len(classes)), k), cfg)
-        path = save_png(out_dir / GRIDS / f"step_{step:08d}.png", make_grid(images, nrow=k))
-        if tracker:
-            tracker.artifact(path, GRIDS)
+        path = out_dir / GRIDS / f"step_{step:08d}.png"
+        if ctx.is_main:
+            k = tcfg.sample_grid_per_class
+            cfg = SampleConfig(sampler="ddim", steps=min(tcfg.sample_grid_steps, gcfg.num_train_timesteps),
+                               per_class=k, seed=tcfg.seed)
+            images = task.sample(task.ema_module(), np.repeat(np.arange(len(classes)), k), cfg)
+            save_png(path, make_grid(images, nrow=k))
+            if tracker:
+                tracker.artifact(path, GRIDS)
         return path
 
     kind = gcfg.type
-    draws, images_per_step = task.draws_per_step, tcfg.batch_size * task.draws_per_step
+    draws, images_per_step = task.draws_per_step, tcfg.batch_size * task.draws_per_step * world
+    # the step noise: as before in a single process, one stream per rank under DDP
+    noise_key: tuple[object, ...] = ("step",) if not ctx.enabled else ("rank", ctx.rank, "step")
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
     sums: dict[str, torch.Tensor] = {}
     window = 0
@@ -385,7 +452,7 @@ def train(
             for step in range(start, tcfg.steps):
                 s = step + 1
                 batches = [feed.batch(step * draws + k) for k in range(draws)]
-                losses = task.step(batches, make_generator(device, tcfg.seed, "step", step))
+                losses = task.step(batches, make_generator(device, tcfg.seed, *noise_key, step))
                 finite = torch.stack([v.float() for v in losses.values()]).isfinite().all()
                 first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, s), first_bad)
                 for k, v in losses.items():
@@ -402,7 +469,7 @@ def train(
                         clock.start()  # after the first step of this run
                     continue
                 clock.stop()
-                if (bad := int(first_bad.item())) >= 0:
+                if (bad := ctx.first_step(first_bad)) >= 0:
                     where = (f"the last good checkpoint is {last_good}" if last_good
                              else "no checkpoint was written before it")
                     raise SynthgateError(
@@ -412,7 +479,9 @@ def train(
                         "it resumes from the last good checkpoint",
                     )
                 if log_due:
-                    means = {k: float((v / window).item()) for k, v in sums.items()}
+                    keys = list(sums)
+                    mean = ctx.mean(torch.stack([sums[k] for k in keys]) / window)  # over the ranks
+                    means = {k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}
                     sums, window = {}, 0
                     last_loss, rate = means["loss"], clock.window_rate()
                     reporter.info(f"step {s}/{tcfg.steps}  loss {last_loss:.4f}  {rate:.1f} images/s")
@@ -425,11 +494,16 @@ def train(
                     last_good = save_checkpoint(s)
                 if grid_due:
                     sample_grid(s)
+                if ctx.enabled and (ckpt_due or grid_due):
+                    ctx.barrier()  # rank 0 has finished writing
                 clock.start()
-        model_dir = task.save(out_dir / MODEL, task.ema_module(), classes=classes, dataset_hash=ds.content_hash,
-                              step=max(start, tcfg.steps))
-        if tracker:
-            tracker.artifact(model_dir / "synthgate_generator.json", MODEL)
+        model_dir = out_dir / MODEL
+        if ctx.is_main:
+            model_dir = task.save(model_dir, task.ema_module(), classes=classes, dataset_hash=ds.content_hash,
+                                  step=max(start, tcfg.steps))
+            if tracker:
+                tracker.artifact(model_dir / "synthgate_generator.json", MODEL)
+        ctx.barrier()  # the model folder is complete before any rank returns it
         status = "FINISHED"
     finally:
         if tracker:

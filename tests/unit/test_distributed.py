@@ -1,0 +1,240 @@
+"""DDP training under torchrun (2 CPU ranks, gloo) and the Kubeflow TrainJob builder."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from synthgate.generators.config import SampleConfig
+from synthgate.generators.distributed import (
+    DistContext,
+    fetch_dataset,
+    setup,
+    trainjob_manifest,
+)
+from synthgate.generators.model import load_generator
+from synthgate.generators.train import list_checkpoints
+from tests.helpers import REPO
+from tests.unit.generators_helpers import make_dataset
+
+# A torchrun worker: runs `synthgate train` (the CLI, as a user would) once per entry of the spec and
+# after each run writes this rank's trained state and its first local loss. Test-only hook: it
+# wraps build_task to get hold of the task; the production code has no debugging switch.
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    import synthgate.generators.train as T
+    from synthgate.cli import main
+
+    tasks = []
+    real_build = T.build_task
+
+    def build_task(*args, **kwargs):
+        task = real_build(*args, **kwargs)
+        real_step, losses = task.step, []
+        def step(batches, gen):
+            out = real_step(batches, gen)
+            losses.append(float(out["loss"]))
+            return out
+        task.step, task.first_losses = step, losses
+        tasks.append(task)
+        return task
+
+    T.build_task = build_task
+    rank = os.environ["RANK"]
+    for tag, argv in json.load(open(sys.argv[1])):
+        main(argv)
+        task = tasks[-1]
+        state = {f"{m}.{n}": t.detach().cpu().clone() for m, mod in task.modules.items()
+                 for n, t in mod.state_dict().items()}
+        state |= {f"ema.{i}": p.detach().cpu().clone() for i, p in enumerate(task.ema.shadow_params)}
+        torch.save({"state": state, "losses": task.first_losses, "world": os.environ["WORLD_SIZE"]},
+                   f"{tag}-rank{rank}.pt")
+""")
+
+
+def torchrun(tmp_path, runs, nproc=2, timeout=150):
+    (tmp_path / "worker.py").write_text(WORKER)
+    (tmp_path / "spec.json").write_text(json.dumps(runs))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "COLUMNS": "200", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "worker.py", "spec.json"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-6000:]
+    return log
+
+
+def params_file(path, kind, **train):
+    base = {"steps": 4, "batch_size": 3, "log_every": 2, "checkpoint_every": 2, "sample_grid_every": 0,
+            "mlflow": False, "device": "cpu"}
+    gen = {"type": kind, "size": "tiny"} | ({"n_critic": 2} if kind == "gan" else {})
+    path.write_text(yaml.safe_dump({"generator": gen, "train": base | train}))
+    return str(path)
+
+
+def rank_states(tmp_path, tag, world=2):
+    out = [torch.load(tmp_path / f"{tag}-rank{r}.pt") for r in range(world)]
+    assert all(o["world"] == str(world) for o in out)
+    return out
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+@pytest.mark.slow
+def test_diffusion_ddp_two_ranks_trains_saves_once_and_resumes_exactly(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    p = params_file(tmp_path / "params.yaml", "diffusion", sample_grid_every=2, sample_grid_per_class=2,
+                    sample_grid_steps=2)
+    train = ["train", "--params", p, "--dataset", str(ds.root)]
+    log = torchrun(tmp_path, [
+        ["full", [*train, "--out", "full"]],
+        ["part", [*train, "--out", "split", "--steps", "2"]],
+        ["resumed", [*train, "--out", "split"]],
+    ])
+    assert "world size 2 (gloo, cpu)" in log and "3 images per rank and step, global batch 6" in log
+    assert log.count("distributed data parallel") == 3  # rank 0 only, once per run
+    assert "resuming from" in log and "step_00000002.pt (step 2)" in log
+
+    # every rank ends with the same weights and EMA, although their batches and noise differed
+    full = rank_states(tmp_path, "full")
+    assert full[0]["losses"][0] != full[1]["losses"][0]
+    assert_same_state(full[0]["state"], full[1]["state"])
+    # DDP resume: 2 + 2 steps (all ranks reading rank 0's checkpoint) == 4 steps in one go
+    resumed = rank_states(tmp_path, "resumed")
+    for r in range(2):
+        assert_same_state(full[0]["state"], resumed[r]["state"])
+
+    # rank 0 wrote one model folder, the checkpoints and the grids
+    run = tmp_path / "full"
+    assert [c.name for c in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt"]
+    assert sorted(g.name for g in (run / "grids").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+    assert not list(run.rglob("*.tmp-*"))
+    gen = load_generator(run / "model", "cpu")
+    images = gen.sample(np.array([0, 1]), SampleConfig(sampler="ddim", steps=2, per_class=1))
+    assert images.shape == (2, 16, 16, 1) and images.dtype == np.uint8
+    info = json.loads((run / "model" / "synthgate_generator.json").read_text())
+    assert info["step"] == 4 and info["classes"] == ["lung", "bone"]
+    ckpt = torch.load(run / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert ckpt["world_size"] == 2
+    for k, t in ckpt["task"]["modules"]["unet"].items():
+        torch.testing.assert_close(t, full[0]["state"][f"unet.{k}"], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.slow
+def test_gan_ddp_with_gradient_penalty_keeps_ranks_identical(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    p = params_file(tmp_path / "params.yaml", "gan", steps=3, checkpoint_every=3, log_every=3)
+    log = torchrun(tmp_path, [["gan", ["train", "--params", p, "--dataset", str(ds.root), "--out", "gan"]]])
+    assert "world size 2" in log
+    gan = rank_states(tmp_path, "gan")
+    assert gan[0]["losses"][0] != gan[1]["losses"][0]  # different real batches, z and GP interpolates
+    # G and D (with the GP's double backward through the DDP-wrapped critic) stay in step
+    assert_same_state(gan[0]["state"], gan[1]["state"])
+    assert any(k.startswith("discriminator.") for k in gan[0]["state"])
+    images = load_generator(tmp_path / "gan" / "model", "cpu").sample(np.array([0, 1]), SampleConfig(per_class=1))
+    assert images.shape == (2, 16, 16, 1)
+
+
+def test_a_plain_process_has_an_inert_context():
+    ctx = setup("cpu", env={})
+    assert ctx == DistContext(device=torch.device("cpu")) and not ctx.enabled and ctx.is_main
+    x = torch.tensor([1.0, 2.0])
+    assert ctx.mean(x) is x and ctx.first_step(torch.tensor(-1)) == -1 and ctx.first_step(torch.tensor(3)) == 3
+    assert ctx.all_true(False) is False and ctx.broadcast({"a": 1}) == {"a": 1}
+    ctx.barrier()
+    ctx.close()
+    assert setup("cpu", env={"WORLD_SIZE": "1", "RANK": "0"}).world_size == 1
+
+
+def test_trainjob_manifest_structure():
+    args = ["train", "--dataset", "/data/validated", "--out", "/data/runs/r1"]
+    m = trainjob_manifest("synthgate-train-r1", "ghcr.io/synthgate/synthgate:0.1.0-cuda", 2, 4, args, "ml",
+                          dataset_pvc="synthgate-data", memory="64Gi")
+    assert m["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and m["kind"] == "TrainJob"
+    assert m["metadata"]["name"] == "synthgate-train-r1" and m["metadata"]["namespace"] == "ml"
+    spec = m["spec"]
+    assert spec["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                  "kind": "ClusterTrainingRuntime"}
+    tr = spec["trainer"]
+    assert tr["image"] == "ghcr.io/synthgate/synthgate:0.1.0-cuda" and tr["numNodes"] == 2
+    assert tr["numProcPerNode"] == 4
+    assert tr["command"] == ["python", "-m", "torch.distributed.run", "-m", "synthgate"] and tr["args"] == args
+    assert tr["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 4, "memory": "64Gi"}
+    env = {e["name"]: e for e in tr["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "synthgate-s3"
+    assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["configMapKeyRef"]["name"] == "synthgate-endpoints"
+    assert not any(k.startswith("PET_") for k in env)  # reserved for the torch runtime
+    (ov,) = spec["podTemplateOverrides"]
+    assert ov["targetJobs"] == [{"name": "node"}]
+    pod = ov["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["data"]["persistentVolumeClaim"]["claimName"] == "synthgate-data"
+    assert vols["dshm"]["emptyDir"]["medium"] == "Memory"
+    (c,) = pod["containers"]
+    assert c["name"] == "node" and {v["mountPath"] for v in c["volumeMounts"]} == {"/data", "/dev/shm"}
+    json.dumps(m)  # plain JSON, ready for CustomObjectsApi.create_namespaced_custom_object
+
+    s3 = trainjob_manifest("t", "img", 1, 1, args, "ml", dataset_uri="s3://bucket/validated",
+                           patch_api="runtimePatches")
+    assert s3["spec"]["trainer"]["command"][:2] == ["bash", "-c"] and "fetch-dataset" in s3["spec"]["trainer"]["command"][2]
+    assert "/scratch/dataset" in s3["spec"]["trainer"]["command"][2]
+    assert {"name": "SYNTHGATE_DATASET_URI", "value": "s3://bucket/validated"} in s3["spec"]["trainer"]["env"]
+    (patch,) = s3["spec"]["runtimePatches"]
+    job = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    pod = job["template"]["spec"]["template"]["spec"]
+    assert job["name"] == "node" and pod["tolerations"] == m["spec"]["podTemplateOverrides"][0]["spec"]["tolerations"]
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]  # node-local copy of the dataset
+    with pytest.raises(ValueError):
+        trainjob_manifest("t", "img", 0, 1, args, "ml")
+
+
+def test_example_manifests_match_the_builder():
+    def load(name):
+        return [d for d in yaml.safe_load_all((REPO / "k8s" / "training" / name).read_text()) if d]
+
+    image, train = "ghcr.io/synthgate/synthgate:0.1.0-cuda", ["train", "--params", "/data/params.yaml"]
+    out = ["--out", "/data/runs/diffusion-base"]
+    assert load("trainjob.yaml") == [trainjob_manifest(
+        "synthgate-train", image, 2, 4, [*train, "--dataset", "/data/validated", *out], "synthgate",
+        dataset_pvc="synthgate-train-data", cpu="32", memory="128Gi")]
+    assert load("trainjob-s3.yaml") == [trainjob_manifest(
+        "synthgate-train-s3", image, 2, 4, [*train, "--dataset", "/scratch/dataset", *out], "synthgate",
+        dataset_pvc="synthgate-train-data", dataset_uri="s3://synthgate-datasets/validated/mednist",
+        cpu="32", memory="128Gi")]
+    (pvc,) = load("pvc.yaml")
+    assert pvc["metadata"]["name"] == "synthgate-train-data" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    (pj,) = load("pytorchjob.yaml")
+    assert pj["apiVersion"] == "kubeflow.org/v1" and pj["kind"] == "PyTorchJob"
+    for role in ("Master", "Worker"):
+        pod = pj["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["name"] == "pytorch" and c["image"] == image
+        assert "-m synthgate train" in c["args"][0] and '--master_addr "$MASTER_ADDR"' in c["args"][0]
+        assert {"secretRef": {"name": "synthgate-s3"}} in c["envFrom"]
+        assert {"configMapRef": {"name": "synthgate-endpoints"}} in c["envFrom"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == int(pj["spec"]["nprocPerNode"])
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        assert {v["name"] for v in pod["volumes"]} == {"data", "dshm"}
+
+
+def test_fetch_dataset_copies_a_store_folder(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    out = fetch_dataset(str(ds.root), tmp_path / "copy")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ds.root.iterdir())
