@@ -4,6 +4,7 @@ and prints; it holds no logic of its own. Heavy imports stay inside the commands
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,11 @@ def _setup() -> None:
     logging.getLogger("synthgate").setLevel(logging.INFO)
     for noisy in ("great_expectations", "dvc", "mlflow", "kfp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    port = os.environ.get("SYNTHGATE_METRICS_PORT")
+    if port:  # a long-running process (training) is scraped on /metrics while it runs
+        from synthgate.monitoring.push import serve_metrics
+
+        serve_metrics(int(port), os.environ.get("SYNTHGATE_METRICS_ADDR", "127.0.0.1"))
 
 
 def _params(path: Path, overrides: dict[str, Any]) -> Any:
@@ -329,11 +335,9 @@ def register(
     tracking_uri: UriOpt = None,
 ) -> None:
     """Register the generator as a new MLflow model version with its evaluation and gate record."""
-    from synthgate.registry.registry import register as _register
-    from synthgate.registry.registry import write_record
+    from synthgate import stages
 
-    r = _register(model, evaluation, gate_record, tracking_uri, name)
-    write_record(r, record)
+    r = stages.register(model, evaluation, gate_record, record, name, tracking_uri)
     console.print(f"registered {r.name} version {r.version} (run {r.run_id}); gate "
                   + ("[green]passed" if r.gate_passed else "[red]failed"))
     console.print(f"  MLflow UI  {r.tracking_uri}/#/models/{r.name}/versions/{r.version}")
@@ -349,9 +353,9 @@ def promote(
     tracking_uri: UriOpt = None,
 ) -> None:
     """Set an alias on a model version, only if its verified gate passed."""
-    from synthgate.registry.registry import promote as _promote
+    from synthgate import stages
 
-    console.print(_promote(name, version, alias, tracking_uri, force, reason))
+    console.print(stages.promote(name, version, alias, tracking_uri, force, reason))
 
 
 @app.command()
@@ -368,6 +372,107 @@ def models(
     for r in list_versions(name, tracking_uri):
         gate = {"true": "[green]passed", "false": "[red]failed"}.get(r["gate"], r["gate"])
         table.add_row(r["name"], r["version"], gate, ", ".join(r["aliases"]), r["override"] or "", r["evaluation_hash"])
+    console.print(table)
+
+
+StoreOpt = Annotated[str | None, typer.Option("--store", help="a folder, file:///PATH or s3://BUCKET/PREFIX (default "
+                                                       "params.yaml publish.store; S3 endpoint from AWS_ENDPOINT_URL)")]
+
+
+@app.command()
+def publish(
+    model: Annotated[str | None, typer.Argument(help="registered model name (see `synthgate models`; default: "
+                                                     "the one in reports/registry/registered.json)")] = None,
+    alias: Annotated[str | None, typer.Option(help="publish the version holding this alias "
+                                                   "(default publish.alias: approved)")] = None,
+    store: StoreOpt = None,
+    samples: Annotated[Path | None, typer.Option(help="the evaluated sample set (used if the version was gated "
+                                                      "on it; else the model is sampled afresh)")] = Path(
+        "data/samples"),
+    evaluation: Annotated[Path | None, typer.Option(help="the evaluation folder (report.html fallback)")] = Path(
+        "reports/evaluation"),
+    name: Annotated[str | None, typer.Option(help="dataset name (default: MODEL without -generator, "
+                                                  "+ -synthetic)")] = None,
+    dataset_version: Annotated[str | None, typer.Option("--version", help="dataset version (default "
+                                                                          "v<model version>)")] = None,
+    record: Annotated[Path, typer.Option(help="where to write published.json")] = Path(
+        "reports/publish/published.json"),
+    params: ParamsOpt = Path("params.yaml"),
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Publish the approved version's synthetic dataset: shards, PNGs, manifest (sha256), data card, report."""
+    from synthgate import stages
+    from synthgate.utils import write_json_atomic
+
+    p = _params(params, {})
+    if model is None:
+        registered = Path("reports/registry/registered.json")
+        if not registered.exists():
+            raise SynthgateError("publish: no MODEL given and no reports/registry/registered.json",
+                                 hint="name the registered model: `synthgate publish NAME` (see `synthgate models`)")
+        model = json.loads(registered.read_text())["name"]
+    r = stages.publish(p, model, store, alias, samples if samples and samples.exists() else None,
+                       evaluation if evaluation and evaluation.exists() else None, name, tracking_uri,
+                       _reporter(), dataset_version)
+    write_json_atomic(record, {"name": r.name, "version": r.version, "uri": r.uri, "num_images": r.num_images,
+                               "model": r.manifest["model"], "bytes": r.bytes, "seconds": round(r.seconds, 3),
+                               "already_published": r.already_published, "notes": r.notes})
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    verb = "already published" if r.already_published else "published"
+    console.print(f"{verb} [bold]{r.name}:{r.version}[/] ({r.num_images} images, {len(r.manifest['files'])} files"
+                  + (f", {r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s" if r.bytes else "") + f") at {r.uri}")
+    m = r.manifest["model"]
+    console.print(f"  from {m['name']} version {m['version']} @{m['alias']}; gate "
+                  + ("[green]passed" if m["gate_passed"] else f"[red]failed[/] (override: {m['override']})"))
+    console.print(f"  pull it with: synthgate pull {r.name}:{r.version} --store {store or p.publish.store} --to DIR")
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (see `synthgate datasets`)")],
+    to: Annotated[Path, typer.Option("--to", help="an empty (or new) folder; an interrupted pull into it resumes")],
+    store: StoreOpt = None,
+    allow_revoked: Annotated[bool, typer.Option(help="pull even if the model version lost its approval "
+                                                     "(recorded in pull.json)")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Download a published dataset, verify every file's sha256, refuse it if its model was revoked."""
+    from synthgate import stages
+
+    p = _params(params, {})
+    r = stages.pull(ref, to, store or p.publish.store, tracking_uri, allow_revoked, _reporter())
+    for note in r.notes:
+        err_console.print(f"[bold yellow]warning:[/] {note}")
+    console.print(f"pulled [bold]{r.name}:{r.version}[/] into {r.path}: {r.num_files} files verified (sha256)"
+                  + (f", {r.skipped} already in place" if r.skipped else "")
+                  + (f", {r.resumed} resumed" if r.resumed else "")
+                  + f"; {r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s; model status: {r.status}")
+
+
+@app.command()
+def datasets(
+    store: StoreOpt = None,
+    check: Annotated[bool, typer.Option(help="ask MLflow whether each dataset's model version is still approved")
+                     ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    tracking_uri: UriOpt = None,
+) -> None:
+    """List the published datasets in a store."""
+    from synthgate.publish.pull import list_datasets, revocation_status
+
+    p = _params(params, {})
+    table = Table(title=f"published datasets in {store or p.publish.store}", title_justify="left")
+    for col in ("dataset", "version", "images", "model", "gate", "created") + (("status",) if check else ()):
+        table.add_column(col)
+    for d in list_datasets(store or p.publish.store):
+        row = [d["name"], d["version"], str(d["num_images"]), f"{d['model']} @{d['alias']}",
+               "[green]passed" if d["gate_passed"] else "[red]override", d["created"]]
+        if check:
+            ok, why = revocation_status(d["manifest"], tracking_uri)
+            row.append("[green]approved" if ok else f"[red]revoked[/]: {why}")
+        table.add_row(*row)
     console.print(table)
 
 
@@ -406,36 +511,40 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where data/, models/ and reports/ are written")] = Path("."),
     keep_server: Annotated[bool, typer.Option("--keep-server/--stop-server",
                                               help="leave the demo's MLflow server running for its UI")] = True,
+    override: Annotated[bool, typer.Option("--override/--no-override",
+                                           help="if the gate fails, promote by a recorded override so that "
+                                                "publish and pull can be shown (the data card says so)")] = True,
 ) -> None:
-    """Run the flow end to end on the default data (MedNIST):
-    prepare -> validate -> train -> sample -> evaluate -> gate -> register (-> promote)."""
+    """Run the flow end to end on the default data (MedNIST): prepare -> validate -> train -> sample ->
+    evaluate -> gate -> register -> promote -> publish -> pull (a verified dataset on disk)."""
     from synthgate import stages
 
     p = _params(params, {})
-    console.rule("[bold]1/7 prepare")
+    console.rule("[bold]1/9 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
-    console.rule("[bold]2/7 validate")
+    console.rule("[bold]2/9 validate")
     result = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
                              workdir / stages.DEFAULT_VALIDATION_REPORT, _reporter())
     _print_checks(result)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
-    console.rule(f"[bold]3/7 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
+    console.rule(f"[bold]3/9 train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
     tr = stages.train(p, result.dataset.root, workdir / stages.DEFAULT_GENERATOR, _reporter(), resume=False)
     _print_training(tr)
-    console.rule("[bold]4/7 sample")
+    console.rule("[bold]4/9 sample")
     syn = stages.sample(p, tr.model_dir, workdir / stages.DEFAULT_SAMPLES, result.dataset.root, _reporter())
     _print_dataset(f"sampled {syn.manifest['num_images']} synthetic images", syn)
-    console.rule("[bold]5/7 evaluate")
+    console.rule("[bold]5/9 evaluate")
     ev = stages.evaluate(p, result.dataset.root, syn.root, workdir / stages.DEFAULT_EVALUATION, _reporter())
     _print_evaluation(ev)
-    console.rule("[bold]6/7 gate (gates.yaml)")
+    console.rule("[bold]6/9 gate (gates.yaml)")
     policy = Path("gates.yaml")
     decision = stages.gate(ev.path, policy if policy.exists() else None, workdir / stages.DEFAULT_GATE)
     _print_gate(decision, workdir / stages.DEFAULT_GATE)
-    console.rule("[bold]7/7 register and promote (MLflow)")
-    reg, ui, promoted = _demo_registry(workdir, tr.model_dir, ev.path, workdir / stages.DEFAULT_GATE, keep_server)
+    console.rule("[bold]7/9 register and promote (MLflow)")
+    reg, ui, promoted, pub, pulled = _demo_registry(p, workdir, tr.model_dir, ev.path, workdir / stages.DEFAULT_GATE,
+                                                    syn.root, keep_server, override)
     console.rule("[bold green]done")
     console.print(f"canonical dataset   {ds.root}")
     console.print(f"validated dataset   {result.dataset.root}  ({result.dataset.manifest['num_images']} images)")
@@ -449,18 +558,23 @@ def demo(
     verdict = "[green]PASSED" if decision.passed else f"[red]FAILED[/] ({', '.join(r.rule for r in decision.failures)})"
     console.print(f"gate                {workdir / stages.DEFAULT_GATE}: {verdict}")
     console.print(f"model version       {reg.name} version {reg.version}: {promoted}")
+    console.print(f"published dataset   {pub.uri} ({pub.num_images} images, {len(pub.manifest['files'])} files)")
+    console.print(f"pulled and verified {pulled.path} ({pulled.num_files} files, sha256 checked; "
+                  f"model {pulled.status})")
     console.print(f"MLflow UI           {ui}" + ("" if keep_server else " (server stopped)"))
     if keep_server:
         console.print(f"[dim]the demo's MLflow server keeps running; stop it with `synthgate mlflow-stop --root "
                       f"{workdir / 'mlruns'}`")
 
 
-def _demo_registry(workdir: Path, model_dir: Path, evaluation: Path, gate_path: Path,
-                   keep_server: bool) -> tuple[Any, str, str]:
-    """Register in $MLFLOW_TRACKING_URI, or in a local server under workdir/mlruns; try to promote."""
-    from synthgate.errors import SynthgateError
+def _demo_registry(p: Any, workdir: Path, model_dir: Path, evaluation: Path, gate_path: Path, samples: Path,
+                   keep_server: bool, override: bool) -> tuple[Any, str, str, Any, Any]:
+    """Register in $MLFLOW_TRACKING_URI, or in a local server under workdir/mlruns; promote (by a recorded
+    override if the gate failed and ``override``); publish to a local store; pull and verify."""
+    import shutil
+
+    from synthgate import stages
     from synthgate.registry import server as srv
-    from synthgate.registry.registry import promote, register, write_record
 
     root = workdir / "mlruns"
     uri = os.environ.get("MLFLOW_TRACKING_URI") or srv.running_server(root)
@@ -469,17 +583,37 @@ def _demo_registry(workdir: Path, model_dir: Path, evaluation: Path, gate_path: 
         uri, _ = srv.start_server(root, detach=True)
         started = True
     try:
-        reg = register(model_dir, evaluation, gate_path, uri)
-        write_record(reg, workdir / "reports/registry/registered.json")
+        reg = stages.register(model_dir, evaluation, gate_path, workdir / stages.DEFAULT_REGISTERED, None, uri)
         try:
-            promoted = "[green]" + promote(reg.name, reg.version, "approved", uri)
+            promoted = "[green]" + stages.promote(reg.name, reg.version, "approved", uri)
         except SynthgateError as e:
             promoted = "[red]not promoted[/]: " + " ".join(line.strip() for line in e.message.splitlines())
+            console.print(f"[red]promote refused:[/] {e.message}", highlight=False)
+            if not override:
+                raise SynthgateError("the gate failed, so nothing can be published (demo run with --no-override)",
+                                     hint="improve the generator (params.yaml train/generator) and run again") from None
+            reason = ("synthgate demo: a tiny CPU model trained for minutes fails the release gate; overridden "
+                      "only to show publish and pull; not for release")
+            promoted += " -> [yellow]" + stages.promote(reg.name, reg.version, "approved", uri, True, reason)
+            console.print(f"[yellow]demo override recorded in MLflow:[/] {reason}", highlight=False)
         ui = f"{uri}/#/models/{reg.name}/versions/{reg.version}"
+        console.rule("[bold]8/9 publish (data/published)")
+        store = str(workdir / p.publish.store) if "://" not in p.publish.store else p.publish.store
+        pub = stages.publish(p, reg.name, store, "approved", samples, evaluation.parent, None, uri, _reporter(),
+                             f"v{reg.version}")
+        console.print(("already published " if pub.already_published else "published ")
+                      + f"[bold]{pub.name}:{pub.version}[/] at {pub.uri}")
+        console.rule("[bold]9/9 pull and verify")
+        target = workdir / "data" / "pulled" / f"{pub.name}-{pub.version}"
+        if target.exists():
+            shutil.rmtree(target)
+        pulled = stages.pull(f"{pub.name}:{pub.version}", target, store, uri, False, _reporter())
+        console.print(f"pulled {pulled.num_files} files into {pulled.path}: every sha256 matches the manifest; "
+                      f"model version {pulled.status}")
     finally:
         if started and not keep_server:
             srv.stop_server(root)
-    return reg, ui, promoted
+    return reg, ui, promoted, pub, pulled
 
 
 @app.command("mlflow-stop")
@@ -494,6 +628,45 @@ def mlflow_stop(root: Annotated[Path, typer.Option(help="the demo's MLflow folde
 def version() -> None:
     """Print the synthgate version."""
     console.print(__version__)
+
+
+pipeline_app = typer.Typer(help="Kubeflow Pipelines: compile the pipelines, submit a run.", no_args_is_help=True)
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    check: Annotated[bool, typer.Option("--check", help="fail (exit 2) naming stale files; write nothing")] = False,
+    cache_training: Annotated[bool, typer.Option("--cache-training",
+                                                 help="let KFP cache the train step for equal inputs")] = False,
+) -> None:
+    """Compile pipelines/*.py to pipelines/compiled/*.yaml (upload them in the Kubeflow UI)."""
+    from synthgate.pipeline.submit import compile_pipelines
+
+    written = compile_pipelines(check=check, cache_training=cache_training)
+    console.print("compiled pipelines are up to date" if check else "\n".join(f"wrote {w}" for w in written))
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://localhost:8080")],
+    pipeline_file: Annotated[Path, typer.Option("--pipeline-file", help="compiled pipeline YAML")] = Path(
+        "pipelines/compiled/synthesis.yaml"),
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="NAME=VALUE pipeline parameter (repeatable; VALUE @FILE reads a file)")] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment")] = "synthgate",
+    run_name: Annotated[str | None, typer.Option(help="run name (default: KFP's)")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace (multi-user installs)")] = None,
+    service_account: Annotated[str, typer.Option(help="ServiceAccount of the run's pods")] = "synthgate-pipeline",
+) -> None:
+    """Submit a compiled pipeline to Kubeflow Pipelines and print the run's URL."""
+    from synthgate.pipeline.submit import submit
+
+    r = submit(host, pipeline_file, param or [], experiment, run_name, namespace, service_account)
+    console.print(f"submitted {r.pipeline} run {r.run_id}")
+    console.print(f"  run  {r.url}")
+
+
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,6 +92,22 @@ class DataConfig(_Strict):
     source: SourceConfig = SourceConfig()
 
 
+class PublishConfig(_Strict):
+    """Publishing the approved synthetic dataset (``synthgate publish``)."""
+
+    store: str = Field("data/published", description="a folder, file:///PATH or s3://BUCKET/PREFIX "
+                       "(endpoint and credentials from the environment)")
+    alias: str = Field("approved", description="the MLflow alias a version must hold to be published")
+    shard_size: int = Field(5000, ge=1, description="images per .npz shard")
+    png: bool = Field(True, description="also ship PNG files (zipped per class) for people who want to look")
+    workers: int = Field(16, ge=1, le=128, description="parallel transfers")
+    licence: str = Field("see the source dataset's licence", description="the source data's licence, "
+                         "repeated in the data card")
+    intended_use: str = Field(
+        "Method development, teaching and benchmarking of image analysis models where the real images cannot "
+        "be shared.", description="the data card's intended-use statement")
+
+
 class Params(_Strict):
     """The whole of ``params.yaml``. Sections of later stages are accepted and passed through."""
 
@@ -104,6 +120,7 @@ class Params(_Strict):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig(per_class=100)
     evaluate: EvaluateConfig = EvaluateConfig()
+    publish: PublishConfig = PublishConfig()
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -1,14 +1,15 @@
 """The stage functions that the three shells (CLI, ``dvc.yaml``, Kubeflow components) call.
 
 Each takes typed configuration and paths and returns a typed result; none parses arguments or
-prints. Later stages (train, sample, evaluate, gate, register, publish) are added here as their
-issues land.
+prints. Every stage reports its duration and outcome to Prometheus (``synthgate.monitoring``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from synthgate.config import Params
 from synthgate.progress import Reporter
@@ -19,6 +20,9 @@ if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load
     from synthgate.evaluation.evaluate import EvaluationResult
     from synthgate.gates.decision import GateDecision
     from synthgate.generators.train import TrainResult
+    from synthgate.publish.package import PublishResult
+    from synthgate.publish.pull import PullResult
+    from synthgate.registry.registry import Registered
 
 DEFAULT_RAW = Path("data/raw")
 DEFAULT_PREPARED = Path("data/prepared")
@@ -29,8 +33,26 @@ DEFAULT_SAMPLES = Path("data/samples")
 DEFAULT_EVALUATION = Path("reports/evaluation")
 DEFAULT_POLICY = Path("gates.yaml")
 DEFAULT_GATE = Path("reports/gate/gate.json")
+DEFAULT_REGISTERED = Path("reports/registry/registered.json")
+DEFAULT_STORE = "data/published"  # a folder (or file:///...); s3://bucket/prefix for S3/MinIO
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _tracked(fn: F) -> F:
+    """Record the stage's duration and outcome in Prometheus (pushed when $PUSHGATEWAY_URL is set)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from synthgate.monitoring.push import track_stage
+
+        with track_stage(fn.__name__):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_tracked
 def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
     """Raw source -> ``out`` (a DVC-tracked copy with ``ingest.json``)."""
     from synthgate.data.ingest import ingest as _ingest
@@ -38,6 +60,7 @@ def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
     return _ingest(params.data.source, Path(out))
 
 
+@_tracked
 def prepare(params: Params, out: Path = DEFAULT_PREPARED, reporter: Reporter | None = None) -> CanonicalDataset:
     """Raw source (``params.data.source``) -> canonical dataset at ``out``."""
     from synthgate.data.prepare import prepare as _prepare
@@ -45,6 +68,7 @@ def prepare(params: Params, out: Path = DEFAULT_PREPARED, reporter: Reporter | N
     return _prepare(params.data.source, params.prepare, Path(out), reporter)
 
 
+@_tracked
 def validate(
     params: Params,
     dataset: Path = DEFAULT_PREPARED,
@@ -58,6 +82,7 @@ def validate(
     return _validate(Path(dataset), params.validate_, Path(out), Path(report_dir), reporter)
 
 
+@_tracked
 def train(
     params: Params,
     dataset: Path = DEFAULT_VALIDATED,
@@ -71,6 +96,7 @@ def train(
     return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume)
 
 
+@_tracked
 def sample(
     params: Params,
     model: Path = DEFAULT_GENERATOR / "model",
@@ -84,6 +110,7 @@ def sample(
     return _sample(Path(model), params.sample, Path(out), Path(real) if real is not None else None, reporter)
 
 
+@_tracked
 def evaluate(
     params: Params,
     real: Path = DEFAULT_VALIDATED,
@@ -98,6 +125,7 @@ def evaluate(
     return _evaluate(Path(real), Path(synthetic), params.evaluate, Path(out), reporter, retrain_encoder)
 
 
+@_tracked
 def gate(
     evaluation: Path = DEFAULT_EVALUATION / "evaluation.json",
     policy: Path | None = DEFAULT_POLICY,
@@ -106,8 +134,97 @@ def gate(
     """evaluation.json + gates.yaml -> gate.json: pass/fail with value, threshold and reason per rule."""
     from synthgate.gates.decision import gate as _gate
     from synthgate.gates.policy import load_policy
+    from synthgate.monitoring.push import record_gate
 
-    return _gate(Path(evaluation), load_policy(policy), Path(out))
+    decision = _gate(Path(evaluation), load_policy(policy), Path(out))
+    record_gate(decision, _dataset_label(Path(evaluation)))
+    return decision
+
+
+def _dataset_label(evaluation: Path) -> str:
+    """The metrics' ``dataset`` label: the real dataset's source name (e.g. mednist)."""
+    from synthgate.registry.registry import default_model_name
+    from synthgate.utils import read_json
+
+    try:
+        return default_model_name(read_json(evaluation)).removesuffix("-generator")
+    except Exception:
+        return "unknown"
+
+
+@_tracked
+def register(
+    model: Path = DEFAULT_GENERATOR / "model",
+    evaluation: Path = DEFAULT_EVALUATION / "evaluation.json",
+    gate: Path = DEFAULT_GATE,
+    record: Path | None = DEFAULT_REGISTERED,
+    name: str | None = None,
+    tracking_uri: str | None = None,
+) -> Registered:
+    """Generator + evaluation + gate record -> a new MLflow model version (never promotes);
+    ``record`` gets ``registered.json`` (name, version, run) for publish."""
+    from synthgate.registry.registry import register as _register
+    from synthgate.registry.registry import write_record
+
+    r = _register(Path(model), Path(evaluation), Path(gate), tracking_uri, name)
+    if record is not None:
+        write_record(r, Path(record))
+    return r
+
+
+@_tracked
+def promote(name: str, version: str, alias: str = "approved", tracking_uri: str | None = None,
+            force: bool = False, reason: str | None = None) -> str:
+    """Set ``alias`` on a model version only if its verified gate passed (or ``force`` with a reason)."""
+    from synthgate.registry.registry import promote as _promote
+
+    return _promote(name, version, alias, tracking_uri, force, reason)
+
+
+@_tracked
+def publish(
+    params: Params,
+    model: str,
+    store: str | None = None,
+    alias: str | None = None,
+    samples: Path | None = DEFAULT_SAMPLES,
+    evaluation: Path | None = DEFAULT_EVALUATION,
+    name: str | None = None,
+    tracking_uri: str | None = None,
+    reporter: Reporter | None = None,
+    version: str | None = None,
+) -> PublishResult:
+    """The version of registered ``model`` that holds ``alias`` -> a published synthetic dataset.
+
+    Takes the evaluated sample set when it is the one the version was gated on (content hash equal
+    to the version's lineage tag), else samples ``params.sample`` from the registered model.
+    Refused when no version holds ``alias`` or the version's gate record does not verify.
+    ``store`` and ``alias`` default to ``params.publish``."""
+    from synthgate.publish.package import publish as _publish
+
+    cfg = params.publish
+    return _publish(model, store or cfg.store, alias=alias or cfg.alias,
+                    samples=Path(samples) if samples else None,
+                    evaluation=Path(evaluation) if evaluation else None, name=name, version=version,
+                    tracking_uri=tracking_uri, sample_config=params.sample, licence=cfg.licence,
+                    intended_use=cfg.intended_use, shard_size=cfg.shard_size, png=cfg.png, workers=cfg.workers,
+                    reporter=reporter)
+
+
+@_tracked
+def pull(
+    ref: str,
+    to: Path,
+    store: str = DEFAULT_STORE,
+    tracking_uri: str | None = None,
+    allow_revoked: bool = False,
+    reporter: Reporter | None = None,
+) -> PullResult:
+    """``NAME[:VERSION]`` from ``store`` -> ``to``, every file verified against the manifest, refused
+    when its model version no longer holds the alias it was published under (unless ``allow_revoked``)."""
+    from synthgate.publish.pull import pull as _pull
+
+    return _pull(ref, Path(to), store, tracking_uri=tracking_uri, allow_revoked=allow_revoked, reporter=reporter)
 
 
 def standin(real: Path, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -52,3 +52,14 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     assert registered["name"] == "mednist-generator" and registered["version"] == "1"
     assert "MLflow UI" in r.stdout and "model version" in r.stdout
     assert not (tmp_path / "mlruns" / "server.pid").exists()
+    # publish (by the recorded demo override if the gate failed) and a pulled, verified copy on disk
+    pulled = tmp_path / "data/pulled/mednist-synthetic-v1"
+    manifest = json.loads((pulled / "manifest.json").read_text())
+    assert manifest["dataset"]["content_hash"] == samples["content_hash"] and manifest["samples_source"] == "evaluated"
+    assert manifest["model"]["gate_passed"] is gate["passed"]
+    assert (manifest["model"]["override"] is None) is gate["passed"]
+    assert json.loads((pulled / "pull.json").read_text())["files_verified"] == len(manifest["files"])
+    assert (tmp_path / "data/published/mednist-synthetic/v1/manifest.json").exists()
+    card = (pulled / "DATACARD.md").read_text()
+    assert "mednist-generator version 1" in card and ("PASSED" if gate["passed"] else "released by override") in card
+    assert "pulled and verified" in r.stdout

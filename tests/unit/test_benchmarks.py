@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
                              "--batch", "8", "--steps", "2", "--warmup", "1"]),
     ("sample_throughput.py", ["--n", "4", "--size", "tiny", "--resolution", "16", "--channels", "1",
                               "--classes", "2", "--batch", "4", "--fast-steps", "3"]),
+    ("publish_throughput.py", ["--n", "60", "--size", "16", "--workers", "4"]),
     ("memorization_scan.py", ["--queries", "20", "--reference", "200", "--size", "16", "--chunk", "8"]),
 ])
 def test_benchmark_runs(script, args):

@@ -1,0 +1,346 @@
+"""Publish and pull against real servers: MLflow (SQLite, 127.0.0.1) for approval, moto's S3 server
+for the store. publish -> list -> pull -> verify; tampered, truncated and missing objects; revoked
+versions; a killed publish; an interrupted pull that resumes; bad names, targets, buckets and
+credentials."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthgate.config import Params
+from synthgate.errors import ConfigError, DataError
+from synthgate.publish.package import PublishRefused, publish
+from synthgate.publish.pull import DatasetRevoked, VerificationFailed, list_datasets, pull
+from synthgate.publish.stores import FileStore, StoreError, open_store
+from synthgate.registry.client import connect
+from synthgate.registry.registry import promote, register
+from tests.helpers import run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BUCKET = "synthgate-datasets"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3
+
+
+def _s3_client(url):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from synthgate.generators.config import GeneratorConfig
+    from synthgate.generators.diffusion import build_scheduler, build_unet
+    from synthgate.generators.model import save_generator
+
+    gcfg = GeneratorConfig(type="diffusion", size="tiny")
+    out = tmp_path_factory.mktemp("gen") / "model"
+    save_generator(out, build_unet(gcfg, 16, 1, 2), gcfg, resolution=16, channels=1, classes=["a", "b"],
+                   dataset_hash="d" * 64, step=1, scheduler=build_scheduler(gcfg))
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """A synthetic canonical dataset: 2 classes x 60 images, 16x16x1."""
+    from synthgate.data.canonical import metadata_for, write_dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (120, 16, 16, 1), dtype=np.uint8)
+    labels = np.repeat([0, 1], 60)
+    meta = metadata_for(images, labels, ["a", "b"], "train", [f"synthetic:t:{i}" for i in range(120)])
+    return write_dataset(tmp_path_factory.mktemp("syn") / "samples", images, meta, ["a", "b"], stage="sample",
+                         config={}, inputs=[], extra={"synthetic": True})
+
+
+_counter = iter(range(10_000))
+
+
+def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
+                approve: bool = True) -> tuple[str, str]:
+    """Register a version gated on ``samples`` under a fresh model name; promote it if asked."""
+    from synthgate.evaluation.evaluate import evaluation_hash
+    from synthgate.gates.decision import gate
+    from synthgate.gates.policy import GatePolicy
+    from tests.unit.test_gates import _evaluation
+
+    name = f"m{next(_counter)}-generator"
+    d = tmp / name
+    d.mkdir()
+    over = {} if passing else {"memorization__pixel__near_copy_fraction": 0.3}
+    e = _evaluation(**over)
+    e["real"]["path"] = str(d / "MedNIST")
+    e["synthetic"].update(path=str(samples.root), content_hash=samples.content_hash, num_images=120,
+                          counts={"a": 60, "b": 60})
+    e["evaluation_hash"] = evaluation_hash(e)
+    (d / "evaluation.json").write_text(json.dumps(e))
+    (d / "report.html").write_text("<html><body>report</body></html>")
+    gate(d / "evaluation.json", GatePolicy(), d / "gate.json")
+    r = register(model_dir, d / "evaluation.json", d / "gate.json", uri=uri, name=name)
+    if approve and passing:
+        promote(name, r.version, uri=uri)
+    return name, r.version
+
+
+def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, tmp_path):
+    name, version = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = f"s3://{BUCKET}/datasets"
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=50)
+    assert (r.name, r.version, r.num_images) == (f"{name.removesuffix('-generator')}-synthetic", "v1", 120)
+    assert r.manifest["samples_source"] == "evaluated" and r.manifest["dataset"]["shards"] == 3
+    paths = {f["path"] for f in r.manifest["files"]}
+    assert {"DATACARD.md", "report.html", "evaluation.json", "gate.json", "labels.csv", "png/a.zip",
+            "images/shard-00000.npz", "images/shard-00002.npz"} <= paths
+    assert r.manifest["model"] | {"name": name, "version": "1", "alias": "approved", "gate_passed": True} \
+        == r.manifest["model"]
+    # nothing left under staging; the manifest is in place
+    keys = [o["Key"] for o in _s3_client(s3_env).list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert not [k for k in keys if "/.staging/" in k] and f"datasets/{r.name}/v1/manifest.json" in keys
+
+    listed = list_datasets(store)
+    assert [(d["name"], d["version"], d["num_images"]) for d in listed] == [(r.name, "v1", 120)]
+
+    out = tmp_path / "pulled"
+    p = pull(r.name, out, store, tracking_uri=mlflow_server)
+    assert (p.version, p.num_files, p.status) == ("v1", len(paths), "approved")
+    images = np.concatenate([np.load(out / f"images/shard-{i:05d}.npz")["images"] for i in range(3)])
+    np.testing.assert_array_equal(images, np.asarray(samples.images))
+    with zipfile.ZipFile(out / "png" / "b.zip") as zf:
+        names = zf.namelist()
+        assert len(names) == 60
+        from PIL import Image
+
+        first = np.asarray(Image.open(io.BytesIO(zf.read(names[0]))))
+        np.testing.assert_array_equal(first, np.asarray(samples.images)[int(names[0][:6]), ..., 0])
+    card = (out / "DATACARD.md").read_text()
+    assert f"{name} version 1" in card and "| a | 60 |" in card and "memorization.max_pixel_near_copy_fraction" in card
+    assert json.loads((out / "pull.json").read_text())["status"] == "approved"
+    # publishing the same content again is a no-op; a completed target is not pulled into again
+    again = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=50)
+    assert again.already_published
+    with pytest.raises(DataError, match="is not empty"):
+        pull(r.name, out, store, tracking_uri=mlflow_server)
+
+
+def test_fresh_samples_when_evaluated_set_absent(mlflow_server, model_dir, samples, tmp_path):
+    from synthgate.generators.config import SampleConfig
+
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = tmp_path / "store"
+    cfg = SampleConfig(per_class=3, sampler="ddim", steps=2, device="cpu", batch_size=8)
+    r = publish(name, store, samples=None, tracking_uri=mlflow_server, sample_config=cfg)
+    assert r.manifest["samples_source"] == "fresh" and r.num_images == 6
+    assert r.manifest["dataset"]["counts"] == {"a": 3, "b": 3}
+
+
+def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir, samples, tmp_path):
+    store = tmp_path / "store"
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples, approve=False)
+    with pytest.raises(PublishRefused, match=f"{name} has no version @approved"):
+        publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
+    bad, version = _registered(tmp_path, mlflow_server, model_dir, samples, passing=False)
+    connect(mlflow_server).set_registered_model_alias(bad, "approved", version)  # bypassing synthgate promote
+    with pytest.raises(PublishRefused, match="gate failed .*memorization.max_pixel_near_copy_fraction"):
+        publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
+    assert list_datasets(store) == []
+    with pytest.raises(DataError, match="no registered model 'nope'"):
+        publish("nope", store, tracking_uri=mlflow_server)
+
+
+def test_tampered_truncated_and_missing_objects(mlflow_server, s3_env, model_dir, samples, tmp_path):
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = f"s3://{BUCKET}/tamper"
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
+    s3 = _s3_client(s3_env)
+    key = f"tamper/{r.name}/v1/labels.csv"
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original.replace(b",a,", b",b,", 1))  # same size, other bytes
+    with pytest.raises(VerificationFailed, match=r"labels.csv: sha256 .* differs from the manifest"):
+        pull(r.name, tmp_path / "t1", store, tracking_uri=mlflow_server)
+    assert not (tmp_path / "t1" / "labels.csv").exists() and not (tmp_path / "t1" / "manifest.json").exists()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=original[:-10])
+    with pytest.raises(VerificationFailed, match=r"labels.csv: the store holds \d+ bytes, the manifest says"):
+        pull(r.name, tmp_path / "t2", store, tracking_uri=mlflow_server)
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    with pytest.raises(VerificationFailed, match="labels.csv: listed in the manifest but missing from the store"):
+        pull(r.name, tmp_path / "t3", store, tracking_uri=mlflow_server)
+
+
+def test_revoked_version_is_not_pulled(mlflow_server, model_dir, samples, tmp_path):
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = tmp_path / "store"
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
+    connect(mlflow_server).delete_registered_model_alias(name, "approved")
+    with pytest.raises(DatasetRevoked, match=f"{r.name}:v1 is revoked: {name} has no version @approved"):
+        pull(r.name, tmp_path / "out", store, tracking_uri=mlflow_server)
+    assert not (tmp_path / "out").exists()
+    p = pull(f"{r.name}:v1", tmp_path / "out", store, tracking_uri=mlflow_server, allow_revoked=True)
+    assert p.status == "revoked (allowed)"
+    assert json.loads((tmp_path / "out" / "pull.json").read_text())["why"] == f"{name} has no version @approved any more"
+    # through the CLI: refused with the reason, exit 1, no traceback
+    res = run_cli("pull", r.name, "--to", str(tmp_path / "cli"), "--store", str(store), "--tracking-uri",
+                   mlflow_server)
+    assert res.code == 1 and "is revoked" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("crash_at", ["copy", "manifest"])
+def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_dir, samples, tmp_path,
+                                                  monkeypatch, crash_at):
+    from synthgate.publish import stores
+
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = f"s3://{BUCKET}/killed-{crash_at}"
+    calls = {"n": 0}
+    real_copy, real_put_bytes, real_delete = stores.S3Store.copy, stores.S3Store.put_bytes, stores.S3Store.delete_prefix
+
+    def copy(self, src, dst):
+        calls["n"] += 1
+        if crash_at == "copy" and calls["n"] == 3:
+            raise KeyboardInterrupt  # the process dies half way through moving files into place
+        return real_copy(self, src, dst)
+
+    def put_bytes(self, key, data):
+        if crash_at == "manifest" and key.endswith("manifest.json"):
+            raise KeyboardInterrupt  # dies right before the manifest
+        return real_put_bytes(self, key, data)
+
+    monkeypatch.setattr(stores.S3Store, "copy", copy)
+    monkeypatch.setattr(stores.S3Store, "put_bytes", put_bytes)
+    monkeypatch.setattr(stores.S3Store, "delete_prefix", lambda self, prefix: None)  # SIGKILL: no clean-up
+    with pytest.raises(KeyboardInterrupt):
+        publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
+    keys = [o["Key"] for o in _s3_client(s3_env).list_objects_v2(Bucket=BUCKET, Prefix=f"killed-{crash_at}/")
+            .get("Contents", [])]
+    assert keys and not [k for k in keys if k.endswith("manifest.json")]  # debris, but no dataset
+    assert list_datasets(store) == []
+    with pytest.raises(DataError, match="no dataset"):
+        pull(f"{name.removesuffix('-generator')}-synthetic", tmp_path / "out", store, tracking_uri=mlflow_server)
+    # a later publish completes over the debris
+    monkeypatch.setattr(stores.S3Store, "copy", real_copy)
+    monkeypatch.setattr(stores.S3Store, "put_bytes", real_put_bytes)
+    monkeypatch.setattr(stores.S3Store, "delete_prefix", real_delete)
+    assert publish(name, store, samples=samples.root, tracking_uri=mlflow_server).num_images == 120
+    assert len(list_datasets(store)) == 1
+
+
+def test_interrupted_pull_resumes(mlflow_server, model_dir, samples, tmp_path, monkeypatch):
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    store = tmp_path / "store"
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=40)
+    total = sum(f["size"] for f in r.manifest["files"])
+    big = max(r.manifest["files"], key=lambda f: f["size"])["path"]
+    real_get = FileStore.get_file
+
+    def dropped(self, key, local, offset=0):
+        if key.endswith(big):
+            with open(self._path(key), "rb") as fin, open(local, "ab" if offset else "wb") as fout:
+                fout.write(fin.read()[offset:offset + 1000])
+            raise StoreError(f"{key}: connection reset")
+        return real_get(self, key, local, offset)
+
+    monkeypatch.setattr(FileStore, "get_file", dropped)
+    out = tmp_path / "out"
+    with pytest.raises(StoreError, match="connection reset"):
+        pull(r.name, out, store, tracking_uri=mlflow_server, workers=1)
+    assert (out / (big + ".part")).stat().st_size == 1000 and not (out / "manifest.json").exists()
+    monkeypatch.setattr(FileStore, "get_file", real_get)
+    p = pull(r.name, out, store, tracking_uri=mlflow_server)
+    assert p.resumed == 1 and p.bytes < total and p.num_files == len(r.manifest["files"])
+    assert (out / "manifest.json").exists() and not list(out.rglob("*.part"))
+
+    # a short read (a download that stops early without an error) is resumed within the same pull
+    def short(self, key, local, offset=0):
+        with open(self._path(key), "rb") as fin, open(local, "ab" if offset else "wb") as fout:
+            data = fin.read()[offset:]
+            fout.write(data[: max(1, len(data) // 2)])
+        return max(1, len(data) // 2)
+
+    monkeypatch.setattr(FileStore, "get_file", short)
+    q = pull(r.name, tmp_path / "short", store, tracking_uri=mlflow_server)
+    assert q.num_files == len(r.manifest["files"])
+
+
+def test_bad_names_targets_buckets_and_credentials(mlflow_server, s3_env, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    for ref in ("a/b", "../x", "x:..", "x:v1/.."):
+        with pytest.raises(ConfigError, match="is not allowed"):
+            pull(ref, tmp_path / "o", store)
+    res = run_cli("pull", "../etc", "--to", str(tmp_path / "o"), "--store", str(store))
+    assert res.code == 2 and "dataset name '../etc' is not allowed" in res.stderr
+    res = run_cli("publish", "m-generator", "--name", "a/b", "--store", str(store), "--tracking-uri", mlflow_server)
+    assert res.code == 2 and "dataset name 'a/b' is not allowed" in res.stderr
+
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
+        list_datasets("s3://no-such-bucket/x")
+
+    from botocore.stub import Stubber
+
+    st = open_store(f"s3://{BUCKET}")
+    with Stubber(st.client) as stub:
+        stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
+        with pytest.raises(StoreError, match="denied .*wrong or insufficient credentials") as e:
+            st.check()
+    assert "testing" not in e.value.message and "testing" not in (e.value.hint or "")
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    res = run_cli("datasets", "--store", f"s3://{BUCKET}", env={"AWS_ACCESS_KEY_ID": None})
+    assert res.code == 2 and "no S3 credentials" in res.stderr and "s3cr3t" not in res.stderr + res.stdout
+
+    from synthgate.registry.server import free_port
+
+    res = run_cli("datasets", "--store", f"s3://{BUCKET}", env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+                                                                "AWS_ACCESS_KEY_ID": "testing"})
+    assert res.code == 2 and "cannot reach the S3 endpoint http://127.0.0.1:" in res.stderr
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x.txt").write_text("mine")
+    FileStore(store).put_bytes("d-synthetic/v1/manifest.json", json.dumps({"model": {}, "files": []}).encode())
+    with pytest.raises(DataError, match=f"{full} is not empty"):
+        pull("d-synthetic", full, store, allow_revoked=True, tracking_uri=mlflow_server)
+    assert (full / "x.txt").read_text() == "mine"
+
+
+def test_params_publish_section_drives_the_stage(mlflow_server, model_dir, samples, tmp_path):
+    from synthgate import stages
+
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
+    p = Params.model_validate({"publish": {"store": str(tmp_path / "pstore"), "png": False, "shard_size": 100,
+                                           "licence": "CC BY 4.0"}})
+    r = stages.publish(p, name, samples=samples.root, tracking_uri=mlflow_server)
+    assert r.manifest["dataset"]["shards"] == 2 and not any(f["path"].startswith("png/") for f in r.manifest["files"])
+    assert "CC BY 4.0" in (tmp_path / "pstore" / r.name / "v1" / "DATACARD.md").read_text()
