@@ -314,7 +314,12 @@ def publish(
 ) -> PublishResult:
     """Publish the dataset of ``model``'s version at ``alias`` into ``store`` (see the module docstring)."""
     from synthgate.data.canonical import load_dataset
-    from synthgate.monitoring.metrics import PUBLISHED_IMAGES, TRANSFER_BYTES, TRANSFER_FAILURES, TRANSFER_FILES
+    from synthgate.monitoring.metrics import (
+        PUBLISHED_IMAGES,
+        TRANSFER_BYTES,
+        TRANSFER_FAILURES,
+        TRANSFER_FILES,
+    )
     from synthgate.registry.client import connect
     from synthgate.registry.client import tracking_uri as resolve_uri
 
