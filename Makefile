@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
+SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
 MLFLOW_PORT ?= 5000
-.PHONY: help venv demo test test-fast repro lint lock clean mlflow
+.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers pipelines
 
 help:
 	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
@@ -20,6 +21,8 @@ help:
 	@echo "make lint      ruff"
 	@echo "make mlflow    MLflow server (SQLite + local artifacts) on 127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
+	@echo "make images  build the CPU image ghcr.io/synthgate/synthgate:VERSION-cpu (podman or docker)"
+	@echo "make test-containers  build the image if needed and test it (CLI, stages, kfp DockerRunner)"
 
 venv: $(STAMP)
 
@@ -34,10 +37,23 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PIP) install -q --no-deps -c $(CONSTRAINTS) medmnist
 	touch $(STAMP)
 
+# Debian packages the tests start on 127.0.0.1: Prometheus and its Pushgateway (promtool checks the
+# shipped alert rules). Installed with apt-get (as root, or through sudo) when missing.
+$(SYSDEPS): | $(STAMP)
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-pushgateway >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing prometheus prometheus-pushgateway (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null; } || \
+	  echo "WARNING: could not install prometheus; its integration test will be skipped"; \
+	fi
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/synthgate demo
 
-test: $(STAMP)
+test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
@@ -58,6 +74,10 @@ lock:
 	  echo "# torch is the local CPU wheel on the build machines; the CUDA image installs its own torch first."; \
 	  /tmp/synthgate-lock/bin/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > $(CONSTRAINTS)
 
+# Kubeflow: compile pipelines/*.py to pipelines/compiled/*.yaml (upload in the Kubeflow UI); CI runs --check
+pipelines: $(STAMP)
+	$(BIN)/python -m pipelines.compile
+
 clean:
 	rm -rf $(VENV) .pytest_cache data reports
 
@@ -65,3 +85,21 @@ mlflow: $(STAMP)
 	mkdir -p mlruns/artifacts
 	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath mlruns)/mlflow.db \
 	  --artifacts-destination $(abspath mlruns)/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# Render every kustomize overlay (offline; output discarded): fails on any broken overlay.
+manifests: $(STAMP)
+	for o in k8s/overlays/*/ k8s/pipeline-rbac/; do $(BIN)/kubectl kustomize $$o >/dev/null || exit 1; done
+
+# Container images (docker/): podman, installed by docker/podman-setup.sh when missing, or docker
+# when a Docker engine answers; the base is python:3.11-slim-bookworm, or a debootstrap base
+# (docker/make-base.sh) where no registry is reachable. BASE_IMAGE=... overrides it.
+images:
+	docker/build.sh cpu
+
+# Needs a registry with the PyTorch CUDA base image (docker/Dockerfile.cuda).
+images-cuda:
+	docker/build.sh cuda
+
+# Not part of `make test`: tests/containers/conftest.py skips them unless SYNTHGATE_CONTAINER_TESTS=1.
+test-containers: $(STAMP)
+	SYNTHGATE_CONTAINER_TESTS=1 $(BIN)/python -m pytest -q -m containers tests/containers
