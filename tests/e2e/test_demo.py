@@ -19,7 +19,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     params["evaluate"]["encoder"]["epochs"] = 2
     params["evaluate"]["utility"].update(epochs=2, max_train_per_class=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    r = run_cli("demo", "--stop-server", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None})
+    r = run_cli("demo", "--stop-server", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None}, timeout=1500)
     assert r.code == 0, r.output
     assert "Traceback" not in r.output
     for line in ("canonical dataset", "validated dataset", "metadata", "validation report", "data docs (HTML)",

@@ -172,7 +172,8 @@ def pull(
         TRANSFER_FAILURES.labels("pull", "revoked").inc()
         raise DatasetRevoked(f"{name}:{version} is revoked: {why}; not pulled",
                              hint="--allow-revoked pulls it anyway (recorded in the pull record)")
-    status = "approved" if ok else "revoked (allowed)"
+    status = ("approved" + (" (by override)" if manifest.get("model", {}).get("override") else "")) if ok \
+        else "revoked (allowed)"
 
     to = Path(to)
     marker = to / MARKER
