@@ -1,0 +1,16 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
+
+from components.images import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(params_json: str, real: Input[Dataset], synthetic: Input[Dataset], evaluation: Output[Artifact],
+             report: Output[HTML], metrics: Output[Metrics]):
+    """Fidelity, variety, memorization/privacy, utility. ``evaluation``: evaluation.json + report.html;
+    ``report``: the HTML report (rendered in the KFP UI); ``metrics``: the headline numbers."""
+    from synthgate import kfp_io, stages
+
+    kfp_io.evaluation_out(evaluation, report, metrics, stages.evaluate(
+        kfp_io.params(params_json), kfp_io.folder(real), kfp_io.folder(synthetic), kfp_io.folder(evaluation),
+        kfp_io.reporter()))

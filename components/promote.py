@@ -1,0 +1,13 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input
+
+from components.images import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote(alias: str, tracking_uri: str, registered: Input[Artifact]) -> str:
+    """Set ``alias`` on the registered version only if its verified gate passed; a failed gate fails the
+    step (and the run) with the failing rules."""
+    from synthgate import kfp_io, stages
+
+    return stages.promote(*kfp_io.name_version(registered), alias, kfp_io.optional(tracking_uri))

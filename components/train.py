@@ -1,0 +1,16 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import CUDA_IMAGE
+
+
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def train(params_json: str, generator_type: str, generator_size: str, train_steps: int, dataset: Input[Dataset],
+          generator: Output[Model]):
+    """Class-conditional generator trained on the dataset's train split (``""``/0 = from the params)."""
+    from synthgate import kfp_io, stages
+
+    kfp_io.model_out(generator, stages.train(
+        kfp_io.params(params_json, {"generator.type": generator_type, "generator.size": generator_size,
+                                    "train.steps": train_steps}),
+        kfp_io.folder(dataset), kfp_io.workdir("synthgate-train-"), kfp_io.reporter(), False))

@@ -1,0 +1,16 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+
+from components.images import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate(params_json: str, dataset: Input[Dataset], validated: Output[Dataset], report: Output[Artifact],
+             data_docs: Output[HTML]):
+    """Great Expectations suite, cross-split duplicates, DICOM PHI: the validated dataset, or the step fails
+    with the failing checks. ``report``: validation.json, duplicates.csv, the data docs site."""
+    from synthgate import kfp_io, stages
+
+    kfp_io.validation_out(validated, report, data_docs, stages.validate(
+        kfp_io.params(params_json), kfp_io.folder(dataset), kfp_io.folder(validated), kfp_io.folder(report),
+        kfp_io.reporter()))

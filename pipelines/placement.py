@@ -1,0 +1,55 @@
+"""Where each step runs: resources, GPU scheduling, the cluster's Secret and ConfigMap as environment,
+and caching. The names match the manifests in ``k8s/``: Secret ``synthgate-s3``, ConfigMap
+``synthgate-endpoints``, ServiceAccount ``synthgate-pipeline`` (given at submit time)."""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+SECRET = "synthgate-s3"
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+CONFIG_MAP = "synthgate-endpoints"
+CONFIG_MAP_KEYS = {k: k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL",
+                                  "PUSHGATEWAY_URL")}
+SERVICE_ACCOUNT = "synthgate-pipeline"
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+
+#: Steps that read or write S3 (the data source, MLflow's artifact store, the dataset store).
+S3_STEPS = frozenset({"prepare", "train", "register", "promote", "publish"})
+#: Deterministic steps whose outputs KFP may reuse for equal inputs (sampling is seeded; a new model is
+#: a new input, so it reruns after every training run). Training is cached only when
+#: compiled with ``--cache-training``; register, promote and publish have side effects: never cached.
+CACHED_STEPS = frozenset({"prepare", "validate", "sample", "evaluate", "gate"})
+#: Steps that get a GPU in the GPU pipelines.
+GPU_STEPS = frozenset({"train", "sample", "publish"})
+
+#: (cpu request, cpu limit, memory request, memory limit) per step.
+RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "prepare": ("2", "4", "4Gi", "16Gi"),
+    "validate": ("2", "4", "4Gi", "16Gi"),
+    "train": ("4", "8", "16Gi", "32Gi"),
+    "sample": ("4", "8", "8Gi", "32Gi"),
+    "evaluate": ("4", "8", "8Gi", "32Gi"),
+    "gate": ("500m", "1", "512Mi", "2Gi"),
+    "register": ("1", "2", "2Gi", "8Gi"),
+    "promote": ("500m", "1", "512Mi", "2Gi"),
+    "publish": ("2", "4", "4Gi", "16Gi"),
+}
+
+
+def configure(task: PipelineTask, step: str, gpu: bool, cache_training: bool = False) -> PipelineTask:
+    """Resources, caching, environment and (``gpu``) GPU scheduling for the task of ``step``."""
+    cpu_req, cpu_lim, mem_req, mem_lim = RESOURCES[step]
+    task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim).set_memory_request(mem_req).set_memory_limit(mem_lim)
+    task.set_caching_options(step in CACHED_STEPS or (step == "train" and cache_training))
+    kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP, config_map_key_to_env=CONFIG_MAP_KEYS)
+    if step in S3_STEPS:
+        kubernetes.use_secret_as_env(task, secret_name=SECRET, secret_key_to_env=SECRET_KEYS)
+    if gpu and step in GPU_STEPS:
+        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+        kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    return task
