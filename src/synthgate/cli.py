@@ -397,12 +397,16 @@ def publish(
                                                                           "v<model version>)")] = None,
     record: Annotated[Path, typer.Option(help="where to write published.json")] = Path(
         "reports/publish/published.json"),
+    if_approved: Annotated[bool, typer.Option("--if-approved", help="when no version holds the alias yet, say so in "
+                                              "published.json and exit 0 (for `dvc repro`); every other refusal "
+                                              "still fails")] = False,
     params: ParamsOpt = Path("params.yaml"),
     tracking_uri: UriOpt = None,
 ) -> None:
     """Publish the approved version's synthetic dataset: shards, PNGs, manifest (sha256), data card, report."""
     from synthgate import stages
-    from synthgate.utils import write_json_atomic
+    from synthgate.publish.package import NothingApproved
+    from synthgate.utils import utc_now, write_json_atomic
 
     p = _params(params, {})
     if model is None:
@@ -411,10 +415,19 @@ def publish(
             raise SynthgateError("publish: no MODEL given and no reports/registry/registered.json",
                                  hint="name the registered model: `synthgate publish NAME` (see `synthgate models`)")
         model = json.loads(registered.read_text())["name"]
-    r = stages.publish(p, model, store, alias, samples if samples and samples.exists() else None,
-                       evaluation if evaluation and evaluation.exists() else None, name, tracking_uri,
-                       _reporter(), dataset_version)
-    write_json_atomic(record, {"name": r.name, "version": r.version, "uri": r.uri, "num_images": r.num_images,
+    try:
+        r = stages.publish(p, model, store, alias, samples if samples and samples.exists() else None,
+                           evaluation if evaluation and evaluation.exists() else None, name, tracking_uri,
+                           _reporter(), dataset_version)
+    except NothingApproved as e:
+        if not if_approved:
+            raise
+        write_json_atomic(record, {"published": False, "reason": e.message, "checked": utc_now()})
+        err_console.print(f"[yellow]not published:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        return
+    write_json_atomic(record, {"published": True, "name": r.name, "version": r.version, "uri": r.uri, "num_images": r.num_images,
                                "model": r.manifest["model"], "bytes": r.bytes, "seconds": round(r.seconds, 3),
                                "already_published": r.already_published, "notes": r.notes})
     for note in r.notes:

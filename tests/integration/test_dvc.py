@@ -96,12 +96,14 @@ def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tm
     env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
     # 1. dvc repro runs ingest -> prepare -> validate from scratch
     r = _run(["dvc", "repro"], project, env)
-    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate", "gate", "register"):
+    for stage in ("ingest", "prepare", "validate", "train", "sample", "evaluate", "gate", "register", "publish"):
         assert f"Running stage '{stage}'" in r.stdout
     validated = _manifest(project, "validated")
     assert validated["stage"] == "validate" and validated["num_images"] > 700
     registered = json.loads((project / "reports" / "registry" / "registered.json").read_text())
     assert registered["name"] == "breastmnist-generator" and registered["tracking_uri"] == mlflow_server
+    published = json.loads((project / "reports" / "publish" / "published.json").read_text())  # not approved yet
+    assert published["published"] is False and "has no version @approved" in published["reason"]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     raw_dep = lock["stages"]["ingest"]["deps"][0]
     assert raw_dep["path"].endswith("breastmnist.npz") and raw_dep["md5"]  # the raw data is tracked

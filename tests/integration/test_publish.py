@@ -173,6 +173,14 @@ def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir,
     with pytest.raises(PublishRefused, match="gate failed .*memorization.max_pixel_near_copy_fraction"):
         publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
     assert list_datasets(store) == []
+    # for `dvc repro`: "nothing approved yet" is recorded and exits 0; a failed gate still fails
+    rec = tmp_path / "published.json"
+    res = run_cli("publish", name, "--if-approved", "--store", str(store), "--record", str(rec),
+                  "--tracking-uri", mlflow_server)
+    assert res.code == 0 and "not published" in res.stderr
+    assert json.loads(rec.read_text())["published"] is False
+    res = run_cli("publish", bad, "--if-approved", "--store", str(store), "--tracking-uri", mlflow_server)
+    assert res.code == 1 and "its gate failed" in res.stderr
     with pytest.raises(DataError, match="no registered model 'nope'"):
         publish("nope", store, tracking_uri=mlflow_server)
 

@@ -53,6 +53,10 @@ class PublishRefused(SynthgateError):
     exit_code = 1
 
 
+class NothingApproved(PublishRefused):
+    """No version of the model holds the alias (yet): nothing may be published."""
+
+
 @dataclass
 class PublishResult:
     name: str
@@ -93,7 +97,7 @@ def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str
     try:
         mv = client.get_model_version_by_alias(model, alias)
     except Exception:
-        raise PublishRefused(f"{model} has no version @{alias}: nothing is approved for publishing",
+        raise NothingApproved(f"{model} has no version @{alias}: nothing is approved for publishing",
                              hint=f"a reviewer promotes a version whose gate passed: `synthgate promote {model} "
                                   f"VERSION --alias {alias}`") from None
     gate, evaluation = verify_version(client, model, str(mv.version))
