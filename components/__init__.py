@@ -16,6 +16,7 @@ from components.publish import publish
 from components.register import register
 from components.sample import sample
 from components.train import train
+from components.train_distributed import train_distributed
 from components.validate import validate
 
 #: Every component, in flow order, keyed by the stage function it calls.
@@ -23,11 +24,14 @@ COMPONENTS = {"prepare": prepare, "validate": validate, "train": train, "sample"
               "gate": gate, "register": register, "promote": promote, "publish": publish}
 
 
+#: Not a stage of its own: launches ``train`` as a multi-node Kubeflow Trainer TrainJob (GPU pipeline).
+DISTRIBUTED = {"train_distributed": train_distributed}
+
 
 def in_image(component: PythonComponent, image: str) -> PythonComponent:
     """The same component in another image: the CPU variants of the GPU steps run in the CPU image."""
     return dsl.component(base_image=image, install_kfp_package=False)(component.python_func)
 
 
-__all__ = ["COMPONENTS", "CUDA_IMAGE", "IMAGE", "evaluate", "in_image", "gate", "prepare", "promote", "publish", "register",
-           "sample", "train", "validate"]
+__all__ = ["COMPONENTS", "CUDA_IMAGE", "DISTRIBUTED", "IMAGE", "evaluate", "in_image", "gate", "prepare", "promote", "publish", "register",
+           "sample", "train", "train_distributed", "validate"]

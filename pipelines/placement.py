@@ -18,7 +18,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 
 #: Steps that read or write S3 (the data source, MLflow's artifact store, the dataset store).
-S3_STEPS = frozenset({"prepare", "train", "register", "promote", "publish"})
+S3_STEPS = frozenset({"prepare", "train", "train_distributed", "register", "promote", "publish"})
 #: Deterministic steps whose outputs KFP may reuse for equal inputs (sampling is seeded; a new model is
 #: a new input, so it reruns after every training run). Training is cached only when
 #: compiled with ``--cache-training``; register, promote and publish have side effects: never cached.
@@ -31,6 +31,8 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "prepare": ("2", "4", "4Gi", "16Gi"),
     "validate": ("2", "4", "4Gi", "16Gi"),
     "train": ("4", "8", "16Gi", "32Gi"),
+    # submits a TrainJob, waits, downloads the model: the job's pods get the GPUs
+    "train_distributed": ("500m", "1", "1Gi", "4Gi"),
     "sample": ("4", "8", "8Gi", "32Gi"),
     "evaluate": ("4", "8", "8Gi", "32Gi"),
     "gate": ("500m", "1", "512Mi", "2Gi"),

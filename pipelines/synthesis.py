@@ -7,10 +7,12 @@ pipeline after promoting); with ``auto_promote`` the run promotes through the ga
 to ``publish_store`` when one is given.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from components import (
+    CUDA_IMAGE,
     IMAGE,
     evaluate,
     gate,
@@ -21,28 +23,36 @@ from components import (
     register,
     sample,
     train,
+    train_distributed,
     validate,
 )
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from pipelines import defaults
 from pipelines.placement import configure
 
 NAME = "synthgate-synthesis"
+#: Parameters of the GPU pipeline only: multi-node training as a Kubeflow Trainer TrainJob.
+MULTI_NODE_PARAMS = ("train_nodes", "gpus_per_node")
 
 
 def build(gpu: bool = True, cache_training: bool = False, params_json: str | None = None,
           gate_policy_yaml: str | None = None) -> Callable[..., Any]:
     """The pipeline function. ``gpu``: train and sample request an ``nvidia.com/gpu`` on a GPU node
-    (a compile-time choice in KFP); ``cache_training``: let KFP reuse a training run for equal inputs."""
+    (a compile-time choice in KFP); ``cache_training``: let KFP reuse a training run for equal inputs.
+
+    Only the GPU pipeline has ``train_nodes``/``gpus_per_node``: with ``train_nodes > 1`` the
+    ``train-distributed`` step launches a Kubeflow Trainer ``TrainJob`` instead of training in its
+    own pod (``dsl.If``/``dsl.Else``, and ``dsl.OneOf`` picks the generator for sample and register).
+    The CPU pipeline keeps the single ``train`` step: a TrainJob needs GPU nodes and object storage,
+    and ``kfp.local`` (which runs the CPU pipeline in the tests) cannot resolve a ``OneOf`` of artifacts.
+    """
     default_params = defaults.params_json() if params_json is None else params_json
     default_policy = defaults.gate_policy_yaml() if gate_policy_yaml is None else gate_policy_yaml
     # without GPUs, the GPU steps run in the (smaller) CPU image
     train_op, sample_op, publish_op = (train, sample, publish) if gpu else (
         in_image(train, IMAGE), in_image(sample, IMAGE), in_image(publish, IMAGE))
 
-    @dsl.pipeline(name=NAME, description="Train, evaluate, gate and register a class-conditional generator of "
-                                         "synthetic medical images; optionally promote and publish.")
     def synthesis(
         source_uri: str = "",
         dvc_repo: str = "",
@@ -59,6 +69,8 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
         publish_store: str = "",
         tracking_uri: str = "",
         params_json: str = default_params,
+        train_nodes: int = 1,
+        gpus_per_node: int = 1,
     ):
         """Train, evaluate, gate and register a generator.
 
@@ -78,19 +90,34 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
             publish_store: With auto_promote: publish the synthetic dataset to this store (s3://bucket/prefix or a path). Empty: do not publish.
             tracking_uri: MLflow tracking server. Empty: MLFLOW_TRACKING_URI from the synthgate-endpoints ConfigMap.
             params_json: The experiment settings (params.yaml as JSON); the parameters above override fields of it.
+            train_nodes: Training nodes. Above 1: a Kubeflow Trainer TrainJob trains on train_nodes x gpus_per_node GPUs (DDP under torchrun); the dataset and model travel through the artifact bucket.
+            gpus_per_node: GPUs (training processes) per node of the TrainJob; used when train_nodes is above 1.
         """
         prep = configure(prepare(params_json=params_json, source_uri=source_uri, dvc_repo=dvc_repo, dvc_rev=dvc_rev,
                                  resolution=resolution), "prepare", gpu)
         val = configure(validate(params_json=params_json, dataset=prep.outputs["dataset"]), "validate", gpu)
         real = val.outputs["validated"]
-        tr = configure(train_op(params_json=params_json, generator_type=generator_type, generator_size=generator_size,
-                             train_steps=train_steps, dataset=real), "train", gpu, cache_training)
+        overrides = {"generator_type": generator_type, "generator_size": generator_size, "train_steps": train_steps}
+        if gpu:
+            with dsl.If(train_nodes > 1, name="multi-node"):
+                dist = configure(train_distributed(params_json=params_json, **overrides, num_nodes=train_nodes,
+                                                   gpus_per_node=gpus_per_node, trainer_image=CUDA_IMAGE,
+                                                   dataset=real), "train_distributed", gpu)
+                # the TrainJob goes into the namespace of this step's pod
+                kubernetes.use_field_path_as_env(dist, env_name="POD_NAMESPACE", field_path="metadata.namespace")
+            with dsl.Else(name="single-node"):
+                tr = configure(train_op(params_json=params_json, **overrides, dataset=real), "train", gpu,
+                               cache_training)
+            generator = dsl.OneOf(dist.outputs["generator"], tr.outputs["generator"])
+        else:
+            tr = configure(train_op(params_json=params_json, **overrides, dataset=real), "train", gpu, cache_training)
+            generator = tr.outputs["generator"]
         smp = configure(sample_op(params_json=params_json, samples_per_class=samples_per_class,
-                               generator=tr.outputs["generator"], real=real), "sample", gpu)
+                               generator=generator, real=real), "sample", gpu)
         ev = configure(evaluate(params_json=params_json, real=real, synthetic=smp.outputs["synthetic"]),
                        "evaluate", gpu)
         gt = configure(gate(gate_policy_yaml=gate_policy_yaml, evaluation=ev.outputs["evaluation"]), "gate", gpu)
-        reg = configure(register(model_name=model_name, tracking_uri=tracking_uri, generator=tr.outputs["generator"],
+        reg = configure(register(model_name=model_name, tracking_uri=tracking_uri, generator=generator,
                                  evaluation=ev.outputs["evaluation"], gate=gt.outputs["gate"], real=real,
                                  synthetic=smp.outputs["synthetic"]), "register", gpu)
         with dsl.If(auto_promote == True, name="auto-promote"):  # noqa: E712 (a KFP condition, not Python)
@@ -102,7 +129,17 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
                                   registered=reg.outputs["registered"], samples=smp.outputs["synthetic"],
                                   evaluation=ev.outputs["evaluation"]).after(pro), "publish", gpu)
 
-    return synthesis
+    if not gpu:
+        # The CPU pipeline has no train_nodes/gpus_per_node: KFP takes the parameters from the signature and
+        # their descriptions from the docstring, and calls the function with its parameters positionally
+        # (the two dropped ones come last and keep their defaults).
+        sig = inspect.signature(synthesis)
+        synthesis.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[p for n, p in sig.parameters.items() if n not in MULTI_NODE_PARAMS])
+        synthesis.__doc__ = "\n".join(line for line in (synthesis.__doc__ or "").splitlines()
+                                      if line.strip().split(":", 1)[0] not in MULTI_NODE_PARAMS)
+    return dsl.pipeline(name=NAME, description="Train, evaluate, gate and register a class-conditional generator of "
+                                               "synthetic medical images; optionally promote and publish.")(synthesis)
 
 
 #: The GPU pipeline with the defaults from the repository (what ``pipelines/compiled/synthesis.yaml`` holds).

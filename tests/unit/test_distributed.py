@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from synthgate.errors import ConfigError
 from synthgate.generators.config import SampleConfig
 from synthgate.generators.distributed import (
     DistContext,
@@ -238,3 +239,165 @@ def test_fetch_dataset_copies_a_store_folder(tmp_path):
     ds = make_dataset(tmp_path / "ds")
     out = fetch_dataset(str(ds.root), tmp_path / "copy")
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ds.root.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# run_trainjob: the pipeline's train-distributed step (fake Kubernetes API, moto S3)
+
+
+class FakeTrainJobs:
+    """CustomObjectsApi for TrainJobs: records the created body and answers ``get`` with ``conditions``
+    one poll after another; when it first reports Complete it plays node rank 0's upload-model."""
+
+    def __init__(self, conditions, model_files=None):
+        self.conditions, self.model_files = list(conditions), model_files or {}
+        self.created, self.polls = [], 0
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.created.append((group, version, namespace, plural, body))
+        return body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        from synthgate.publish.stores import open_store
+
+        (_, _, ns, _, body) = self.created[-1]
+        assert (group, version, plural, namespace, name) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs", ns,
+                                                             body["metadata"]["name"])
+        cond = self.conditions[min(self.polls, len(self.conditions) - 1)]
+        self.polls += 1
+        if cond and cond["type"] == "Complete":
+            uri = {e["name"]: e.get("value") for e in body["spec"]["trainer"]["env"]}["SYNTHGATE_MODEL_URI"]
+            store = open_store(uri)
+            for key, data in self.model_files.items():
+                store.put_bytes(key, data)
+        return {**body, "status": {"conditions": [{**cond, "status": "True"}] if cond else []}}
+
+
+class Artifact:
+    def __init__(self, uri="", path=""):
+        self.uri, self.path, self.metadata = uri, path, {}
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_ENDPOINT_URL", "SYNTHGATE_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    with moto.mock_aws():
+        boto3.client("s3").create_bucket(Bucket="mlpipeline")
+        yield
+
+
+def _run(api, tmp_path, uri="s3://mlpipeline/v2/artifacts/run-1/validate/validated", **kw):
+    from synthgate.generators.distributed import run_trainjob
+
+    gen = Artifact(path=str(tmp_path / "generator"))
+    out = run_trainjob(json.dumps({"train": {"steps": 7}}), {"generator.type": "gan", "generator.size": "",
+                                                             "train.steps": 0},
+                       Artifact(uri=uri), gen, 2, 4, "ghcr.io/synthgate/synthgate:0.1.0-cuda", api=api,
+                       namespace="kubeflow-user", name="synthgate-train-t1", poll_s=0, sleep=lambda s: None,
+                       env={}, **kw)
+    return out, gen
+
+
+def test_run_trainjob_submits_polls_and_downloads_the_model(tmp_path, s3):
+    info = {"generator": {"type": "gan"}, "dataset_content_hash": "abc"}
+    api = FakeTrainJobs([None, {"type": "Created"}, {"type": "Complete"}],
+                        {"synthgate_generator.json": json.dumps(info).encode(), "g/weights.safetensors": b"w"})
+    out, gen = _run(api, tmp_path)
+    ((group, version, ns, plural, body),) = api.created
+    assert (group, version, ns, plural) == ("trainer.kubeflow.org", "v1alpha1", "kubeflow-user", "trainjobs")
+    assert api.polls == 3
+    tr = body["spec"]["trainer"]
+    assert tr["numNodes"] == 2 and tr["numProcPerNode"] == 4
+    assert tr["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 4}
+    assert tr["image"] == "ghcr.io/synthgate/synthgate:0.1.0-cuda"
+    script = tr["command"][2]
+    assert tr["command"][:2] == ["bash", "-c"]
+    assert script.index("SYNTHGATE_PARAMS_JSON") < script.index("fetch-dataset") < \
+        script.index("python -m torch.distributed.run -m synthgate") < script.index("upload-model /tmp/out/model")
+    assert 'if [ "${PET_NODE_RANK:-0}" = "0" ]' in script
+    assert tr["args"] == ["train", "--params", "/tmp/synthgate-params.json", "--dataset", "/scratch/dataset",
+                          "--out", "/tmp/out"]
+    env = {e["name"]: e.get("value") for e in tr["env"]}
+    assert env["SYNTHGATE_DATASET_URI"] == "s3://mlpipeline/v2/artifacts/run-1/validate/validated"
+    assert env["SYNTHGATE_MODEL_URI"] == "s3://mlpipeline/trainjobs/synthgate-train-t1/"
+    params = json.loads(env["SYNTHGATE_PARAMS_JSON"])  # params_json with the step's overrides
+    assert params["train"]["steps"] == 7 and params["generator"]["type"] == "gan"
+    # the model rank 0 uploaded is now the Model artifact
+    assert out == tmp_path / "generator"
+    assert (out / "g/weights.safetensors").read_bytes() == b"w"
+    assert gen.metadata["type"] == "gan" and gen.metadata["dataset_content_hash"] == "abc"
+    assert gen.metadata["trainjob"] == "kubeflow-user/synthgate-train-t1" and gen.metadata["num_nodes"] == 2
+
+
+def test_run_trainjob_failed_raises_with_the_condition_message(tmp_path, s3):
+    from synthgate.generators.distributed import TrainJobError
+
+    api = FakeTrainJobs([{"type": "Created"}, {"type": "Failed", "message": "jobset node-1 failed: OOMKilled"}])
+    with pytest.raises(TrainJobError, match="synthgate-train-t1 failed: jobset node-1 failed: OOMKilled"):
+        _run(api, tmp_path)
+    assert not (tmp_path / "generator").exists()
+
+
+def test_run_trainjob_timeout_and_missing_model(tmp_path, s3):
+    from synthgate.generators.distributed import TrainJobError
+
+    with pytest.raises(TrainJobError, match="did not finish within 0 s"):
+        _run(FakeTrainJobs([{"type": "Created"}]), tmp_path, timeout_s=0)
+    with pytest.raises(TrainJobError, match="completed but left no model"):
+        _run(FakeTrainJobs([{"type": "Complete"}]), tmp_path)
+
+
+@pytest.mark.parametrize("uri", ["/tmp/kfp/pipeline_root/validate/validated", "file:///tmp/x", ""])
+def test_run_trainjob_refuses_a_local_dataset(tmp_path, uri):
+    from synthgate.generators.distributed import TrainJobError
+
+    api = FakeTrainJobs([{"type": "Complete"}])
+    with pytest.raises(TrainJobError, match="multi-node training needs a cluster with object storage"):
+        _run(api, tmp_path, uri=uri)
+    assert api.created == []
+
+
+def test_artifact_uris_output_prefix_and_namespace(tmp_path):
+    from synthgate.generators.distributed import TrainJobError, artifact_s3_uri, output_prefix, pod_namespace
+
+    env = {"MLFLOW_S3_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
+    assert artifact_s3_uri("minio://mlpipeline/v2/artifacts/r/validated", env) == (
+        "s3://mlpipeline/v2/artifacts/r/validated", "http://minio-service.kubeflow:9000")
+    assert artifact_s3_uri("minio://mlpipeline/a/b", {**env, "AWS_ENDPOINT_URL": "http://minio:9000"})[1] == \
+        "http://minio:9000"
+    assert artifact_s3_uri("s3://bucket/a/", {}) == ("s3://bucket/a", None)
+    with pytest.raises(TrainJobError, match="no endpoint"):
+        artifact_s3_uri("minio://mlpipeline/a", {})
+    with pytest.raises(TrainJobError, match="gs:// storage is not supported"):
+        artifact_s3_uri("gs://bucket/a", {})
+    assert output_prefix("s3://mlpipeline/a", "job", {}) == "s3://mlpipeline/trainjobs/job/"
+    assert output_prefix("s3://mlpipeline/a", "job", {"SYNTHGATE_ARTIFACTS_BUCKET": "models"}) == \
+        "s3://models/trainjobs/job/"
+    ns = tmp_path / "namespace"
+    ns.write_text("team-a\n")
+    assert pod_namespace({}, ns) == "team-a"
+    assert pod_namespace({"POD_NAMESPACE": "team-b"}, tmp_path / "missing") == "team-b"
+    with pytest.raises(TrainJobError, match="namespace"):
+        pod_namespace({}, tmp_path / "missing")
+
+
+def test_upload_model_cli_round_trip(tmp_path):
+    from synthgate.generators.distributed import main
+
+    model = tmp_path / "out" / "model"
+    (model / "unet").mkdir(parents=True)
+    (model / "unet" / "w.bin").write_bytes(b"1")
+    (model / "synthgate_generator.json").write_text("{}")
+    assert main(["upload-model", str(model), str(tmp_path / "store")]) == 0
+    assert main(["fetch-dataset", str(tmp_path / "store"), str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "unet" / "w.bin").read_bytes() == b"1"
+    assert main(["upload-model", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(ConfigError, match="no model files"):
+        main(["upload-model", str(tmp_path / "nothing"), str(tmp_path / "store2")])

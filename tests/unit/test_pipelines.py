@@ -108,8 +108,14 @@ def test_pipeline_parameters_and_defaults(compiled):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == {"source_uri", "dvc_repo", "dvc_rev", "generator_type", "generator_size", "train_steps",
                            "samples_per_class", "resolution", "gate_policy_yaml", "model_name", "auto_promote",
-                           "alias", "publish_store", "tracking_uri", "params_json"}
+                           "alias", "publish_store", "tracking_uri", "params_json", "train_nodes", "gpus_per_node"}
     assert params["auto_promote"]["parameterType"] == "BOOLEAN" and params["auto_promote"]["defaultValue"] is False
+    assert params["train_nodes"]["parameterType"] == "NUMBER_INTEGER" and params["train_nodes"]["defaultValue"] == 1
+    assert params["gpus_per_node"]["defaultValue"] == 1
+    # multi-node training is a GPU-pipeline feature: the CPU pipeline has neither parameter
+    cpu_params = compiled["synthesis-cpu.yaml"][0]["root"]["inputDefinitions"]["parameters"]
+    assert set(params) - set(cpu_params) == {"train_nodes", "gpus_per_node"}
+    assert all(p.get("description") for p in cpu_params.values())
     assert params["train_steps"]["parameterType"] == "NUMBER_INTEGER"
     assert params["publish_store"]["defaultValue"] == ""
     assert all(p.get("description") for p in params.values())  # the Kubeflow UI shows them
@@ -124,22 +130,60 @@ def test_pipeline_parameters_and_defaults(compiled):
                                                                     "tracking_uri", "params_json"}
 
 
-def test_flow_and_conditions(compiled):
-    spec, _ = compiled["synthesis.yaml"]
+@pytest.mark.parametrize("name", ["synthesis.yaml", "synthesis-cpu.yaml"])
+def test_flow_and_conditions(compiled, name):
+    spec, _ = compiled[name]
     root = spec["root"]["dag"]["tasks"]
-    assert set(root) == {"prepare", "validate", "train", "sample", "evaluate", "gate", "register", "condition-1"}
+    # GPU pipeline: train sits in the Else branch of the multi-node If (test_multi_node_branch)
+    trained_by, promote = ("condition-branches-1", "condition-4") if name == "synthesis.yaml" else ("train",
+                                                                                                  "condition-1")
+    assert set(root) == {"prepare", "validate", trained_by, "sample", "evaluate", "gate", "register", promote}
     deps = {name: set(t.get("dependentTasks", [])) for name, t in _tasks(spec).items()}
-    assert deps["validate"] == {"prepare"} and deps["train"] == {"validate"}
-    assert deps["sample"] == {"train", "validate"} and deps["evaluate"] == {"sample", "validate"}
-    assert deps["gate"] == {"evaluate"} and {"gate", "train", "evaluate"} <= deps["register"]
+    assert deps["validate"] == {"prepare"} and deps[trained_by] == {"validate"}
+    assert deps["sample"] == {trained_by, "validate"} and deps["evaluate"] == {"sample", "validate"}
+    assert deps["gate"] == {"evaluate"} and {"gate", trained_by, "evaluate"} <= deps["register"]
     # promote only with auto_promote; publish only after promote and with a store
-    promote_cond = root["condition-1"]
+    promote_cond = root[promote]
     assert "auto_promote" in promote_cond["triggerPolicy"]["condition"]
     inner = spec["components"][promote_cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(inner) == {"promote", "condition-2"}
-    assert "publish_store" in inner["condition-2"]["triggerPolicy"]["condition"]
-    assert inner["condition-2"]["dependentTasks"] == ["promote"]
-    assert set(spec["components"][inner["condition-2"]["componentRef"]["name"]]["dag"]["tasks"]) == {"publish"}
+    publish_cond = "condition-5" if name == "synthesis.yaml" else "condition-2"
+    assert set(inner) == {"promote", publish_cond}
+    assert "publish_store" in inner[publish_cond]["triggerPolicy"]["condition"]
+    assert inner[publish_cond]["dependentTasks"] == ["promote"]
+    assert set(spec["components"][inner[publish_cond]["componentRef"]["name"]]["dag"]["tasks"]) == {"publish"}
+
+
+def test_multi_node_branch(compiled):
+    """train_nodes > 1: train-distributed (a TrainJob); else: train. sample and register take the OneOf."""
+    spec, platform = compiled["synthesis.yaml"]
+    root = spec["root"]["dag"]["tasks"]
+    branches = spec["components"][root["condition-branches-1"]["componentRef"]["name"]]["dag"]
+    ifs = {n: t["triggerPolicy"]["condition"] for n, t in branches["tasks"].items()}
+    assert ifs == {"condition-2": "int(inputs.parameter_values['pipelinechannel--train_nodes']) > 1",
+                   "condition-3": "!(int(inputs.parameter_values['pipelinechannel--train_nodes']) > 1)"}
+    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"train-distributed"}
+    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"train"}
+    (oneof,) = branches["outputs"]["artifacts"].values()
+    assert [s["producerSubtask"] for s in oneof["artifactSelectors"]] == ["condition-2", "condition-3"]
+    for step in ("sample", "register"):
+        assert root[step]["inputs"]["artifacts"]["generator"]["taskOutputArtifact"]["producerTask"] == \
+            "condition-branches-1"
+    task = spec["components"]["comp-condition-2"]["dag"]["tasks"]["train-distributed"]
+    params = task["inputs"]["parameters"]
+    assert params["num_nodes"]["componentInputParameter"] == "pipelinechannel--train_nodes"
+    assert params["gpus_per_node"]["componentInputParameter"] == "pipelinechannel--gpus_per_node"
+    assert params["trainer_image"]["runtimeValue"]["constant"] == f"ghcr.io/synthgate/synthgate:{__version__}-cuda"
+    assert not task.get("cachingOptions", {}).get("enableCache")
+    # the step itself runs on CPU in the CPU image; the TrainJob's pods get the GPUs
+    container = _executors(spec)["train-distributed"]
+    assert "accelerator" not in container["resources"] and container["image"].endswith("-cpu")
+    assert "distributed.run_trainjob(" in " ".join(container["command"])
+    k8s = _k8s(platform)["train-distributed"]
+    assert "nodeSelector" not in k8s and "tolerations" not in k8s
+    assert k8s["fieldPathAsEnv"] == [{"fieldPath": "metadata.namespace", "name": "POD_NAMESPACE"}]
+    # the CPU pipeline (what kfp.local runs) keeps the single train step
+    cpu, _ = compiled["synthesis-cpu.yaml"]
+    assert "train-distributed" not in _executors(cpu) and "train" in cpu["root"]["dag"]["tasks"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +199,7 @@ def test_train_and_sample_request_a_gpu(compiled):
         assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
         assert k8s[step]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[step]["tolerations"]
-    for step in ("prepare", "validate", "evaluate", "gate", "register", "promote"):
+    for step in ("prepare", "validate", "train-distributed", "evaluate", "gate", "register", "promote"):
         assert "accelerator" not in execs[step]["resources"]
         assert "nodeSelector" not in k8s[step] and "tolerations" not in k8s[step]
     # the CPU variant asks for no GPU anywhere
@@ -179,7 +223,7 @@ def test_secrets_config_map_and_resources(compiled):
             assert cm["configMapName"] == "synthgate-endpoints"
             assert {(e["configMapKey"], e["envVar"]) for e in cm["keyToEnv"]} == {
                 (k, k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL")}
-            if step in ("prepare", "train", "register", "promote", "publish"):
+            if step in ("prepare", "train", "train-distributed", "register", "promote", "publish"):
                 (sec,) = k8s[step]["secretAsEnv"]
                 assert sec["secretName"] == "synthgate-s3"
                 assert {(e["secretKey"], e["envVar"]) for e in sec["keyToEnv"]} == {
@@ -206,7 +250,8 @@ def test_caching(compiled, tmp_path):
     cached = {name: bool(t.get("cachingOptions", {}).get("enableCache")) for name, t in _tasks(spec).items()
               if not name.startswith("condition-")}
     assert cached == {"prepare": True, "validate": True, "sample": True, "evaluate": True, "gate": True,
-                      "train": False, "register": False, "promote": False, "publish": False}
+                      "train": False, "train-distributed": False, "register": False, "promote": False,
+                      "publish": False}
     from kfp import compiler
     from pipelines import synthesis
 
@@ -245,6 +290,23 @@ def test_component_body_only_imports_synthgate_and_calls_its_stage(stage):
 
     assert hasattr(stages, stage)
     assert all(hasattr(kfp_io, c.attr) for c in calls if isinstance(c.value, ast.Name) and c.value.id == "kfp_io")
+
+
+def test_train_distributed_component_body_only_imports_synthgate_and_calls_run_trainjob():
+    from components import DISTRIBUTED
+
+    func = DISTRIBUTED["train_distributed"].python_func
+    (fn,) = ast.parse(textwrap.dedent(inspect.getsource(func))).body
+    body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
+    imports, rest = body[:1], body[1:]
+    assert isinstance(imports[0], ast.ImportFrom) and imports[0].module == "synthgate.generators"
+    assert len(rest) == 1 and isinstance(rest[0], ast.Expr)
+    assert not [n for n in ast.walk(rest[0]) if isinstance(n, _CONTROL_FLOW)], "no logic in a component body"
+    calls = [n.func for n in ast.walk(rest[0]) if isinstance(n, ast.Call)]
+    assert [(c.value.id, c.attr) for c in calls] == [("distributed", "run_trainjob")]
+    assert set(inspect.signature(func).parameters) == {
+        "params_json", "generator_type", "generator_size", "train_steps", "num_nodes", "gpus_per_node",
+        "trainer_image", "dataset", "generator"}
 
 
 # --------------------------------------------------------------------------------------------

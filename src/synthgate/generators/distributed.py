@@ -13,9 +13,14 @@ What the training loop does with it is described in :mod:`synthgate.generators.t
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from synthgate.devices import resolve_device
-from synthgate.errors import ConfigError
+from synthgate.errors import ConfigError, SynthgateError
 
 if TYPE_CHECKING:
     from synthgate.generators.task import TrainTask
@@ -40,6 +45,17 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 ENDPOINT_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
                  "PUSHGATEWAY_URL")
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+#: Where a node of a pipeline-launched TrainJob writes the params and trains (no shared volume).
+JOB_PARAMS_FILE = "/tmp/synthgate-params.json"
+JOB_OUT_DIR = "/tmp/out"
+JOB_MODEL_DIR = f"{JOB_OUT_DIR}/model"
+#: Environment of the TrainJob's container: the params as JSON, and where rank 0 puts the model.
+PARAMS_ENV = "SYNTHGATE_PARAMS_JSON"
+MODEL_URI_ENV = "SYNTHGATE_MODEL_URI"
+#: The Kubeflow Trainer v2 API.
+TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+#: The namespace of the pod a step runs in (mounted with its service account token).
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
@@ -266,6 +282,9 @@ def trainjob_manifest(
     shm_size: str = "8Gi",
     labels: dict[str, str] | None = None,
     patch_api: Literal["podTemplateOverrides", "runtimePatches"] = "podTemplateOverrides",
+    params_json: str | None = None,
+    model_uri: str | None = None,
+    model_dir: str = JOB_MODEL_DIR,
 ) -> dict[str, Any]:
     """A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) running
     ``synthgate <args>`` under torchrun on ``num_nodes`` nodes of ``gpus_per_node`` GPUs.
@@ -283,6 +302,12 @@ def trainjob_manifest(
     keys): the TrainJob API has no ``envFrom``. Node selector, toleration, volumes and a
     ``/dev/shm`` large enough for NCCL go in ``podTemplateOverrides`` (Trainer v2.0/v2.1) or, with
     ``patch_api="runtimePatches"``, in the ``runtimePatches`` of newer Trainer releases.
+
+    For a run without shared storage (what :func:`run_trainjob` submits from a pipeline step):
+    ``params_json`` travels in the environment (``SYNTHGATE_PARAMS_JSON``) and each node writes it
+    to :data:`JOB_PARAMS_FILE` before training (give that path as ``--params``); with ``model_uri``
+    (``s3://bucket/prefix/``) node rank 0 uploads ``model_dir`` (``<--out>/model``) there after
+    torchrun has finished (``upload-model``), so the job completes only once the model is stored.
     """
     if num_nodes < 1 or gpus_per_node < 1:
         raise ValueError("num_nodes and gpus_per_node must be at least 1")
@@ -293,11 +318,26 @@ def trainjob_manifest(
         limits["cpu"] = cpu
     if memory:
         limits["memory"] = memory
-    if dataset_uri:
-        script = (f"set -euo pipefail\npython -m synthgate.generators.distributed fetch-dataset "
-                  f"\"$SYNTHGATE_DATASET_URI\" {scratch_dir}/dataset\nexec {' '.join(TORCHRUN)} \"$@\"\n")
-        command, cmd_args = ["bash", "-c", script, "synthgate"], list(args)
-        env = {**(env or {}), "SYNTHGATE_DATASET_URI": dataset_uri}
+    if dataset_uri or params_json is not None or model_uri:
+        lines = ["set -euo pipefail"]
+        extra: dict[str, str] = {}
+        if params_json is not None:
+            lines.append(f'printf \'%s\' "${PARAMS_ENV}" > {JOB_PARAMS_FILE}')
+            extra[PARAMS_ENV] = params_json
+        if dataset_uri:
+            lines.append(f'python -m synthgate.generators.distributed fetch-dataset "$SYNTHGATE_DATASET_URI" '
+                         f"{scratch_dir}/dataset")
+            extra["SYNTHGATE_DATASET_URI"] = dataset_uri
+        if model_uri:  # node rank 0 holds global rank 0, the one that wrote the model
+            lines += [f'{" ".join(TORCHRUN)} "$@"',
+                      'if [ "${PET_NODE_RANK:-0}" = "0" ]; then',
+                      f'  python -m synthgate.generators.distributed upload-model {model_dir} "${MODEL_URI_ENV}"',
+                      "fi"]
+            extra[MODEL_URI_ENV] = model_uri
+        else:
+            lines.append(f'exec {" ".join(TORCHRUN)} "$@"')
+        command, cmd_args = ["bash", "-c", "\n".join(lines) + "\n", "synthgate"], list(args)
+        env = {**(env or {}), **extra}
     else:
         command, cmd_args = list(TORCHRUN), list(args)
     trainer: dict[str, Any] = {
@@ -345,13 +385,220 @@ def trainjob_manifest(
     }
 
 
+# ----------------------------------------------------------------------------------------------
+# a TrainJob launched from a pipeline step
+
+
+class TrainJobError(SynthgateError):
+    """A TrainJob could not be launched, failed, or did not finish in time."""
+
+
+def _endpoint(env: dict[str, str]) -> str | None:
+    return env.get("AWS_ENDPOINT_URL") or env.get("MLFLOW_S3_ENDPOINT_URL") or None
+
+
+def artifact_s3_uri(uri: str, env: dict[str, str] | None = None) -> tuple[str, str | None]:
+    """Where the TrainJob's pods read a KFP artifact: ``(s3://bucket/key, endpoint or None)``.
+
+    On a cluster KFP keeps artifacts in object storage: ``minio://bucket/key`` (KFP's MinIO, reached
+    at ``AWS_ENDPOINT_URL`` or else ``MLFLOW_S3_ENDPOINT_URL``) or ``s3://bucket/key``. A local path
+    (``kfp.local``) cannot be read by other pods and is refused.
+    """
+    env = dict(os.environ) if env is None else env
+    uri = (uri or "").strip()
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme == "file":
+        raise TrainJobError(
+            f"dataset artifact {uri or '(no uri)'} is a local path: multi-node training needs a cluster with object "
+            "storage (the TrainJob's pods download the dataset from S3/MinIO)",
+            hint="run the pipeline on Kubeflow Pipelines, or train on one node (train_nodes=1)")
+    bucket, _, key = rest.partition("/")
+    if not bucket or not key.strip("/"):
+        raise TrainJobError(f"dataset artifact {uri}: no bucket and key")
+    if scheme == "minio":
+        endpoint = _endpoint(env)
+        if not endpoint:
+            raise TrainJobError(f"dataset artifact {uri} is in MinIO but no endpoint is set",
+                                hint="set AWS_ENDPOINT_URL (or MLFLOW_S3_ENDPOINT_URL) in the synthgate-endpoints "
+                                     "ConfigMap")
+        return f"s3://{bucket}/{key.strip('/')}", endpoint
+    if scheme == "s3":
+        return f"s3://{bucket}/{key.strip('/')}", _endpoint(env)
+    raise TrainJobError(f"dataset artifact {uri}: {scheme}:// storage is not supported for multi-node training",
+                        hint="KFP's artifact store must be S3 or MinIO")
+
+
+def output_prefix(dataset_s3: str, job_name: str, env: dict[str, str] | None = None) -> str:
+    """``s3://<bucket>/trainjobs/<job_name>/``: the bucket is ``SYNTHGATE_ARTIFACTS_BUCKET`` or else the
+    dataset artifact's (KFP's artifact bucket, which the step's credentials can already write)."""
+    env = dict(os.environ) if env is None else env
+    bucket = (env.get("SYNTHGATE_ARTIFACTS_BUCKET") or "").strip().removeprefix("s3://").strip("/")
+    bucket = bucket or dataset_s3.removeprefix("s3://").split("/", 1)[0]
+    return f"s3://{bucket}/trainjobs/{job_name}/"
+
+
+def pod_namespace(env: dict[str, str] | None = None, path: Path = NAMESPACE_FILE) -> str:
+    """The namespace this pod runs in (the service account's mount, else ``POD_NAMESPACE``/``NAMESPACE``)."""
+    env = dict(os.environ) if env is None else env
+    with contextlib.suppress(OSError):
+        text = Path(path).read_text().strip()
+        if text:
+            return text
+    name = (env.get("POD_NAMESPACE") or env.get("NAMESPACE") or "").strip()
+    if not name:
+        raise TrainJobError("cannot tell the namespace to create the TrainJob in",
+                            hint=f"run in a pod (it reads {NAMESPACE_FILE}) or set POD_NAMESPACE")
+    return name
+
+
+@contextlib.contextmanager
+def _s3_endpoint(endpoint: str | None) -> Iterator[None]:
+    """``SYNTHGATE_S3_ENDPOINT_URL`` (which the stores prefer) set to ``endpoint`` for a block."""
+    if not endpoint:
+        yield
+        return
+    old = os.environ.get("SYNTHGATE_S3_ENDPOINT_URL")
+    os.environ["SYNTHGATE_S3_ENDPOINT_URL"] = endpoint
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SYNTHGATE_S3_ENDPOINT_URL", None)
+        else:
+            os.environ["SYNTHGATE_S3_ENDPOINT_URL"] = old
+
+
+def upload_model(model_dir: Path, uri: str) -> int:
+    """Copy the model folder written by rank 0 to ``uri`` (``s3://bucket/prefix/`` or a folder);
+    returns the number of files (``python -m synthgate.generators.distributed upload-model DIR URI``)."""
+    from synthgate.publish.stores import open_store
+
+    model_dir = Path(model_dir)
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file()) if model_dir.is_dir() else []
+    if not files:
+        raise ConfigError(f"{model_dir}: no model files to upload", hint="training writes <--out>/model on rank 0")
+    store = open_store(uri)
+    for f in files:
+        store.put_file(f, f.relative_to(model_dir).as_posix())
+    return len(files)
+
+
+def trainjob_conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The TrainJob's status conditions that are ``True``, by type (``Complete``, ``Failed``, ...)."""
+    conds = ((job or {}).get("status") or {}).get("conditions") or []
+    return {c.get("type", ""): c for c in conds if str(c.get("status", "")).lower() == "true"}
+
+
+def wait_for_trainjob(api: Any, namespace: str, name: str, timeout_s: float = 24 * 3600.0, poll_s: float = 30.0,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """Poll the TrainJob until its ``Complete`` or ``Failed`` condition is True; returns the object.
+    ``Failed`` (its message in the error) and a timeout raise :class:`TrainJobError`."""
+    deadline = clock() + timeout_s
+    while True:
+        job = api.get_namespaced_custom_object(TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL, name)
+        conds = trainjob_conditions(job)
+        if "Failed" in conds:
+            c = conds["Failed"]
+            raise TrainJobError(f"TrainJob {namespace}/{name} failed: {c.get('message') or c.get('reason') or '?'}",
+                                hint=f"kubectl logs -n {namespace} -l jobset.sigs.k8s.io/jobset-name={name}")
+        if "Complete" in conds:
+            return job
+        if clock() >= deadline:
+            raise TrainJobError(f"TrainJob {namespace}/{name} did not finish within {timeout_s:.0f} s",
+                                hint=f"kubectl get trainjob -n {namespace} {name}; raise the timeout")
+        sleep(poll_s)
+
+
+def _in_cluster_api() -> Any:
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    return client.CustomObjectsApi()
+
+
+def run_trainjob(
+    params_json: str,
+    overrides: dict[str, Any] | None,
+    dataset: Any,
+    generator: Any,
+    num_nodes: int,
+    gpus_per_node: int,
+    image: str,
+    *,
+    api: Any = None,
+    namespace: str | None = None,
+    name: str | None = None,
+    timeout_s: float = 24 * 3600.0,
+    poll_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    env: dict[str, str] | None = None,
+) -> Path:
+    """Train on ``num_nodes`` x ``gpus_per_node`` GPUs as a Kubeflow Trainer ``TrainJob`` and put the
+    model in the ``generator`` artifact (the ``train_distributed`` pipeline step).
+
+    ``dataset`` and ``generator`` are KFP artifacts (duck-typed: ``.uri``; ``.path``/``.metadata``).
+    The job's pods read the dataset where KFP stored it (:func:`artifact_s3_uri`; a local path is
+    refused), each node fetches it, writes ``params_json`` (with ``overrides``, as in the ``train``
+    step) to :data:`JOB_PARAMS_FILE` and runs ``synthgate train`` under torchrun; node rank 0
+    uploads the model to :func:`output_prefix`. This step submits the job with ``api`` (a
+    ``kubernetes.client.CustomObjectsApi``; None: in-cluster config) in ``namespace`` (None: the
+    pod's), polls it (:func:`wait_for_trainjob`) and downloads the model folder. Returns its path.
+    """
+    from synthgate import kfp_io
+
+    env = dict(os.environ) if env is None else env
+    p = kfp_io.params(params_json, overrides)
+    dataset_s3, endpoint = artifact_s3_uri(getattr(dataset, "uri", ""), env)
+    name = name or f"synthgate-train-{uuid.uuid4().hex[:8]}"
+    out_uri = output_prefix(dataset_s3, name, env)
+    namespace = namespace or pod_namespace(env)
+    body = trainjob_manifest(
+        name, image, num_nodes, gpus_per_node,
+        ["train", "--params", JOB_PARAMS_FILE, "--dataset", "/scratch/dataset", "--out", JOB_OUT_DIR],
+        namespace, dataset_uri=dataset_s3, params_json=kfp_io.params_json(p), model_uri=out_uri,
+        env={"SYNTHGATE_S3_ENDPOINT_URL": endpoint} if endpoint else None,
+        labels={"synthgate.io/launched-by": "pipeline"})
+    api = api if api is not None else _in_cluster_api()
+    print(f"[synthgate] TrainJob {namespace}/{name}: {num_nodes} node(s) x {gpus_per_node} GPU(s), dataset "
+          f"{dataset_s3}, model -> {out_uri}", flush=True)
+    api.create_namespaced_custom_object(group=TRAINER_GROUP, version=TRAINER_VERSION, namespace=namespace,
+                                        plural=TRAINJOB_PLURAL, body=body)
+    wait_for_trainjob(api, namespace, name, timeout_s, poll_s, sleep)
+    target = Path(generator.path)
+    try:
+        with _s3_endpoint(endpoint):
+            fetch_dataset(out_uri, target)  # any store folder: here the model rank 0 uploaded
+    except ConfigError:
+        raise TrainJobError(f"TrainJob {namespace}/{name} completed but left no model at {out_uri}",
+                            hint="node rank 0 uploads <--out>/model there; check its log") from None
+    info_file = target / "synthgate_generator.json"
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads(info_file.read_text())
+    generator.metadata.update({k: v for k, v in {
+        "steps": int(p.train.steps), "type": (info.get("generator") or {}).get("type"),
+        "dataset_content_hash": info.get("dataset_content_hash"), "trainjob": f"{namespace}/{name}",
+        "num_nodes": int(num_nodes), "gpus_per_node": int(gpus_per_node), "model_uri": out_uri}.items()
+        if v is not None})
+    print(f"[synthgate] TrainJob {namespace}/{name} complete; model in {target}", flush=True)
+    return target
+
+
+USAGE = ("usage: python -m synthgate.generators.distributed fetch-dataset URI DEST\n"
+         "       python -m synthgate.generators.distributed upload-model DIR URI")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m synthgate.generators.distributed fetch-dataset URI DEST``."""
+    """``python -m synthgate.generators.distributed fetch-dataset URI DEST`` / ``upload-model DIR URI``."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] != "fetch-dataset":
-        print("usage: python -m synthgate.generators.distributed fetch-dataset URI DEST", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in ("fetch-dataset", "upload-model"):
+        print(USAGE, file=sys.stderr)
         return 2
-    print(fetch_dataset(argv[1], Path(argv[2])))
+    if argv[0] == "fetch-dataset":
+        print(fetch_dataset(argv[1], Path(argv[2])))
+    else:
+        print(f"uploaded {upload_model(Path(argv[1]), argv[2])} file(s) to {argv[2]}")
     return 0
 
 
