@@ -239,7 +239,9 @@ def train(
 
     p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,
                          "train.batch_size": batch_size, "train.device": device, "train.compile": compile_})
-    _print_training(stages.train(p, dataset, out, _reporter(), resume))
+    result = stages.train(p, dataset, out, _reporter(), resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; rank 0 speaks for the run
+        _print_training(result)
 
 
 @app.command()
