@@ -180,6 +180,13 @@ def _print_training(r: Any) -> None:
     console.print(f"trained {r.steps} steps (resumed from step {r.resumed_from}), final loss {r.final_loss:.4f}, "
                   f"{r.images_per_second:.1f} images/s")
     console.print(f"  model      {r.model_dir}")
+    if r.fid:
+        f = r.fid
+        why = (f"stopped early at step {f['stopped_at']} (no improvement in {f['patience']} evaluations)"
+               if f.get("stopped_at") is not None else "step budget reached")
+        best = "none" if f.get("best_fid") is None else f"{f['best_fid']:.3f} at step {f['best_step']}"
+        console.print(f"  FID        best {best}, {len(f['history'])} evaluations, {why}; "
+                      f"the model holds the best step's weights (encoder {f.get('encoder_id', '?')})")
     if r.checkpoint:
         console.print(f"  checkpoint {r.checkpoint}")
     if r.mlflow_run_id:

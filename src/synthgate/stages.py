@@ -93,7 +93,8 @@ def train(
     """Canonical dataset (train split) -> class-conditional generator in ``out/model``."""
     from synthgate.generators.train import train as _train
 
-    return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume)
+    return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume,
+                  encoder=params.evaluate.encoder, fid_sampling=params.sample)
 
 
 @_tracked

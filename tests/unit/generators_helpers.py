@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -82,3 +83,16 @@ class RecordingReporter:
 
     def info(self, message: str) -> None:
         self.messages.append(message)
+
+
+# Fixtures shared by the training-loop tests; a module uses them with
+# `from tests.unit.generators_helpers import dataset_fixture, one_thread_fixture` (with a noqa for F401).
+@pytest.fixture(autouse=True, scope="module", name="_one_thread")
+def one_thread_fixture() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module", name="dataset")
+def dataset_fixture(tmp_path_factory: pytest.TempPathFactory) -> CanonicalDataset:
+    return make_dataset(tmp_path_factory.mktemp("data") / "ds")

@@ -60,6 +60,8 @@ EXPORTED_METRICS = {
     "synthgate_train_steps_total",
     "synthgate_train_images_per_second",
     "synthgate_train_loss",
+    "synthgate_train_fid",
+    "synthgate_train_fid_best",
 }
 METRIC_RE = re.compile(r"\bsynthgate_[a-z0-9_]+")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", re.IGNORECASE)

@@ -10,18 +10,14 @@ from synthgate.generators.model import load_generator
 from synthgate.generators.sample import sample
 from synthgate.generators.train import list_checkpoints, read_checkpoint, train
 from synthgate.monitoring.metrics import REGISTRY
-from tests.unit.generators_helpers import RecordingReporter, make_dataset, quick, single_thread, tiny
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data") / "ds")
+from tests.unit.generators_helpers import (  # noqa: F401 (fixtures)
+    RecordingReporter,
+    dataset_fixture,
+    make_dataset,
+    one_thread_fixture,
+    quick,
+    tiny,
+)
 
 
 def flat_state(path):

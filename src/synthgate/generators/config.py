@@ -64,6 +64,21 @@ class TrainConfig(_Strict):
     sample_grid_per_class: int = Field(8, ge=1)
     sample_grid_steps: int = Field(25, ge=1, description="DDIM steps for the sample grids")
     mlflow: bool = True
+    # FID early stopping (dumontschutte2021 S.3): FID of the EMA model against real training images,
+    # in the reference encoder's features; stop after fid_patience evaluations without improvement.
+    fid_every: int = Field(
+        0, ge=0, description="FID of the EMA model every N steps and at the end; 0: off (train for `steps`)"
+    )
+    fid_images: int = Field(
+        10_000, ge=2, description="images per FID evaluation, real and synthetic alike (S.3: 10,000)"
+    )
+    fid_patience: int = Field(
+        2, ge=1, description="stop after this many FID evaluations in a row without improvement (S.3: 2)"
+    )
+    fid_min_steps: int = Field(0, ge=0, description="never stop early before this step (S.3: a minimum budget)")
+    fid_min_delta: float = Field(
+        0.0, ge=0.0, description="an evaluation improves when FID drops below best - fid_min_delta"
+    )
     data_on_gpu: Literal["auto", "always", "never"] = Field(
         "auto", description="hold the training images on the GPU (auto: when they take < 25% of free memory)"
     )

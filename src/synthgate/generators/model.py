@@ -40,6 +40,7 @@ def _files(gtype: str) -> tuple[str, ...]:
 def save_generator(
     model_dir: Path, module: nn.Module, gcfg: GeneratorConfig, *, resolution: int, channels: int,
     classes: list[str], dataset_hash: str, step: int, scheduler: Any = None, name: str | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``module`` (the EMA network) and its description to ``model_dir`` atomically."""
     model_dir = Path(model_dir)
@@ -66,6 +67,8 @@ def save_generator(
             "created": utc_now(),
             "files": {f: sha256_file(tmp / f) for f in _files(gcfg.type)},
         }
+        if selection is not None:  # how these weights were chosen (FID early stopping)
+            info["selection"] = selection
         write_json_atomic(tmp / INFO, info)
     return model_dir
 

@@ -9,8 +9,10 @@ Reproducibility: every random draw of step ``s`` comes from a generator seeded w
 ``(seed, s)`` and batches come from per-epoch permutations seeded with ``(seed, epoch)``, so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would (bit-identical on CPU).
 
-FID-based early stopping (dumontschutte2021 S.3) is left to the evaluation stage: this loop runs
-``train.steps`` steps and keeps checkpoints to continue from.
+The loop runs ``train.steps`` steps. With ``train.fid_every > 0`` it also stops early when the
+FID of the EMA model (reference-encoder features, :mod:`synthgate.generators.early_stop`) has not
+improved for ``train.fid_patience`` evaluations (dumontschutte2021 S.3), and saves the best
+evaluation's weights instead of the last.
 
 Several GPUs or nodes (DDP): started by ``torchrun`` with a world size above 1 (no option needed;
 :mod:`synthgate.generators.distributed`), every rank runs this loop on its own GPU, and
@@ -59,6 +61,7 @@ from synthgate.generators.common import (
 )
 from synthgate.generators.config import MODEL_TYPES, GeneratorConfig, SampleConfig, TrainConfig
 from synthgate.generators.distributed import DistContext, setup, wrap_task
+from synthgate.generators.early_stop import FidMonitor, FidState
 from synthgate.generators.task import TrainTask
 from synthgate.progress import NullReporter, Reporter
 
@@ -79,6 +82,12 @@ class TrainResult:
     checkpoint: Path | None
     mlflow_run_id: str | None
     resumed_from: int = 0
+    #: FID early stopping (``train.fid_every > 0``): history, best step/FID, where it stopped, encoder
+    fid: dict[str, Any] | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.fid and self.fid.get("stopped_at") is not None)
 
 
 def _unknown_type(gtype: object) -> ConfigError:
@@ -307,6 +316,8 @@ def train(
     out_dir: Path,
     reporter: Reporter | None = None,
     resume: bool = True,
+    encoder: Any = None,
+    fid_sampling: SampleConfig | None = None,
 ) -> TrainResult:
     """Train a class-conditional generator on the train split of ``dataset_dir``.
 
@@ -319,19 +330,32 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE > 1``) it trains data-parallel with DDP: ``train.batch_size``
     images per rank and step (global batch ``batch_size x world_size``), rank 0 writing every file
     (see the module docstring). Every rank returns the same :class:`TrainResult`.
+
+    FID early stopping (``tcfg.fid_every > 0``): ``encoder`` is the reference encoder's
+    :class:`~synthgate.evaluation.config.EncoderConfig` (default settings when None; the same cache
+    as the evaluation stage), ``fid_sampling`` how the evaluation samples are drawn (diffusion:
+    sampler, steps, guidance; default :class:`SampleConfig`'s). The model saved is the best
+    evaluation's, and ``TrainResult.fid`` tells which step that was and why training stopped.
     """
     if gcfg.type not in MODEL_TYPES:
         raise _unknown_type(gcfg.type)
     ctx = setup(tcfg.device, "train.device")
     try:
-        return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx)
+        return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx, encoder, fid_sampling)
     finally:
         ctx.close()
 
 
 def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir: Path, reporter: Reporter | None,
-           resume: bool, ctx: DistContext) -> TrainResult:
-    from synthgate.monitoring.metrics import TRAIN_IMAGES_PER_SECOND, TRAIN_LOSS, TRAIN_STEPS
+           resume: bool, ctx: DistContext, encoder_cfg: Any = None, fid_sampling: SampleConfig | None = None
+           ) -> TrainResult:
+    from synthgate.monitoring.metrics import (
+        TRAIN_FID,
+        TRAIN_FID_BEST,
+        TRAIN_IMAGES_PER_SECOND,
+        TRAIN_LOSS,
+        TRAIN_STEPS,
+    )
 
     # progress and messages from rank 0 only; the others would repeat them
     reporter = (reporter or NullReporter()) if ctx.is_main else NullReporter()
@@ -368,6 +392,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     ctx.barrier()  # nobody looks for checkpoints before rank 0 has deleted them
     start, run_id, last_loss = 0, None, math.nan
+    use_fid = tcfg.fid_every > 0
+    fid_state, best_weights = FidState(), None
     last_good = latest_checkpoint(out_dir)
     if ctx.enabled:  # every rank must resume from rank 0's checkpoint: out_dir must be shared
         chosen = ctx.broadcast(last_good.name if last_good else None)
@@ -389,6 +415,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
             else:
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         start, run_id, last_loss = int(state["step"]), state.get("mlflow_run_id"), float(state["loss"])
+        if use_fid and state.get("fid"):
+            fid_state, best_weights = FidState.from_dict(state["fid"]), state.get("fid_best_weights")
         reporter.info(f"resuming from {last_good} (step {start})")
         saved_world = int(state.get("world_size", 1))
         if saved_world != world:
@@ -399,6 +427,20 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
         reporter.info(f"distributed data parallel: world size {world} ({ctx.backend}, {device.type}), "
                       f"{tcfg.batch_size} images per rank and step, global batch {tcfg.batch_size * world}")
 
+    monitor = None
+    if use_fid and ctx.is_main:  # rank 0 evaluates; the others wait for its decision
+        from synthgate.evaluation.config import EncoderConfig
+        from synthgate.evaluation.encoder import get_encoder
+
+        # the encoder's own training must not shift the generator's random streams
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            enc = get_encoder(ds, encoder_cfg or EncoderConfig(), device, reporter=reporter)
+        monitor = FidMonitor(enc, images, labels, tcfg, fid_sampling)
+        reporter.info(f"FID early stopping: every {tcfg.fid_every} steps on {monitor.n} images, encoder "
+                      f"{monitor.encoder_id}, patience {tcfg.fid_patience}, not before step {tcfg.fid_min_steps}")
+    ctx.barrier()
+    end = start if fid_state.stopped_at is not None else tcfg.steps  # an early stop is final on resume
+
     feed = _Feed(images, labels, tcfg, device, task.memory_format, ctx.rank, world)
     params = {**_flat("generator", gcfg.model_dump(mode="json")), **_flat("train", tcfg.model_dump(mode="json")),
               "dataset.path": str(dataset_dir), "dataset.content_hash": ds.content_hash,
@@ -406,6 +448,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
               "parameters": sum(p.numel() for p in task.ema_target.parameters())}
     if ctx.enabled:
         params |= {"world_size": world, "global_batch_size": tcfg.batch_size * world}
+    if monitor is not None:
+        params |= _flat("fid", monitor.describe())
     tracker = _Tracker(out_dir, run_id, params, f"{gcfg.type}-{gcfg.size}") if (tcfg.mlflow and ctx.is_main) else None
     run_id = ctx.broadcast(tracker.run_id if tracker else None) if tcfg.mlflow else None
 
@@ -420,6 +464,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
                      "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng}, "loss": last_loss,
                      "mlflow_run_id": run_id, "generator": gcfg.model_dump(mode="json"),
                      "train": tcfg.model_dump(mode="json"), "world_size": world}
+            if use_fid:
+                state |= {"fid": fid_state.to_dict(), "fid_best_weights": best_weights}
             _write_checkpoint(path, state)
             for old in list_checkpoints(out_dir)[: -tcfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
@@ -449,7 +495,7 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
     try:
         with reporter.task(f"Training {kind} ({gcfg.size}, {device.type})", tcfg.steps) as advance:
             advance(start)
-            for step in range(start, tcfg.steps):
+            for step in range(start, end):
                 s = step + 1
                 batches = [feed.batch(step * draws + k) for k in range(draws)]
                 losses = task.step(batches, make_generator(device, tcfg.seed, *noise_key, step))
@@ -464,7 +510,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
                 log_due = s % tcfg.log_every == 0 or s == tcfg.steps
                 ckpt_due = s % tcfg.checkpoint_every == 0 or s == tcfg.steps
                 grid_due = tcfg.sample_grid_every > 0 and (s % tcfg.sample_grid_every == 0 or s == tcfg.steps)
-                if not (log_due or ckpt_due or grid_due):
+                fid_due = use_fid and (s % tcfg.fid_every == 0 or s == tcfg.steps)
+                if not (log_due or ckpt_due or grid_due or fid_due):
                     if clock.t is None:
                         clock.start()  # after the first step of this run
                     continue
@@ -478,6 +525,31 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
                         hint="lower the learning rate (train.lr; GAN: generator.g_lr/d_lr) and train again; "
                         "it resumes from the last good checkpoint",
                     )
+                stop = False
+                if fid_due:
+                    if monitor is not None:
+                        module = task.ema_module()
+                        value = monitor(task, module)
+                        if fid_state.update(s, value, tcfg):
+                            best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                        if s >= tcfg.steps:  # the budget ends here anyway: not an early stop
+                            fid_state.stopped_at = None
+                        del module
+                        TRAIN_FID.labels(kind).set(value)
+                        TRAIN_FID_BEST.labels(kind).set(fid_state.best_fid)
+                        if tracker:
+                            tracker.metrics({"fid": value, "fid_best": fid_state.best_fid}, s)
+                        reporter.info(
+                            f"step {s}: FID {value:.3f} (best {fid_state.best_fid:.3f} at step {fid_state.best_step}"
+                            f"{'' if not fid_state.since_best else f'; {fid_state.since_best} without improvement'})")
+                        if fid_state.stopped_at is not None:
+                            reporter.info(
+                                f"early stop at step {s}: no FID improvement in {fid_state.since_best} evaluations; "
+                                f"keeping the weights of step {fid_state.best_step} (FID {fid_state.best_fid:.3f})")
+                    stop = bool(ctx.broadcast(fid_state.stopped_at is not None))
+                    if stop:
+                        log_due = ckpt_due = True
+                        grid_due = tcfg.sample_grid_every > 0
                 if log_due:
                     keys = list(sums)
                     mean = ctx.mean(torch.stack([sums[k] for k in keys]) / window)  # over the ranks
@@ -496,11 +568,28 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
                     sample_grid(s)
                 if ctx.enabled and (ckpt_due or grid_due):
                     ctx.barrier()  # rank 0 has finished writing
+                if stop:
+                    end = s
+                    break
                 clock.start()
         model_dir = out_dir / MODEL
+        end = max(start, end)
+        fid_info = None
+        if use_fid:
+            fid_info = {**fid_state.to_dict(), **(monitor.describe() if monitor else {}),
+                        "patience": tcfg.fid_patience, "min_steps": tcfg.fid_min_steps,
+                        "min_delta": tcfg.fid_min_delta, "every": tcfg.fid_every}
         if ctx.is_main:
-            model_dir = task.save(model_dir, task.ema_module(), classes=classes, dataset_hash=ds.content_hash,
-                                  step=max(start, tcfg.steps))
+            module, saved_step, selection = task.ema_module(), end, None
+            if use_fid and best_weights is not None:
+                module.load_state_dict(best_weights)
+                saved_step = int(fid_state.best_step or end)
+                selection = {"by": "fid", "step": saved_step, "fid": fid_state.best_fid, "trained_steps": end,
+                             "stopped_early": fid_state.stopped_at is not None,
+                             "encoder_id": fid_info.get("encoder_id") if fid_info else None}
+                reporter.info(f"saving the weights of step {saved_step} (best FID {fid_state.best_fid:.3f})")
+            model_dir = task.save(model_dir, module, classes=classes, dataset_hash=ds.content_hash,
+                                  step=saved_step, selection=selection)
             if tracker:
                 tracker.artifact(model_dir / "synthgate_generator.json", MODEL)
         ctx.barrier()  # the model folder is complete before any rank returns it
@@ -509,5 +598,5 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
         if tracker:
             tracker.finish(status)
     rate = clock.rate()
-    return TrainResult(model_dir, max(start, tcfg.steps), last_loss, rate if math.isfinite(rate) else 0.0,
-                       last_good, run_id, start)
+    return TrainResult(model_dir, end, last_loss, rate if math.isfinite(rate) else 0.0,
+                       last_good, run_id, start, ctx.broadcast(fid_info) if ctx.enabled else fid_info)

@@ -44,6 +44,13 @@ TRAIN_LOSS = Gauge(
     "synthgate_train_loss", "Mean training loss of the last log window (GAN: discriminator loss)",
     ["model_type"], registry=REGISTRY,
 )
+TRAIN_FID = Gauge(
+    "synthgate_train_fid", "FID of the EMA model at the last early-stopping evaluation (reference encoder features)",
+    ["model_type"], registry=REGISTRY,
+)
+TRAIN_FID_BEST = Gauge(
+    "synthgate_train_fid_best", "Best FID so far: the weights that training keeps", ["model_type"], registry=REGISTRY,
+)
 
 # --- gate (gates.decision) ---
 GATE_PASSED = Gauge(
