@@ -153,3 +153,33 @@ def test_nan_images_are_refused(real, tmp_path):
     syn = write_dataset(tmp_path / "nan", imgs, meta, ds.classes, stage="sample", config={}, inputs=[])
     with pytest.raises(DataError, match=r"1 image\(s\) had NaN pixels, e.g. s3"):
         evaluate(ds.root, syn.root, _cfg(tmp), tmp_path / "e")
+
+
+def test_inception_fid_bad_inputs_are_refused_before_any_work(real, tmp_path):
+    """evaluate.inception_weights: a missing file, a file that is not a state dict, and (in this CPU
+    environment, which must not have torchvision) the missing torch-fidelity, each refused by
+    evaluate() before the encoder is trained. The score itself is checked in the CUDA image
+    (tests/containers/test_cuda_image.py), which has torch-fidelity."""
+    import importlib.util
+
+    import torch
+
+    ds, standin, tmp = real
+    out = tmp_path / "e"
+    with pytest.raises(DataError, match="inception.pth: Inception weights file not found"):
+        evaluate(ds.root, standin.root, _cfg(tmp, inception_weights=tmp_path / "inception.pth"), out)
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not weights")
+    with pytest.raises(DataError, match="junk.pth: not a PyTorch weights file"):
+        evaluate(ds.root, standin.root, _cfg(tmp, inception_weights=junk), out)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(2)], listed)
+    with pytest.raises(DataError, match="list.pth: not a state dict of tensors"):
+        evaluate(ds.root, standin.root, _cfg(tmp, inception_weights=listed), out)
+    weights = tmp_path / "weights.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    if importlib.util.find_spec("torch_fidelity") is None:
+        with pytest.raises(ConfigError, match="standard Inception-FID needs torch-fidelity") as e:
+            evaluate(ds.root, standin.root, _cfg(tmp, inception_weights=weights), out)
+        assert "CUDA image" in e.value.hint and "reference-encoder FID" in e.value.hint
+    assert not out.exists()  # refused before writing anything

@@ -247,7 +247,12 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
                       for c, v in f["per_class"].items()], ["class", "FID", "precision", "recall", "n synthetic"]),
               _fid_bars(f["per_class"]), _tsne(a, classes)]
     if "inception_fid" in f:
-        parts.append(f"<p>Inception-FID: {_fmt(f['inception_fid']['fid'])}</p>")
+        inc = f["inception_fid"]
+        parts.append(
+            f"<p>Standard Inception-FID (ImageNet features, for comparison with the literature only: a poor fit "
+            f"for medical images, niehues2024): synthetic {_fmt(inc['fid'])}, real test vs train "
+            f"{_fmt(inc.get('real_test_vs_train'))}; weights {html.escape(str(inc['weights']))} "
+            f"(sha256 {str(inc.get('weights_sha256', ''))[:16]})</p>")
 
     parts += ["<h2>Variety and complexity</h2>",
               "<p class=note>Lossless-compressed size of the per-class mean image (xing2023 II.D): smaller = more "
