@@ -11,7 +11,7 @@ SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
 MLFLOW_PORT ?= 5000
-.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers pipelines
+.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers test-containers-cuda pipelines
 
 help:
 	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
@@ -23,6 +23,8 @@ help:
 	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
 	@echo "make images  build the CPU image ghcr.io/synthgate/synthgate:VERSION-cpu (podman or docker)"
 	@echo "make test-containers  build the image if needed and test it (CLI, stages, kfp DockerRunner)"
+	@echo "make images-cuda  build the CUDA image ghcr.io/synthgate/synthgate:VERSION-cuda"
+	@echo "make test-containers-cuda  build the CUDA image if needed and test it (stack, Inception-FID, pipeline)"
 
 venv: $(STAMP)
 
@@ -96,10 +98,16 @@ manifests: $(STAMP)
 images:
 	docker/build.sh cpu
 
-# Needs a registry with the PyTorch CUDA base image (docker/Dockerfile.cuda).
+# The CUDA image (docker/Dockerfile.cuda) on the registry's pytorch/pytorch base, or, where that
+# cannot be pulled, on a PyTorch CUDA base made from PyPI's CUDA wheels (docker/Dockerfile.torch-cuda:
+# ~5 GB of downloads, about 5 minutes here). CUDA_BASE_IMAGE=... picks another base.
 images-cuda:
 	docker/build.sh cuda
 
 # Not part of `make test`: tests/containers/conftest.py skips them unless SYNTHGATE_CONTAINER_TESTS=1.
 test-containers: $(STAMP)
 	SYNTHGATE_CONTAINER_TESTS=1 $(BIN)/python -m pytest -q -m containers tests/containers
+
+# The CUDA image's tests too (built when missing; they run on CPU where no GPU is present).
+test-containers-cuda: $(STAMP)
+	SYNTHGATE_CONTAINER_TESTS=1 SYNTHGATE_CUDA_IMAGE_TESTS=1 $(BIN)/python -m pytest -q -m containers tests/containers/test_cuda_image.py

@@ -3,6 +3,9 @@
 #
 #   docker/build.sh cpu     ghcr.io/synthgate/synthgate:$VERSION-cpu  from docker/Dockerfile
 #   docker/build.sh cuda    ghcr.io/synthgate/synthgate:$VERSION-cuda from docker/Dockerfile.cuda
+#   docker/build.sh torch-cuda  localhost/synthgate-torch-cuda:$TORCH from docker/Dockerfile.torch-cuda:
+#               a PyTorch CUDA base made from PyPI's CUDA wheels on the debootstrap base (`cuda`
+#               builds it by itself when the registry's pytorch/pytorch base cannot be pulled)
 #
 # Environment:
 #   ENGINE      docker | podman (default: docker when `docker info` works, else podman; podman is
@@ -10,7 +13,10 @@
 #   BASE_IMAGE  base of the CPU image. Default: python:3.11-slim-bookworm when it is present or can
 #               be pulled, else the debootstrap base localhost/synthgate-base:bookworm, built by
 #               docker/make-base.sh (no registry needed)
-#   CUDA_BASE_IMAGE  base of the CUDA image (default: the Dockerfile.cuda ARG)
+#   CUDA_BASE_IMAGE  base of the CUDA image. Default: the Dockerfile.cuda ARG (pytorch/pytorch)
+#               when it is present or can be pulled, else localhost/synthgate-torch-cuda:$TORCH
+#               (built here when missing)
+#   TORCHVISION_VERSION  torchvision of the local torch-cuda base (default 0.28.0, built for torch 2.13)
 #   IMAGE_REPO  default ghcr.io/synthgate/synthgate;  VERSION  default: pyproject.toml's version
 #   PYTHON      python used to read pip's configuration (default .venv/bin/python, else python3)
 #
@@ -44,6 +50,7 @@ has_image() {
 
 # --- pip configuration of this machine -> PIP_OPTS (+ read-only volumes for local folders) --------
 PIP_OPTS=""
+FIND_LINKS_OPTS=""
 VOLUMES=""
 TORCH_INDEX_URL_ARG=""
 add_volume() {  # $1: a local folder
@@ -61,11 +68,11 @@ for fl in $(pip_values find-links); do
     if [ -d "$path" ]; then
         if [ "$ENGINE" = podman ]; then
             add_volume "$path"
-            PIP_OPTS="$PIP_OPTS --find-links $path"
+            FIND_LINKS_OPTS="$FIND_LINKS_OPTS --find-links $path"
             ls "$path"/torch-"$torch_pin"+cpu-*.whl >/dev/null 2>&1 && TORCH_INDEX_URL_ARG="--build-arg TORCH_INDEX_URL="
         fi
     else
-        PIP_OPTS="$PIP_OPTS --find-links $fl"
+        FIND_LINKS_OPTS="$FIND_LINKS_OPTS --find-links $fl"
     fi
 done
 for opt in index-url extra-index-url; do
@@ -85,6 +92,9 @@ if [ -n "$cert" ] && [ -f "$cert" ] && [ "$ENGINE" = podman ]; then
 fi
 VOLUME_ARGS=""
 for v in $VOLUMES; do VOLUME_ARGS="$VOLUME_ARGS --volume $v"; done
+
+INDEX_OPTS=$PIP_OPTS                  # indexes and certificate only
+PIP_OPTS="$FIND_LINKS_OPTS$PIP_OPTS"   # everything
 
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -106,11 +116,28 @@ cpu)
 cuda)
     TAG="$IMAGE_REPO:$VERSION-cuda"
     DOCKERFILE=docker/Dockerfile.cuda
-    BASE_ARG=${CUDA_BASE_IMAGE:+--build-arg BASE_IMAGE=$CUDA_BASE_IMAGE}
+    if [ -z "${CUDA_BASE_IMAGE:-}" ]; then
+        CUDA_BASE_IMAGE=$(sed -n 's/^ARG BASE_IMAGE=//p' docker/Dockerfile.cuda)
+        if ! has_image "$CUDA_BASE_IMAGE" && ! $ENGINE pull -q "docker.io/$CUDA_BASE_IMAGE" >/dev/null 2>&1; then
+            echo "build: no registry reachable for $CUDA_BASE_IMAGE; using a PyTorch CUDA base built from PyPI wheels"
+            CUDA_BASE_IMAGE=localhost/synthgate-torch-cuda:$torch_pin
+            has_image "$CUDA_BASE_IMAGE" || ENGINE=$ENGINE "$0" torch-cuda
+        fi
+    fi
+    BASE_ARG="--build-arg BASE_IMAGE=$CUDA_BASE_IMAGE"
     TORCH_INDEX_URL_ARG=""
     ;;
+torch-cuda)
+    TAG="localhost/synthgate-torch-cuda:$torch_pin"
+    DOCKERFILE=docker/Dockerfile.torch-cuda
+    ENGINE=$ENGINE docker/make-base.sh
+    BASE_ARG="--build-arg BASE_IMAGE=localhost/synthgate-base:bookworm --build-arg TORCH_VERSION=$torch_pin"
+    BASE_ARG="$BASE_ARG --build-arg TORCHVISION_VERSION=${TORCHVISION_VERSION:-0.28.0}"
+    TORCH_INDEX_URL_ARG=""
+    PIP_OPTS=$INDEX_OPTS   # no find-links: a local 2.13.0+cpu wheel would win over PyPI's CUDA 2.13.0
+    ;;
 *)
-    echo "usage: $0 cpu|cuda" >&2; exit 2 ;;
+    echo "usage: $0 cpu|cuda|torch-cuda" >&2; exit 2 ;;
 esac
 
 echo "build: $ENGINE build -f $DOCKERFILE ${BASE_ARG:-} -t $TAG (pip:${PIP_OPTS:- default}; mounts:${VOLUMES:- none})"

@@ -24,6 +24,9 @@ VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["versi
 #: The image under test: ``make images`` builds this tag; SYNTHGATE_IMAGE tests another one (not rebuilt).
 IMAGE = os.environ.get("SYNTHGATE_IMAGE") or f"ghcr.io/synthgate/synthgate:{VERSION}-cpu"
 BUILD_TIMEOUT = int(os.environ.get("SYNTHGATE_IMAGE_BUILD_TIMEOUT", "2400"))
+#: The CUDA image (docker/Dockerfile.cuda): tested only with SYNTHGATE_CUDA_IMAGE_TESTS=1 (make
+#: test-containers-cuda) or a given SYNTHGATE_CUDA_IMAGE, since building it downloads ~5 GB of wheels.
+CUDA_IMAGE = os.environ.get("SYNTHGATE_CUDA_IMAGE") or f"ghcr.io/synthgate/synthgate:{VERSION}-cuda"
 
 
 def _enabled(config: pytest.Config) -> bool:
@@ -63,21 +66,44 @@ def engine() -> str:
     return "podman"
 
 
+def _given_or_built(engine: str, env_var: str, tag: str, flavour: str) -> str:
+    """``tag`` as it is when ``env_var`` names it (it must exist), else (re)built by docker/build.sh."""
+    if os.environ.get(env_var):
+        if not _works([engine, "image", "inspect", tag]):
+            pytest.fail(f"{env_var}={tag} is not in the local {engine} store")
+        return tag
+    start = time.monotonic()
+    r = subprocess.run([str(REPO / "docker" / "build.sh"), flavour], cwd=REPO, env={**os.environ, "ENGINE": engine},
+                       capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    assert r.returncode == 0, f"{flavour} image build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    print(f"\nimage {tag} ready in {time.monotonic() - start:.0f} s")
+    return tag
+
+
 @pytest.fixture(scope="session")
 def image(engine: str) -> str:
     """The CPU image, (re)built from this checkout with docker/build.sh (what ``make images`` runs):
     seconds when nothing changed, about 30 s when only src/ did. SYNTHGATE_IMAGE=... tests that image
     as it is."""
-    if os.environ.get("SYNTHGATE_IMAGE"):
-        if not _works([engine, "image", "inspect", IMAGE]):
-            pytest.fail(f"SYNTHGATE_IMAGE={IMAGE} is not in the local {engine} store")
-        return IMAGE
-    start = time.monotonic()
-    r = subprocess.run([str(REPO / "docker" / "build.sh"), "cpu"], cwd=REPO, env={**os.environ, "ENGINE": engine},
-                       capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    assert r.returncode == 0, f"image build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-    print(f"\nimage {IMAGE} ready in {time.monotonic() - start:.0f} s")
-    return IMAGE
+    return _given_or_built(engine, "SYNTHGATE_IMAGE", IMAGE, "cpu")
+
+
+@pytest.fixture(scope="session")
+def cuda_image(engine: str) -> str:
+    """The CUDA image, built with docker/build.sh cuda (on the registry's pytorch/pytorch base, or
+    where none can be pulled on a PyTorch CUDA base made from PyPI's wheels: docker/Dockerfile.torch-cuda).
+    Only with SYNTHGATE_CUDA_IMAGE_TESTS=1 or a given SYNTHGATE_CUDA_IMAGE."""
+    if not os.environ.get("SYNTHGATE_CUDA_IMAGE") and os.environ.get("SYNTHGATE_CUDA_IMAGE_TESTS") != "1":
+        pytest.skip("CUDA image tests: make test-containers-cuda (SYNTHGATE_CUDA_IMAGE_TESTS=1; the build "
+                    "downloads ~5 GB of CUDA wheels)")
+    return _given_or_built(engine, "SYNTHGATE_CUDA_IMAGE", CUDA_IMAGE, "cuda")
+
+
+def open_for_image(path: Path) -> Path:
+    """Let the image's user (uid 1000) write into a host folder mounted into the container."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
 
 
 def run_in(engine: str, image: str, *cmd: str, volumes: dict[Path, str] | None = None, workdir: str | None = None,

@@ -90,7 +90,9 @@ def test_cuda_image_keeps_the_base_torch():
     runs = [a for o, a in ins if o == "RUN"]
     # the torch pin is filtered out of the constraints and replaced by the base's own version
     assert any("grep -v" in r and "torch" in r and "constraints.txt > constraints-cuda.txt" in r for r in runs)
-    assert any('print("torch==" + torch.__version__)' in r or "torch==" in r and "torch.__version__" in r for r in runs)
+    # ... read from the installed distributions (torch.__version__ may carry a +cuXYZ label pip cannot match)
+    assert any("constraints-cuda.txt" in r and "m.distributions()" in r and '("torch", "torchvision")' in r
+               for r in runs)
     for r in runs:
         for cmd in re.split(r";|&&", r):
             if "pip install" in cmd:
@@ -101,6 +103,25 @@ def test_cuda_image_keeps_the_base_torch():
                 assert "constraints" in cmd or "--upgrade pip" in cmd or "--no-deps" in words, cmd
     assert any('test "$before" = "$after"' in r for r in runs)  # the build fails if torch changed
     assert any("--system-site-packages /opt/venv" in r for r in runs)
+
+
+def test_local_torch_cuda_base_matches_the_pin():
+    """docker/Dockerfile.torch-cuda: the PyTorch CUDA base made from PyPI's wheels where no registry
+    can be pulled; the torch it installs is the project's pin, and the build fails on a CPU torch."""
+    ins = instructions(DOCKER / "Dockerfile.torch-cuda")
+    assert ins[0] == ("ARG", "BASE_IMAGE=localhost/synthgate-base:bookworm") and ins[1] == ("FROM", "${BASE_IMAGE}")
+    args = dict(a.split("=", 1) for o, a in ins if o == "ARG" and "=" in a)
+    pin = next(ln.split("==")[1] for ln in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+               if ln.startswith("torch=="))
+    assert args["TORCH_VERSION"] == pin
+    run = next(a for o, a in ins if o == "RUN" and "pip install" in a)
+    assert '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"' in run
+    assert "assert torch.version.cuda" in run and "python3.11-venv" in run
+    build = (DOCKER / "build.sh").read_text()
+    # no find-links there: a local 2.13.0+cpu wheel would win over PyPI's CUDA 2.13.0
+    torch_cuda = build[build.index("torch-cuda)"):]
+    assert "PIP_OPTS=$INDEX_OPTS" in torch_cuda[: torch_cuda.index(";;")]
+    assert "localhost/synthgate-torch-cuda:$torch_pin" in build
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -120,6 +141,6 @@ def test_scripts_parse(script):
 def test_make_targets():
     makefile = (REPO / "Makefile").read_text()
     phony = next(ln for ln in makefile.splitlines() if ln.startswith(".PHONY:"))
-    for target in ("images", "images-cuda", "test-containers"):
+    for target in ("images", "images-cuda", "test-containers", "test-containers-cuda"):
         assert target in phony.split() and re.search(rf"^{target}:", makefile, re.M)
     assert "-m containers tests/containers" in makefile

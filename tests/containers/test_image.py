@@ -14,16 +14,10 @@ import pytest
 from kfp import dsl
 
 from tests.containers.conftest import IMAGE, VERSION, run_in
+from tests.containers.conftest import open_for_image as _open
 from tests.helpers import REPO, make_folder
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
-
-
-def _open(path: Path) -> Path:
-    """Let the image's user (uid 1000) write into a host folder mounted into the container."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)
-    return path
 
 
 def test_cli_help(engine, image):
@@ -211,11 +205,13 @@ print("PIPELINE-DONE")
 """
 
 
-@pytest.mark.skipif(not (REPO / "pipelines" / "synthesis.py").exists() or not (REPO / "components").is_dir(),
-                    reason="pipelines/synthesis.py or components/ not in this checkout")
-def test_synthesis_pipeline_in_containers(image, docker_host, mlflow_server, tmp_path):
+def run_synthesis_in_containers(image: str, docker_host: str, mlflow_server: str, tmp_path: Path) -> str:
+    """Run the CPU synthesis pipeline with every step a container of ``image``; check that every
+    step succeeded and one model version was registered; return the log (colours removed)."""
     import subprocess
     import sys
+
+    from mlflow import MlflowClient
 
     root = _open(tmp_path / "pipeline_root")
     raw = make_folder(root / "raw", {"a": 40, "b": 40}, mixed=False)
@@ -223,17 +219,20 @@ def test_synthesis_pipeline_in_containers(image, docker_host, mlflow_server, tmp
            "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-c", _SYNTHESIS_RUN, str(root), str(raw), mlflow_server], cwd=REPO,
                        env=env, capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0 and "PIPELINE-DONE" in r.stdout, (r.stdout + r.stderr)[-8000:]
+    log = _plain(r.stdout + r.stderr)
+    assert r.returncode == 0 and "PIPELINE-DONE" in r.stdout, log[-8000:]
     for step in ("prepare", "validate", "train", "sample", "evaluate", "gate", "register"):
-        assert f"Task '{step}' finished with status SUCCESS" in _plain(r.stdout + r.stderr), step
-    assert "Found image" in r.stdout + r.stderr  # the local image, never pulled
+        assert f"Task '{step}' finished with status SUCCESS" in log, step
+    assert "Found image" in log  # the local image, never pulled
+    assert "passed" in json.loads(next(root.rglob("gate.json")).read_text())
+    assert len(MlflowClient(mlflow_server).search_model_versions("name='container-test'")) == 1
+    return log
 
-    gate = json.loads(next(root.rglob("gate.json")).read_text())
-    assert "passed" in gate
-    from mlflow import MlflowClient
 
-    versions = MlflowClient(mlflow_server).search_model_versions("name='container-test'")
-    assert len(versions) == 1
+@pytest.mark.skipif(not (REPO / "pipelines" / "synthesis.py").exists() or not (REPO / "components").is_dir(),
+                    reason="pipelines/synthesis.py or components/ not in this checkout")
+def test_synthesis_pipeline_in_containers(image, docker_host, mlflow_server, tmp_path):
+    run_synthesis_in_containers(image, docker_host, mlflow_server, tmp_path)
 
 
 def _plain(text: str) -> str:
