@@ -26,6 +26,11 @@ CACHED_STEPS = frozenset({"prepare", "validate", "sample", "evaluate", "gate"})
 #: Steps that get a GPU in the GPU pipelines.
 GPU_STEPS = frozenset({"train", "sample", "publish"})
 
+#: The GPU train step is retried this often (a preempted or evicted GPU node); with the pipeline's
+#: checkpoint_uri the retry resumes from the newest mirrored checkpoint instead of step 0.
+TRAIN_RETRIES = 2
+TRAIN_RETRY_BACKOFF = "60s"
+
 #: (cpu request, cpu limit, memory request, memory limit) per step.
 RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "prepare": ("2", "4", "4Gi", "16Gi"),
@@ -54,4 +59,6 @@ def configure(task: PipelineTask, step: str, gpu: bool, cache_training: bool = F
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
         kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+        if step == "train":
+            task.set_retry(num_retries=TRAIN_RETRIES, backoff_duration=TRAIN_RETRY_BACKOFF)
     return task

@@ -69,6 +69,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
         publish_store: str = "",
         tracking_uri: str = "",
         params_json: str = default_params,
+        checkpoint_uri: str = "",
         train_nodes: int = 1,
         gpus_per_node: int = 1,
     ):
@@ -90,6 +91,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
             publish_store: With auto_promote: publish the synthetic dataset to this store (s3://bucket/prefix or a path). Empty: do not publish.
             tracking_uri: MLflow tracking server. Empty: MLFLOW_TRACKING_URI from the synthgate-endpoints ConfigMap.
             params_json: The experiment settings (params.yaml as JSON); the parameters above override fields of it.
+            checkpoint_uri: s3://bucket/prefix: the single-node train step mirrors its checkpoints to prefix/<run id>, so a restarted pod (preempted node, retry) resumes from the newest. Empty: a restarted train step starts over.
             train_nodes: Training nodes. Above 1: a Kubeflow Trainer TrainJob trains on train_nodes x gpus_per_node GPUs (DDP under torchrun); the dataset and model travel through the artifact bucket.
             gpus_per_node: GPUs (training processes) per node of the TrainJob; used when train_nodes is above 1.
         """
@@ -98,6 +100,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
         val = configure(validate(params_json=params_json, dataset=prep.outputs["dataset"]), "validate", gpu)
         real = val.outputs["validated"]
         overrides = {"generator_type": generator_type, "generator_size": generator_size, "train_steps": train_steps}
+        resumable = {"checkpoint_uri": checkpoint_uri, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         if gpu:
             with dsl.If(train_nodes > 1, name="multi-node"):
                 dist = configure(train_distributed(params_json=params_json, **overrides, num_nodes=train_nodes,
@@ -106,11 +109,12 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
                 # the TrainJob goes into the namespace of this step's pod
                 kubernetes.use_field_path_as_env(dist, env_name="POD_NAMESPACE", field_path="metadata.namespace")
             with dsl.Else(name="single-node"):
-                tr = configure(train_op(params_json=params_json, **overrides, dataset=real), "train", gpu,
-                               cache_training)
+                tr = configure(train_op(params_json=params_json, **overrides, dataset=real, **resumable), "train",
+                               gpu, cache_training)
             generator = dsl.OneOf(dist.outputs["generator"], tr.outputs["generator"])
         else:
-            tr = configure(train_op(params_json=params_json, **overrides, dataset=real), "train", gpu, cache_training)
+            tr = configure(train_op(params_json=params_json, **overrides, dataset=real, **resumable), "train", gpu,
+                           cache_training)
             generator = tr.outputs["generator"]
         smp = configure(sample_op(params_json=params_json, samples_per_class=samples_per_class,
                                generator=generator, real=real), "sample", gpu)

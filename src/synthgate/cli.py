@@ -240,13 +240,15 @@ def train(
     compile_: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile (CUDA)")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                          help="continue from the latest checkpoint in --out")] = True,
+    checkpoint_uri: Annotated[str | None, typer.Option(
+        help="s3://BUCKET/PREFIX or a folder: mirror checkpoints there and resume from it (a restarted pod)")] = None,
 ) -> None:
     """Train a class-conditional generator (diffusion or cpD-GAN); resumes after a kill."""
     from synthgate import stages
 
     p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,
                          "train.batch_size": batch_size, "train.device": device, "train.compile": compile_})
-    result = stages.train(p, dataset, out, _reporter(), resume)
+    result = stages.train(p, dataset, out, _reporter(), resume, checkpoint_uri=checkpoint_uri)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; rank 0 speaks for the run
         _print_training(result)
 

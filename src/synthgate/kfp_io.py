@@ -65,6 +65,14 @@ def optional(text: str) -> str | None:
     return text.strip() or None
 
 
+def run_scoped(uri: str, run_id: str) -> str | None:
+    """``uri/run_id`` (the train step's checkpoint mirror of this pipeline run), or None for ``""``."""
+    uri = uri.strip().rstrip("/")
+    if not uri:
+        return None
+    return f"{uri}/{run_id.strip() or 'run'}"
+
+
 def text_file(text: str, name: str) -> Path | None:
     """Write a string parameter (e.g. the gate policy YAML) to a temporary file; empty -> None."""
     if not text.strip():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from synthgate.config import Params
+from synthgate.errors import ConfigError
 from synthgate.progress import Reporter
 
 if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load with the stage
@@ -89,12 +90,36 @@ def train(
     out: Path = DEFAULT_GENERATOR,
     reporter: Reporter | None = None,
     resume: bool = True,
+    checkpoint_uri: str | None = None,
 ) -> TrainResult:
-    """Canonical dataset (train split) -> class-conditional generator in ``out/model``."""
+    """Canonical dataset (train split) -> class-conditional generator in ``out/model``.
+
+    ``checkpoint_uri`` (``s3://bucket/prefix`` or a folder): checkpoints are mirrored there as they
+    are written and the newest is restored first, so a restarted pod resumes
+    (:mod:`synthgate.generators.checkpoint_sync`); without ``resume`` the mirror is cleared too.
+    One process only: torchrun runs resume from ``out`` on a volume every node shares.
+    """
+    from synthgate.generators.distributed import world_size_from_env
     from synthgate.generators.train import train as _train
 
-    return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume,
-                  encoder=params.evaluate.encoder, fid_sampling=params.sample)
+    mirror = None
+    if checkpoint_uri:
+        from synthgate.generators.checkpoint_sync import CheckpointMirror
+
+        if world_size_from_env() > 1:
+            raise ConfigError("--checkpoint-uri works in a single training process, not under torchrun",
+                              hint="multi-node runs resume from --out on a volume every node mounts (k8s/training)")
+        mirror = CheckpointMirror(checkpoint_uri, params.train.keep_checkpoints, reporter)
+        if resume:
+            mirror.restore(Path(out))
+        else:
+            mirror.clear()
+    try:
+        return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume,
+                      encoder=params.evaluate.encoder, fid_sampling=params.sample, on_checkpoint=mirror)
+    finally:
+        if mirror is not None:
+            mirror.close()
 
 
 @_tracked

@@ -85,11 +85,12 @@ def pipeline_run(tmp_path_factory, mlflow_server):
     try:
         with _quiet():
             pipe(params_json=params_json, gate_policy_yaml=yaml.safe_dump(PERMISSIVE_POLICY), auto_promote=True,
-                 publish_store=str(store) if HAS_PUBLISH else "", tracking_uri=mlflow_server, model_name=MODEL)
+                 publish_store=str(store) if HAS_PUBLISH else "", tracking_uri=mlflow_server, model_name=MODEL,
+                 checkpoint_uri=str(tmp / "checkpoints"))
         seconds = time.perf_counter() - start
         print(f"\nkfp.local synthesis pipeline: {seconds:.1f} s")
         yield SimpleNamespace(root=root, run=_run_dirs(root)[0], pipe=pipe, params_json=params_json, store=store,
-                              uri=mlflow_server, seconds=seconds)
+                              uri=mlflow_server, seconds=seconds, checkpoints=tmp / "checkpoints")
     finally:
         if old_tmpdir is None:
             os.environ.pop("TMPDIR", None)
@@ -105,6 +106,15 @@ def test_every_step_ran_and_succeeded(pipeline_run):
     ran = {p.name for p in pipeline_run.run.iterdir() if (p / "executor_output.json").exists()}
     assert ran == (STEPS if HAS_PUBLISH else STEPS - {"publish"})
     assert "is now @approved (gate passed)" in _output(pipeline_run.run, "promote")["parameterValues"]["Output"]
+
+
+def test_train_step_mirrors_its_checkpoints_per_run(pipeline_run):
+    """checkpoint_uri: the train step mirrors to <uri>/<pipeline run id>/ (what a restarted pod resumes from)."""
+    runs = [p for p in pipeline_run.checkpoints.iterdir() if p.is_dir()]
+    assert len(runs) == 1 and runs[0].name not in ("", "run")  # the run id placeholder was resolved
+    names = sorted(p.name for p in (runs[0] / "checkpoints").iterdir())
+    assert names and all(n.startswith("step_") for n in names)
+    assert {n.removesuffix(".sha256") for n in names if n.endswith(".sha256")} == {n for n in names if n.endswith(".pt")}
 
 
 def test_typed_artifacts(pipeline_run):

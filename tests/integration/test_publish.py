@@ -352,3 +352,24 @@ def test_params_publish_section_drives_the_stage(mlflow_server, model_dir, sampl
     r = stages.publish(p, name, samples=samples.root, tracking_uri=mlflow_server)
     assert r.manifest["dataset"]["shards"] == 2 and not any(f["path"].startswith("png/") for f in r.manifest["files"])
     assert "CC BY 4.0" in (tmp_path / "pstore" / r.name / "v1" / "DATACARD.md").read_text()
+
+
+# --------------------------------------------------------------------------- training checkpoints
+def test_training_checkpoints_mirrored_to_s3_and_restored(s3_env, tmp_path):
+    """`synthgate train --checkpoint-uri s3://...`: a second pod on an empty disk resumes from S3."""
+    from synthgate import stages
+    from synthgate.config import Params
+    from tests.unit.generators_helpers import make_dataset, quick, single_thread, tiny
+
+    ds = make_dataset(tmp_path / "ds")
+    uri = f"s3://{BUCKET}/checkpoints/run-1"
+    params = Params(generator=tiny(), train=quick(steps=4, checkpoint_every=2))
+    with single_thread():
+        stages.train(params, ds.root, tmp_path / "pod1", checkpoint_uri=uri)
+        keys = [o["Key"] for o in _s3_client(s3_env).list_objects_v2(Bucket=BUCKET, Prefix="checkpoints/run-1/")
+                ["Contents"]]
+        assert sorted(keys) == [f"checkpoints/run-1/checkpoints/step_0000000{s}.pt{x}" for s in (2, 4)
+                                for x in ("", ".sha256")]
+        more = stages.train(Params(generator=tiny(), train=quick(steps=6, checkpoint_every=2)), ds.root,
+                            tmp_path / "pod2", checkpoint_uri=uri)
+    assert more.resumed_from == 4 and more.steps == 6

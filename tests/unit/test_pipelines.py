@@ -108,7 +108,8 @@ def test_pipeline_parameters_and_defaults(compiled):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == {"source_uri", "dvc_repo", "dvc_rev", "generator_type", "generator_size", "train_steps",
                            "samples_per_class", "resolution", "gate_policy_yaml", "model_name", "auto_promote",
-                           "alias", "publish_store", "tracking_uri", "params_json", "train_nodes", "gpus_per_node"}
+                           "alias", "publish_store", "tracking_uri", "params_json", "checkpoint_uri", "train_nodes",
+                           "gpus_per_node"}
     assert params["auto_promote"]["parameterType"] == "BOOLEAN" and params["auto_promote"]["defaultValue"] is False
     assert params["train_nodes"]["parameterType"] == "NUMBER_INTEGER" and params["train_nodes"]["defaultValue"] == 1
     assert params["gpus_per_node"]["defaultValue"] == 1
@@ -117,7 +118,7 @@ def test_pipeline_parameters_and_defaults(compiled):
     assert set(params) - set(cpu_params) == {"train_nodes", "gpus_per_node"}
     assert all(p.get("description") for p in cpu_params.values())
     assert params["train_steps"]["parameterType"] == "NUMBER_INTEGER"
-    assert params["publish_store"]["defaultValue"] == ""
+    assert params["publish_store"]["defaultValue"] == "" and params["checkpoint_uri"]["defaultValue"] == ""
     assert all(p.get("description") for p in params.values())  # the Kubeflow UI shows them
     # the defaults are the repository's params.yaml and gates.yaml
     p = Params.model_validate(json.loads(params["params_json"]["defaultValue"]))
@@ -468,3 +469,27 @@ def test_fetch_source_from_s3(tmp_path, monkeypatch):
         assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png")) == ["a/1.png", "b/2.png"]
         with pytest.raises(DataError, match="no object or prefix"):
             kfp_io.fetch_source("s3://raw/nothing/here", dest=tmp_path / "three")
+
+
+@pytest.mark.parametrize("name", ["synthesis.yaml", "synthesis-cpu.yaml"])
+def test_train_step_is_resumable(compiled, name):
+    """The train step gets checkpoint_uri and the run id (KFP resolves the placeholder), so a restarted
+    pod resumes from <checkpoint_uri>/<run id>; on GPU nodes (preemptible) KFP retries it."""
+    spec, _ = compiled[name]
+    train = _tasks(spec)["train"]
+    args = train["inputs"]["parameters"]
+    assert args["checkpoint_uri"] == {"componentInputParameter": "pipelinechannel--checkpoint_uri"} or \
+        args["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
+    assert args["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    if name == "synthesis.yaml":
+        assert train["retryPolicy"]["maxRetryCount"] == 2 and train["retryPolicy"]["backoffDuration"] == "60s"
+    else:
+        assert "retryPolicy" not in train
+
+
+def test_run_scoped_checkpoint_uri():
+    from synthgate.kfp_io import run_scoped
+
+    assert run_scoped("", "abc") is None and run_scoped("  ", "abc") is None
+    assert run_scoped("s3://bucket/ckpt/", "1234-uuid") == "s3://bucket/ckpt/1234-uuid"
+    assert run_scoped("s3://bucket/ckpt", "") == "s3://bucket/ckpt/run"

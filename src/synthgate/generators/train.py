@@ -43,6 +43,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,7 @@ def train(
     resume: bool = True,
     encoder: Any = None,
     fid_sampling: SampleConfig | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train a class-conditional generator on the train split of ``dataset_dir``.
 
@@ -336,19 +338,23 @@ def train(
     as the evaluation stage), ``fid_sampling`` how the evaluation samples are drawn (diffusion:
     sampler, steps, guidance; default :class:`SampleConfig`'s). The model saved is the best
     evaluation's, and ``TrainResult.fid`` tells which step that was and why training stopped.
+
+    ``on_checkpoint(path)`` is called on rank 0 after each checkpoint is written (and older ones
+    pruned), e.g. a :class:`~synthgate.generators.checkpoint_sync.CheckpointMirror`.
     """
     if gcfg.type not in MODEL_TYPES:
         raise _unknown_type(gcfg.type)
     ctx = setup(tcfg.device, "train.device")
     try:
-        return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx, encoder, fid_sampling)
+        return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx, encoder, fid_sampling,
+                      on_checkpoint)
     finally:
         ctx.close()
 
 
 def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir: Path, reporter: Reporter | None,
-           resume: bool, ctx: DistContext, encoder_cfg: Any = None, fid_sampling: SampleConfig | None = None
-           ) -> TrainResult:
+           resume: bool, ctx: DistContext, encoder_cfg: Any = None, fid_sampling: SampleConfig | None = None,
+           on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     from synthgate.monitoring.metrics import (
         TRAIN_FID,
         TRAIN_FID_BEST,
@@ -469,6 +475,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
             _write_checkpoint(path, state)
             for old in list_checkpoints(out_dir)[: -tcfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
+            if on_checkpoint is not None:
+                on_checkpoint(path)
         return path
 
     def sample_grid(step: int) -> Path:
