@@ -16,7 +16,8 @@
 4. uploads atomically for readers: every file under ``.staging/NAME/VERSION/UUID/`` (S3 checks each
    upload against its sha256), verifies the staging copy, copies it into ``NAME/VERSION/``
    (server-side on S3) and writes ``manifest.json`` there last. A dataset exists for readers only
-   when its manifest does; a killed publish leaves staging debris that no reader lists.
+   when its manifest does; a killed publish leaves staging debris that no reader lists, and the
+   next publish of the same dataset removes it once it is a day old (:func:`collect_staging`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from synthgate.utils import sha256_file, utc_now
 
 FORMAT = "synthgate.published-dataset/v1"
 STAGING = ".staging"
+#: Staging uploads older than this are abandoned (a killed publish); the next publish removes them.
+STAGING_MAX_AGE_S = 24 * 3600.0
+STARTED = ".started"
 MANIFEST = "manifest.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
@@ -431,9 +435,13 @@ def publish(
                                      notes=[*notes, "already published with the same content; nothing uploaded"])
             raise PublishRefused(f"{name}:{version} is already published with other content",
                                  hint="datasets are immutable: publish under another --version")
+        abandoned = collect_staging(st, name)
+        if abandoned:
+            notes.append(f"removed {len(abandoned)} abandoned staging upload(s) of {name} (a killed publish)")
         staging = f"{STAGING}/{name}/{version}/{uuid.uuid4().hex[:12]}"
         t_upload0 = time.perf_counter()
         try:
+            st.put_bytes(f"{staging}/{STARTED}", repr(time.time()).encode())  # first: dates this upload
             sent = _upload_all(st, files, pkg, staging, workers, reporter)
             _verify_staging(st, files, pkg, staging)
             for f in files:
@@ -453,6 +461,32 @@ def publish(
     timings = {"resolve_and_sample": t_sample, "package": t_package, "upload": time.perf_counter() - t_upload0}
     return PublishResult(name, version, f"{st.uri}/{final}", info["num_images"], manifest, bytes=sent,
                          seconds=time.perf_counter() - t0, notes=notes, timings=timings)
+
+
+def collect_staging(st: Store, name: str, now: float | None = None, max_age_s: float = STAGING_MAX_AGE_S
+                    ) -> list[str]:
+    """Remove the staging uploads of dataset ``name`` that a killed publish left behind: those whose
+    ``.started`` stamp (the first object every publish writes) is older than ``max_age_s``, and
+    those without one (left by synthgate before the stamp existed). Younger ones may belong to a
+    publish still running and are kept. Returns the removed prefixes."""
+    now = time.time() if now is None else now
+    groups: dict[str, set[str]] = {}
+    for key in st.list_keys(f"{STAGING}/{name}"):
+        parts = key.split("/")
+        if len(parts) >= 5:  # .staging/NAME/VERSION/UUID/file...
+            groups.setdefault("/".join(parts[:4]), set()).add("/".join(parts[4:]))
+    removed = []
+    for prefix, files in sorted(groups.items()):
+        started = None
+        if STARTED in files:
+            try:
+                started = float(st.get_bytes(f"{prefix}/{STARTED}").decode())
+            except (KeyError, ValueError):
+                started = None
+        if started is None or now - started > max_age_s:
+            st.delete_prefix(prefix)
+            removed.append(prefix)
+    return removed
 
 
 def _read_manifest(st: Store, prefix: str) -> dict[str, Any] | None:
