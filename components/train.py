@@ -6,16 +6,16 @@ from components.images import CUDA_IMAGE
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def train(params_json: str, generator_type: str, generator_size: str, train_steps: int, dataset: Input[Dataset],
-          generator: Output[Model], checkpoint_uri: str = "", run_id: str = ""):
+          generator: Output[Model], checkpoint_uri: str = ""):
     """Class-conditional generator trained on the dataset's train split (``""``/0 = from the params).
 
-    ``checkpoint_uri`` (s3://bucket/prefix): checkpoints are mirrored to ``checkpoint_uri/run_id`` and
-    a restarted pod (preemption, a retry) resumes from the newest; empty: a restart starts over (the
-    pod's work folder is new, so resuming finds nothing else)."""
+    ``checkpoint_uri`` (s3://bucket/prefix): checkpoints are mirrored under it, in a folder of this run's
+    task (:func:`synthgate.kfp_io.run_scoped`), and a restarted pod (preemption, a retry) resumes from
+    the newest; empty: a restart starts over (the pod's work folder is new, so resuming finds nothing)."""
     from synthgate import kfp_io, stages
 
     kfp_io.model_out(generator, stages.train(
         kfp_io.params(params_json, {"generator.type": generator_type, "generator.size": generator_size,
                                     "train.steps": train_steps}),
         kfp_io.folder(dataset), kfp_io.workdir("synthgate-train-"), kfp_io.reporter(), True,
-        checkpoint_uri=kfp_io.run_scoped(checkpoint_uri, run_id)))
+        checkpoint_uri=kfp_io.run_scoped(checkpoint_uri, generator)))

@@ -91,7 +91,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
             publish_store: With auto_promote: publish the synthetic dataset to this store (s3://bucket/prefix or a path). Empty: do not publish.
             tracking_uri: MLflow tracking server. Empty: MLFLOW_TRACKING_URI from the synthgate-endpoints ConfigMap.
             params_json: The experiment settings (params.yaml as JSON); the parameters above override fields of it.
-            checkpoint_uri: s3://bucket/prefix: the single-node train step mirrors its checkpoints to prefix/<run id>, so a restarted pod (preempted node, retry) resumes from the newest. Empty: a restarted train step starts over.
+            checkpoint_uri: s3://bucket/prefix: the single-node train step mirrors its checkpoints under prefix (a folder per run and task), so a restarted pod (preempted node, retry) resumes from the newest. Empty: a restarted train step starts over.
             train_nodes: Training nodes. Above 1: a Kubeflow Trainer TrainJob trains on train_nodes x gpus_per_node GPUs (DDP under torchrun); the dataset and model travel through the artifact bucket.
             gpus_per_node: GPUs (training processes) per node of the TrainJob; used when train_nodes is above 1.
         """
@@ -100,7 +100,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
         val = configure(validate(params_json=params_json, dataset=prep.outputs["dataset"]), "validate", gpu)
         real = val.outputs["validated"]
         overrides = {"generator_type": generator_type, "generator_size": generator_size, "train_steps": train_steps}
-        resumable = {"checkpoint_uri": checkpoint_uri, "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        resumable = {"checkpoint_uri": checkpoint_uri}
         if gpu:
             with dsl.If(train_nodes > 1, name="multi-node"):
                 dist = configure(train_distributed(params_json=params_json, **overrides, num_nodes=train_nodes,

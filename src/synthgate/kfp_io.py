@@ -65,12 +65,18 @@ def optional(text: str) -> str | None:
     return text.strip() or None
 
 
-def run_scoped(uri: str, run_id: str) -> str | None:
-    """``uri/run_id`` (the train step's checkpoint mirror of this pipeline run), or None for ``""``."""
+def run_scoped(uri: str, output: Any) -> str | None:
+    """Where the train step mirrors its checkpoints: ``uri/<scope>``, the scope a hash of the step's
+    output artifact URI, which KFP derives from the run and the task: the same for a retried pod of
+    this task, another one for every other run. (The run id as an input parameter would change the
+    step's cache key in every run.) None when ``uri`` is empty."""
+    import hashlib
+
     uri = uri.strip().rstrip("/")
     if not uri:
         return None
-    return f"{uri}/{run_id.strip() or 'run'}"
+    where = str(getattr(output, "uri", "") or getattr(output, "path", "") or "")
+    return f"{uri}/{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
 
 def text_file(text: str, name: str) -> Path | None:

@@ -109,9 +109,10 @@ def test_every_step_ran_and_succeeded(pipeline_run):
 
 
 def test_train_step_mirrors_its_checkpoints_per_run(pipeline_run):
-    """checkpoint_uri: the train step mirrors to <uri>/<pipeline run id>/ (what a restarted pod resumes from)."""
+    """checkpoint_uri: the train step mirrors to <uri>/<scope of this run's task>/ (what a restarted pod
+    resumes from)."""
     runs = [p for p in pipeline_run.checkpoints.iterdir() if p.is_dir()]
-    assert len(runs) == 1 and runs[0].name not in ("", "run")  # the run id placeholder was resolved
+    assert len(runs) == 1 and len(runs[0].name) == 16
     names = sorted(p.name for p in (runs[0] / "checkpoints").iterdir())
     assert names and all(n.startswith("step_") for n in names)
     assert {n.removesuffix(".sha256") for n in names if n.endswith(".sha256")} == {n for n in names if n.endswith(".pt")}
@@ -190,7 +191,8 @@ def test_strict_policy_fails_promotion_with_the_gate_reasons(pipeline_run, capfd
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match=r"Inner task failed: .*promote"), _quiet():
         pipeline_run.pipe(params_json=pipeline_run.params_json, auto_promote=True,  # default: gates.yaml
-                          publish_store=str(pipeline_run.store), tracking_uri=pipeline_run.uri, model_name=MODEL)
+                          publish_store=str(pipeline_run.store), tracking_uri=pipeline_run.uri, model_name=MODEL,
+                          checkpoint_uri=str(pipeline_run.checkpoints))  # the same train inputs: cached
     print(f"\nkfp.local strict rerun: {time.perf_counter() - start:.1f} s")
     out = capfd.readouterr().out
     assert "failed its gate; not promoted to @approved" in out

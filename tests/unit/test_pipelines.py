@@ -473,14 +473,14 @@ def test_fetch_source_from_s3(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["synthesis.yaml", "synthesis-cpu.yaml"])
 def test_train_step_is_resumable(compiled, name):
-    """The train step gets checkpoint_uri and the run id (KFP resolves the placeholder), so a restarted
-    pod resumes from <checkpoint_uri>/<run id>; on GPU nodes (preemptible) KFP retries it."""
+    """The train step gets checkpoint_uri, so a restarted pod resumes from its mirror; on GPU nodes
+    (preemptible) KFP retries it."""
     spec, _ = compiled[name]
     train = _tasks(spec)["train"]
     args = train["inputs"]["parameters"]
     assert args["checkpoint_uri"] == {"componentInputParameter": "pipelinechannel--checkpoint_uri"} or \
         args["checkpoint_uri"] == {"componentInputParameter": "checkpoint_uri"}
-    assert args["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert "run_id" not in args  # a per-run input would change the cache key (--cache-training) every run
     if name == "synthesis.yaml":
         assert train["retryPolicy"]["maxRetryCount"] == 2 and train["retryPolicy"]["backoffDuration"] == "60s"
     else:
@@ -488,8 +488,14 @@ def test_train_step_is_resumable(compiled, name):
 
 
 def test_run_scoped_checkpoint_uri():
+    from types import SimpleNamespace
+
     from synthgate.kfp_io import run_scoped
 
-    assert run_scoped("", "abc") is None and run_scoped("  ", "abc") is None
-    assert run_scoped("s3://bucket/ckpt/", "1234-uuid") == "s3://bucket/ckpt/1234-uuid"
-    assert run_scoped("s3://bucket/ckpt", "") == "s3://bucket/ckpt/run"
+    a = SimpleNamespace(uri="minio://mlpipeline/v2/artifacts/synthgate-synthesis/run-1/train/generator")
+    b = SimpleNamespace(uri="minio://mlpipeline/v2/artifacts/synthgate-synthesis/run-2/train/generator")
+    assert run_scoped("", a) is None and run_scoped("  ", a) is None
+    scoped = run_scoped("s3://bucket/ckpt/", a)
+    assert scoped.startswith("s3://bucket/ckpt/") and len(scoped.rsplit("/", 1)[1]) == 16
+    assert run_scoped("s3://bucket/ckpt", a) == scoped  # a retried pod of the task: the same folder
+    assert run_scoped("s3://bucket/ckpt", b) != scoped  # another run: another folder
