@@ -41,6 +41,25 @@ def test_planted_copies_are_found(kind):
     assert (r.index == src).all()
 
 
+def test_bf16_scan_is_rescored_exactly():
+    """The CUDA path (bf16 matmul, run here on the CPU): its raw correlations fall on steps of
+    1/256 near 1.0, so the best candidates are re-scored in fp32 and match the fp32 scan."""
+    train = _images(300, 4)
+    copies, src = mem.plant_copies(train, 30, seed=1)
+    queries = np.concatenate([copies["exact"], copies["flip"], copies["rot90"], copies["noise_0.03"], _images(30, 5)])
+    fp32 = mem.pixel_nn(queries, train, CPU, chunk=40)
+    bf16 = mem.pixel_nn(queries, train, CPU, chunk=40, dtype=torch.bfloat16)
+    np.testing.assert_allclose(bf16.best, fp32.best, atol=1e-5)
+    np.testing.assert_allclose(bf16.second, fp32.second, atol=1e-5)
+    np.testing.assert_array_equal(bf16.index, fp32.index)
+    np.testing.assert_array_equal(bf16.transform, fp32.transform)
+    assert (bf16.index[:90] == np.tile(src, 3)).all() and np.allclose(bf16.best[:90], 1.0, atol=1e-5)
+    # without the re-scoring, bf16 rounds the near-copies' correlations to a few values, some above 1
+    raw = (mem._normalise(torch.from_numpy(copies["noise_0.03"][..., 0].astype(np.float32))).bfloat16()
+           @ mem._normalise(torch.from_numpy(train[..., 0].astype(np.float32))).bfloat16().T).float().max(1).values
+    assert len(np.unique(raw.numpy())) < len(np.unique(fp32.best[90:120]))
+
+
 def test_compare_calibrates_threshold_on_baseline():
     rng = np.random.default_rng(0)
     base = mem.NNResult(rng.uniform(0.5, 0.9, 1000), rng.uniform(0.4, 0.5, 1000), np.zeros(1000, int), np.zeros(1000))
