@@ -11,7 +11,7 @@ SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
 MLFLOW_PORT ?= 5000
-.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers test-containers-cuda pipelines
+.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers test-containers-cuda pipelines gpu-kit
 
 help:
 	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
@@ -25,6 +25,7 @@ help:
 	@echo "make test-containers  build the image if needed and test it (CLI, stages, kfp DockerRunner)"
 	@echo "make images-cuda  build the CUDA image ghcr.io/synthgate/synthgate:VERSION-cuda"
 	@echo "make test-containers-cuda  build the CUDA image if needed and test it (stack, Inception-FID, pipeline)"
+	@echo "make gpu-kit   wheels + a 64x64 MedNIST set for benchmarks/gpu_session.sh on a GPU machine"
 
 venv: $(STAMP)
 
@@ -111,3 +112,8 @@ test-containers: $(STAMP)
 # The CUDA image's tests too (built when missing; they run on CPU where no GPU is present).
 test-containers-cuda: $(STAMP)
 	SYNTHGATE_CONTAINER_TESTS=1 SYNTHGATE_CUDA_IMAGE_TESTS=1 $(BIN)/python -m pytest -q -m containers tests/containers/test_cuda_image.py
+
+# What a GPU session carries (.whl/, .gpu/): the wheels its image lacks and a canonical 64x64 MedNIST
+# set; benchmarks/gpu_session.sh runs the GPU tests and benchmarks there (see its header).
+gpu-kit: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/gpu_kit.sh
