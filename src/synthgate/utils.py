@@ -102,3 +102,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block, then restore them (or remove those that were unset)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -29,9 +29,11 @@ NO_PUBLISH = "synthgate.publish.package (the publish stage) is not in this check
 
 #: A real policy the tiny generator can meet: only the sample-count rules apply (every other rule
 #: is switched off with null, which the gate record lists as not applied).
+# Every rule off but the sample counts and one memorization rule that any measured value passes (a
+# policy without a memorization rule fails by design).
 PERMISSIVE_POLICY = {
-    "memorization": dict.fromkeys(("max_pixel_near_copy_fraction", "max_feature_near_copy_fraction",
-                                   "max_pixel_median_shift", "max_membership_auc", "max_membership_auc_pixel")),
+    "memorization": dict.fromkeys(("max_pixel_near_copy_fraction", "max_pixel_median_shift", "max_membership_auc",
+                                   "max_membership_auc_pixel")) | {"max_feature_near_copy_fraction": 1.0},
     "utility": dict.fromkeys(("max_auc_gap", "max_delta_syn", "min_augmentation_gain", "max_augmentation_p",
                               "min_seeds")),
     "fidelity": dict.fromkeys(("max_fid_ratio", "min_precision", "min_recall")),
@@ -151,7 +153,8 @@ def test_gate_decision(pipeline_run):
     run = pipeline_run.run
     gate = json.loads((run / "gate/gate/gate.json").read_text())
     assert gate["passed"] is True
-    assert {r["rule"] for r in gate["rules"]} == {"samples.min_synthetic_images", "samples.min_per_class"}
+    assert {r["rule"] for r in gate["rules"]} == {"samples.min_synthetic_images", "samples.min_per_class",
+                                                  "memorization.max_feature_near_copy_fraction"}
     assert "memorization.max_pixel_near_copy_fraction" in gate["skipped"]
     out = _output(run, "gate")
     assert out["parameterValues"]["Output"] is True

@@ -19,7 +19,7 @@ from synthgate.publish.package import PublishRefused, publish
 from synthgate.publish.pull import DatasetRevoked, VerificationFailed, list_datasets, pull
 from synthgate.publish.stores import FileStore, StoreError, open_store
 from synthgate.registry.client import connect
-from synthgate.registry.registry import promote, register
+from synthgate.registry.registry import PromotionRefused, promote, register
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,6 +84,9 @@ def samples(tmp_path_factory):
 
 
 _counter = iter(range(10_000))
+#: what `synthgate sample` records about the model_dir fixture (register checks it against the model)
+GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diffusion", "step": 1,
+             "dataset_content_hash": "d" * 64}
 
 
 def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
@@ -101,7 +104,7 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
     e = _evaluation(**over)
     e["real"]["path"] = str(d / "MedNIST")
     e["synthetic"].update(path=str(samples.root), content_hash=samples.content_hash, num_images=120,
-                          counts={"a": 60, "b": 60})
+                          counts={"a": 60, "b": 60}, generator=dict(GENERATOR))
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
     (d / "report.html").write_text("<html><body>report</body></html>")
@@ -183,6 +186,32 @@ def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir,
     assert res.code == 1 and "its gate failed" in res.stderr
     with pytest.raises(DataError, match="no registered model 'nope'"):
         publish("nope", store, tracking_uri=mlflow_server)
+
+
+def test_publish_refuses_an_edited_gate_record(mlflow_server, model_dir, samples, tmp_path):
+    """A failed version whose gate.json (and its gate.sha256 / gate.passed tags) were rewritten to
+    "passed" and whose alias was set by hand: publish recomputes the decision and refuses."""
+    from synthgate.utils import sha256_file
+
+    client = connect(mlflow_server)
+    bad, version = _registered(tmp_path, mlflow_server, model_dir, samples, passing=False)
+    g = json.loads((tmp_path / bad / "gate.json").read_text())
+    g["passed"] = True
+    for r in g["rules"]:
+        r["passed"] = True
+    forged = tmp_path / "forged" / "gate.json"
+    forged.parent.mkdir()
+    forged.write_text(json.dumps(g))
+    run_id = client.get_model_version(bad, version).run_id
+    client.log_artifact(run_id, str(forged), "gate")
+    client.set_model_version_tag(bad, version, "gate.sha256", sha256_file(forged))
+    client.set_model_version_tag(bad, version, "gate.passed", "true")
+    client.set_registered_model_alias(bad, "approved", version)
+    store = tmp_path / "store"
+    with pytest.raises(PromotionRefused, match=rf"{bad} version {version}: gate.json: the recorded verdict "
+                                               r"\(passed=True, failing: none\) differs from the decision recomputed"):
+        publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
+    assert list_datasets(store) == []
 
 
 def test_tampered_truncated_and_missing_objects(mlflow_server, s3_env, model_dir, samples, tmp_path):

@@ -1,6 +1,7 @@
 """The registry against a real MLflow server (SQLite + local artifacts on 127.0.0.1): a passing
 version gets the alias; a failing one is refused and the alias stays; an override is recorded;
-an evaluation changed after gating is caught at promote time."""
+an evaluation changed after gating is caught at promote time, and so is a gate record whose
+verdict was edited; an evaluation of another model (or of a stand-in) is not registered."""
 
 from __future__ import annotations
 
@@ -45,10 +46,15 @@ def model_dir(tmp_path_factory):
     return out
 
 
+#: what `synthgate sample` records about the model_dir fixture (evaluation["synthetic"]["generator"])
+GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diffusion", "step": 1,
+             "dataset_content_hash": "d" * 64}
+
+
 def _gated(tmp: Path, tag: str, **over) -> tuple[Path, Path]:
     d = tmp / tag
     d.mkdir()
-    e = _evaluation(**over)
+    e = _evaluation(**{"synthetic__generator": dict(GENERATOR), **over})
     e["real"]["path"] = str(d / "MedNIST")
     from synthgate.evaluation.evaluate import evaluation_hash
 
@@ -139,3 +145,127 @@ def test_server_down_is_named():
     port = _free_port()
     with pytest.raises(RegistryUnavailable, match=f"MLflow tracking server at http://127.0.0.1:{port} is not reachable"):
         connect(f"http://127.0.0.1:{port}", attempts=3, backoff=0.01)
+
+
+def _versions(client, name: str) -> list:
+    return list(client.search_model_versions(f"name='{name}'"))
+
+
+def test_evaluation_of_another_model_is_not_registered(server, model_dir, tmp_path):
+    client = connect(server)
+    where = "the evaluation is not of this model"
+    cases = {
+        "name": ({**GENERATOR, "name": "gan-small-step900"},
+                 "the evaluated generator's name is 'gan-small-step900', but {info} says 'diffusion-tiny-step1'"),
+        "step": ({**GENERATOR, "step": 600}, "the evaluated generator's step is 600, but {info} says 1"),
+        "dataset": ({**GENERATOR, "dataset_content_hash": "e" * 64},
+                    "the evaluated generator's dataset_content_hash is '" + "e" * 64 + "', but {info} says '"
+                    + "d" * 64 + "'"),
+        "partial": ({"name": "diffusion-tiny-step1"}, "the evaluated generator's step is None, but {info} says 1"),
+    }
+    for tag, (generator, message) in cases.items():
+        ev, gt = _gated(tmp_path, tag, synthetic__generator=generator)
+        with pytest.raises(DataError) as e:
+            register(model_dir, ev, gt, uri=server, name="other-model")
+        assert e.value.message == f"{ev}: " + message.format(info=model_dir / "synthgate_generator.json") + \
+            f": {where}"
+    # a stand-in (real held-out images) and a set that records no generator are not of any model
+    standin = "real test images of data/validated (0123456789abcdef)"
+    ev, gt = _gated(tmp_path, "standin", synthetic__generator=None, synthetic__standin=standin)
+    assert json.loads(gt.read_text())["passed"] is False  # the gate already fails it
+    with pytest.raises(DataError) as e:
+        register(model_dir, ev, gt, uri=server, name="other-model")
+    assert e.value.message == (f"{ev}: the evaluation is of a stand-in ({standin}), not a generator's output; it "
+                               f"cannot be registered as an evaluation of {model_dir}")
+    ev, gt = _gated(tmp_path, "anonymous", synthetic__generator=None)
+    with pytest.raises(DataError, match="the evaluation is of a synthetic set that records no generator; it cannot "
+                                        "be registered"):
+        register(model_dir, ev, gt, uri=server, name="other-model")
+    # nothing was registered by any of these refusals
+    assert "other-model" not in {m.name for m in client.search_registered_models()}
+
+
+def _sampled(tmp: Path, tag: str, weights_sha256: str) -> tuple[Path, Path]:
+    """An evaluation of a synthetic set whose manifest records the sampled weights' sha256."""
+    from synthgate.data.canonical import metadata_for, write_dataset
+    from synthgate.evaluation.evaluate import evaluation_hash
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
+    labels = np.repeat([0, 1], 20)
+    meta = metadata_for(images, labels, ["a", "b"], "train", [f"synthetic:t:{i}" for i in range(40)])
+    syn = write_dataset(tmp / f"{tag}-samples", images, meta, ["a", "b"], stage="sample", config={},
+                        inputs=[{"path": "model", "kind": "generator", "sha256": weights_sha256}],
+                        extra={"synthetic": True, "generator": dict(GENERATOR)})
+    ev, gt = _gated(tmp, tag)
+    e = json.loads(ev.read_text())
+    e["synthetic"].update(path=str(syn.root), content_hash=syn.content_hash)
+    e["evaluation_hash"] = evaluation_hash(e)
+    ev.write_text(json.dumps(e))
+    gate(ev, GatePolicy(), gt)
+    return ev, gt
+
+
+def test_weights_sha256_in_the_sample_manifest_must_match(server, model_dir, tmp_path):
+    from synthgate.utils import sha256_file
+
+    weights = model_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    ev, gt = _sampled(tmp_path, "other-weights", "f" * 64)
+    with pytest.raises(DataError) as e:
+        register(model_dir, ev, gt, uri=server, name="weights-model")
+    assert e.value.message == (f"{ev}: the evaluated samples come from generator weights with sha256 "
+                               f"{'f' * 16}..., but {weights} has sha256 {sha256_file(weights)[:16]}...: the "
+                               "evaluation is not of this model")
+    ev, gt = _sampled(tmp_path, "same-weights", sha256_file(weights))
+    r = register(model_dir, ev, gt, uri=server, name="weights-model")
+    assert r.version == "1" and r.gate_passed
+
+
+def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir, tmp_path):
+    from synthgate.utils import sha256_file
+
+    client = connect(server)
+    name = "edited-gate-generator"
+    # edited before registering: register recomputes the decision and refuses
+    ev, gt = _gated(tmp_path, "edited", memorization__pixel__near_copy_fraction=0.9)
+    honest = gt.read_text()
+    g = json.loads(honest)
+    g["passed"] = True
+    gt.write_text(json.dumps(g))
+    with pytest.raises(DataError) as e:
+        register(model_dir, ev, gt, uri=server, name=name)
+    assert e.value.message == (
+        f"{gt}: the recorded verdict (passed=True, failing: memorization.max_pixel_near_copy_fraction) differs from "
+        "the decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
+        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+
+    # edited after registering, with its gate.sha256 and gate.passed tags rewritten to match: promote recomputes
+    gt.write_text(honest)
+    r = register(model_dir, ev, gt, uri=server, name=name)
+    assert not r.gate_passed
+    forged = tmp_path / "forged" / "gate.json"
+    forged.parent.mkdir()
+    g = json.loads(honest)
+    g["passed"] = True
+    for rule in g["rules"]:
+        rule["passed"] = True
+    forged.write_text(json.dumps(g))
+    client.log_artifact(r.run_id, str(forged), "gate")
+    client.set_model_version_tag(name, r.version, "gate.sha256", sha256_file(forged))
+    client.set_model_version_tag(name, r.version, "gate.passed", "true")
+    with pytest.raises(PromotionRefused) as e:
+        promote(name, r.version, uri=server)
+    assert e.value.message == (
+        f"{name} version {r.version}: gate.json: the recorded verdict (passed=True, failing: none) differs from the "
+        "decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
+        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+    assert "approved" not in (client.get_registered_model(name).aliases or {})
+    assert client.get_model_version(name, r.version).tags["audit.1.action"] == "refused"
+
+    # only the tag edited: the record is honest, the tag disagrees with the recomputation
+    client.log_artifact(r.run_id, str(tmp_path / "edited" / "gate.json"), "gate")
+    client.set_model_version_tag(name, r.version, "gate.sha256", sha256_file(tmp_path / "edited" / "gate.json"))
+    with pytest.raises(PromotionRefused, match=f"{name} version {r.version}: its gate.passed tag says true, but the "
+                                               "decision recomputed from its evaluation and policy says false"):
+        promote(name, r.version, uri=server)
+    assert "approved" not in (client.get_registered_model(name).aliases or {})

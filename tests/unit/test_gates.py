@@ -7,7 +7,7 @@ import pytest
 
 from synthgate.errors import ConfigError, DataError
 from synthgate.evaluation.evaluate import evaluation_hash
-from synthgate.gates.decision import decide, gate, load_evaluation
+from synthgate.gates.decision import check_record, decide, gate, load_evaluation
 from synthgate.gates.policy import GatePolicy, load_policy
 from tests.helpers import REPO, run_cli
 
@@ -131,3 +131,102 @@ def test_cli_gate_exit_codes(tmp_path):
     (tmp_path / "bad.yaml").write_text("utility:\n  max_auc_gapp: 0.1\n")
     r = run_cli("gate", "--evaluation", "evaluation.json", "--policy", "bad.yaml", cwd=tmp_path)
     assert r.code == 2 and "utility.max_auc_gapp" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- gates that cannot fail
+NO_MEMORIZATION = {"memorization": dict.fromkeys(GatePolicy().memorization.model_dump())}
+ALL_NULL = {group: dict.fromkeys(rules) for group, rules in GatePolicy().model_dump().items()}
+
+
+def test_a_policy_that_applies_no_rule_fails():
+    d = decide(_evaluation(), GatePolicy.model_validate(ALL_NULL))
+    assert not d.passed and len(d.skipped) == 15
+    failed = {r.rule: r.reason for r in d.failures}
+    assert set(failed) == {"policy.rules_applied", "policy.memorization_rules_applied"}
+    assert failed["policy.rules_applied"] == ("the policy applies no rule (every rule is null): a gate that cannot "
+                                              "fail approves nothing")
+    r = d.failures[0]
+    assert (r.value, r.threshold, r.comparison) == (0.0, 1.0, ">=")
+
+
+def test_a_policy_without_memorization_rules_fails():
+    d = decide(_evaluation(), GatePolicy.model_validate(NO_MEMORIZATION))
+    assert not d.passed
+    [r] = d.failures
+    assert r.rule == "policy.memorization_rules_applied"
+    assert r.reason == ("the policy applies no memorization rule (all null): nothing checks that the synthetic "
+                        "images do not copy patients")
+    # one memorization rule is enough; the integrity rules are listed only when they fail
+    one = GatePolicy.model_validate({"memorization": {**NO_MEMORIZATION["memorization"],
+                                                      "max_pixel_near_copy_fraction": 0.01}})
+    d = decide(_evaluation(), one)
+    assert d.passed and not [r for r in d.rules if r.rule.startswith("policy.")]
+
+
+def test_a_standin_evaluation_fails_the_gate():
+    standin = "real test images of data/validated (0123456789abcdef)"
+    e = _evaluation(synthetic__standin=standin, synthetic__generator=None)
+    d = decide(e, STRICT)
+    assert not d.passed
+    [r] = d.failures
+    assert r.rule == "synthetic.not_standin"
+    assert r.reason == (f"the synthetic set is a stand-in ({standin}), not a generator's output: it checks the "
+                        "evaluation itself and cannot approve a generator")
+    # every other rule is still applied and reported
+    assert len(d.rules) == 16 and all(x.passed for x in d.rules if x.rule != "synthetic.not_standin")
+    assert decide(_evaluation(synthetic__standin=None), STRICT).passed
+
+
+# --------------------------------------------------------------------------- recomputing a stored record
+def _record(tmp_path, evaluation, policy=None):
+    (tmp_path / "evaluation.json").write_text(json.dumps(evaluation))
+    gate(tmp_path / "evaluation.json", policy or GatePolicy(), tmp_path / "gate.json")
+    return json.loads((tmp_path / "gate.json").read_text())
+
+
+def test_check_record_accepts_an_honest_record(tmp_path):
+    e = _evaluation(utility__stats__auc_gap=0.2)
+    d = check_record(_record(tmp_path, e), e)
+    assert not d.passed and [r.rule for r in d.failures] == ["utility.max_auc_gap"]
+
+
+def test_check_record_refuses_an_edited_verdict(tmp_path):
+    e = _evaluation(memorization__pixel__near_copy_fraction=0.9)
+    rec = _record(tmp_path, e)
+    forged = copy.deepcopy(rec)
+    forged["passed"] = True
+    with pytest.raises(DataError) as err:
+        check_record(forged, e, "gate.json")
+    assert err.value.message == (
+        "gate.json: the recorded verdict (passed=True, failing: memorization.max_pixel_near_copy_fraction) differs "
+        "from the decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
+        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+    # a rule flipped to pass along with the verdict
+    for r in forged["rules"]:
+        r["passed"] = True
+    with pytest.raises(DataError, match=r"recorded verdict \(passed=True, failing: none\) differs from the decision "
+                                        r"recomputed .*\(passed=False, failing: memorization.max_pixel_near_copy"):
+        check_record(forged, e)
+
+
+def test_check_record_refuses_an_edited_policy(tmp_path):
+    e = _evaluation(memorization__pixel__near_copy_fraction=0.9)
+    rec = _record(tmp_path, e)
+    loose = copy.deepcopy(rec)
+    loose["policy"]["memorization"]["max_pixel_near_copy_fraction"] = 1.0  # loosened after the fact
+    with pytest.raises(DataError, match="gate.json: the recorded policy hashes to [0-9a-f]{16}, not to the recorded "
+                                        "policy_hash [0-9a-f]{16}: the policy was modified"):
+        check_record(loose, e)
+    # the policy and its hash both replaced: the verdict still has to match the recomputation
+    loose["policy_hash"] = GatePolicy.model_validate(loose["policy"]).policy_hash()
+    with pytest.raises(DataError, match=r"recorded verdict \(passed=False"):
+        check_record(loose, e)
+    missing = {k: v for k, v in rec.items() if k != "policy"}
+    with pytest.raises(DataError, match="does not contain the policy it applied"):
+        check_record(missing, e)
+    bad = copy.deepcopy(rec)
+    bad["policy"]["utility"]["max_auc_gapp"] = 0.1
+    with pytest.raises(DataError, match="the recorded policy is not a valid gate policy"):
+        check_record(bad, e)
+    with pytest.raises(DataError, match="gate record belongs to evaluation"):
+        check_record(rec, _evaluation())

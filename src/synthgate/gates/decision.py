@@ -4,6 +4,14 @@ Every rule yields the measured value, the threshold and a one-line reason. Missi
 failure, not a pass: a rule whose number the evaluation does not contain (utility not run, too
 few seeds) fails with "not measured". The decision is bound to the evaluation by its hash, which
 is recomputed here, so an evaluation edited after the fact is refused.
+
+A gate must be able to fail, and must judge a generator's output: beyond the policy's rules, the
+decision fails (rules named ``policy.*`` and ``synthetic.*``, listed only when they fail) when the
+policy applied no rule at all, when it applied no memorization rule, and when the "synthetic" set
+is a stand-in (real held-out images from ``synthgate standin``). These are failures rather than
+refusals, like missing evidence: ``gate.json`` is still written, the version can be registered for
+the record, and promotion lists the reason. :func:`check_record` recomputes a stored ``gate.json``
+from its evaluation and policy, so that a record whose verdict was edited is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import operator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from synthgate import __version__
 from synthgate.errors import DataError
@@ -79,6 +89,27 @@ def _get(data: dict[str, Any], *keys: str) -> Any:
     return node
 
 
+def _integrity_failures(evaluation: dict[str, Any], applied: list[RuleResult]) -> list[RuleResult]:
+    """Failures no policy can switch off: a policy that applies no rule (``all([])`` would pass
+    anything) or no memorization rule, and an evaluation of a stand-in instead of a generator."""
+    out: list[RuleResult] = []
+    if not applied:
+        out.append(RuleResult("policy.rules_applied", False, 0.0, 1.0, ">=",
+                              "the policy applies no rule (every rule is null): a gate that cannot fail "
+                              "approves nothing"))
+    n_mem = sum(r.rule.startswith("memorization.") for r in applied)
+    if not n_mem:
+        out.append(RuleResult("policy.memorization_rules_applied", False, 0.0, 1.0, ">=",
+                              "the policy applies no memorization rule (all null): nothing checks that the "
+                              "synthetic images do not copy patients"))
+    standin = _get(evaluation, "synthetic", "standin")
+    if standin:
+        out.append(RuleResult("synthetic.not_standin", False, 1.0, 0.0, "<=",
+                              f"the synthetic set is a stand-in ({standin}), not a generator's output: "
+                              "it checks the evaluation itself and cannot approve a generator"))
+    return out
+
+
 def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
     rules: list[RuleResult] = []
     skipped: list[str] = []
@@ -127,6 +158,7 @@ def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
             verdict = "within" if ok else "violates"
             rules.append(RuleResult(rule, bool(ok), float(value), float(threshold), cmp,
                                     f"{what} {value:.4g} {verdict} {cmp} {threshold:g}"))
+    rules.extend(_integrity_failures(evaluation, rules))
     identities = {
         "real_content_hash": _get(evaluation, "real", "content_hash"),
         "synthetic_content_hash": _get(evaluation, "synthetic", "content_hash"),
@@ -145,4 +177,38 @@ def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
     body["evaluation"] = str(evaluation_path)
     body["policy"] = policy.model_dump(mode="json")
     write_json_atomic(Path(out), body)
+    return decision
+
+
+def check_record(record: dict[str, Any], evaluation: dict[str, Any], where: str = "gate.json") -> GateDecision:
+    """Recompute a stored gate record from ``evaluation`` and the policy it records; refuse
+    (:class:`DataError`) a record whose policy, verdict or rule results differ from the recomputation
+    (a ``gate.json`` edited after it was written, or written by other code). ``evaluation`` must
+    already be checked against its hash."""
+    hint = "re-run `synthgate gate` on the evaluation; never edit gate.json by hand"
+    if record.get("evaluation_hash") != evaluation.get("evaluation_hash"):
+        raise DataError(f"{where}: gate record belongs to evaluation {str(record.get('evaluation_hash'))[:16]}, "
+                        f"not {str(evaluation.get('evaluation_hash'))[:16]}", hint=hint)
+    if not isinstance(record.get("policy"), dict):
+        raise DataError(f"{where}: the gate record does not contain the policy it applied, so its verdict "
+                        "cannot be checked", hint=hint)
+    try:
+        policy = GatePolicy.model_validate(record["policy"])
+    except ValidationError as e:
+        raise DataError(f"{where}: the recorded policy is not a valid gate policy "
+                        f"({e.error_count()} error(s), first: {e.errors()[0]['msg']})", hint=hint) from None
+    if policy.policy_hash() != record.get("policy_hash"):
+        raise DataError(f"{where}: the recorded policy hashes to {policy.policy_hash()[:16]}, not to the recorded "
+                        f"policy_hash {str(record.get('policy_hash'))[:16]}: the policy was modified", hint=hint)
+    decision = decide(evaluation, policy)
+    stored = {str(r.get("rule")): bool(r.get("passed")) for r in record.get("rules", []) if isinstance(r, dict)}
+    computed = {r.rule: r.passed for r in decision.rules}
+    if record.get("passed") is not decision.passed or stored != computed:
+        def failing(d: dict[str, bool]) -> str:
+            return ", ".join(sorted(k for k, ok in d.items() if not ok)) or "none"
+
+        raise DataError(
+            f"{where}: the recorded verdict (passed={record.get('passed')}, failing: {failing(stored)}) differs "
+            f"from the decision recomputed from the evaluation and the recorded policy (passed={decision.passed}, "
+            f"failing: {failing(computed)}): the gate record was modified or written by other code", hint=hint)
     return decision

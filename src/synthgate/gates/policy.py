@@ -1,6 +1,7 @@
 """The release policy, ``gates.yaml``: thresholds on memorization/privacy, utility, fidelity and
 sample counts. Typed with pydantic: an unknown rule or a threshold of the wrong type is refused
-with its name. A rule set to ``null`` is not applied (and the decision says so)."""
+with its name. A rule set to ``null`` is not applied (and the decision says so); a policy that
+applies no rule, or no memorization rule, fails every decision (see :mod:`synthgate.gates.decision`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ not pulled unless ``allow_revoked``), then downloads every file in parallel as `
 resuming a ``.part`` left by an interrupted pull with a ranged read, checks size and sha256
 against the manifest, and renames it into place. A file that fails its check is deleted and named
 in the error. The manifest is written into the target last, so a target with ``manifest.json`` is
-a complete, verified copy.
+a complete, verified copy. Every path the manifest lists must stay inside the target: an absolute
+path, a ``..`` part, a backslash, or a path that resolves outside the target (through a link) is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from synthgate.errors import DataError, SynthgateError
@@ -98,9 +100,33 @@ def revocation_status(manifest: dict[str, Any], tracking_uri: str | None) -> tup
     return True, f"{name} version {version} still holds @{alias}"
 
 
+def safe_destination(target: Path, path: Any) -> Path:
+    """``target / path`` for a manifest entry, refused (:class:`VerificationFailed`) unless ``path`` is
+    a relative POSIX path without ``..`` parts or backslashes that stays inside ``target`` once links
+    are resolved: a manifest must not write anywhere but the pull's target."""
+    if not isinstance(path, str) or not path.strip():
+        why = "is empty or not a string"
+    elif "\\" in path:
+        why = "contains a backslash"
+    elif "\0" in path:
+        why = "contains a NUL character"
+    elif PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or PureWindowsPath(path).drive:
+        why = "is absolute"
+    elif ".." in PurePosixPath(path).parts:
+        why = "contains '..'"
+    else:
+        dst = target / path
+        root, resolved = target.resolve(), dst.resolve()
+        if resolved != root and resolved.is_relative_to(root):
+            return dst
+        why = f"resolves to {resolved}, outside {root}"
+    raise VerificationFailed(f"manifest lists an unsafe file path {path!r}: it {why}; refused",
+                             hint="do not use this dataset; report it to its publisher")
+
+
 def _fetch(st: Store, key: str, f: dict[str, Any], target: Path) -> tuple[int, str]:
     """Download one file (resuming a .part), verify it; returns (bytes read, 'skipped'|'resumed'|'new')."""
-    dst = target / f["path"]
+    dst = safe_destination(target, f["path"])
     if dst.exists() and dst.stat().st_size == f["size"] and sha256_file(dst) == f["sha256"]:
         return 0, "skipped"
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +202,16 @@ def pull(
         else "revoked (allowed)"
 
     to = Path(to)
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and "path" in f for f in files):
+        raise VerificationFailed(f"{name}:{version}: the manifest's file list is malformed; nothing was pulled",
+                                 hint="do not use this dataset; report it to its publisher")
+    try:
+        for f in files:  # before anything is written: a manifest must not reach outside the target
+            safe_destination(to, f["path"])
+    except VerificationFailed:
+        TRANSFER_FAILURES.labels("pull", "verification").inc()
+        raise
     marker = to / MARKER
     if to.exists() and any(to.iterdir()):
         if not marker.exists() or json.loads(marker.read_text()).get("manifest") != manifest.get("created") \
@@ -185,7 +221,6 @@ def pull(
     to.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, {"ref": f"{name}:{version}", "manifest": manifest.get("created"), "started": utc_now()})
 
-    files = manifest["files"]
     counts = {"skipped": 0, "resumed": 0, "new": 0}
     total = 0
     try:

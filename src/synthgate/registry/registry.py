@@ -3,8 +3,11 @@
 MLflow's open-source registry has no approval step (mlflow/mlflow#6636, #2863); synthgate adds
 one. ``register`` logs a run (params, evaluation metrics, report, evaluation and gate records) and
 the generator as a pyfunc model version whose tags carry the gate result, every rule's value, and
-the lineage hashes. ``promote`` re-reads the version's gate record and evaluation from the run's
-artifacts, recomputes their hashes, and sets the alias only if they match and the gate passed;
+the lineage hashes. It refuses a gate record whose verdict differs from the decision recomputed
+from the evaluation and the recorded policy, and an evaluation that was not made of this model's
+samples (:func:`check_generator`). ``promote`` re-reads the version's gate record and evaluation
+from the run's artifacts, recomputes their hashes and the decision, and sets the alias only if they
+match and the gate passed;
 ``--force --reason`` overrides and is recorded. Every promote, refusal and override is written to
 the version's tags (``audit.N.*``), readable in the MLflow UI.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -27,7 +29,7 @@ from typing import Any
 from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
 from synthgate.evaluation.evaluate import evaluation_hash
-from synthgate.gates.decision import load_evaluation
+from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.client import connect, tracking_uri
 from synthgate.utils import read_json, sha256_file, utc_now
 
@@ -78,17 +80,10 @@ def _sample_grid(synthetic: Path, out: Path, per_class: int = 8) -> Path | None:
 def _tracking_env(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for a block, without changing the process-wide
     setting (``mlflow.set_tracking_uri`` would leak into later runs of the same process)."""
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(dict.fromkeys(keys, uri))
-    try:
+    from synthgate.utils import environ
+
+    with environ(dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), uri)):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def default_model_name(evaluation: dict[str, Any]) -> str:
@@ -101,6 +96,65 @@ def default_model_name(evaluation: dict[str, Any]) -> str:
         stem = Path(desc).name or stem
     stem = re.sub(r"(\.tar\.gz|\.tgz|\.zip|\.npz|\.tar)$", "", stem, flags=re.I)
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + "-generator"
+
+
+#: The fields of a generator's identity that the sample manifest copies from ``synthgate_generator.json``
+#: (``evaluation["synthetic"]["generator"]``), compared when the weights' sha256 is not recorded.
+IDENTITY_FIELDS = ("name", "step", "dataset_content_hash")
+
+
+def _evaluated_weights_sha256(evaluation: dict[str, Any]) -> str | None:
+    """The sha256 of the weights that produced the evaluated samples, where it is recorded: in the
+    evaluation's generator record, else in the sample manifest's inputs (``synthgate sample`` writes
+    it there), read only when that manifest is at hand and describes the evaluated content."""
+    syn = evaluation.get("synthetic") or {}
+    gen = syn.get("generator") or {}
+    for key in ("weights_sha256", "sha256"):
+        if isinstance(gen, dict) and gen.get(key):
+            return str(gen[key])
+    manifest = Path(syn.get("path") or "-") / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        m = read_json(manifest)
+    except Exception:
+        return None
+    if not isinstance(m, dict) or m.get("content_hash") != syn.get("content_hash"):
+        return None
+    for inp in m.get("inputs") or []:
+        if isinstance(inp, dict) and inp.get("kind") == "generator" and inp.get("sha256"):
+            return str(inp["sha256"])
+    return None
+
+
+def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str, Any], where: str) -> None:
+    """Refuse to attach an evaluation to a model it was not made of: the evaluated generator's weights
+    sha256 (where recorded) must equal that of the weights in ``model_dir``, and its name, step and
+    training dataset hash must equal ``synthgate_generator.json``'s. An evaluation with no generator
+    identity (a stand-in of real images, a set made outside ``synthgate sample``) is refused: register
+    has no override, as nothing ties such an evaluation to any model."""
+    from synthgate.generators.model import GAN_WEIGHTS, INFO, UNET_FILES
+
+    syn = evaluation.get("synthetic") or {}
+    gen = syn.get("generator")
+    hint = "evaluate samples of this model (`synthgate sample --model ...` then `synthgate evaluate`) and gate them"
+    if not isinstance(gen, dict) or not any(gen.get(k) is not None for k in IDENTITY_FIELDS):
+        what = (f"a stand-in ({syn['standin']}), not a generator's output" if syn.get("standin")
+                else "a synthetic set that records no generator")
+        raise DataError(f"{where}: the evaluation is of {what}; it cannot be registered as an evaluation of "
+                        f"{model_dir}", hint=hint)
+    weights = Path(model_dir) / (UNET_FILES[1] if info.get("type") == "diffusion" else GAN_WEIGHTS)
+    evaluated = _evaluated_weights_sha256(evaluation)
+    if evaluated is not None:
+        actual = sha256_file(weights)
+        if evaluated != actual:
+            raise DataError(f"{where}: the evaluated samples come from generator weights with sha256 "
+                            f"{evaluated[:16]}..., but {weights} has sha256 {actual[:16]}...: the evaluation is "
+                            "not of this model", hint=hint)
+    for k in IDENTITY_FIELDS:
+        if gen.get(k) != info.get(k):
+            raise DataError(f"{where}: the evaluated generator's {k} is {gen.get(k)!r}, but {Path(model_dir) / INFO} "
+                            f"says {info.get(k)!r}: the evaluation is not of this model", hint=hint)
 
 
 def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
@@ -117,6 +171,8 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     if gate.get("evaluation_hash") != evaluation["evaluation_hash"]:
         raise DataError(f"{gate_path}: gate record belongs to evaluation {str(gate.get('evaluation_hash'))[:16]}, "
                         f"not {evaluation['evaluation_hash'][:16]}", hint="re-run `synthgate gate` on this evaluation")
+    check_record(gate, evaluation, str(gate_path))
+    check_generator(Path(model_dir), info, evaluation, str(evaluation_path))
     client = connect(uri)
     uri = tracking_uri(uri)
     name = name or default_model_name(evaluation)
@@ -216,6 +272,15 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
             f"{name} version {version}: the stored evaluation hashes to {recomputed[:16]}, but the version was "
             f"gated on {tags['evaluation_hash'][:16]}: the evaluation changed after gating",
             hint="re-evaluate, re-gate and register a new version")
+    try:  # the verdict is recomputed, never trusted: gate.json's "passed" could have been edited
+        decision = check_record(gate, evaluation, f"{name} version {version}: gate.json")
+    except DataError as e:
+        raise PromotionRefused(e.message, hint="re-gate the evaluation and register a new version") from None
+    tagged = tags.get("gate.passed")
+    if tagged is not None and tagged != str(decision.passed).lower():
+        raise PromotionRefused(f"{name} version {version}: its gate.passed tag says {tagged}, but the decision "
+                               f"recomputed from its evaluation and policy says {str(decision.passed).lower()}",
+                               hint="re-gate the evaluation and register a new version")
     return gate, evaluation
 
 
