@@ -120,7 +120,8 @@ def prepare(
     params: ParamsOpt = Path("params.yaml"),
     source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
     source_type: Annotated[
-        str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom")
+        str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom "
+                                                       "(with --source, default auto: detected from the path)")
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="DICOM label table (CSV: file,label)")] = None,
     resolution: Annotated[int | None, typer.Option(help="output size in pixels (multiple of 8)")] = None,
@@ -262,7 +263,8 @@ def sample(
     per_class: Annotated[int | None, typer.Option(help="images per class")] = None,
     match_real: Annotated[bool | None, typer.Option("--match-real/--per-class-only",
                                                     help="follow the real train split's class distribution")] = None,
-    total: Annotated[int | None, typer.Option(help="with --match-real: how many images in all")] = None,
+    total: Annotated[int | None, typer.Option(help="how many images in all, in the real class mix "
+                                                   "(implies --match-real)")] = None,
     sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | dpmsolver++")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps")] = None,
     guidance_scale: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
@@ -270,10 +272,18 @@ def sample(
 ) -> None:
     """Sample a synthetic dataset (canonical format) from a trained generator."""
     from synthgate import stages
+    from synthgate.config import CLEAR
 
-    p = _params(params, {"sample.per_class": per_class, "sample.match_real": match_real, "sample.total": total,
-                         "sample.sampler": sampler, "sample.steps": steps, "sample.guidance_scale": guidance_scale,
-                         "sample.device": device})
+    if total is not None and match_real is None and per_class is None:
+        match_real = True  # --total N: N images in all, in the real class mix
+    how_many: dict[str, Any] = {"sample.per_class": per_class, "sample.match_real": match_real, "sample.total": total}
+    if match_real:  # the params file's per_class no longer applies
+        how_many["sample.per_class"] = CLEAR if per_class is None else per_class
+    elif match_real is False or per_class is not None:  # --per-class-only / --per-class N
+        how_many["sample.match_real"] = False  # the params file's match_real and total no longer apply
+        how_many["sample.total"] = CLEAR if total is None else total
+    p = _params(params, {**how_many, "sample.sampler": sampler, "sample.steps": steps,
+                         "sample.guidance_scale": guidance_scale, "sample.device": device})
     ds = stages.sample(p, model, out, real if real.exists() else None, _reporter())
     _print_dataset(f"sampled {ds.manifest['num_images']} synthetic images", ds)
 

@@ -24,6 +24,17 @@ ENV_SOURCE_PATH = "SYNTHGATE_SOURCE_PATH"
 DEFAULT_MEDNIST = "../shared/data/mednist/MedNIST.tar.gz"
 
 
+class _Clear:
+    """The type of :data:`CLEAR` (one instance, compared by identity)."""
+
+    def __repr__(self) -> str:
+        return "CLEAR"
+
+
+#: An override value that sets a setting to null (``None`` as an override means "not given").
+CLEAR: Any = _Clear()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,9 +120,7 @@ class PublishConfig(_Strict):
 
 
 class Params(_Strict):
-    """The whole of ``params.yaml``. Sections of later stages are accepted and passed through."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
+    """The whole of ``params.yaml``. An unknown section (a misspelt ``sampel:``) is refused by name."""
 
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -143,8 +152,20 @@ def parse_model(model: type[BaseModel], data: Any, origin: str) -> Any:
         ) from None
 
 
+def source_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` where a source path given without a source type resets ``data.source.type`` to
+    ``auto``: the type in the params file describes its own path, not this one (an .npz given for
+    the MedNIST archive must not be read as MedNIST)."""
+    if overrides.get("data.source.path") not in (None, CLEAR) and overrides.get("data.source.type") is None:
+        return {**overrides, "data.source.type": "auto"}
+    return overrides
+
+
 def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
-    """Read ``params.yaml`` (if present), apply dotted-key ``overrides``, and validate."""
+    """Read ``params.yaml`` (if present), apply dotted-key ``overrides``, and validate.
+
+    An override of ``None`` is not given (the file's value stays); :data:`CLEAR` sets the value to
+    null. A ``data.source.path`` override without a ``data.source.type`` one sets the type to auto."""
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
@@ -158,9 +179,11 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         origin = str(path)
-    for key, value in (overrides or {}).items():
+    for key, value in source_overrides(overrides or {}).items():
         if value is None:
             continue
+        if value is CLEAR:
+            value = None
         node = data
         parts = key.split(".")
         for p in parts[:-1]:

@@ -186,9 +186,15 @@ def fetch_source(source_uri: str, dvc_repo: str = "", dvc_rev: str = "", dest: P
 
 def source_params(params_json: str, source_uri: str, dvc_repo: str = "", dvc_rev: str = "",
                   overrides: dict[str, Any] | None = None) -> Params:
-    """:func:`params` with ``data.source.path`` pointing at the fetched source (when one is given)."""
+    """:func:`params` with ``data.source.path`` pointing at the fetched source (when one is given).
+
+    A fetched source is read with ``data.source.type: auto`` (detected from the path) unless the
+    overrides name a type: the type in ``params_json`` describes its own path, not this one."""
     path = str(fetch_source(source_uri, dvc_repo, dvc_rev)) if source_uri.strip() else None
-    return params(params_json, {**(overrides or {}), "data.source.path": path})
+    merged = {**(overrides or {}), "data.source.path": path}
+    if path is not None and merged.get("data.source.type") in UNSET:
+        merged["data.source.type"] = "auto"
+    return params(params_json, merged)
 
 
 # --------------------------------------------------------------------------------------------

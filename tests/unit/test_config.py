@@ -34,5 +34,29 @@ def test_project_params_yaml_is_valid():
     from tests.helpers import REPO
 
     p = load_params(REPO / "params.yaml")
-    assert p.prepare.resolution == 32 and p.data.source.type == "mednist"
+    assert p.prepare.resolution == 32 and p.data.source.type == "auto"
     assert p.generator.size == "tiny" and p.sample.per_class == 50
+
+
+def test_the_project_params_read_mednist_by_detection():
+    from synthgate.data.sources import detect_type
+    from tests.helpers import REPO
+
+    p = load_params(REPO / "params.yaml")
+    assert detect_type(p.data.source.path) == "mednist"
+
+
+def test_unknown_top_level_section_is_refused_by_name(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("sample:\n  per_class: 5\nsampel:\n  per_class: 10\n")
+    with pytest.raises(ConfigError) as e:
+        load_params(p)
+    assert f"{p}: sampel: Extra inputs are not permitted" in e.value.message
+    assert load_params(None, {"sample.per_class": 5}).sample.per_class == 5
+
+
+def test_duplicate_utility_seeds_are_refused_by_value():
+    with pytest.raises(ConfigError) as e:
+        load_params(None, {"evaluate.utility.seeds": [0, 3, 0, 3, 1]})
+    assert "evaluate.utility.seeds: seeds must be distinct: 0, 3 repeated in [0, 3, 0, 3, 1]" in e.value.message
+    assert load_params(None, {"evaluate.utility.seeds": [2, 0, 1]}).evaluate.utility.seeds == [2, 0, 1]

@@ -143,3 +143,28 @@ def test_unknown_source_type(tmp_path):
         detect_type(f)
     with pytest.raises(ConfigError, match="unknown source type"):
         read_source(SourceConfig(path=f))
+
+
+def test_auto_detects_every_kind_of_source(tmp_path):
+    from tests.helpers import write_dicom
+
+    assert detect_type(tmp_path / "MedNIST.tar.gz") == "mednist"
+    (tmp_path / "MedNIST").mkdir()
+    assert detect_type(tmp_path / "MedNIST") == "mednist"
+    assert detect_type(make_npz(tmp_path / "pneumoniamnist.npz", {"train": 2})) == "medmnist"
+    assert detect_type(make_folder(tmp_path / "pngs", {"a": 1}, mixed=False)) == "folder"
+    assert detect_type(tmp_path / "images.zip") == "folder"
+    write_dicom(tmp_path / "scans" / "x" / "1.dcm", np.ones((8, 8)))
+    assert detect_type(tmp_path / "scans") == "dicom"
+
+
+def test_auto_with_a_missing_mednist_path_downloads_it_as_type_mednist_does(tmp_path, monkeypatch):
+    import synthgate.data.sources as sources
+
+    calls = []
+    monkeypatch.setattr(sources, "read_mednist", lambda cfg: calls.append(cfg) or "read")
+    for kind in ("auto", "mednist"):
+        cfg = SourceConfig(type=kind, path=tmp_path / "not-here" / "MedNIST.tar.gz")
+        assert read_source(cfg) == "read" and calls[-1] == cfg
+    with pytest.raises(DataError, match="no such file or directory"):
+        read_source(SourceConfig(type="auto", path=tmp_path / "not-here" / "images.tar.gz"))

@@ -3,11 +3,14 @@
 ``data/raw`` is a DVC output: its content hash lands in ``dvc.lock``, it is cached, and
 ``dvc push`` sends it to the remote (S3/MinIO), so a dataset version can be pulled back exactly.
 The folder holds a copy of the source (hard-linked where the filesystem allows) and
-``ingest.json``, which the prepare stage reads to know what the copy is.
+``ingest.json``, which the prepare stage reads to know what the copy is. Nothing in it depends on
+when it was written (no timestamp): ingesting the same source again leaves ``data/raw``'s hash, and
+so every later DVC stage, as it was.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +20,8 @@ from synthgate.config import SourceConfig
 from synthgate.data.sources import detect_type
 from synthgate.errors import DataError
 from synthgate.utils import atomic_directory, read_json, sha256_file, utc_now, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 INGEST_FILE = "ingest.json"
 
@@ -65,7 +70,6 @@ def ingest(cfg: SourceConfig, out: Path) -> dict[str, Any]:
         "flag": cfg.flag,
         "labels": None,
         "original_path": str(cfg.path),
-        "ingested": utc_now(),
     }
     if src.is_file():
         record["sha256"] = sha256_file(src)
@@ -78,6 +82,7 @@ def ingest(cfg: SourceConfig, out: Path) -> dict[str, Any]:
             shutil.copy2(labels, tmp / "labels.csv")
             record["labels"] = "labels.csv"
         write_json_atomic(tmp / INGEST_FILE, record)
+    log.info("ingested %s at %s", src, utc_now())  # the time goes to the log, not into the DVC-tracked output
     return record
 
 

@@ -133,6 +133,8 @@ def read_source(cfg: SourceConfig) -> SourceData:
     if not path.exists():
         if kind == "medmnist" or (kind == "auto" and path.suffix == ".npz"):
             return read_medmnist(path, cfg.flag, download_dir=cfg.download_dir)
+        if kind == "auto" and path.name.lower().startswith("mednist"):
+            return read_mednist(cfg)  # as with type mednist: MONAI downloads it into download_dir
         raise DataError(f"{path}: no such file or directory", hint="check data.source.path in params.yaml")
     if kind == "auto":
         kind = detect_type(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -57,6 +57,15 @@ class UtilityConfig(_Strict):
     settings: list[Literal["real", "synthetic", "augmented", "transfer"]] = Field(
         ["real", "synthetic", "augmented", "transfer"], min_length=1
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"seeds must be distinct: {', '.join(map(str, dup))} repeated in {v} (a repeated seed "
+                             "is the same run again and must not count towards the gate's min_seeds)")
+        return v
 
 
 class RealismConfig(_Strict):
