@@ -1,10 +1,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
-from components.images import IMAGE
+from components.images import CUDA_IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def evaluate(params_json: str, real: Input[Dataset], synthetic: Input[Dataset], evaluation: Output[Artifact],
              report: Output[HTML], metrics: Output[Metrics]):
     """Fidelity, variety, memorization/privacy, utility. ``evaluation``: evaluation.json + report.html;

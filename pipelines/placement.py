@@ -23,8 +23,10 @@ S3_STEPS = frozenset({"prepare", "train", "train_distributed", "register", "prom
 #: a new input, so it reruns after every training run). Training is cached only when
 #: compiled with ``--cache-training``; register, promote and publish have side effects: never cached.
 CACHED_STEPS = frozenset({"prepare", "validate", "sample", "evaluate", "gate"})
-#: Steps that get a GPU in the GPU pipelines.
-GPU_STEPS = frozenset({"train", "sample", "publish"})
+#: Steps that get a GPU in the GPU pipelines: training and sampling the generator, and evaluate (the
+#: reference encoder and the utility classifiers train there, the memorization scan is a matmul, and
+#: Inception-FID needs torch-fidelity, which only the CUDA image holds).
+GPU_STEPS = frozenset({"train", "sample", "evaluate", "publish"})
 
 #: The GPU train step is retried this often (a preempted or evicted GPU node); with the pipeline's
 #: checkpoint_uri the retry resumes from the newest mirrored checkpoint instead of step 0.

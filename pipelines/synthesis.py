@@ -38,7 +38,8 @@ MULTI_NODE_PARAMS = ("train_nodes", "gpus_per_node")
 
 def build(gpu: bool = True, cache_training: bool = False, params_json: str | None = None,
           gate_policy_yaml: str | None = None) -> Callable[..., Any]:
-    """The pipeline function. ``gpu``: train and sample request an ``nvidia.com/gpu`` on a GPU node
+    """The pipeline function. ``gpu``: train, sample, evaluate and publish request an ``nvidia.com/gpu``
+    on a GPU node
     (a compile-time choice in KFP); ``cache_training``: let KFP reuse a training run for equal inputs.
 
     Only the GPU pipeline has ``train_nodes``/``gpus_per_node``: with ``train_nodes > 1`` the
@@ -50,8 +51,8 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
     default_params = defaults.params_json() if params_json is None else params_json
     default_policy = defaults.gate_policy_yaml() if gate_policy_yaml is None else gate_policy_yaml
     # without GPUs, the GPU steps run in the (smaller) CPU image
-    train_op, sample_op, publish_op = (train, sample, publish) if gpu else (
-        in_image(train, IMAGE), in_image(sample, IMAGE), in_image(publish, IMAGE))
+    train_op, sample_op, evaluate_op, publish_op = (train, sample, evaluate, publish) if gpu else (
+        in_image(train, IMAGE), in_image(sample, IMAGE), in_image(evaluate, IMAGE), in_image(publish, IMAGE))
 
     def synthesis(
         source_uri: str = "",
@@ -99,7 +100,8 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
                                  resolution=resolution), "prepare", gpu)
         val = configure(validate(params_json=params_json, dataset=prep.outputs["dataset"]), "validate", gpu)
         real = val.outputs["validated"]
-        overrides = {"generator_type": generator_type, "generator_size": generator_size, "train_steps": train_steps}
+        overrides = {"generator_type": generator_type, "generator_size": generator_size, "train_steps": train_steps,
+                     "tracking_uri": tracking_uri}
         resumable = {"checkpoint_uri": checkpoint_uri}
         if gpu:
             with dsl.If(train_nodes > 1, name="multi-node"):
@@ -118,7 +120,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
             generator = tr.outputs["generator"]
         smp = configure(sample_op(params_json=params_json, samples_per_class=samples_per_class,
                                generator=generator, real=real), "sample", gpu)
-        ev = configure(evaluate(params_json=params_json, real=real, synthetic=smp.outputs["synthetic"]),
+        ev = configure(evaluate_op(params_json=params_json, real=real, synthetic=smp.outputs["synthetic"]),
                        "evaluate", gpu)
         gt = configure(gate(gate_policy_yaml=gate_policy_yaml, evaluation=ev.outputs["evaluation"]), "gate", gpu)
         reg = configure(register(model_name=model_name, tracking_uri=tracking_uri, generator=generator,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from synthgate.config import Params
 from synthgate.errors import ConfigError
 from synthgate.progress import Reporter
+from synthgate.utils import environ
 
 if TYPE_CHECKING:  # keep `import synthgate.stages` light: torch and pandas load with the stage
     from synthgate.data.canonical import CanonicalDataset
@@ -91,8 +92,12 @@ def train(
     reporter: Reporter | None = None,
     resume: bool = True,
     checkpoint_uri: str | None = None,
+    tracking_uri: str | None = None,
 ) -> TrainResult:
     """Canonical dataset (train split) -> class-conditional generator in ``out/model``.
+
+    ``tracking_uri``: the MLflow server this run logs to (default: ``$MLFLOW_TRACKING_URI``, else a
+    SQLite store in ``out``).
 
     ``checkpoint_uri`` (``s3://bucket/prefix`` or a folder): checkpoints are mirrored there as they
     are written and the newest is restored first, so a restarted pod resumes
@@ -115,8 +120,9 @@ def train(
         else:
             mirror.clear()
     try:
-        return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume,
-                      encoder=params.evaluate.encoder, fid_sampling=params.sample, on_checkpoint=mirror)
+        with environ({"MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}):
+            return _train(Path(dataset), params.generator, params.train, Path(out), reporter, resume,
+                          encoder=params.evaluate.encoder, fid_sampling=params.sample, on_checkpoint=mirror)
     finally:
         if mirror is not None:
             mirror.close()

@@ -336,6 +336,18 @@ def test_run_trainjob_submits_polls_and_downloads_the_model(tmp_path, s3):
     assert gen.metadata["trainjob"] == "kubeflow-user/synthgate-train-t1" and gen.metadata["num_nodes"] == 2
 
 
+def test_run_trainjob_tracking_uri_replaces_the_config_maps(tmp_path, s3):
+    info = {"generator": {"type": "gan"}, "dataset_content_hash": "abc"}
+    api = FakeTrainJobs([{"type": "Complete"}], {"synthgate_generator.json": json.dumps(info).encode()})
+    _run(api, tmp_path, tracking_uri="http://mlflow.team-b:5000")
+    env = [e for e in api.created[0][4]["spec"]["trainer"]["env"] if e["name"] == "MLFLOW_TRACKING_URI"]
+    assert env == [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.team-b:5000"}]  # no ConfigMap ref too
+    api = FakeTrainJobs([{"type": "Complete"}], {"synthgate_generator.json": json.dumps(info).encode()})
+    _run(api, tmp_path)
+    env = [e for e in api.created[0][4]["spec"]["trainer"]["env"] if e["name"] == "MLFLOW_TRACKING_URI"]
+    assert env[0]["valueFrom"]["configMapKeyRef"]["name"] == "synthgate-endpoints" and len(env) == 1
+
+
 def test_run_trainjob_failed_raises_with_the_condition_message(tmp_path, s3):
     from synthgate.generators.distributed import TrainJobError
 

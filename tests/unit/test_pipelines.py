@@ -21,7 +21,7 @@ from synthgate.errors import ConfigError, DataError
 from tests.helpers import REPO, run_cli
 
 STAGES = ("prepare", "validate", "train", "sample", "evaluate", "gate", "register", "promote", "publish")
-GPU_STEPS = {"train", "sample", "publish"}
+GPU_STEPS = {"train", "sample", "evaluate", "publish"}
 
 
 def _load(path: Path) -> tuple[dict, dict]:
@@ -194,13 +194,13 @@ def test_multi_node_branch(compiled):
 def test_train_and_sample_request_a_gpu(compiled):
     spec, platform = compiled["synthesis.yaml"]
     execs, k8s = _executors(spec), _k8s(platform)
-    for step in ("train", "sample"):
+    for step in ("train", "sample", "evaluate"):
         acc = execs[step]["resources"]["accelerator"]
         assert acc["type"] == "nvidia.com/gpu" and str(acc["count"]) == "1"
         assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
         assert k8s[step]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[step]["tolerations"]
-    for step in ("prepare", "validate", "train-distributed", "evaluate", "gate", "register", "promote"):
+    for step in ("prepare", "validate", "train-distributed", "gate", "register", "promote"):
         assert "accelerator" not in execs[step]["resources"]
         assert "nodeSelector" not in k8s[step] and "tolerations" not in k8s[step]
     # the CPU variant asks for no GPU anywhere
@@ -307,7 +307,7 @@ def test_train_distributed_component_body_only_imports_synthgate_and_calls_run_t
     assert [(c.value.id, c.attr) for c in calls] == [("distributed", "run_trainjob")]
     assert set(inspect.signature(func).parameters) == {
         "params_json", "generator_type", "generator_size", "train_steps", "num_nodes", "gpus_per_node",
-        "trainer_image", "dataset", "generator"}
+        "trainer_image", "dataset", "generator", "tracking_uri"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -252,10 +252,12 @@ def fetch_dataset(uri: str, dest: Path) -> Path:
 
 def _env_refs(secret: str | None, secret_keys: tuple[str, ...], configmap: str | None,
               configmap_keys: tuple[str, ...], extra: dict[str, str] | None) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in (extra or {}).items()]
+    extra = extra or {}
+    env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in extra.items()]
     for source, name, keys in (("secretKeyRef", secret, secret_keys), ("configMapKeyRef", configmap, configmap_keys)):
-        if name:
-            env += [{"name": k, "valueFrom": {source: {"name": name, "key": k, "optional": True}}} for k in keys]
+        if name:  # a value given in ``extra`` wins over the Secret's/ConfigMap's (no duplicate names)
+            env += [{"name": k, "valueFrom": {source: {"name": name, "key": k, "optional": True}}}
+                    for k in keys if k not in extra]
     return env
 
 
@@ -533,6 +535,7 @@ def run_trainjob(
     poll_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
     env: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
 ) -> Path:
     """Train on ``num_nodes`` x ``gpus_per_node`` GPUs as a Kubeflow Trainer ``TrainJob`` and put the
     model in the ``generator`` artifact (the ``train_distributed`` pipeline step).
@@ -544,6 +547,7 @@ def run_trainjob(
     uploads the model to :func:`output_prefix`. This step submits the job with ``api`` (a
     ``kubernetes.client.CustomObjectsApi``; None: in-cluster config) in ``namespace`` (None: the
     pod's), polls it (:func:`wait_for_trainjob`) and downloads the model folder. Returns its path.
+    ``tracking_uri`` (empty: not given) replaces the ConfigMap's ``MLFLOW_TRACKING_URI`` in the job's pods.
     """
     from synthgate import kfp_io
 
@@ -557,7 +561,8 @@ def run_trainjob(
         name, image, num_nodes, gpus_per_node,
         ["train", "--params", JOB_PARAMS_FILE, "--dataset", "/scratch/dataset", "--out", JOB_OUT_DIR],
         namespace, dataset_uri=dataset_s3, params_json=kfp_io.params_json(p), model_uri=out_uri,
-        env={"SYNTHGATE_S3_ENDPOINT_URL": endpoint} if endpoint else None,
+        env={k: v for k, v in {"SYNTHGATE_S3_ENDPOINT_URL": endpoint, "MLFLOW_TRACKING_URI": tracking_uri}.items()
+             if v} or None,
         labels={"synthgate.io/launched-by": "pipeline"})
     api = api if api is not None else _in_cluster_api()
     print(f"[synthgate] TrainJob {namespace}/{name}: {num_nodes} node(s) x {gpus_per_node} GPU(s), dataset "
