@@ -110,54 +110,83 @@ def _integrity_failures(evaluation: dict[str, Any], applied: list[RuleResult]) -
     return out
 
 
+def _threshold_rules(group: str, thresholds: dict[str, Any], measured: dict[str, tuple[Any, str, str]],
+                     rules: list[RuleResult], skipped: list[str]) -> None:
+    """One rule per non-null threshold: ``measured[name] = (value, comparison, what it is)``."""
+    for name, threshold in thresholds.items():
+        rule = f"{group}.{name}"
+        if threshold is None:
+            skipped.append(rule)
+            continue
+        value, cmp, what = measured[name]
+        if value is None:
+            rules.append(RuleResult(rule, False, None, threshold, cmp,
+                                    f"{what} not measured: the evaluation lacks it, so this rule cannot pass"))
+            continue
+        ok = (operator.le if cmp == "<=" else operator.ge)(value, threshold)
+        verdict = "within" if ok else "violates"
+        rules.append(RuleResult(rule, bool(ok), float(value), float(threshold), cmp,
+                                f"{what} {value:.4g} {verdict} {cmp} {threshold:g}"))
+
+
+def _memorization_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
+                        skipped: list[str]) -> None:
+    measured = {
+        "max_pixel_near_copy_fraction": (
+            _get(evaluation, "memorization", "pixel", "near_copy_fraction"), "<=", "pixel near-copy fraction"),
+        "max_feature_near_copy_fraction": (
+            _get(evaluation, "memorization", "feature", "near_copy_fraction"), "<=", "feature near-copy fraction"),
+        "max_pixel_median_shift": (
+            _get(evaluation, "memorization", "pixel", "median_shift"), "<=",
+            "median max-correlation shift, synthetic vs held-out"),
+        "max_membership_auc": (
+            _get(evaluation, "memorization", "membership", "feature_auc"), "<=", "membership-inference AUC"),
+        "max_membership_auc_pixel": (
+            _get(evaluation, "memorization", "membership", "pixel_auc"), "<=", "membership-inference AUC (pixels)"),
+    }
+    _threshold_rules("memorization", policy.memorization.model_dump(), measured, rules, skipped)
+
+
+def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
+                   skipped: list[str]) -> None:
+    stats = (evaluation.get("utility") or {}).get("stats", {})
+    measured = {
+        "max_auc_gap": (stats.get("auc_gap"), "<=", "utility gap AUC_real - AUC_syn"),
+        "max_delta_syn": (stats.get("delta_syn"), "<=", "label-overfitting Delta_syn"),
+        "min_augmentation_gain": (stats.get("augmented_gain"), ">=", "augmentation AUC gain"),
+        "max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
+        "min_seeds": (stats.get("n_seeds"), ">=", "utility repeats (seeds)"),
+    }
+    _threshold_rules("utility", policy.utility.model_dump(), measured, rules, skipped)
+
+
+def _fidelity_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
+                    skipped: list[str]) -> None:
+    measured = {
+        "max_fid_ratio": (_get(evaluation, "summary", "fid_ratio_to_baseline"), "<=",
+                          "FID relative to real test vs train"),
+        "min_precision": (_get(evaluation, "summary", "precision"), ">=", "precision"),
+        "min_recall": (_get(evaluation, "summary", "recall"), ">=", "recall"),
+    }
+    _threshold_rules("fidelity", policy.fidelity.model_dump(), measured, rules, skipped)
+
+
+def _sample_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
+                  skipped: list[str]) -> None:
+    syn_counts = _get(evaluation, "synthetic", "counts") or {}
+    measured = {
+        "min_synthetic_images": (_get(evaluation, "synthetic", "num_images"), ">=", "synthetic images"),
+        "min_per_class": (min(syn_counts.values()) if syn_counts else None, ">=",
+                          "synthetic images in the smallest class"),
+    }
+    _threshold_rules("samples", policy.samples.model_dump(), measured, rules, skipped)
+
+
 def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
     rules: list[RuleResult] = []
     skipped: list[str] = []
-    util = evaluation.get("utility") or {}
-    stats = util.get("stats", {})
-    syn_counts = _get(evaluation, "synthetic", "counts") or {}
-    measured: dict[str, tuple[Any, str, str]] = {
-        # rule -> (value, comparison, what it is)
-        "memorization.max_pixel_near_copy_fraction": (
-            _get(evaluation, "memorization", "pixel", "near_copy_fraction"), "<=", "pixel near-copy fraction"),
-        "memorization.max_feature_near_copy_fraction": (
-            _get(evaluation, "memorization", "feature", "near_copy_fraction"), "<=", "feature near-copy fraction"),
-        "memorization.max_pixel_median_shift": (
-            _get(evaluation, "memorization", "pixel", "median_shift"), "<=",
-            "median max-correlation shift, synthetic vs held-out"),
-        "memorization.max_membership_auc": (
-            _get(evaluation, "memorization", "membership", "feature_auc"), "<=", "membership-inference AUC"),
-        "memorization.max_membership_auc_pixel": (
-            _get(evaluation, "memorization", "membership", "pixel_auc"), "<=", "membership-inference AUC (pixels)"),
-        "utility.max_auc_gap": (stats.get("auc_gap"), "<=", "utility gap AUC_real - AUC_syn"),
-        "utility.max_delta_syn": (stats.get("delta_syn"), "<=", "label-overfitting Delta_syn"),
-        "utility.min_augmentation_gain": (stats.get("augmented_gain"), ">=", "augmentation AUC gain"),
-        "utility.max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
-        "utility.min_seeds": (stats.get("n_seeds"), ">=", "utility repeats (seeds)"),
-        "fidelity.max_fid_ratio": (_get(evaluation, "summary", "fid_ratio_to_baseline"), "<=",
-                                   "FID relative to real test vs train"),
-        "fidelity.min_precision": (_get(evaluation, "summary", "precision"), ">=", "precision"),
-        "fidelity.min_recall": (_get(evaluation, "summary", "recall"), ">=", "recall"),
-        "samples.min_synthetic_images": (_get(evaluation, "synthetic", "num_images"), ">=", "synthetic images"),
-        "samples.min_per_class": (min(syn_counts.values()) if syn_counts else None, ">=",
-                                  "synthetic images in the smallest class"),
-    }
-    groups = policy.model_dump()
-    for group, thresholds in groups.items():
-        for name, threshold in thresholds.items():
-            rule = f"{group}.{name}"
-            if threshold is None:
-                skipped.append(rule)
-                continue
-            value, cmp, what = measured[rule]
-            if value is None:
-                rules.append(RuleResult(rule, False, None, threshold, cmp,
-                                        f"{what} not measured: the evaluation lacks it, so this rule cannot pass"))
-                continue
-            ok = (operator.le if cmp == "<=" else operator.ge)(value, threshold)
-            verdict = "within" if ok else "violates"
-            rules.append(RuleResult(rule, bool(ok), float(value), float(threshold), cmp,
-                                    f"{what} {value:.4g} {verdict} {cmp} {threshold:g}"))
+    for group_rules in (_memorization_rules, _utility_rules, _fidelity_rules, _sample_rules):
+        group_rules(evaluation, policy, rules, skipped)
     rules.extend(_integrity_failures(evaluation, rules))
     identities = {
         "real_content_hash": _get(evaluation, "real", "content_hash"),
