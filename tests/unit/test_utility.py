@@ -1,0 +1,186 @@
+"""The downstream classifier and the utility protocol: the stopping rule, the threshold chosen on
+validation, matched sizes, the confidence bound (against scipy), and the bad inputs (tiny images,
+CPU, a few dozen steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from synthgate.errors import ConfigError, DataError
+from synthgate.evaluation.classifier import (
+    TrainSettings,
+    augment_batch,
+    choose_threshold,
+    classification_scores,
+    train_classifier,
+)
+from synthgate.evaluation.config import UtilityConfig
+from synthgate.evaluation.utility import confidence_bound, min_seeds_for, utility
+
+CPU = torch.device("cpu")
+
+
+def _images(n_per_class: list[int], seed: int, size: int = 16, noise: float = 60.0,
+            flip_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class k: a bright square in quadrant k on noise (separable, but not trivially with noise);
+    ``flip_share`` of the labels drawn at random (so the AUROC does not saturate)."""
+    rng = np.random.default_rng(seed)
+    imgs, labels = [], []
+    h = size // 2
+    for k, n in enumerate(n_per_class):
+        x = rng.normal(100, noise, (n, size, size, 1))
+        r, c = divmod(k % 4, 2)
+        x[:, r * h:(r + 1) * h, c * h:(c + 1) * h] += 60
+        imgs.append(np.clip(x, 0, 255).astype(np.uint8))
+        labels.append(np.full(n, k))
+    y = np.concatenate(labels)
+    noisy = rng.random(len(y)) < flip_share
+    y[noisy] = rng.integers(0, len(n_per_class), int(noisy.sum()))
+    return np.concatenate(imgs), y
+
+
+FAST = TrainSettings(max_steps=60, batch_size=16, lr=3e-3, eval_every=5, patience=3)
+
+
+def test_early_stopping_keeps_the_best_weights():
+    x, y = _images([60, 60], 0, flip_share=0.3)
+    xv, yv = _images([20, 20], 1, flip_share=0.3)
+    t = train_classifier(x, y, xv, yv, arch="small", n_classes=2, seed=0, device=CPU, settings=FAST)
+    assert t.stopped == "early" and t.selection == "validation"
+    best = t.history[t.best_epoch]
+    assert best["step"] == t.best_step
+    # stopped `patience` evaluations after the best one, none of which improved on it
+    assert t.steps == t.best_step + FAST.patience * FAST.eval_every
+    assert all(h["val_auroc"] <= best["val_auroc"] + FAST.min_delta for h in t.history[t.best_epoch + 1:])
+    # the model returned is the best one, not the last one
+    assert t.val_auroc == pytest.approx(best["val_auroc"], abs=1e-6)
+    # max_epochs caps the budget too: 2 passes over 120 images at batch 16 = 15 steps
+    capped = train_classifier(x, y, xv, yv, arch="small", n_classes=2, seed=0, device=CPU,
+                              settings=TrainSettings(max_steps=500, batch_size=16, eval_every=100, max_epochs=2))
+    assert capped.steps == 15 and capped.stopped == "budget"
+
+
+def test_a_validation_split_too_small_for_early_stopping_trains_the_fixed_budget():
+    x, y = _images([40, 40], 0)
+    xv, yv = _images([30, 3], 1)  # 3 images of class 1 < min_val_per_class
+    t = train_classifier(x, y, xv, yv, arch="small", n_classes=2, seed=0, device=CPU,
+                         settings=TrainSettings(max_steps=12, batch_size=16, eval_every=4, patience=1,
+                                                min_val_per_class=5))
+    assert (t.selection, t.stopped, t.steps) == ("fixed", "fixed", 12)
+    assert all(np.isnan(h["val_auroc"]) for h in t.history)
+
+
+def test_threshold_is_chosen_on_validation_for_balanced_accuracy():
+    y = np.array([0] * 8 + [1] * 2)
+    p1 = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9])  # argmax would call 6 of 8 negatives right
+    proba = np.stack([1 - p1, p1], 1)
+    thr = choose_threshold(y, proba, 2)
+    assert thr == pytest.approx(0.85)
+    s = classification_scores(y, proba, 2, thr)
+    assert s["accuracy"] == 1.0 and s["balanced_accuracy"] == 1.0 and s["auroc"] == 1.0
+    at_half = classification_scores(y, proba, 2, None)  # argmax
+    assert at_half["accuracy"] == pytest.approx(0.7) and at_half["balanced_accuracy"] == pytest.approx(0.8125)
+    assert choose_threshold(np.zeros(4, int), proba[:4], 2) is None  # one class: no ROC, argmax
+    assert choose_threshold(y, np.ones((10, 3)) / 3, 3) is None  # multi-class: argmax
+
+
+def test_augmentation_shifts_within_bounds_and_flips_only_when_asked():
+    x = torch.zeros(32, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0  # one bright pixel in the centre
+    gen = torch.Generator().manual_seed(0)
+    out = augment_batch(x, gen, shift=2, intensity=0.0, flip=False)
+    pos = [divmod(int(v.argmax()), 9) for v in out[:, 0]]
+    assert all(abs(r - 4) <= 2 and abs(c - 4) <= 2 for r, c in pos) and len(set(pos)) > 3
+    ramp = torch.linspace(-1, 1, 9).expand(32, 1, 9, 9).clone()
+    assert torch.equal(augment_batch(ramp, gen, 0, 0.0, False), ramp)
+    flipped = augment_batch(ramp, gen, 0, 0.0, True)
+    n_flipped = sum(bool(torch.equal(f, ramp[0].flip(-1))) for f in flipped)
+    assert 0 < n_flipped < 32
+    jitter = augment_batch(ramp, gen, 0, 0.1, False)
+    scale = (jitter[:, 0, 0, -1] - jitter[:, 0, 0, 0]) / 2
+    assert torch.all((scale >= 0.9 - 1e-6) & (scale <= 1.1 + 1e-6)) and scale.std() > 0
+
+
+def test_confidence_bound_agrees_with_scipy_and_the_seed_minimum():
+    from scipy.stats import ttest_1samp
+
+    v = [0.012, -0.004, 0.031, 0.008, 0.020, -0.001]
+    upper = ttest_1samp(v, 0.0, alternative="less").confidence_interval(0.95).high
+    lower = ttest_1samp(v, 0.0, alternative="greater").confidence_interval(0.9).low
+    assert confidence_bound(v, 0.95, "upper") == pytest.approx(upper)
+    assert confidence_bound(v, 0.9, "lower") == pytest.approx(lower)
+    assert np.isnan(confidence_bound([0.1], 0.95, "upper"))
+    assert [min_seeds_for(c) for c in (0.9, 0.95, 0.975, 0.99)] == [4, 5, 6, 7]
+    assert 0.5 ** min_seeds_for(0.95) <= 0.05 < 0.5 ** (min_seeds_for(0.95) - 1)
+
+
+def _cfg(**kw) -> UtilityConfig:
+    base = dict(max_steps=10, eval_every=5, patience=1, batch_size=16, seeds=[0, 1, 2, 3, 4], min_val_per_class=3)
+    return UtilityConfig(**{**base, **kw})
+
+
+def test_matched_sizes_paired_values_and_bounds():
+    real = _images([40, 30], 0)
+    val = _images([10, 10], 1)
+    test = _images([15, 15], 2)
+    syn = _images([10, 6], 3)  # fewer synthetic images than real ones: the real set is matched to them
+    u = utility(real, val, test, syn, 2, _cfg(), CPU, class_names=["a", "b"])
+    sizes = u["train_sizes"]
+    # 20% of each synthetic class held out for Delta_syn (2 and 1), the rest matched by the real set
+    assert sizes["synthetic_held_out_per_class"] == {"a": 2, "b": 1}
+    assert sizes["synthetic_train_per_class"] == sizes["matched_per_class"] == {"a": 8, "b": 5}
+    assert sizes["real_full_per_class"] == {"a": 40, "b": 30}
+    n = {s: {r["n_train"] for r in rs} for s, rs in u["runs"].items()}
+    assert n == {"real": {13}, "synthetic": {13}, "real_full": {70}, "augmented": {83}, "transfer": {70}}
+    p = u["paired"]
+    assert p["seeds"] == [0, 1, 2, 3, 4]
+    real_auc = [r["auroc"] for r in u["runs"]["real"]]
+    syn_auc = [r["auroc"] for r in u["runs"]["synthetic"]]
+    assert p["auc_gap"] == pytest.approx(np.subtract(real_auc, syn_auc).tolist())
+    st = u["stats"]
+    assert st["auc_gap_upper"] == pytest.approx(confidence_bound(p["auc_gap"], 0.95, "upper"))
+    assert st["augmented_gain_lower"] == pytest.approx(confidence_bound(p["augmented_gain"], 0.95, "lower"))
+    assert len(p["delta_syn"]) == 5 and "delta_syn_upper" in st and "note" not in st
+    assert u["validation"]["early_stopping"] and u["validation"]["note"] is None
+    for r in u["runs"]["real"]:
+        assert {"accuracy", "balanced_accuracy", "threshold", "steps", "best_step"} <= set(r)
+
+
+def test_bad_inputs_are_refused_or_recorded():
+    real, test = _images([30, 30, 30], 0), _images([8, 8, 8], 2)
+    val = _images([8, 8, 8], 1)
+    # a class without synthetic images: refused, naming it
+    no_c = _images([6, 6, 0], 3)
+    with pytest.raises(DataError, match=r"no images of class\(es\) 'tumour' \(synthetic counts: a=6, b=6, "
+                                        r"tumour=0\)") as e:
+        utility(real, val, test, no_c, 3, _cfg(), CPU, class_names=["a", "b", "tumour"])
+    assert "sample every class" in e.value.hint
+    # a validation split too small for early stopping: said, fallen back to the fixed budget, recorded
+    small_val = _images([8, 8, 2], 1)
+    u = utility(real, small_val, test, _images([6, 6, 6], 3), 3,
+                _cfg(seeds=[0], settings=["real", "synthetic"], max_steps=4, min_val_per_class=5), CPU,
+                class_names=["a", "b", "c"])
+    assert u["validation"]["early_stopping"] is False
+    assert u["validation"]["note"].startswith("the validation split has fewer than 5 images of a class (class 2: 2)")
+    assert "fixed budget of 4 steps" in u["validation"]["note"]
+    assert {(r["stopped"], r["steps"]) for rs in u["runs"].values() for r in rs} == {("fixed", 4)}
+    # one seed: no bounds, and the evaluation says why
+    assert u["stats"]["auc_gap_upper"] is None
+    assert u["stats"]["note"].startswith("1 seed(s): a one-sided test at confidence 0.95 needs at least 5")
+
+
+def test_policy_with_too_few_seeds_for_its_level_is_refused(tmp_path):
+    from synthgate.gates.policy import load_policy
+
+    p = tmp_path / "gates.yaml"
+    p.write_text("utility:\n  min_seeds: 3\n")
+    with pytest.raises(ConfigError, match=r"gates.yaml: utility: min_seeds 3 is too few for confidence 0.95: "
+                                          r"a one-sided test at this level needs at least 5 seeds"):
+        load_policy(p)
+    p.write_text("utility:\n  min_seeds: 3\n  confidence: 0.875\n")  # 0.5^3 = 0.125: three seeds can reach it
+    assert load_policy(p).utility.min_seeds == 3
+    p.write_text("utility:\n  confidence: 0.99\n")
+    with pytest.raises(ConfigError, match="needs at least 7 seeds"):
+        load_policy(p)
