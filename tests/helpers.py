@@ -127,3 +127,33 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         timeout=timeout,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def fake_memorization(m: int = 600, copies: int = 0, planted_rate: float = 1.0, n_null: int = 500) -> dict:
+    """A memorization section in the evaluation's format (:mod:`synthgate.evaluation.memorization.evidence`)
+    for gate, registry and publish tests: ``copies`` synthetic images with p-values of exact copies,
+    the rest like honest images; planted copies found at ``planted_rate``."""
+    import numpy as np
+
+    p = np.linspace(0.002, 1.0, m)
+    p[:copies] = 1e-15
+    ex = {"threshold": 2.0, "order_statistic": 5, "n_null": n_null, "n_synthetic": m, "exceedances": 6,
+          "expected": 6.0, "p": 0.5}
+    detectors = {d: {"what": d, "null": {"n": n_null, "needed": 60, "sufficient": True}, "synthetic": {"n": m},
+                     "held_out": {"n": n_null}, "exceedance": dict(ex)}
+                 for d in ("pixel", "smooth", "margin", "aligned", "tiles", "descriptor")}
+    hits = int(round(planted_rate * 100))
+    planted = {k: {"what": k, "n": 100, "ruled": k != "blend", "detected": hits, "rate": hits / 100,
+                   "ci95": [0.0, 1.0], "per_detector": {}, "source_found": 1.0,
+                   "p_values": [1e-15] * hits + [0.5] * (100 - hits)}
+               for k in ("exact", "flip", "rot90", "shift_1px", "shift_2px", "shift_4px", "crop_resize",
+                         "brightness_contrast", "noise", "blend")}
+    return {"coverage": {"train_compared": 1000, "train_size": 1000, "full": True, "synthetic_compared": m,
+                         "synthetic_size": m, "held_out": n_null},
+            "detectors": detectors, "null_sufficient": True, "held_out_needed": 60,
+            "per_image": {"p_combined": p.tolist(), "n": m},
+            "flags": {"alpha": 0.005, "correction": "bh", "count": copies, "indices": list(range(copies))},
+            "most_significant": [], "planted": planted,
+            "membership": {"members": n_null, "non_members": n_null, "descriptor": {"auc": 0.51, "se": 0.02, "p": 0.3},
+                           "pixel": {"auc": 0.49, "se": 0.02, "p": 0.7}},
+            "pixel_shift": {"shift": -0.01, "se": 0.005, "n_boot": 2000}, "per_class": {}}

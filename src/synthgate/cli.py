@@ -208,10 +208,15 @@ def _print_evaluation(result: Any) -> None:
     table.add_row("FID (encoder features)", f(s["fid"], 3), f"real test vs train: {f(s['fid_real_baseline'], 3)}")
     table.add_row("precision / recall", f"{f(s['precision'], 3)} / {f(s['recall'], 3)}", "")
     table.add_row("density / coverage", f"{f(s['density'], 3)} / {f(s['coverage'], 3)}", "")
-    table.add_row("near copies, pixel", f(s["pixel_near_copy_fraction"]),
-                  f"threshold r > {f(s['pixel_threshold'])} (held-out {d['config']['memorization']['baseline_quantile']})")
-    table.add_row("near copies, features", f(s["feature_near_copy_fraction"]), "")
-    table.add_row("membership AUC (features / pixels)",
+    mem = d["memorization"]
+    p_min = "–" if s["smallest_copy_p"] is None else f"{s['smallest_copy_p']:.2g}"
+    table.add_row("copies flagged", f(s["flagged_copies"]),
+                  f"{mem['flags']['correction'].upper()} at {mem['flags']['alpha']:g} over "
+                  f"{mem['coverage']['synthetic_size']} images; smallest copy p-value {p_min}")
+    table.add_row("planted copies found (weakest kind)", f(s["planted_min_detection"], 2),
+                  f"{mem['coverage']['train_compared']} of {mem['coverage']['train_size']} training images searched, "
+                  f"null of {mem['coverage']['held_out']} held-out images")
+    table.add_row("membership AUC (descriptor / pixels)",
                   f"{f(s['membership_auc'], 3)} / {f(s['membership_auc_pixel'], 3)}", "0.5 = no leak")
     if "auc_gap" in s:
         table.add_row("AUROC real / synthetic", f"{f(s['auc_real'])} / {f(s['auc_synthetic'])}", "TRTR / TSTR")
@@ -316,6 +321,9 @@ def _print_gate(d: Any, out: Path) -> None:
     console.print(table)
     if d.skipped:
         console.print(f"  not applied (null in the policy): {', '.join(d.skipped)}")
+    statement = d.details.get("memorization", {}).get("statement")
+    if statement:
+        console.print(f"  memorization: {statement}")
     console.print(f"  evaluation {d.evaluation_hash[:16]}  policy {d.policy_hash[:16]}")
     console.print(f"  gate.json  {out}")
 

@@ -94,6 +94,9 @@ class ValidateConfig(_Strict):
     near_duplicate_threshold: float = Field(
         0.99, gt=0.0, le=1.0, description="Pearson correlation at or above which two images are near copies"
     )
+    aligned_duplicates: bool = Field(
+        True, description="also find held-out images that are a training image moved, flipped, rotated or re-cropped "
+        "(the memorization evaluation's copy search)")
     drop_duplicates: bool = Field(False, description="drop the val/test member of every cross-split duplicate")
     drop_empty: bool = Field(False, description="drop constant (empty) images instead of failing")
     deidentify: bool = Field(False, description="strip DICOM identifying tags instead of refusing")

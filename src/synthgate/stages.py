@@ -163,7 +163,8 @@ def gate(
     policy: Path | None = DEFAULT_POLICY,
     out: Path = DEFAULT_GATE,
 ) -> GateDecision:
-    """evaluation.json + gates.yaml -> gate.json: pass/fail with value, threshold and reason per rule."""
+    """evaluation.json + gates.yaml -> gate.json: pass/fail with value, threshold and reason per rule
+    (the verdict is also written at the top of the evaluation's report.html)."""
     from synthgate.gates.decision import gate as _gate
     from synthgate.gates.policy import load_policy
     from synthgate.monitoring.push import record_gate

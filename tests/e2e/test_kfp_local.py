@@ -32,8 +32,8 @@ NO_PUBLISH = "synthgate.publish.package (the publish stage) is not in this check
 # Every rule off but the sample counts and one memorization rule that any measured value passes (a
 # policy without a memorization rule fails by design).
 PERMISSIVE_POLICY = {
-    "memorization": dict.fromkeys(("max_pixel_near_copy_fraction", "max_pixel_median_shift", "max_membership_auc",
-                                   "max_membership_auc_pixel")) | {"max_feature_near_copy_fraction": 1.0},
+    "memorization": dict.fromkeys(("min_planted_detection", "copy_excess_test", "max_pixel_median_shift",
+                                   "max_membership_auc", "max_membership_auc_pixel")) | {"max_flagged_copies": 10_000},
     "utility": dict.fromkeys(("max_auc_gap", "max_delta_syn", "min_augmentation_gain", "max_augmentation_p",
                               "min_seeds")),
     "fidelity": dict.fromkeys(("max_fid_ratio", "min_precision", "min_recall")),
@@ -49,7 +49,8 @@ def _tiny_params(tmp: Path, source: Path) -> str:
     p["sample"].update(per_class=34, steps=4, device="cpu")  # 102 images: the policy wants >= 100
     p["evaluate"]["device"] = "cpu"
     p["evaluate"]["encoder"].update(epochs=1, batch_size=32, cache_dir=str(tmp / "encoders"))
-    p["evaluate"]["memorization"].update(planted=20, chunk=64)
+    p["evaluate"]["memorization"].update(planted=20, chunk=64, bootstrap=20, descriptor={
+        "steps": 20, "batch_size": 32, "cache_dir": str(tmp / "encoders")})
     p["evaluate"]["utility"].update(epochs=1, batch_size=32, seeds=[0], settings=["real", "synthetic"])
     return json.dumps(p)
 
@@ -140,7 +141,7 @@ def test_metrics_and_report(pipeline_run):
     run = pipeline_run.run
     ev = _output(run, "evaluate")["artifacts"]
     metrics = ev["metrics"]["artifacts"][0]["metadata"]
-    for key in ("fid", "precision", "recall", "pixel_near_copy_fraction", "feature_near_copy_fraction",
+    for key in ("fid", "precision", "recall", "flagged_copies", "smallest_copy_p", "planted_min_detection",
                 "membership_auc", "auc_real", "auc_synthetic", "auc_gap"):
         assert isinstance(metrics[key], float), key
     assert json.loads((run / "evaluate/metrics").read_text()) == metrics
@@ -154,8 +155,8 @@ def test_gate_decision(pipeline_run):
     gate = json.loads((run / "gate/gate/gate.json").read_text())
     assert gate["passed"] is True
     assert {r["rule"] for r in gate["rules"]} == {"samples.min_synthetic_images", "samples.min_per_class",
-                                                  "memorization.max_feature_near_copy_fraction"}
-    assert "memorization.max_pixel_near_copy_fraction" in gate["skipped"]
+                                                  "memorization.max_flagged_copies"}
+    assert "memorization.min_planted_detection" in gate["skipped"]
     out = _output(run, "gate")
     assert out["parameterValues"]["Output"] is True
     assert out["artifacts"]["metrics"]["artifacts"][0]["metadata"]["gate_passed"] == 1.0

@@ -94,7 +94,7 @@ def test_stages_push_and_prometheus_alerts(prometheus, tmp_path, monkeypatch):
 
     pushgateway, prom = prometheus
     monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
-    e = _evaluation(memorization__pixel__near_copy_fraction=0.3)  # a generator that copies
+    e = _evaluation(copies=3)  # a generator that copies
     e["real"]["path"] = str(tmp_path / "MedNIST")
     e["evaluation_hash"] = evaluation_hash(e)
     (tmp_path / "evaluation.json").write_text(json.dumps(e))
@@ -108,7 +108,7 @@ def test_stages_push_and_prometheus_alerts(prometheus, tmp_path, monkeypatch):
 
     [gate] = _query(prom, 'synthgate_gate_passed{job="synthgate",dataset="mednist"}')
     assert gate["value"][1] == "0" and gate["metric"]["stage"] == "gate"
-    [rule] = _query(prom, 'synthgate_gate_rule_passed{rule="memorization.max_pixel_near_copy_fraction"}')
+    [rule] = _query(prom, 'synthgate_gate_rule_passed{rule="memorization.max_flagged_copies"}')
     assert rule["value"][1] == "0"
     [ok_rule] = _query(prom, 'synthgate_gate_rule_passed{rule="utility.max_auc_gap"}')
     assert ok_rule["value"][1] == "1"
@@ -134,7 +134,7 @@ def test_stages_push_and_prometheus_alerts(prometheus, tmp_path, monkeypatch):
     firing = {a["labels"]["alertname"]: a for a in alerts}
     assert {"SynthgateGateFailed", "SynthgateStageFailed", "SynthgateGateRuleFailed"} <= set(firing)
     assert firing["SynthgateStageFailed"]["labels"]["stage"] == "pull"
-    assert firing["SynthgateGateRuleFailed"]["labels"]["rule"] == "memorization.max_pixel_near_copy_fraction"
+    assert firing["SynthgateGateRuleFailed"]["labels"]["rule"] == "memorization.max_flagged_copies"
     assert "SynthgatePublishFailed" not in firing
 
 

@@ -90,7 +90,7 @@ GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diff
 
 
 def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
-                approve: bool = True) -> tuple[str, str]:
+                approve: bool = True, policy=None, **extra) -> tuple[str, str]:
     """Register a version gated on ``samples`` under a fresh model name; promote it if asked."""
     from synthgate.evaluation.evaluate import evaluation_hash
     from synthgate.gates.decision import gate
@@ -100,15 +100,15 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
     name = f"m{next(_counter)}-generator"
     d = tmp / name
     d.mkdir()
-    over = {} if passing else {"memorization__pixel__near_copy_fraction": 0.3}
-    e = _evaluation(**over)
+    over = {} if passing else {"copies": 3}
+    e = _evaluation(**over, **extra)
     e["real"]["path"] = str(d / "MedNIST")
     e["synthetic"].update(path=str(samples.root), content_hash=samples.content_hash, num_images=120,
                           counts={"a": 60, "b": 60}, generator=dict(GENERATOR))
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
     (d / "report.html").write_text("<html><body>report</body></html>")
-    gate(d / "evaluation.json", GatePolicy(), d / "gate.json")
+    gate(d / "evaluation.json", policy or GatePolicy(), d / "gate.json")
     r = register(model_dir, d / "evaluation.json", d / "gate.json", uri=uri, name=name)
     if approve and passing:
         promote(name, r.version, uri=uri)
@@ -146,13 +146,40 @@ def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, 
         first = np.asarray(Image.open(io.BytesIO(zf.read(names[0]))))
         np.testing.assert_array_equal(first, np.asarray(samples.images)[int(names[0][:6]), ..., 0])
     card = (out / "DATACARD.md").read_text()
-    assert f"{name} version 1" in card and "| a | 60 |" in card and "memorization.max_pixel_near_copy_fraction" in card
+    assert f"{name} version 1" in card and "| a | 60 |" in card and "memorization.max_flagged_copies" in card
     assert json.loads((out / "pull.json").read_text())["status"] == "approved"
     # publishing the same content again is a no-op; a completed target is not pulled into again
     again = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=50)
     assert again.already_published
     with pytest.raises(DataError, match="is not empty"):
         pull(r.name, out, store, tracking_uri=mlflow_server)
+
+
+def test_images_flagged_as_copies_are_never_released(mlflow_server, model_dir, samples, tmp_path):
+    """A policy that tolerates a few flagged images still releases none of them: the package leaves out
+    every image the gate record or the evaluation flagged, and says so in the manifest and data card."""
+    from synthgate.gates.policy import GatePolicy
+
+    p = [1e-15, 0.5, 1e-15] + [0.6] * 117  # images 0 and 2 of the 120 are copies
+    tolerant = GatePolicy.model_validate({"memorization": {"max_flagged_copies": 5}})
+    name, _ = _registered(tmp_path, mlflow_server, model_dir, samples, policy=tolerant,
+                          memorization__per_image__p_combined=p)
+    r = publish(name, tmp_path / "store", samples=samples.root, tracking_uri=mlflow_server)
+    assert r.num_images == 118 and r.manifest["excluded"]["indices"] == [0, 2]
+    assert r.manifest["dataset"]["evaluated_content_hash"] == samples.content_hash != r.manifest["dataset"]["content_hash"]
+    assert "2 image(s) flagged as copies of training images are not released: 0, 2" in r.notes
+    out = tmp_path / "pulled"
+    pull(r.name, out, tmp_path / "store", tracking_uri=mlflow_server)
+    import csv
+
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    assert [int(x["source_index"]) for x in rows[:3]] == [1, 3, 4] and len(rows) == 118
+    with np.load(out / "images" / "shard-00000.npz") as z:
+        np.testing.assert_array_equal(z["images"][0], np.asarray(samples.images)[1])
+    card = (out / "DATACARD.md").read_text()
+    assert "**2 image(s) of the evaluated set were flagged as copies of training images and are not in this dataset**" \
+        in card
+    assert "an honest generator fails these rules with probability at most 0.01" in card
 
 
 def test_fresh_samples_when_evaluated_set_absent(mlflow_server, model_dir, samples, tmp_path):
@@ -164,6 +191,7 @@ def test_fresh_samples_when_evaluated_set_absent(mlflow_server, model_dir, sampl
     r = publish(name, store, samples=None, tracking_uri=mlflow_server, sample_config=cfg)
     assert r.manifest["samples_source"] == "fresh" and r.num_images == 6
     assert r.manifest["dataset"]["counts"] == {"a": 3, "b": 3}
+    assert any("sampled afresh" in n for n in r.notes)  # and the data card says these were not scanned
 
 
 def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir, samples, tmp_path):
@@ -173,7 +201,7 @@ def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir,
         publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
     bad, version = _registered(tmp_path, mlflow_server, model_dir, samples, passing=False)
     connect(mlflow_server).set_registered_model_alias(bad, "approved", version)  # bypassing synthgate promote
-    with pytest.raises(PublishRefused, match="gate failed .*memorization.max_pixel_near_copy_fraction"):
+    with pytest.raises(PublishRefused, match="gate failed .*memorization.max_flagged_copies"):
         publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
     assert list_datasets(store) == []
     # for `dvc repro`: "nothing approved yet" is recorded and exits 0; a failed gate still fails

@@ -90,12 +90,12 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     assert images.shape == (3, 16, 16, 1) and images.dtype == np.uint8
 
     # a memorizing generator: registered for the record, refused at promotion, alias unchanged
-    bad = register(model_dir, *_gated(tmp_path, "bad", memorization__pixel__near_copy_fraction=0.9),
+    bad = register(model_dir, *_gated(tmp_path, "bad", copies=3),
                    uri=server, name=name)
     assert not bad.gate_passed
     with pytest.raises(PromotionRefused) as e:
         promote(name, bad.version, uri=server)
-    assert "failed its gate" in e.value.message and "memorization.max_pixel_near_copy_fraction" in e.value.message
+    assert "failed its gate" in e.value.message and "memorization.max_flagged_copies" in e.value.message
     assert client.get_registered_model(name).aliases["approved"] == "1"
     assert client.get_model_version(name, bad.version).tags["audit.1.action"] == "refused"
 
@@ -113,7 +113,7 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     third = register(model_dir, *_gated(tmp_path, "third"), uri=server, name=name)
     run_id = client.get_model_version(name, third.version).run_id
     doctored = json.loads((tmp_path / "third" / "evaluation.json").read_text())
-    doctored["memorization"]["pixel"]["near_copy_fraction"] = 0.0
+    doctored["memorization"]["per_image"]["p_combined"][0] = 0.9
     (tmp_path / "doctored").mkdir()
     (tmp_path / "doctored" / "evaluation.json").write_text(json.dumps(doctored))
     client.log_artifact(run_id, str(tmp_path / "doctored" / "evaluation.json"), "evaluation")
@@ -227,7 +227,7 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     client = connect(server)
     name = "edited-gate-generator"
     # edited before registering: register recomputes the decision and refuses
-    ev, gt = _gated(tmp_path, "edited", memorization__pixel__near_copy_fraction=0.9)
+    ev, gt = _gated(tmp_path, "edited", copies=3)
     honest = gt.read_text()
     g = json.loads(honest)
     g["passed"] = True
@@ -235,9 +235,9 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     with pytest.raises(DataError) as e:
         register(model_dir, ev, gt, uri=server, name=name)
     assert e.value.message == (
-        f"{gt}: the recorded verdict (passed=True, failing: memorization.max_pixel_near_copy_fraction) differs from "
+        f"{gt}: the recorded verdict (passed=True, failing: memorization.max_flagged_copies) differs from "
         "the decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
-        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+        "memorization.max_flagged_copies): the gate record was modified or written by other code")
 
     # edited after registering, with its gate.sha256 and gate.passed tags rewritten to match: promote recomputes
     gt.write_text(honest)
@@ -258,7 +258,7 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     assert e.value.message == (
         f"{name} version {r.version}: gate.json: the recorded verdict (passed=True, failing: none) differs from the "
         "decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
-        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+        "memorization.max_flagged_copies): the gate record was modified or written by other code")
     assert "approved" not in (client.get_registered_model(name).aliases or {})
     assert client.get_model_version(name, r.version).tags["audit.1.action"] == "refused"
 

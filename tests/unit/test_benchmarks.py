@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
                               "--classes", "2", "--batch", "4", "--fast-steps", "3"]),
     ("publish_throughput.py", ["--n", "60", "--size", "16", "--workers", "4"]),
     ("memorization_scan.py", ["--queries", "20", "--reference", "200", "--size", "16", "--chunk", "8"]),
+    ("copy_search_speed.py", ["--queries", "20", "--train", "200", "--size", "32", "--images", "none"]),
 ])
 def test_benchmark_runs(script, args):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True,

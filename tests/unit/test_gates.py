@@ -9,7 +9,7 @@ from synthgate.errors import ConfigError, DataError
 from synthgate.evaluation.evaluate import evaluation_hash
 from synthgate.gates.decision import check_record, decide, gate, load_evaluation
 from synthgate.gates.policy import GatePolicy, load_policy
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, fake_memorization, run_cli
 
 
 def _evaluation(**over):
@@ -19,11 +19,11 @@ def _evaluation(**over):
         "synthetic": {"content_hash": "s" * 64, "num_images": 600, "counts": {"a": 300, "b": 300},
                       "generator": {"name": "diffusion-tiny-step600"}},
         "encoder": {"encoder_id": "small-abc"},
-        "memorization": {"pixel": {"near_copy_fraction": 0.001, "median_shift": -0.01},
-                         "feature": {"near_copy_fraction": 0.002},
-                         "membership": {"feature_auc": 0.51, "pixel_auc": 0.49}},
+        "memorization": fake_memorization(600, copies=over.pop("copies", 0)),
         "utility": {"stats": {"auc_gap": 0.01, "delta_syn": 0.02, "augmented_gain": 0.004,
-                              "augmented_wilcoxon_p": 0.03, "n_seeds": 6}},
+                              "augmented_wilcoxon_p": 0.03, "n_seeds": 6},
+                    "paired": {"seeds": [0, 1, 2, 3, 4, 5], "auc_gap": [0.01] * 6, "delta_syn": [0.02] * 6,
+                               "augmented_gain": [0.004] * 6}},
         "summary": {"fid_ratio_to_baseline": 1.5, "precision": 0.8, "recall": 0.7},
     }
     for path, value in over.items():
@@ -43,21 +43,23 @@ STRICT = GatePolicy.model_validate({"utility": {"min_augmentation_gain": 0.0, "m
 def test_good_evaluation_passes_every_rule():
     d = decide(_evaluation(), STRICT)
     assert d.passed and not d.skipped
-    assert len(d.rules) == 15
+    assert len(d.rules) == 16
     r = next(r for r in d.rules if r.rule == "utility.max_auc_gap")
     assert (r.value, r.threshold, r.comparison) == (0.01, 0.05, "<=")
-    assert r.reason == "utility gap AUC_real - AUC_syn 0.01 within <= 0.05"
+    assert r.reason == ("utility gap AUC_real - AUC_syn: one-sided 0.95 upper confidence bound 0.01 (mean 0.01, "
+                        "sd 0, paired t over 6 seeds 0, 1, 2, 3, 4, 5) within <= 0.05")
 
 
 @pytest.mark.parametrize("path,value,rule", [
-    ("memorization__pixel__near_copy_fraction", 0.3, "memorization.max_pixel_near_copy_fraction"),
-    ("memorization__feature__near_copy_fraction", 0.05, "memorization.max_feature_near_copy_fraction"),
-    ("memorization__pixel__median_shift", 0.08, "memorization.max_pixel_median_shift"),
-    ("memorization__membership__feature_auc", 0.9, "memorization.max_membership_auc"),
-    ("memorization__membership__pixel_auc", 0.75, "memorization.max_membership_auc_pixel"),
-    ("utility__stats__auc_gap", 0.2, "utility.max_auc_gap"),
-    ("utility__stats__delta_syn", 0.3, "utility.max_delta_syn"),
-    ("utility__stats__augmented_gain", -0.02, "utility.min_augmentation_gain"),
+    ("memorization__per_image__p_combined", [1e-12] + [0.5] * 599, "memorization.max_flagged_copies"),
+    ("memorization__planted__noise__p_values", [1e-15] * 80 + [0.5] * 20, "memorization.min_planted_detection"),
+    ("memorization__detectors__aligned__exceedance__p", 1e-6, "memorization.copy_excess_test"),
+    ("memorization__pixel_shift__shift", 0.08, "memorization.max_pixel_median_shift"),
+    ("memorization__membership__descriptor__auc", 0.9, "memorization.max_membership_auc"),
+    ("memorization__membership__pixel__auc", 0.75, "memorization.max_membership_auc_pixel"),
+    ("utility__paired__auc_gap", [0.2] * 6, "utility.max_auc_gap"),
+    ("utility__paired__delta_syn", [0.3] * 6, "utility.max_delta_syn"),
+    ("utility__paired__augmented_gain", [-0.02] * 6, "utility.min_augmentation_gain"),
     ("utility__stats__augmented_wilcoxon_p", 0.4, "utility.max_augmentation_p"),
     ("utility__stats__n_seeds", 2, "utility.min_seeds"),
     ("summary__fid_ratio_to_baseline", 8.0, "fidelity.max_fid_ratio"),
@@ -90,7 +92,7 @@ def test_tampered_evaluation_is_refused(tmp_path):
     p.write_text(json.dumps(e))
     assert load_evaluation(p)["evaluation_hash"] == e["evaluation_hash"]
     bad = copy.deepcopy(e)
-    bad["memorization"]["pixel"]["near_copy_fraction"] = 0.0001  # "improved" after the fact
+    bad["memorization"]["per_image"]["p_combined"][0] = 0.9  # "improved" after the fact
     p.write_text(json.dumps(bad))
     with pytest.raises(DataError, match="content does not match its evaluation_hash"):
         gate(p, GatePolicy(), tmp_path / "gate.json")
@@ -98,7 +100,7 @@ def test_tampered_evaluation_is_refused(tmp_path):
 
 
 def test_gate_json_binds_decision_to_evaluation_and_policy(tmp_path):
-    e = _evaluation(utility__stats__auc_gap=0.2)
+    e = _evaluation(utility__paired__auc_gap=[0.2] * 6)
     (tmp_path / "evaluation.json").write_text(json.dumps(e))
     d = gate(tmp_path / "evaluation.json", GatePolicy(), tmp_path / "gate.json")
     g = json.loads((tmp_path / "gate.json").read_text())
@@ -123,7 +125,7 @@ def test_policy_file_errors(tmp_path):
 
 
 def test_cli_gate_exit_codes(tmp_path):
-    (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation(utility__stats__auc_gap=0.2)))
+    (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation(utility__paired__auc_gap=[0.2] * 6)))
     r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
     assert r.code == 0 and "FAILED" in r.stdout and "utility.max_auc_gap" in r.stdout
     r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--strict", cwd=tmp_path)
@@ -133,14 +135,47 @@ def test_cli_gate_exit_codes(tmp_path):
     assert r.code == 2 and "utility.max_auc_gapp" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_utility_rules_decide_on_the_upper_bound_not_the_mean():
+    gaps = [0.0, 0.09, 0.01, 0.07, 0.0, 0.01]  # mean 0.03 <= 0.05, but too noisy to show it
+    d = decide(_evaluation(utility__paired__auc_gap=gaps), STRICT)
+    [r] = [x for x in d.failures if x.rule.startswith("utility.")]
+    assert r.rule == "utility.max_auc_gap" and r.value == pytest.approx(0.0625, abs=1e-4)
+    assert r.reason == ("utility gap AUC_real - AUC_syn: one-sided 0.95 upper confidence bound 0.06249 (mean 0.03, "
+                        "sd 0.0395, paired t over 6 seeds 0, 1, 2, 3, 4, 5) violates <= 0.05")
+    # the same values at a lower level (a policy may choose it) give a tighter bound that passes
+    lax = GatePolicy.model_validate({"utility": {"confidence": 0.75, "min_seeds": 2}})
+    r = next(x for x in decide(_evaluation(utility__paired__auc_gap=gaps), lax).rules if x.rule == "utility.max_auc_gap")
+    assert r.passed and "one-sided 0.75 upper confidence bound 0.0" in r.reason
+
+
+def test_utility_rules_with_too_few_seeds_for_the_level_fail_naming_the_minimum():
+    e = _evaluation(utility__paired={"seeds": [0, 1, 2], "auc_gap": [0.0] * 3, "delta_syn": [0.0] * 3,
+                                     "augmented_gain": [0.01] * 3}, utility__stats__n_seeds=3)
+    failed = {r.rule: r.reason for r in decide(e, STRICT).failures if r.rule.startswith("utility.")}
+    assert set(failed) == {"utility.max_auc_gap", "utility.max_delta_syn", "utility.min_augmentation_gain",
+                           "utility.min_seeds"}
+    assert failed["utility.max_auc_gap"] == (
+        "utility gap AUC_real - AUC_syn not measured at confidence 0.95: 3 seed(s), fewer than the 5 a one-sided "
+        "bound at this level needs, so this rule cannot pass")
+    assert failed["utility.min_seeds"] == "utility repeats (seeds; confidence 0.95 needs >= 5) 3 violates >= 5"
+    # per-seed values missing (an evaluation from before the bounds): not measured
+    e = _evaluation()
+    del e["utility"]["paired"]
+    failed = {r.rule: r.reason for r in decide(e, GatePolicy()).failures if r.rule.startswith("utility.")}
+    assert set(failed) == {"utility.max_auc_gap", "utility.max_delta_syn"}
+    assert "lacks its per-seed paired values" in failed["utility.max_auc_gap"]
+
+
 # --------------------------------------------------------------------------- gates that cannot fail
-NO_MEMORIZATION = {"memorization": dict.fromkeys(GatePolicy().memorization.model_dump())}
-ALL_NULL = {group: dict.fromkeys(rules) for group, rules in GatePolicy().model_dump().items()}
+LEVELS = {"confidence", "false_alarm_rate", "correction"}  # levels, not rules
+NO_MEMORIZATION = {"memorization": dict.fromkeys(k for k in GatePolicy().memorization.model_dump() if k not in LEVELS)}
+ALL_NULL = {group: dict.fromkeys(k for k in rules if k not in LEVELS)
+            for group, rules in GatePolicy().model_dump().items()}
 
 
 def test_a_policy_that_applies_no_rule_fails():
     d = decide(_evaluation(), GatePolicy.model_validate(ALL_NULL))
-    assert not d.passed and len(d.skipped) == 15
+    assert not d.passed and len(d.skipped) == 16
     failed = {r.rule: r.reason for r in d.failures}
     assert set(failed) == {"policy.rules_applied", "policy.memorization_rules_applied"}
     assert failed["policy.rules_applied"] == ("the policy applies no rule (every rule is null): a gate that cannot "
@@ -157,8 +192,7 @@ def test_a_policy_without_memorization_rules_fails():
     assert r.reason == ("the policy applies no memorization rule (all null): nothing checks that the synthetic "
                         "images do not copy patients")
     # one memorization rule is enough; the integrity rules are listed only when they fail
-    one = GatePolicy.model_validate({"memorization": {**NO_MEMORIZATION["memorization"],
-                                                      "max_pixel_near_copy_fraction": 0.01}})
+    one = GatePolicy.model_validate({"memorization": {**NO_MEMORIZATION["memorization"], "max_flagged_copies": 0}})
     d = decide(_evaluation(), one)
     assert d.passed and not [r for r in d.rules if r.rule.startswith("policy.")]
 
@@ -173,7 +207,7 @@ def test_a_standin_evaluation_fails_the_gate():
     assert r.reason == (f"the synthetic set is a stand-in ({standin}), not a generator's output: it checks the "
                         "evaluation itself and cannot approve a generator")
     # every other rule is still applied and reported
-    assert len(d.rules) == 16 and all(x.passed for x in d.rules if x.rule != "synthetic.not_standin")
+    assert len(d.rules) == 17 and all(x.passed for x in d.rules if x.rule != "synthetic.not_standin")
     assert decide(_evaluation(synthetic__standin=None), STRICT).passed
 
 
@@ -185,35 +219,35 @@ def _record(tmp_path, evaluation, policy=None):
 
 
 def test_check_record_accepts_an_honest_record(tmp_path):
-    e = _evaluation(utility__stats__auc_gap=0.2)
+    e = _evaluation(utility__paired__auc_gap=[0.2] * 6)
     d = check_record(_record(tmp_path, e), e)
     assert not d.passed and [r.rule for r in d.failures] == ["utility.max_auc_gap"]
 
 
 def test_check_record_refuses_an_edited_verdict(tmp_path):
-    e = _evaluation(memorization__pixel__near_copy_fraction=0.9)
+    e = _evaluation(copies=3)
     rec = _record(tmp_path, e)
     forged = copy.deepcopy(rec)
     forged["passed"] = True
     with pytest.raises(DataError) as err:
         check_record(forged, e, "gate.json")
     assert err.value.message == (
-        "gate.json: the recorded verdict (passed=True, failing: memorization.max_pixel_near_copy_fraction) differs "
+        "gate.json: the recorded verdict (passed=True, failing: memorization.max_flagged_copies) differs "
         "from the decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
-        "memorization.max_pixel_near_copy_fraction): the gate record was modified or written by other code")
+        "memorization.max_flagged_copies): the gate record was modified or written by other code")
     # a rule flipped to pass along with the verdict
     for r in forged["rules"]:
         r["passed"] = True
     with pytest.raises(DataError, match=r"recorded verdict \(passed=True, failing: none\) differs from the decision "
-                                        r"recomputed .*\(passed=False, failing: memorization.max_pixel_near_copy"):
+                                        r"recomputed .*\(passed=False, failing: memorization.max_flagged_copies"):
         check_record(forged, e)
 
 
 def test_check_record_refuses_an_edited_policy(tmp_path):
-    e = _evaluation(memorization__pixel__near_copy_fraction=0.9)
+    e = _evaluation(copies=3)
     rec = _record(tmp_path, e)
     loose = copy.deepcopy(rec)
-    loose["policy"]["memorization"]["max_pixel_near_copy_fraction"] = 1.0  # loosened after the fact
+    loose["policy"]["memorization"]["max_flagged_copies"] = 10  # loosened after the fact
     with pytest.raises(DataError, match="gate.json: the recorded policy hashes to [0-9a-f]{16}, not to the recorded "
                                         "policy_hash [0-9a-f]{16}: the policy was modified"):
         check_record(loose, e)
@@ -230,3 +264,70 @@ def test_check_record_refuses_an_edited_policy(tmp_path):
         check_record(bad, e)
     with pytest.raises(DataError, match="gate record belongs to evaluation"):
         check_record(rec, _evaluation())
+
+
+# --------------------------------------------------------------------------- memorization at a stated rate
+def test_copy_flags_are_recomputed_at_the_policys_false_alarm_rate():
+    p = [1e-5] + [0.5] * 599  # one image at p = 1e-5 among 600
+    e = _evaluation(memorization__per_image__p_combined=p)
+    d = decide(e, GatePolicy())  # flags at 0.01 / 2 with BH: the smallest needs p <= 0.005 / 600
+    assert d.passed and d.details["memorization"]["flagged"] == []
+    assert d.details["memorization"]["statement"] == (
+        "an honest generator fails these rules with probability at most 0.01 (copy flags at 0.005 with BH over 600 "
+        "synthetic images; 9 set-level tests at 0.000556 each, Bonferroni)")
+    loose = GatePolicy.model_validate({"memorization": {"false_alarm_rate": 0.1}})
+    d = decide(e, loose)
+    [r] = d.failures
+    assert r.rule == "memorization.max_flagged_copies" and d.details["memorization"]["flagged"] == [0]
+    assert r.reason == ("1 of 600 synthetic images flagged as copies of a training image (BH at 0.05): 0; "
+                        "violates <= 0")
+    # the evaluation's own flags do not decide: an evaluation claiming none is judged on its p-values
+    e = _evaluation(copies=2, memorization__flags={"alpha": 1e-9, "correction": "holm", "count": 0, "indices": []})
+    assert [r.rule for r in decide(e, GatePolicy()).failures] == ["memorization.max_flagged_copies"]
+
+
+def test_planted_power_is_judged_at_the_synthetic_set_size():
+    e = _evaluation(memorization__planted__crop_resize__p_values=[1e-7] * 95 + [0.5] * 5)
+    # 1e-7 <= 0.005 / 600: found; blends are reported, not ruled
+    e["memorization"]["planted"]["blend"]["p_values"] = [0.5] * 100
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert r.passed and r.value == 0.95 and "weakest kind crop_resize 0.95 of 100" in r.reason
+    big = _evaluation(memorization__per_image__p_combined=[0.5] * 100_000,
+                      memorization__planted__crop_resize__p_values=[1e-7] * 95 + [0.5] * 5)
+    r = next(x for x in decide(big, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert not r.passed and r.value == 0.0 and "below 0.9: crop_resize" in r.reason  # 1e-7 > 0.005 / 100000
+
+
+def test_memorization_evidence_that_cannot_certify_fails_whatever_the_policy():
+    partial = _evaluation(memorization__coverage__train_compared=20000, memorization__coverage__full=False,
+                          memorization__coverage__train_size=47000)
+    small = _evaluation(memorization__null_sufficient=False, memorization__coverage__held_out=41)
+    lax = GatePolicy.model_validate({"memorization": {**NO_MEMORIZATION["memorization"], "max_flagged_copies": 100}})
+    [r] = decide(partial, lax).failures
+    assert r.rule == "memorization.full_coverage"
+    assert r.reason.startswith("the copy search compared the synthetic images with 20000 of 47000 training images "
+                               "(evaluate.memorization.max_train)")
+    [r] = decide(small, lax).failures
+    assert r.rule == "memorization.held_out_sufficient" and (r.value, r.threshold) == (41, 60)
+    assert "41 real held-out images calibrate the copy null, fewer than the 60 its tail model needs" in r.reason
+
+
+def test_an_evaluation_without_the_copy_evidence_fails_as_not_measured():
+    e = _evaluation()
+    e["memorization"] = {"pixel": {"near_copy_fraction": 0.0}}  # an evaluation.json from an older synthgate
+    e["evaluation_hash"] = evaluation_hash(e)
+    failed = {r.rule: r.reason for r in decide(e, GatePolicy()).failures}
+    assert {"memorization.max_flagged_copies", "memorization.min_planted_detection", "memorization.copy_excess_test",
+            "memorization.max_membership_auc", "memorization.max_membership_auc_pixel",
+            "memorization.max_pixel_median_shift"} <= set(failed)
+    assert all("not measured" in v for k, v in failed.items() if k.startswith("memorization."))
+
+
+def test_membership_and_shift_rules_decide_on_the_lower_bound():
+    # AUC 0.6 but with a standard error of 0.05: its 0.99944 lower bound is below 0.55
+    e = _evaluation(memorization__membership__descriptor={"auc": 0.6, "se": 0.05, "p": 0.02})
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.max_membership_auc")
+    assert r.passed and r.value < 0.55 and "lower confidence bound" in r.reason
+    e = _evaluation(memorization__membership__descriptor={"auc": 0.7, "se": 0.01, "p": 1e-9})
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.max_membership_auc")
+    assert not r.passed and r.value == pytest.approx(0.7 - 3.26 * 0.01, abs=2e-3)

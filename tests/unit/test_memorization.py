@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from synthgate.evaluation import memorization as mem
+from synthgate.evaluation.memorization.planted import KINDS, modify, plant
+from synthgate.evaluation.memorization.search import TrainIndex, make_spec, map_back, median3x3, search
 
 CPU = torch.device("cpu")
 
@@ -32,58 +34,24 @@ def test_pixel_scan_matches_brute_force_over_8_transforms():
         assert r.second[i] == pytest.approx(np.sort(sims.max(axis=0))[-2], abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["exact", "flip", "rot90"])
-def test_planted_copies_are_found(kind):
-    train = _images(200, 3)
-    copies, src = mem.plant_copies(train, 40, seed=0)
-    r = mem.pixel_nn(copies[kind], train, CPU)
-    assert np.allclose(r.best, 1.0, atol=1e-4)
-    assert (r.index == src).all()
-
-
 def test_bf16_scan_is_rescored_exactly():
     """The CUDA path (bf16 matmul, run here on the CPU): its raw correlations fall on steps of
     1/256 near 1.0, so the best candidates are re-scored in fp32 and match the fp32 scan."""
     train = _images(300, 4)
-    copies, src = mem.plant_copies(train, 30, seed=1)
-    queries = np.concatenate([copies["exact"], copies["flip"], copies["rot90"], copies["noise_0.03"], _images(30, 5)])
+    copies, sources = plant(train, 30, seed=1, kinds=("exact", "flip", "rot90", "noise"))
+    queries = np.concatenate([copies["exact"], copies["flip"], copies["rot90"], copies["noise"], _images(30, 5)])
     fp32 = mem.pixel_nn(queries, train, CPU, chunk=40)
     bf16 = mem.pixel_nn(queries, train, CPU, chunk=40, dtype=torch.bfloat16)
     np.testing.assert_allclose(bf16.best, fp32.best, atol=1e-5)
     np.testing.assert_allclose(bf16.second, fp32.second, atol=1e-5)
     np.testing.assert_array_equal(bf16.index, fp32.index)
     np.testing.assert_array_equal(bf16.transform, fp32.transform)
-    assert (bf16.index[:90] == np.tile(src, 3)).all() and np.allclose(bf16.best[:90], 1.0, atol=1e-5)
+    src = np.concatenate([sources["exact"], sources["flip"], sources["rot90"]])
+    assert (bf16.index[:90] == src).all() and np.allclose(bf16.best[:90], 1.0, atol=1e-5)
     # without the re-scoring, bf16 rounds the near-copies' correlations to a few values, some above 1
-    raw = (mem._normalise(torch.from_numpy(copies["noise_0.03"][..., 0].astype(np.float32))).bfloat16()
+    raw = (mem._normalise(torch.from_numpy(copies["noise"][..., 0].astype(np.float32))).bfloat16()
            @ mem._normalise(torch.from_numpy(train[..., 0].astype(np.float32))).bfloat16().T).float().max(1).values
     assert len(np.unique(raw.numpy())) < len(np.unique(fp32.best[90:120]))
-
-
-def test_compare_calibrates_threshold_on_baseline():
-    rng = np.random.default_rng(0)
-    base = mem.NNResult(rng.uniform(0.5, 0.9, 1000), rng.uniform(0.4, 0.5, 1000), np.zeros(1000, int), np.zeros(1000))
-    copies = mem.NNResult(np.full(100, 0.999), np.full(100, 0.6), np.zeros(100, int), np.zeros(100))
-    out = mem.compare(copies, base, 0.99, np.zeros(100, int), np.zeros(1000, int), ["a"])
-    assert out["threshold"] == pytest.approx(np.quantile(base.best, 0.99))
-    assert out["near_copy_fraction"] == 1.0 and out["held_out_above_threshold"] == pytest.approx(0.01, abs=0.002)
-    same = mem.compare(base, base, 0.99, np.zeros(1000, int), np.zeros(1000, int), ["a"])
-    assert same["near_copy_fraction"] == pytest.approx(0.01, abs=0.002)
-
-
-def test_membership_auc_detects_replayed_training_features():
-    rng = np.random.default_rng(1)
-    members, nonmembers = rng.normal(size=(100, 8)), rng.normal(size=(100, 8))
-    auc, p = mem.membership_auc(members, nonmembers, members[:80], CPU)
-    assert auc > 0.85 and p < 1e-6
-    auc, p = mem.membership_auc(members, nonmembers, rng.normal(size=(80, 8)), CPU)
-    assert abs(auc - 0.5) < 0.15 and p > 0.01
-    from sklearn.metrics import roc_auc_score
-
-    m = mem.cosine_nn(members, members[:80], CPU).best
-    n = mem.cosine_nn(nonmembers, members[:80], CPU).best
-    assert mem.membership_auc(members, nonmembers, members[:80], CPU)[0] == pytest.approx(
-        roc_auc_score(np.r_[np.ones(100), np.zeros(100)], np.r_[m, n]))
 
 
 @pytest.mark.slow
@@ -95,3 +63,66 @@ def test_scan_speed_1000_by_10000_on_cpu():
     start = time.perf_counter()
     mem.pixel_nn(q, ref, CPU, chunk=250)
     assert time.perf_counter() - start < 60
+
+
+# --------------------------------------------------------------------------- the copy search
+@pytest.fixture(scope="module")
+def indexed():
+    train = _images(400, 6, size=32)
+    return train, TrainIndex.build(train, CPU), make_spec(32, shortlist=16)
+
+
+@pytest.mark.parametrize("kind", ["exact", "flip", "rot90", "shift_4px", "crop_resize", "brightness_contrast"])
+def test_search_finds_the_source_of_each_geometric_and_intensity_copy(indexed, kind):
+    train, index, spec = indexed
+    copies, sources = plant(train, 12, seed=3, kinds=(kind,))
+    honest = _images(12, 7, size=32)
+    r = search(np.concatenate([copies[kind], honest]), index, spec)
+    best = np.maximum(r.pixel, r.aligned)[:12]
+    found = r.aligned_index[:12] if kind in ("shift_4px", "crop_resize") else r.pixel_index[:12]
+    assert (found == sources[kind]).all()
+    assert best.min() > 0.99 and best.min() > np.maximum(r.pixel, r.aligned)[12:].max()
+    if kind == "shift_4px":  # 4 px at 64x64 is 2 px at 32x32: found at a shift of 2
+        assert (np.abs(r.aligned_transform[:12, 3:]).max(axis=1) == 2).all()
+
+
+def test_search_scores_an_inverted_copy_like_the_copy(indexed):
+    train, index, spec = indexed
+    r = search(255 - train[:5], index, spec)  # |r|: an affine intensity change with a negative gain
+    assert (r.pixel_index == np.arange(5)).all() and r.pixel.min() > 0.999
+
+
+def test_map_back_undoes_the_found_transform(indexed):
+    train, index, spec = indexed
+    x = np.rot90(train[7], 1).copy()
+    r = search(x[None], index, spec)
+    back = map_back(x, int(r.pixel_transform[0]))
+    assert r.pixel_index[0] == 7 and np.array_equal(back, train[7][..., 0])
+
+
+def test_median_filter_matches_torch_median():
+    x = torch.rand(5, 12, 12)
+    pad = torch.nn.functional.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    ref = pad.unfold(1, 3, 1).unfold(2, 3, 1).reshape(5, 12, 12, 9).median(dim=-1).values
+    assert torch.equal(median3x3(x), ref)
+
+
+def test_search_refuses_images_of_another_size(indexed):
+    _, index, spec = indexed
+    with pytest.raises(ValueError, match=r"queries are \(16, 16\), training images \(32, 32\)"):
+        search(_images(2, 1, size=16), index, spec)
+
+
+def test_planted_copies_come_from_the_whole_training_split():
+    train = np.zeros((5000, 8, 8, 1), np.uint8)
+    _, sources = plant(train, 100, seed=0)
+    assert set(sources) == set(KINDS)
+    every = np.concatenate(list(sources.values()))
+    assert every.max() > 4500 and every.min() < 500  # not a prefix or a subsample of the split
+    rng = np.random.default_rng(0)
+    x = _images(1, 2, size=64)[0]
+    assert np.array_equal(modify("flip", x, rng, x), x[:, ::-1])
+    shifted = modify("shift_4px", x, rng, x)
+    assert not np.array_equal(shifted, x) and np.abs(shifted.astype(int) - x).max() > 0
+    with pytest.raises(ValueError, match="unknown planted copy kind 'smudge'"):
+        modify("smudge", x, rng, x)

@@ -115,3 +115,26 @@ def test_class_imbalance_limit(tmp_path):
                  tmp_path / "r")
     r = validate(ds.root, ValidateConfig(min_images_per_class=5), tmp_path / "v", tmp_path / "r")
     assert r.class_balance["largest_to_smallest_train_ratio"] == pytest.approx(32 / 10)
+
+
+def test_a_held_out_image_that_is_a_moved_training_image_is_an_aligned_duplicate(prepared, tmp_path):
+    """The gate's held-out null must hold no copies of training images: a test image that is a training
+    image mirrored and shifted by 2 px is found by the copy search and dropped with the others."""
+    imgs = np.array(prepared.images)
+    meta = prepared.meta.copy()
+    tr = np.flatnonzero(meta["split"].to_numpy() == "train")
+    held = np.flatnonzero(meta["split"].to_numpy() != "train")
+    moved = imgs[tr[0]][:, ::-1]
+    imgs[held[0]] = np.concatenate([moved[:, :1].repeat(2, axis=1), moved[:, :-2]], axis=1)
+    from synthgate.data.canonical import pixel_hashes
+
+    meta["sha256"] = pixel_hashes(imgs)
+    ds = _rewrite(prepared, imgs, meta)
+    r = find_duplicates(ds.images, meta["split"].to_numpy(), meta["sha256"].to_numpy(), 0.99)
+    row = r.pairs[r.pairs["kind"] == "aligned"]
+    assert (int(row["index_a"].iloc[0]), int(row["index_b"].iloc[0])) == (int(tr[0]), int(held[0]))
+    identity = find_duplicates(ds.images, meta["split"].to_numpy(), meta["sha256"].to_numpy(), 0.99, aligned=False)
+    assert int(held[0]) not in set(identity.pairs["index_b"])  # Pearson at the identity transform misses it
+    v = validate(ds.root, ValidateConfig(min_images_per_class=5, drop_duplicates=True), tmp_path / "val",
+                 tmp_path / "rep")
+    assert v.dropped["duplicates"] >= 1 and len(v.dataset.meta) == len(meta) - v.dropped["duplicates"]

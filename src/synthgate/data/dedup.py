@@ -6,7 +6,11 @@ Exact duplicates are found by the sha256 of the canonical pixels. Near duplicate
 different splits whose Pearson correlation at full canonical resolution reaches a threshold; a
 16x16 block-mean descriptor prefilters candidate pairs in chunked matrix products (correlation
 at 16x16 >= threshold - ``PREFILTER_MARGIN``) and every candidate is confirmed at full
-resolution. Constant images have no correlation; they are left to the empty-image check.
+resolution. Aligned duplicates (``kind`` "aligned") are held-out images that reach the threshold
+once moved, flipped, rotated or re-cropped onto a training image, found with the memorization
+evaluation's copy search (on BreastMNIST's official split, for instance, re-cropped frames of one
+ultrasound image sit in train and test). Constant images have no correlation; they are left to the
+empty-image check.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def find_duplicates(
     sha256: np.ndarray,
     threshold: float,
     chunk: int = 2048,
+    aligned: bool = True,
 ) -> DuplicateReport:
     splits = np.asarray(splits).astype(str)
     sha256 = np.asarray(sha256).astype(str)
@@ -119,5 +124,37 @@ def find_duplicates(
                 if c >= threshold and key not in seen:
                     seen.add(key)
                     rows.append((int(a), s_r, int(b), s_q, "near", float(c)))
+    if aligned:
+        rows += _aligned_pairs(gray, splits, usable, threshold, seen)
     pairs = pd.DataFrame(rows, columns=["index_a", "split_a", "index_b", "split_b", "kind", "correlation"])
     return DuplicateReport(pairs, within)
+
+
+def _aligned_pairs(gray: np.ndarray, splits: np.ndarray, usable: np.ndarray, threshold: float,
+                   seen: set[tuple[int, int]]) -> list[tuple[int, str, int, str, str, float]]:
+    """Held-out images that are a training image moved, flipped, rotated, rescaled or re-cropped: the
+    memorization evaluation's copy search (:mod:`synthgate.evaluation.memorization.search`: rotations/
+    flips, shifts, scale/crop, small rotations), its best absolute correlation at or above ``threshold``.
+    The gate's held-out null must not contain copies of training images; validation and the gate use
+    the same definition of a copy."""
+    import torch
+
+    from synthgate.evaluation.memorization.search import TrainIndex, make_spec, search
+
+    tr = np.flatnonzero((splits == "train") & usable)
+    held = np.flatnonzero(np.isin(splits, ("val", "test")) & usable)
+    if len(tr) == 0 or len(held) == 0 or gray.shape[1] < 16 or gray.shape[1] != gray.shape[2]:
+        return []
+    index = TrainIndex.build(gray[tr][..., None], torch.device("cpu"))
+    res = search(gray[held][..., None], index, make_spec(gray.shape[1], shortlist=16))
+    out = []
+    for j, q in enumerate(held):
+        score = max(float(res.pixel[j]), float(res.aligned[j]))
+        if score < threshold:
+            continue
+        a = int(tr[res.pixel_index[j] if res.pixel[j] >= res.aligned[j] else res.aligned_index[j]])
+        key = (min(a, int(q)), max(a, int(q)))
+        if key not in seen and not any(int(q) in k for k in seen):
+            seen.add(key)
+            out.append((a, "train", int(q), str(splits[q]), "aligned", min(score, 1.0)))
+    return out

@@ -272,14 +272,15 @@ def validate(
     # -- duplicates across splits
     with reporter.task("Duplicates across splits", None):
         dups = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
-                               cfg.near_duplicate_threshold)
+                               cfg.near_duplicate_threshold, aligned=cfg.aligned_duplicates)
     pairs = dups.pairs.copy()
     pairs["source_a"] = ds.meta["source"].to_numpy()[pairs["index_a"].to_numpy()] if len(pairs) else []
     pairs["source_b"] = ds.meta["source"].to_numpy()[pairs["index_b"].to_numpy()] if len(pairs) else []
     pairs.to_csv(report_dir / "duplicates.csv", index=False)
     n_exact = int((pairs["kind"] == "exact").sum())
-    n_near = int((pairs["kind"] == "near").sum())
-    dup_details = {"exact_pairs": n_exact, "near_pairs": n_near, "within_split_exact": dups.within_split_exact,
+    n_near = int(pairs["kind"].isin(["near", "aligned"]).sum())
+    dup_details = {"exact_pairs": n_exact, "near_pairs": n_near,
+                   "aligned_pairs": int((pairs["kind"] == "aligned").sum()), "within_split_exact": dups.within_split_exact,
                    "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv"}
     if len(pairs) == 0:
         checks.append(Check("no duplicates across splits", True,

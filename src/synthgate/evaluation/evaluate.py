@@ -89,6 +89,25 @@ def check_compatible(real: CanonicalDataset, syn: CanonicalDataset) -> None:
         raise DataError(f"{syn.root}: the synthetic dataset is empty")
 
 
+def check_groups(real: CanonicalDataset, train_idx: np.ndarray) -> None:
+    """Refuse a real dataset whose patient groups (a ``group`` column, when the metadata has one) put
+    one patient in the training split and a held-out split: the held-out images calibrate the copy
+    null as "patients not in training", which such a split breaks."""
+    if "group" not in real.meta:
+        return
+    groups = real.meta["group"].astype(str).to_numpy()
+    splits = real.meta["split"].astype(str).to_numpy()
+    in_train = set(groups[train_idx])
+    leaked = sorted({g for g, s in zip(groups, splits, strict=True) if s != "train" and g in in_train})
+    if leaked:
+        held = sorted({s for g, s in zip(groups, splits, strict=True) if g == leaked[0] and s != "train"})
+        raise DataError(
+            f"{real.root}: patient group {leaked[0]!r} has images in the train and {'/'.join(held)} splits"
+            + (f" ({len(leaked)} groups in all)" if len(leaked) > 1 else "")
+            + ": the held-out baseline of the copy search must not contain training patients",
+            hint="prepare the dataset with a split grouped by patient (no group in two splits)")
+
+
 def _relabel(syn: CanonicalDataset, real: CanonicalDataset) -> np.ndarray:
     names = np.asarray(syn.classes)[syn.labels()]
     index = {c: i for i, c in enumerate(real.classes)}
@@ -140,8 +159,9 @@ def evaluate(
     """Evaluate ``synthetic_dir`` against ``real_dir``; write evaluation.json and report.html to ``out``."""
     from synthgate.data.complexity import delentropy
     from synthgate.evaluation import fidelity as fid_mod
-    from synthgate.evaluation import memorization as mem
     from synthgate.evaluation.encoder import get_encoder
+    from synthgate.evaluation.memorization.descriptor import get_descriptor
+    from synthgate.evaluation.memorization.evidence import memorization_evidence
     from synthgate.evaluation.realism import realism
     from synthgate.evaluation.report import render_report
     from synthgate.evaluation.utility import utility
@@ -171,6 +191,7 @@ def evaluate(
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise DataError(f"{real.root}: the real dataset needs train and test splits to evaluate against",
                         hint="prepare it with split.test > 0")
+    check_groups(real, train_idx)  # before any work: the held-out baseline must be patient-disjoint
     syn_images = np.asarray(syn.images)
 
     with part("encoder", "Reference encoder"):
@@ -180,9 +201,7 @@ def evaluate(
     ref_idx = _sub(train_idx, fc.max_images, cfg.seed)
     s_idx = _sub(np.arange(len(syn_images)), fc.max_images, cfg.seed)
     with part("features", "Encoder features"):
-        f_train_all = enc.features(np.asarray(real.images[train_idx]))
-        pos = {int(i): j for j, i in enumerate(train_idx)}
-        f_ref = f_train_all[[pos[int(i)] for i in ref_idx]]
+        f_ref = enc.features(np.asarray(real.images[ref_idx]))
         f_test = enc.features(np.asarray(real.images[test_idx]))
         f_syn = enc.features(syn_images)
     with part("fidelity", "Fidelity (FID, KID, precision/recall, density/coverage)"):
@@ -208,50 +227,31 @@ def evaluate(
                           real_de=real.meta["delentropy"].to_numpy()[train_idx], syn_de=delentropy(syn_images))
 
     mc = cfg.memorization
+    held_idx = np.sort(np.concatenate([val_idx, test_idx]))  # every real image of a patient not in training
     m_train = _sub(train_idx, mc.max_train, cfg.seed)
-    m_syn = _sub(np.arange(len(syn_images)), mc.max_synthetic, cfg.seed)
-    train_imgs = np.asarray(real.images[m_train])
+    m_held = _sub(held_idx, mc.max_held_out, cfg.seed)
     test_imgs = np.asarray(real.images[test_idx])
-    with part("memorization_pixel", "Memorization: pixel correlation over 8 rotations/flips"):
-        px_syn = mem.pixel_nn(syn_images[m_syn], train_imgs, device, mc.chunk)
-        px_base = mem.pixel_nn(test_imgs, train_imgs, device, mc.chunk)
-        pixel = mem.compare(px_syn, px_base, mc.baseline_quantile, y_syn[m_syn], y_real[test_idx], classes)
-    with part("memorization_feature", "Memorization: encoder-feature nearest neighbours"):
-        f_mtrain = f_train_all[[pos[int(i)] for i in m_train]]
-        ft_syn = mem.cosine_nn(f_syn[m_syn], f_mtrain, device)
-        ft_base = mem.cosine_nn(f_test, f_mtrain, device)
-        feature = mem.compare(ft_syn, ft_base, mc.baseline_quantile, y_syn[m_syn], y_real[test_idx], classes)
-    with part("membership", "Membership inference"):
-        members = _sub(np.arange(len(m_train)), len(test_idx), cfg.seed + 1)
-        f_auc, f_p = mem.membership_auc(f_mtrain[members], f_test, f_syn[m_syn], device)
-        p_auc, p_p = mem.membership_auc_pixels(train_imgs[members], test_imgs, syn_images[m_syn], device, mc.chunk)
-        mia = {"feature_auc": f_auc, "feature_p": f_p, "pixel_auc": p_auc, "pixel_p": p_p,
-               "members": int(len(members)), "non_members": int(len(test_idx))}
-    planted: dict[str, Any] = {}
-    if mc.planted > 0:
-        with part("planted", "Detection power on planted copies"):
-            copies, _ = mem.plant_copies(train_imgs, mc.planted, cfg.seed)
-            for kind, imgs in copies.items():
-                p = mem.pixel_nn(imgs, train_imgs, device, mc.chunk)
-                f = mem.cosine_nn(enc.features(imgs), f_mtrain, device)
-                planted[kind] = {"pixel": float((p.best > pixel["threshold"]).mean()),
-                                 "feature": float((f.best > feature["threshold"]).mean()),
-                                 "n": int(len(imgs))}
-    order = np.argsort(-px_syn.best)[: mc.top_k]
-    top_pairs = [{"synthetic_index": int(m_syn[i]), "train_index": int(m_train[px_syn.index[i]]),
-                  "correlation": float(px_syn.best[i]), "transform": int(px_syn.transform[i]),
-                  "train_source": str(real.meta["source"].iloc[int(m_train[px_syn.index[i]])])} for i in order]
-    memorization = {"pixel": pixel, "feature": feature, "membership": mia, "planted_detection": planted,
-                    "top_pairs": top_pairs, "train_compared": int(len(m_train)), "synthetic_compared": int(len(m_syn))}
+    with part("descriptor", "Copy descriptor"):
+        desc = get_descriptor(real, mc.descriptor, device, retrain=retrain_encoder, reporter=reporter)
+    with part("memorization", "Memorization"):
+        memorization, mem_arrays = memorization_evidence(
+            np.asarray(real.images[m_train]), np.asarray(real.images[m_held]), syn_images, train_size=len(train_idx),
+            cfg=mc, device=device, describe=desc.features, descriptor_identity=desc.identity(), syn_labels=y_syn,
+            held_labels=y_real[m_held], classes=classes, seed=cfg.seed, task=reporter.task)
+    sources = real.meta["source"].to_numpy()
+    for item in memorization["most_significant"]:  # training indices of the dataset, and where they came from
+        item["train_index"] = int(m_train[item["train_index"]])
+        item["train_source"] = str(sources[item["train_index"]])
 
     util: dict[str, Any] | None = None
     if cfg.utility.enabled:
         with part("utility", "Utility (TRTR, TSTR, augmentation, transfer)"):
-            xv = np.asarray(real.images[val_idx]) if len(val_idx) else test_imgs
-            yv = y_real[val_idx] if len(val_idx) else y_real[test_idx]
-            util = utility((np.asarray(real.images[train_idx]), y_real[train_idx]), (xv, yv),
+            # never select on the test split: without a validation split the classifiers train their
+            # fixed budget (utility records it)
+            util = utility((np.asarray(real.images[train_idx]), y_real[train_idx]),
+                           (np.asarray(real.images[val_idx]), y_real[val_idx]),
                            (test_imgs, y_real[test_idx]), (syn_images, y_syn), n_classes, cfg.utility, device,
-                           reporter)
+                           reporter, class_names=classes)
     real_res: dict[str, Any] | None = None
     if cfg.realism.enabled:
         with part("realism", "Realism scores"):
@@ -283,9 +283,9 @@ def evaluate(
     data["evaluation_hash"] = evaluation_hash(data)
     start = time.perf_counter()
     arrays = {"real_images": real, "train_idx": train_idx, "test_idx": test_idx, "syn_images": syn_images,
-              "y_real": y_real, "y_syn": y_syn, "px_syn": px_syn, "px_base": px_base, "ft_syn": ft_syn,
-              "ft_base": ft_base, "f_ref": f_ref, "f_syn": f_syn[s_idx], "y_ref": y_real[ref_idx],
-              "y_syn_sub": y_syn[s_idx], "m_syn": m_syn, "m_train": m_train, "comp": comp, "realism": real_res}
+              "y_real": y_real, "y_syn": y_syn, "memorization": mem_arrays, "f_ref": f_ref, "f_syn": f_syn[s_idx],
+              "y_ref": y_real[ref_idx], "y_syn_sub": y_syn[s_idx], "m_train": m_train, "comp": comp,
+              "realism": real_res}
     with atomic_directory(Path(out)) as tmp:
         write_json_atomic(tmp / "evaluation.json", data)
         html = render_report(data, arrays)
@@ -312,20 +312,27 @@ def _summary(fidelity: dict[str, Any], util: dict[str, Any] | None, memo: dict[s
         "fid": o["fid"], "fid_real_baseline": b["fid"], "fid_ratio_to_baseline": fid_ratio,
         "precision": o["precision"], "recall": o["recall"], "f1": o["f1"],
         "density": o["density"], "coverage": o["coverage"],
-        "pixel_near_copy_fraction": memo["pixel"]["near_copy_fraction"],
-        "feature_near_copy_fraction": memo["feature"]["near_copy_fraction"],
-        "pixel_threshold": memo["pixel"]["threshold"],
-        "membership_auc": memo["membership"]["feature_auc"],
-        "membership_auc_pixel": memo["membership"]["pixel_auc"],
+        "flagged_copies": memo["flags"]["count"],
+        "smallest_copy_p": min(memo["per_image"]["p_combined"], default=None),
+        "planted_min_detection": min((v["rate"] for v in memo["planted"].values() if v["ruled"]), default=None),
+        "membership_auc": memo["membership"]["descriptor"]["auc"],
+        "membership_auc_pixel": memo["membership"]["pixel"]["auc"],
         "fidelity_good": fidelity_good,
     }
     if util is not None and "auc_gap" in util["stats"]:
-        gap = util["stats"]["auc_gap"]
-        utility_good = bool(gap <= cfg.fidelity_utility_gap)
+        st = util["stats"]
+        gap = st["auc_gap"]
+        # judged like the gate: on the gap's upper confidence bound over seeds where there is one
+        gap_upper = st.get("auc_gap_upper")
+        utility_good = bool((gap if gap_upper is None else gap_upper) <= cfg.fidelity_utility_gap)
         out.update({"auc_real": util["settings"]["real"]["auroc_mean"],
+                    "auc_real_full": (util["settings"].get("real_full") or {}).get("auroc_mean"),
                     "auc_synthetic": util["settings"]["synthetic"]["auroc_mean"],
-                    "auc_gap": gap, "delta_syn": util["stats"].get("delta_syn"),
-                    "augmented_gain": util["stats"].get("augmented_gain"), "utility_good": utility_good})
+                    "auc_gap": gap, "auc_gap_upper": gap_upper, "delta_syn": st.get("delta_syn"),
+                    "delta_syn_upper": st.get("delta_syn_upper"), "augmented_gain": st.get("augmented_gain"),
+                    "augmented_gain_lower": st.get("augmented_gain_lower"),
+                    "utility_confidence": st.get("confidence"), "utility_seeds": st.get("n_seeds"),
+                    "utility_good": utility_good})
         if fidelity_good != utility_good:
             out["fidelity_utility_disagree"] = True
             out["fidelity_utility_note"] = (

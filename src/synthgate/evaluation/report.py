@@ -44,8 +44,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
+    if isinstance(v, float):  # p-values and other small numbers keep their significant digits
+        return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
     return html.escape(str(v))
 
 
@@ -71,36 +71,6 @@ def _samples(a: dict[str, Any], classes: list[str], per: int = 8) -> str:
                 _show(axes[k, j], make_grid(imgs, per, fill=255), f"{c}: {name}")
             else:
                 axes[k, j].set_axis_off()
-    return _b64(fig)
-
-
-def _hist(syn: np.ndarray, base: np.ndarray, threshold: float, title: str, xlabel: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3))
-    lo = float(min(syn.min(), base.min()))
-    bins = np.linspace(lo, 1.0, 60)
-    ax.hist(base, bins=bins, alpha=0.6, density=True, label="real held-out vs train (baseline)")
-    ax.hist(syn, bins=bins, alpha=0.6, density=True, label="synthetic vs train")
-    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"near-copy threshold {threshold:.4f}")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.legend(fontsize=8)
-    return _b64(fig)
-
-
-def _pairs(a: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
-    import matplotlib.pyplot as plt
-
-    if not pairs:
-        return ""
-    n = len(pairs)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n + 1, 3), squeeze=False)
-    for j, p in enumerate(pairs):
-        _show(axes[0, j], a["syn_images"][p["synthetic_index"]], f"r={p['correlation']:.3f}")
-        _show(axes[1, j], np.asarray(a["real_images"].images[p["train_index"]]))
-    axes[0, 0].set_title(f"synthetic  r={pairs[0]['correlation']:.3f}", fontsize=8)
-    axes[1, 0].set_title("nearest training image", fontsize=8)
     return _b64(fig)
 
 
@@ -193,6 +163,59 @@ def _mean_images(a: dict[str, Any], classes: list[str], var: dict[str, Any]) -> 
     return _b64(fig)
 
 
+UTILITY_SETTINGS = {
+    "real": "TRTR, real images matched per class to the synthetic training set",
+    "real_full": "TRTR, the whole real training split",
+    "synthetic": "TSTR, the synthetic images",
+    "augmented": "the whole real split plus the synthetic images",
+    "transfer": "TSTR network, last layer refitted on the whole real split",
+}
+
+
+def _utility_section(u: dict[str, Any]) -> list[str]:
+    """The downstream classifiers: training, per-setting scores, per-seed paired values, the
+    confidence bounds the gate decides on (dumontschutte2021 3.1, S.4-S.5)."""
+    st, tr, paired = u["stats"], u.get("training", {}), u.get("paired", {})
+    sizes, val = u.get("train_sizes", {}), u.get("validation", {})
+    seeds = paired.get("seeds") or [r["seed"] for r in next(iter(u["runs"].values()))]
+
+    def per_class(counts: dict[str, int] | None) -> str:
+        return html.escape(", ".join(f"{c} {n}" for c, n in (counts or {}).items()) or "–")
+
+    out = [f"<p class=note>A {html.escape(str(tr.get('arch')))} classifier per setting and seed "
+           f"({', '.join(map(str, seeds))}), trained for at most {tr.get('max_steps')} steps (AdamW, one-cycle "
+           f"schedule, class-balanced batches, shifts ±{tr.get('shift')} px, intensity ±{tr.get('intensity')}, "
+           f"flips {'on' if tr.get('flip') else 'off'}), early-stopped on the real validation split's AUROC "
+           f"(patience {tr.get('patience')} × {tr.get('eval_every')} steps, best weights kept); all tested on the "
+           "same real test split. Accuracy is read at the threshold chosen on validation (binary: maximal "
+           "balanced accuracy; multi-class: argmax). The matched real set has as many images per class as the "
+           f"synthetic training set: {per_class(sizes.get('matched_per_class'))}; the whole split: "
+           f"{per_class(sizes.get('real_full_per_class'))}; synthetic images held out for Δsyn: "
+           f"{per_class(sizes.get('synthetic_held_out_per_class'))}.</p>"]
+    if val.get("note"):
+        out.append(f"<div class=flag>{html.escape(val['note'])}</div>")
+    out.append(_table([[name, UTILITY_SETTINGS.get(name, ""), v["auroc_mean"], v["auroc_std"], v["accuracy_mean"],
+                        v.get("balanced_accuracy_mean"), v.get("steps_mean")]
+                       for name, v in u["settings"].items()],
+                      ["setting", "trained on", "AUROC mean", "sd", "accuracy", "balanced accuracy", "steps"]))
+    keys = [k for k in ("auc_gap", "delta_syn", "augmented_gain", "transfer_gain") if k in paired]
+    if keys:
+        out.append(_table([[seed, *[paired[k][i] for k in keys]] for i, seed in enumerate(seeds)],
+                          ["seed", *keys]))
+        level = f"{st.get('confidence', 0.0):g}"
+        out.append(f"<p class=note>The gate decides on one-sided paired-t bounds over seeds, not on the mean "
+                   f"(upper for gaps, lower for gains; level {level} here, the policy's own in the gate; "
+                   f"at least {st.get('min_seeds_for_confidence')} seeds at this level).</p>")
+        out.append(_table([[k, st.get(k), st.get(f"{k}_std"), st.get(f"{k}_upper", st.get(f"{k}_lower"))]
+                           for k in keys], ["paired quantity", "mean", "sd", f"one-sided {level} bound"]))
+    if st.get("note"):
+        out.append(f"<div class=flag>{html.escape(st['note'])}</div>")
+    tests = {k: v for k, v in st.items() if k.endswith("_p")}
+    if tests:
+        out.append(_table([[k, v] for k, v in tests.items()], ["test", "p-value"]))
+    return out
+
+
 def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
     import matplotlib
 
@@ -202,7 +225,7 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
     f = data["fidelity"]
     m = data["memorization"]
     parts: list[str] = [f"<html><head><meta charset=utf-8><title>synthgate evaluation</title><style>{CSS}</style>"
-                        "</head><body>", "<h1>Synthetic data evaluation</h1>"]
+                        "</head><body>", "<h1>Synthetic data evaluation</h1>", VERDICT_START + VERDICT_END]
     gen = data["synthetic"].get("generator") or data["synthetic"].get("standin") or "unknown"
     parts.append(
         "<p class=ids>"
@@ -218,17 +241,25 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
         ["FID (encoder features)", s["fid"], f"real test vs train: {_fmt(s['fid_real_baseline'])}"],
         ["precision / recall / F1", f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}", "k-NN manifolds"],
         ["density / coverage", f"{s['density']:.3f} / {s['coverage']:.3f}", ""],
-        ["near copies (pixel, 8 transforms)", s["pixel_near_copy_fraction"],
-         f"held-out baseline {1 - m['pixel']['threshold_quantile']:.4f} by construction"],
-        ["near copies (encoder features)", s["feature_near_copy_fraction"], ""],
-        ["membership-inference AUC (features / pixels)",
-         f"{s['membership_auc']:.3f} / {s['membership_auc_pixel']:.3f}", "0.5 = no leak"],
+        ["synthetic images flagged as copies", s["flagged_copies"],
+         f"{m['flags']['correction'].upper()} at {m['flags']['alpha']:g} over {m['coverage']['synthetic_size']} images; "
+         f"smallest copy p-value {_fmt(s['smallest_copy_p'])}"],
+        ["planted copies found (weakest kind)", s["planted_min_detection"],
+         f"{m['coverage']['train_compared']} of {m['coverage']['train_size']} training images searched"],
+        ["membership-inference AUC (descriptor / pixels)",
+         f"{_fmt(s['membership_auc'])} / {_fmt(s['membership_auc_pixel'])}", "0.5 = no leak"],
     ]
     if "auc_gap" in s:
-        rows += [["AUROC real (TRTR) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}", ""],
-                 ["utility gap AUC_real − AUC_syn", s["auc_gap"], "dumontschutte2021"],
-                 ["Δsyn (label overfitting)", s.get("delta_syn"), "≈0 is good"],
-                 ["augmentation gain", s.get("augmented_gain"), "real+synthetic vs real"]]
+        level = s.get("utility_confidence")
+        bound = f"one-sided {level:g} bound over {s.get('utility_seeds')} seeds" if level else "bound"
+        rows += [["AUROC real (TRTR, matched) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}",
+                  f"real, whole training split: {_fmt(s.get('auc_real_full'))}"],
+                 ["utility gap AUC_real − AUC_syn (mean / upper bound)",
+                  f"{_fmt(s['auc_gap'])} / {_fmt(s.get('auc_gap_upper'))}", f"dumontschutte2021; {bound}"],
+                 ["Δsyn, label overfitting (mean / upper bound)",
+                  f"{_fmt(s.get('delta_syn'))} / {_fmt(s.get('delta_syn_upper'))}", "≈0 is good"],
+                 ["augmentation gain (mean / lower bound)",
+                  f"{_fmt(s.get('augmented_gain'))} / {_fmt(s.get('augmented_gain_lower'))}", "real+synthetic vs real"]]
     parts += ["<h2>Summary</h2>", _table(rows, ["measure", "value", "context"])]
 
     parts += ["<h2>Samples</h2>", _samples(a, classes)]
@@ -266,49 +297,14 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
                      ["class", "real mean-image bytes", "synthetic", "real delentropy", "synthetic", "KS D", "KS p"]),
               _delentropy(a, classes)]
 
-    px, ft = m["pixel"], m["feature"]
-    parts += ["<h2>Memorization and privacy</h2>",
-              "<p class=note>For every synthetic image, the highest similarity to any training image; the same "
-              "statistic for real held-out images is the baseline, and the near-copy threshold is its "
-              f"{px['threshold_quantile']} quantile (niehues2024 2.5; dumontschutte2021 S.6).</p>",
-              _hist(a["px_syn"].best, a["px_base"].best, px["threshold"], "pixel space: max Pearson r over 8 "
-                    "rotations/flips", "max correlation with a training image"),
-              _hist(a["ft_syn"].best, a["ft_base"].best, ft["threshold"], "feature space: max cosine similarity",
-                    "max cosine similarity to a training image"),
-              _table([[name, d["synthetic"]["mean"], d["synthetic"]["median"], d["synthetic"]["p5"],
-                       d["synthetic"]["p95"], d["held_out"]["mean"], d["held_out"]["median"], d["held_out"]["p5"],
-                       d["held_out"]["p95"], d["near_copy_fraction"], d["mannwhitney_u_p_greater"]]
-                      for name, d in (("pixel", px), ("feature", ft))],
-                     ["space", "syn mean", "syn median", "syn p5", "syn p95", "held-out mean", "median", "p5", "p95",
-                      "near-copy fraction", "MWU p (syn > held-out)"]),
-              _table([[c, v["synthetic"].get("mean"), v["synthetic"].get("median"), v["synthetic"].get("p5"),
-                       v["synthetic"].get("p95"), v["held_out"].get("mean"), v["held_out"].get("median"),
-                       v["near_copy_fraction"]] for c, v in px["per_class"].items()],
-                     ["class (pixel)", "syn mean", "syn median", "syn p5", "syn p95", "held-out mean", "median",
-                      "near-copy fraction"]),
-              f"<p>Membership inference AUC: features {_fmt(m['membership']['feature_auc'])} (one-sided "
-              f"Mann-Whitney p {_fmt(m['membership']['feature_p'])}), pixels {_fmt(m['membership']['pixel_auc'])} "
-              f"(p {_fmt(m['membership']['pixel_p'])}); {m['membership']['members']} members vs "
-              f"{m['membership']['non_members']} non-members; 0.5 = no leak. With few held-out images the AUC "
-              "is noisy: read it with its p-value.</p>"]
-    if m["planted_detection"]:
-        parts += ["<p>Detection rate of each detector at its calibrated threshold on planted copies of training "
-                  "images (what a near copy of each kind would score):</p>",
-                  _table([[k, v["pixel"], v["feature"], v["n"]] for k, v in m["planted_detection"].items()],
-                         ["planted copy", "pixel detector", "feature detector", "n"])]
-    parts += ["<p>Most similar synthetic/training pairs (pixel space):</p>", _pairs(a, m["top_pairs"])]
+    from synthgate.evaluation.memorization.report import memorization_section
+
+    parts += memorization_section(data, a, _b64, _show)
 
     u = data.get("utility")
     parts.append("<h2>Utility</h2>")
     if u:
-        st = u["stats"]
-        parts += ["<p class=note>Downstream classifier trained per setting over seeds "
-                  f"{', '.join(str(r['seed']) for r in next(iter(u['runs'].values())))}; all tested on the same "
-                  "real test split; model selection on the real validation split.</p>",
-                  _table([[name, v["auroc_mean"], v["auroc_std"], v["accuracy_mean"], v["accuracy_std"]]
-                          for name, v in u["settings"].items()],
-                         ["setting", "AUROC mean", "sd", "accuracy mean", "sd"]),
-                  _table([[k, v] for k, v in st.items()], ["statistic", "value"])]
+        parts += _utility_section(u)
     else:
         parts.append("<p>not run (evaluate.utility.enabled: false)</p>")
     r = data.get("realism")
@@ -320,3 +316,31 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
                          ["variant", "kept", "total", "fraction"])]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+VERDICT_START = "<!-- synthgate:gate-verdict -->"
+VERDICT_END = "<!-- /synthgate:gate-verdict -->"
+
+
+def insert_verdict(report_html: str, gate: dict[str, Any]) -> str:
+    """The report with the gate's verdict, its failing rules and the memorization statement at the top
+    (replacing an earlier verdict): the page a reviewer opens states the decision first."""
+    failing = [r for r in gate.get("rules", []) if not r.get("passed")]
+    mem = (gate.get("details") or {}).get("memorization") or {}
+    ok = bool(gate.get("passed"))
+    lines = [f"<div class=flag style='border-left-color:{'#1b7f3b' if ok else '#b00020'}'>"
+             f"<b>Release gate: <span class={'ok' if ok else 'bad'}>{'PASSED' if ok else 'FAILED'}</span></b> "
+             f"(policy {html.escape(str(gate.get('policy_hash', ''))[:16])}, {html.escape(str(gate.get('created', '')))})"]
+    if failing:
+        lines.append("<ul>" + "".join(f"<li><b>{html.escape(r['rule'])}</b>: {html.escape(str(r.get('reason', '')))}</li>"
+                                      for r in failing) + "</ul>")
+    if mem.get("statement"):
+        lines.append(f"<p class=note>Memorization: {html.escape(mem['statement'])}."
+                     + (f" Flagged copies (never released): {', '.join(map(str, mem['flagged'][:50]))}"
+                        if mem.get("flagged") else "") + "</p>")
+    lines.append("</div>")
+    block = VERDICT_START + "".join(lines) + VERDICT_END
+    if VERDICT_START in report_html and VERDICT_END in report_html:
+        head, rest = report_html.split(VERDICT_START, 1)
+        return head + block + rest.split(VERDICT_END, 1)[1]
+    return report_html.replace("<body>", "<body>" + block, 1)

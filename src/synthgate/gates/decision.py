@@ -7,8 +7,12 @@ is recomputed here, so an evaluation edited after the fact is refused.
 
 A gate must be able to fail, and must judge a generator's output: beyond the policy's rules, the
 decision fails (rules named ``policy.*`` and ``synthetic.*``, listed only when they fail) when the
-policy applied no rule at all, when it applied no memorization rule, and when the "synthetic" set
-is a stand-in (real held-out images from ``synthgate standin``). These are failures rather than
+policy applied no rule at all, when it applied no memorization rule, when the copy search did not
+cover the whole training split, when the held-out set is too small to certify the copy null's tail,
+and when the "synthetic" set is a stand-in (real held-out images from ``synthgate standin``). The
+memorization rules are re-derived here from the p-values the evaluation recorded, at the policy's
+false-alarm rate (:func:`_memorization_rules`), so that the evaluation's own settings cannot loosen
+them. These are failures rather than
 refusals, like missing evidence: ``gate.json`` is still written, the version can be registered for
 the record, and promotion lists the reason. :func:`check_record` recomputes a stored ``gate.json``
 from its evaluation and policy, so that a record whose verdict was edited is refused.
@@ -50,6 +54,7 @@ class GateDecision:
     policy_hash: str
     identities: dict[str, Any]
     skipped: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # levels, flagged images
     created: str = field(default_factory=utc_now)
 
     @property
@@ -59,7 +64,8 @@ class GateDecision:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "passed": self.passed, "created": self.created, "synthgate_version": __version__,
                 "evaluation_hash": self.evaluation_hash, "policy_hash": self.policy_hash,
-                "identities": self.identities, "rules": [asdict(r) for r in self.rules], "skipped": self.skipped}
+                "identities": self.identities, "rules": [asdict(r) for r in self.rules], "skipped": self.skipped,
+                "details": self.details}
 
 
 def load_evaluation(path: Path) -> dict[str, Any]:
@@ -91,7 +97,9 @@ def _get(data: dict[str, Any], *keys: str) -> Any:
 
 def _integrity_failures(evaluation: dict[str, Any], applied: list[RuleResult]) -> list[RuleResult]:
     """Failures no policy can switch off: a policy that applies no rule (``all([])`` would pass
-    anything) or no memorization rule, and an evaluation of a stand-in instead of a generator."""
+    anything) or no memorization rule, a copy search that did not cover the whole training split, a
+    held-out set too small to certify the copy null's tail, and an evaluation of a stand-in instead
+    of a generator."""
     out: list[RuleResult] = []
     if not applied:
         out.append(RuleResult("policy.rules_applied", False, 0.0, 1.0, ">=",
@@ -102,6 +110,22 @@ def _integrity_failures(evaluation: dict[str, Any], applied: list[RuleResult]) -
         out.append(RuleResult("policy.memorization_rules_applied", False, 0.0, 1.0, ">=",
                               "the policy applies no memorization rule (all null): nothing checks that the "
                               "synthetic images do not copy patients"))
+    coverage = _get(evaluation, "memorization", "coverage")
+    if isinstance(coverage, dict) and not coverage.get("full"):
+        out.append(RuleResult(
+            "memorization.full_coverage", False, float(coverage.get("train_compared", 0)),
+            float(coverage.get("train_size", 0)), ">=",
+            f"the copy search compared the synthetic images with {coverage.get('train_compared')} of "
+            f"{coverage.get('train_size')} training images (evaluate.memorization.max_train): copies of the others "
+            "would go unseen, so the evidence cannot approve a generator"))
+    if _get(evaluation, "memorization", "null_sufficient") is False:
+        have = _get(evaluation, "memorization", "coverage", "held_out")
+        need = _get(evaluation, "memorization", "held_out_needed")
+        out.append(RuleResult(
+            "memorization.held_out_sufficient", False, float(have or 0), float(need or 0), ">=",
+            f"{have} real held-out images calibrate the copy null, fewer than the {need} its tail model needs: "
+            "individual copies cannot be certified at the stated false-alarm rate (add held-out images: a larger "
+            "val/test split, or more data)"))
     standin = _get(evaluation, "synthetic", "standin")
     if standin:
         out.append(RuleResult("synthetic.not_standin", False, 1.0, 0.0, "<=",
@@ -130,34 +154,174 @@ def _threshold_rules(group: str, thresholds: dict[str, Any], measured: dict[str,
 
 
 def _memorization_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
-                        skipped: list[str]) -> None:
-    measured = {
-        "max_pixel_near_copy_fraction": (
-            _get(evaluation, "memorization", "pixel", "near_copy_fraction"), "<=", "pixel near-copy fraction"),
-        "max_feature_near_copy_fraction": (
-            _get(evaluation, "memorization", "feature", "near_copy_fraction"), "<=", "feature near-copy fraction"),
-        "max_pixel_median_shift": (
-            _get(evaluation, "memorization", "pixel", "median_shift"), "<=",
-            "median max-correlation shift, synthetic vs held-out"),
-        "max_membership_auc": (
-            _get(evaluation, "memorization", "membership", "feature_auc"), "<=", "membership-inference AUC"),
-        "max_membership_auc_pixel": (
-            _get(evaluation, "memorization", "membership", "pixel_auc"), "<=", "membership-inference AUC (pixels)"),
+                        skipped: list[str], details: dict[str, Any]) -> None:
+    """The memorization rules (:class:`MemorizationRules`) re-derived from the evaluation's recorded
+    p-values at the policy's own false-alarm rate; the levels and the flagged images go to ``details``."""
+    from scipy.stats import norm
+
+    from synthgate.evaluation.memorization.stats import reject
+
+    mp = policy.memorization
+    mem = _get(evaluation, "memorization") or {}
+    detectors = mem.get("detectors") or {}
+    n_tests = max(1, mp.set_level_tests(len(detectors) or 6))
+    flag_level = mp.false_alarm_rate / 2
+    test_level = mp.false_alarm_rate / 2 / n_tests
+    z = float(norm.ppf(1 - test_level))
+    p_comb = _get(mem, "per_image", "p_combined")
+    m = len(p_comb) if isinstance(p_comb, list) else 0
+    flagged: list[int] = []
+    if isinstance(p_comb, list) and m:
+        import numpy as np
+
+        flagged = np.flatnonzero(reject(np.asarray(p_comb, float), flag_level, mp.correction)).tolist()
+    details["memorization"] = {
+        "false_alarm_rate": mp.false_alarm_rate, "flag_level": flag_level, "correction": mp.correction,
+        "set_level_tests": n_tests, "level_per_test": test_level, "flagged": flagged,
+        "statement": (f"an honest generator fails these rules with probability at most {mp.false_alarm_rate:g} "
+                      f"(copy flags at {flag_level:g} with {mp.correction.upper()} over {m} synthetic images; "
+                      f"{n_tests} set-level tests at {test_level:.3g} each, Bonferroni)"),
     }
-    _threshold_rules("memorization", policy.memorization.model_dump(), measured, rules, skipped)
+
+    def missing(rule: str, threshold: Any, cmp: str, what: str) -> RuleResult:
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured: the evaluation lacks it, so this rule cannot pass")
+
+    if mp.max_flagged_copies is None:
+        skipped.append("memorization.max_flagged_copies")
+    elif not isinstance(p_comb, list):
+        rules.append(missing("memorization.max_flagged_copies", mp.max_flagged_copies, "<=", "per-image copy p-values"))
+    else:
+        ok = len(flagged) <= mp.max_flagged_copies
+        shown = ", ".join(map(str, flagged[:10])) + (" ..." if len(flagged) > 10 else "")
+        rules.append(RuleResult(
+            "memorization.max_flagged_copies", ok, float(len(flagged)), float(mp.max_flagged_copies), "<=",
+            f"{len(flagged)} of {m} synthetic images flagged as copies of a training image "
+            f"({mp.correction.upper()} at {flag_level:g}){': ' + shown if flagged else ''}; "
+            f"{'within' if ok else 'violates'} <= {mp.max_flagged_copies}"))
+
+    planted = mem.get("planted")
+    if mp.min_planted_detection is None:
+        skipped.append("memorization.min_planted_detection")
+    elif not planted:
+        rules.append(missing("memorization.min_planted_detection", mp.min_planted_detection, ">=",
+                             "detection power on planted copies"))
+    else:
+        level = flag_level / max(m, 1)
+        rates = {k: sum(p <= level for p in v["p_values"]) / max(len(v["p_values"]), 1)
+                 for k, v in planted.items() if v.get("ruled")}
+        weakest = min(rates, key=lambda k: rates[k]) if rates else None
+        value = rates[weakest] if weakest else None
+        if value is None:
+            rules.append(missing("memorization.min_planted_detection", mp.min_planted_detection, ">=",
+                                 "detection power on planted copies"))
+        else:
+            ok = value >= mp.min_planted_detection
+            blind = sorted(k for k, r in rates.items() if r < mp.min_planted_detection)
+            rules.append(RuleResult(
+                "memorization.min_planted_detection", ok, float(value), float(mp.min_planted_detection), ">=",
+                f"planted copies flagged (one among {m} images, p <= {level:.3g}): weakest kind {weakest} "
+                f"{value:.2f} of {planted[weakest]['n']}"
+                + (f"; below {mp.min_planted_detection:g}: {', '.join(blind)}" if blind else "")
+                + f"; {'within' if ok else 'violates'} >= {mp.min_planted_detection:g}"))
+
+    if mp.copy_excess_test is None or mp.copy_excess_test is False:
+        skipped.append("memorization.copy_excess_test")
+    elif not detectors:
+        rules.append(missing("memorization.copy_excess_test", test_level, ">=", "exceedance tests"))
+    else:
+        ex = {d: v["exceedance"] for d, v in detectors.items()}
+        worst = min(ex, key=lambda d: ex[d]["p"])
+        e = ex[worst]
+        ok = e["p"] >= test_level
+        rules.append(RuleResult(
+            "memorization.copy_excess_test", ok, float(e["p"]), float(test_level), ">=",
+            f"most significant exceedance ({worst}): {e['exceedances']} of {e['n_synthetic']} synthetic images above "
+            f"the held-out null's {e['order_statistic']}-th largest of {e['n_null']} (expected {e['expected']:.2g}), "
+            f"exact beta-binomial p {e['p']:.3g}; {'within' if ok else 'violates'} >= {test_level:.3g}"))
+
+    bounded = {
+        "max_membership_auc": (_get(mem, "membership", "descriptor"), "auc",
+                               "membership-inference AUC (copy descriptor)"),
+        "max_membership_auc_pixel": (_get(mem, "membership", "pixel"), "auc", "membership-inference AUC (pixels)"),
+        "max_pixel_median_shift": (_get(mem, "pixel_shift"), "shift", "median best-r shift, synthetic - held-out"),
+    }
+    for name, (node, key, what) in bounded.items():
+        threshold = getattr(mp, name)
+        rule = f"memorization.{name}"
+        if threshold is None:
+            skipped.append(rule)
+            continue
+        if not isinstance(node, dict) or node.get(key) is None or node.get("se") is None:
+            rules.append(missing(rule, threshold, "<=", what))
+            continue
+        lower = float(node[key]) - z * float(node["se"])
+        ok = lower <= threshold
+        rules.append(RuleResult(rule, ok, lower, float(threshold), "<=",
+                                f"{what} {node[key]:.4g}, one-sided {1 - test_level:.4g} lower confidence bound "
+                                f"{lower:.4g} {'within' if ok else 'violates'} <= {threshold:g}"))
+
+
+def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, what: str,
+                confidence: float) -> RuleResult:
+    """One rule on the one-sided paired-t confidence bound of per-seed paired values (the upper
+    bound for ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.utility.confidence_bound`):
+    the rule passes only when the bound, not the mean, is within the threshold. Fewer seeds than
+    the level needs (:func:`~synthgate.evaluation.utility.min_seeds_for`), or missing or
+    non-finite values, fail as not measured."""
+    import numpy as np
+
+    from synthgate.evaluation.utility import confidence_bound, min_seeds_for
+
+    need = min_seeds_for(confidence)
+    side = "upper" if cmp == "<=" else "lower"
+    ok_values = (isinstance(values, list) and isinstance(seeds, list) and len(values) == len(seeds)
+                 and all(isinstance(v, int | float) and np.isfinite(v) for v in values))
+    if not ok_values:
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured: the evaluation lacks its per-seed paired values, so this rule "
+                          "cannot pass")
+    if len(values) < need:
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured at confidence {confidence:g}: {len(values)} seed(s), fewer than "
+                          f"the {need} a one-sided bound at this level needs, so this rule cannot pass")
+    bound = confidence_bound(values, confidence, side)
+    ok = bound <= threshold if cmp == "<=" else bound >= threshold
+    v = np.asarray(values, dtype=np.float64)
+    return RuleResult(rule, bool(ok), float(bound), float(threshold), cmp,
+                      f"{what}: one-sided {confidence:g} {side} confidence bound {bound:.4g} (mean {v.mean():.4g}, "
+                      f"sd {v.std(ddof=1):.3g}, paired t over {len(v)} seeds {', '.join(map(str, seeds))}) "
+                      f"{'within' if ok else 'violates'} {cmp} {threshold:g}")
 
 
 def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
                    skipped: list[str]) -> None:
-    stats = (evaluation.get("utility") or {}).get("stats", {})
-    measured = {
-        "max_auc_gap": (stats.get("auc_gap"), "<=", "utility gap AUC_real - AUC_syn"),
-        "max_delta_syn": (stats.get("delta_syn"), "<=", "label-overfitting Delta_syn"),
-        "min_augmentation_gain": (stats.get("augmented_gain"), ">=", "augmentation AUC gain"),
-        "max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
-        "min_seeds": (stats.get("n_seeds"), ">=", "utility repeats (seeds)"),
+    """Utility rules on confidence bounds over seeds (dumontschutte2021 S.5), at the policy's
+    ``utility.confidence``; the Wilcoxon p and the seed count as plain thresholds."""
+    from synthgate.evaluation.utility import min_seeds_for
+
+    util = evaluation.get("utility") or {}
+    stats = util.get("stats", {})
+    paired = util.get("paired") or {}
+    level = policy.utility.confidence
+    bounded = {
+        "max_auc_gap": ("auc_gap", "<=", "utility gap AUC_real - AUC_syn"),
+        "max_delta_syn": ("delta_syn", "<=", "label-overfitting Delta_syn"),
+        "min_augmentation_gain": ("augmented_gain", ">=", "augmentation AUC gain"),
     }
-    _threshold_rules("utility", policy.utility.model_dump(), measured, rules, skipped)
+    plain = {
+        "max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
+        "min_seeds": (stats.get("n_seeds"), ">=",
+                      f"utility repeats (seeds; confidence {level:g} needs >= {min_seeds_for(level)})"),
+    }
+    thresholds = policy.utility.model_dump(exclude={"confidence"})
+    for name, threshold in thresholds.items():
+        if name in bounded and threshold is not None:
+            key, cmp, what = bounded[name]
+            rules.append(_bound_rule(f"utility.{name}", paired.get(key), paired.get("seeds"), threshold, cmp, what,
+                                     level))
+        else:
+            _threshold_rules("utility", {name: threshold}, plain, rules, skipped)  # a null bounded rule: skipped
 
 
 def _fidelity_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
@@ -185,7 +349,9 @@ def _sample_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[Ru
 def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
     rules: list[RuleResult] = []
     skipped: list[str] = []
-    for group_rules in (_memorization_rules, _utility_rules, _fidelity_rules, _sample_rules):
+    details: dict[str, Any] = {}
+    _memorization_rules(evaluation, policy, rules, skipped, details)
+    for group_rules in (_utility_rules, _fidelity_rules, _sample_rules):
         group_rules(evaluation, policy, rules, skipped)
     rules.extend(_integrity_failures(evaluation, rules))
     identities = {
@@ -195,17 +361,25 @@ def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
         "encoder_id": _get(evaluation, "encoder", "encoder_id"),
     }
     return GateDecision(all(r.passed for r in rules), rules, evaluation["evaluation_hash"], policy.policy_hash(),
-                        identities, skipped)
+                        identities, skipped, details)
 
 
 def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
-    """Decide and write ``gate.json`` (with the policy it applied)."""
+    """Decide and write ``gate.json`` (with the policy it applied); put the verdict, the failing rules
+    and the memorization statement at the top of the evaluation's ``report.html`` when it is there."""
     data = load_evaluation(evaluation_path)
     decision = decide(data, policy)
     body = decision.to_json()
     body["evaluation"] = str(evaluation_path)
     body["policy"] = policy.model_dump(mode="json")
     write_json_atomic(Path(out), body)
+    report = Path(evaluation_path).parent / "report.html"
+    if report.exists():  # the verdict at the top of the report that is registered and published
+        from synthgate.evaluation.report import insert_verdict
+
+        tmp = report.with_suffix(".html.tmp")
+        tmp.write_text(insert_verdict(report.read_text(), body))
+        tmp.replace(report)
     return decision
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthgate.config import parse_model
 from synthgate.errors import ConfigError
@@ -22,23 +22,63 @@ class _Strict(BaseModel):
 
 
 class MemorizationRules(_Strict):
-    max_pixel_near_copy_fraction: float | None = Field(
-        0.01, ge=0, le=1, description="share of synthetic images above the held-out p99.9 pixel correlation")
-    max_feature_near_copy_fraction: float | None = Field(
-        0.01, ge=0, le=1, description="the same in reference-encoder feature space")
-    max_pixel_median_shift: float | None = Field(
-        0.02, description="median max-correlation of synthetic minus that of real held-out images")
+    """Memorization rules, decided at a stated false-alarm rate: the chance that an honest generator
+    (its images no closer to the training images than unseen patients' images are) fails any of them.
+    Half of ``false_alarm_rate`` goes to the per-image copy flags (a multiplicity correction over the
+    synthetic set), half is split evenly over the set-level tests (Bonferroni)."""
+
+    false_alarm_rate: float = Field(
+        0.01, gt=0, le=0.2, description="family-wise false-alarm rate of the memorization rules (not a rule)")
+    correction: Literal["bh", "holm"] = Field(
+        "bh", description="multiplicity correction of the per-image copy flags: Benjamini-Hochberg or Holm")
+    max_flagged_copies: int | None = Field(
+        0, ge=0, description="synthetic images flagged as copies of a training image (they are never released)")
+    min_planted_detection: float | None = Field(
+        0.9, ge=0, le=1, description="share of planted copies flagged, for every planted kind but blends")
+    copy_excess_test: bool | None = Field(
+        True, description="exact test of more synthetic images above the null's 99th percentile than chance, "
+        "per detector (null = off)")
     max_membership_auc: float | None = Field(
-        0.6, ge=0.5, le=1, description="membership-inference AUC (features); 0.5 = no leak")
-    max_membership_auc_pixel: float | None = Field(0.6, ge=0.5, le=1)
+        0.55, ge=0.5, le=1, description="lower confidence bound of the membership-inference AUC (copy descriptor)")
+    max_membership_auc_pixel: float | None = Field(
+        0.55, ge=0.5, le=1, description="the same with pixel correlation")
+    max_pixel_median_shift: float | None = Field(
+        0.02, description="lower confidence bound of the median best-r shift, synthetic minus held-out")
+
+    #: fields that set levels, not rules
+    LEVELS: ClassVar[tuple[str, ...]] = ("false_alarm_rate", "correction")
+
+    def set_level_tests(self, detectors: int) -> int:
+        """How many set-level tests share half the false-alarm rate."""
+        return ((detectors if self.copy_excess_test else 0) + (self.max_membership_auc is not None)
+                + (self.max_membership_auc_pixel is not None) + (self.max_pixel_median_shift is not None))
 
 
 class UtilityRules(_Strict):
-    max_auc_gap: float | None = Field(0.05, description="AUC_real (TRTR) - AUC_syn (TSTR)")
-    max_delta_syn: float | None = Field(0.1, description="label overfitting: AUC_syn(X_syn) - AUC_syn(X_real)")
-    min_augmentation_gain: float | None = Field(None, description="AUC(real+synthetic) - AUC(real)")
+    """Utility rules decide on one-sided paired-t confidence bounds over the evaluation's seeds
+    (dumontschutte2021 S.5 repeats every experiment over seeds), at level ``confidence``: the gap
+    and Delta_syn on their upper bound, the augmentation gain on its lower bound."""
+
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the one-sided bounds (not a rule)")
+    max_auc_gap: float | None = Field(
+        0.05, description="upper bound of AUC_real (TRTR, matched) - AUC_syn (TSTR), paired by seed")
+    max_delta_syn: float | None = Field(
+        0.1, description="upper bound of label overfitting: AUC_syn(X_syn) - AUC_syn(X_real)")
+    min_augmentation_gain: float | None = Field(None, description="lower bound of AUC(real+synthetic) - AUC(real)")
     max_augmentation_p: float | None = Field(None, gt=0, le=1, description="paired Wilcoxon p of that gain")
-    min_seeds: int | None = Field(3, ge=1, description="repeats behind the utility numbers")
+    min_seeds: int | None = Field(5, ge=1, description="repeats behind the utility numbers")
+
+    @model_validator(mode="after")
+    def _enough_seeds_for_the_level(self) -> UtilityRules:
+        from synthgate.evaluation.utility import min_seeds_for
+
+        need = min_seeds_for(self.confidence)
+        if self.min_seeds is not None and self.min_seeds < need:
+            raise ValueError(
+                f"min_seeds {self.min_seeds} is too few for confidence {self.confidence:g}: a one-sided test at "
+                f"this level needs at least {need} seeds (0.5^n <= {1 - self.confidence:.3g}); set min_seeds: "
+                f"{need} or more (and evaluate.utility.seeds to as many), or lower utility.confidence")
+        return self
 
 
 class FidelityRules(_Strict):

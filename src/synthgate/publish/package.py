@@ -114,6 +114,14 @@ def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str
     return mv, gate, evaluation
 
 
+def flagged_copies(gate: dict[str, Any], evaluation: dict[str, Any]) -> list[int]:
+    """Indices (in the evaluated sample set) of the images flagged as copies: by the gate record at its
+    policy's level and by the evaluation at its own; none of them is ever released."""
+    from_gate = ((gate.get("details") or {}).get("memorization") or {}).get("flagged") or []
+    from_eval = ((evaluation.get("memorization") or {}).get("flags") or {}).get("indices") or []
+    return sorted({int(i) for i in [*from_gate, *from_eval]})
+
+
 def _download_run_file(client: Any, run_id: str, path: str, dst: Path) -> Path | None:
     try:
         return Path(client.download_artifacts(run_id, path, str(dst)))
@@ -170,16 +178,21 @@ def _write_png_zip(path: Path, images: np.ndarray, indices: np.ndarray, level: i
 
 
 def build_package(samples: Path, out: Path, shard_size: int = 5000, png: bool = True, level: int = 3,
-                  workers: int = 8) -> dict[str, Any]:
-    """Write shards, PNG zips and labels.csv for the canonical dataset at ``samples`` into ``out``.
+                  workers: int = 8, exclude: list[int] | None = None) -> dict[str, Any]:
+    """Write shards, PNG zips and labels.csv for the canonical dataset at ``samples`` into ``out``,
+    without the images at the indices ``exclude`` (copies flagged by the memorization evidence).
 
     Shards and per-class PNG archives are written in parallel threads (zlib and PIL's encoder
     release the GIL); ``level`` is the deflate level of both (3: most of level 6's size at a
     fraction of its time on image data)."""
+    import hashlib
+
     from synthgate.data.canonical import load_dataset
 
     ds = load_dataset(samples)
-    images, labels, classes = np.asarray(ds.images), ds.labels(), ds.classes
+    excluded = sorted({int(i) for i in (exclude or [])})
+    keep = np.setdiff1d(np.arange(len(ds.meta)), np.asarray(excluded, np.int64))
+    images, labels, classes = np.asarray(ds.images)[keep], ds.labels()[keep], ds.classes
     (out / "images").mkdir(parents=True)
     rows = []
     n_shards = max(1, -(-len(images) // shard_size))
@@ -189,8 +202,8 @@ def build_package(samples: Path, out: Path, shard_size: int = 5000, png: bool = 
         name = f"images/shard-{s:05d}.npz"
         jobs.append((_write_shard, out / name, images[sl], labels[sl], classes, level))
         for i in range(*sl.indices(len(images))):
-            rows.append({"index": i, "class": classes[labels[i]], "label": int(labels[i]), "shard": name,
-                         "shard_index": i - s * shard_size,
+            rows.append({"index": i, "source_index": int(keep[i]), "class": classes[labels[i]],
+                         "label": int(labels[i]), "shard": name, "shard_index": i - s * shard_size,
                          "png": f"png/{classes[labels[i]]}.zip:{i:06d}.png" if png else ""})
     if png:
         (out / "png").mkdir()
@@ -200,13 +213,38 @@ def build_package(samples: Path, out: Path, shard_size: int = 5000, png: bool = 
         for fut in [pool.submit(fn, *a) for fn, *a in jobs]:
             fut.result()
     with open(out / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["index", "class", "label", "shard", "shard_index", "png"])
+        w = csv.DictWriter(f, fieldnames=["index", "source_index", "class", "label", "shard", "shard_index", "png"])
         w.writeheader()
         w.writerows(rows)
     counts = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
+    content = ds.content_hash if not excluded else hashlib.sha256(
+        f"{ds.content_hash}:excluded:{','.join(map(str, excluded))}".encode()).hexdigest()
     return {"num_images": int(len(images)), "classes": classes, "counts": counts, "resolution": ds.resolution,
-            "channels": ds.channels, "content_hash": ds.content_hash, "shards": n_shards,
-            "source_manifest": ds.manifest}
+            "channels": ds.channels, "content_hash": content, "evaluated_content_hash": ds.content_hash,
+            "excluded": excluded, "shards": n_shards, "source_manifest": ds.manifest}
+
+
+def _memorization_lines(gate: dict[str, Any], evaluation: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """What the copy search guarantees about this release, and what was left out of it."""
+    mem = (gate.get("details") or {}).get("memorization") or {}
+    cov = (evaluation.get("memorization") or {}).get("coverage") or {}
+    out = []
+    if mem.get("statement"):
+        out.append(f"Memorization: {mem['statement']}.")
+    if cov:
+        out.append(f"Every one of the {cov.get('synthetic_size')} evaluated images was searched against "
+                   f"{cov.get('train_compared')} of {cov.get('train_size')} training images (shifts, scale/crop, "
+                   f"rotations, flips, a learned copy descriptor), calibrated on {cov.get('held_out')} real held-out "
+                   "images.")
+    if info.get("excluded"):
+        out.append(f"**{len(info['excluded'])} image(s) of the evaluated set were flagged as copies of training "
+                   f"images and are not in this dataset** (evaluated-set indices {', '.join(map(str, info['excluded'][:30]))}"
+                   f"{' ...' if len(info['excluded']) > 30 else ''}); `labels.csv` maps each released image to its "
+                   "index in the evaluated set (`source_index`).")
+    if info.get("samples_source") == "fresh":
+        out.append("**These images were sampled afresh from the approved model after its evaluation: the copy "
+                   "search scanned the evaluated set, not these images.**")
+    return [*out, ""] if out else []
 
 
 def _fmt(v: Any) -> str:
@@ -255,6 +293,7 @@ def datacard(name: str, version: str, info: dict[str, Any], model: dict[str, Any
         *[f"| {r['rule']} | {_fmt(r.get('value'))} | {r.get('comparison', '')} {_fmt(r.get('threshold'))} | "
           f"{'pass' if r.get('passed') else 'FAIL'} |" for r in gate.get("rules", [])],
         "",
+        *_memorization_lines(gate, evaluation, info),
         "## Evaluation (limitations a user must know)",
         "",
         f"Feature-space numbers use the reference encoder `{enc.get('encoder_id')}` ({enc.get('arch')}), a "
@@ -266,12 +305,15 @@ def datacard(name: str, version: str, info: dict[str, Any], model: dict[str, Any
         ("FID (reference encoder)", s.get("fid")), ("FID of real held-out vs training (baseline)", s.get("fid_real_baseline")),
         ("precision / recall", f"{_fmt(s.get('precision'))} / {_fmt(s.get('recall'))}"
          if s.get("precision") is not None else None),
-        ("downstream AUROC trained on real (TRTR)", s.get("auc_real")),
+        ("downstream AUROC trained on real (TRTR, as many images per class as the synthetic set)", s.get("auc_real")),
+        ("downstream AUROC trained on the whole real training split", s.get("auc_real_full")),
         ("downstream AUROC trained on synthetic (TSTR)", s.get("auc_synthetic")),
-        ("utility gap AUC_real - AUC_syn", s.get("auc_gap")),
-        ("near copies of training images (pixel space)", s.get("pixel_near_copy_fraction")),
-        ("near copies (encoder feature space)", s.get("feature_near_copy_fraction")),
-        ("membership-inference AUC (0.5 = no leak)", s.get("membership_auc")),
+        ("utility gap AUC_real - AUC_syn (mean over seeds)", s.get("auc_gap")),
+        (f"utility gap, one-sided {s.get('utility_confidence')} upper confidence bound over "
+         f"{s.get('utility_seeds')} seeds (what the gate decides on)", s.get("auc_gap_upper")),
+        ("synthetic images flagged as copies of training images (not released)", s.get("flagged_copies")),
+        ("planted copies found by the copy search (weakest kind)", s.get("planted_min_detection")),
+        ("membership-inference AUC, copy-descriptor space (0.5 = no leak)", s.get("membership_auc")),
     ]
     lines += [f"- {k}: {_fmt(v)}" for k, v in facts if v is not None]
     if s.get("fidelity_utility_disagree"):
@@ -385,8 +427,16 @@ def publish(
 
         t_sample = time.perf_counter() - t0
         pkg = tmp / "package"
+        excluded = flagged_copies(gate, ev) if source == "evaluated" else []
+        if excluded:
+            notes.append(f"{len(excluded)} image(s) flagged as copies of training images are not released: "
+                         f"{', '.join(map(str, excluded[:20]))}{' ...' if len(excluded) > 20 else ''}")
+        elif source == "fresh":
+            notes.append("the released images were sampled afresh: the copy search scanned the evaluated set, "
+                         "not these images (the data card says so)")
         reporter.info(f"packaging {sample_dir}")
-        info = build_package(sample_dir, pkg, shard_size, png, workers=min(workers, 8))
+        info = build_package(sample_dir, pkg, shard_size, png, workers=min(workers, 8), exclude=excluded)
+        info["samples_source"] = source
         t_package = time.perf_counter() - t0 - t_sample
         for rel, dst in (("evaluation/report.html", "report.html"), ("evaluation/evaluation.json", "evaluation.json"),
                          ("gate/gate.json", "gate.json")):
@@ -409,8 +459,11 @@ def publish(
             "format": FORMAT, "name": name, "version": version, "created": utc_now(),
             "synthgate_version": __version__,
             "dataset": {k: info[k] for k in ("num_images", "classes", "counts", "resolution", "channels",
-                                              "content_hash", "shards")},
+                                              "content_hash", "evaluated_content_hash", "shards")},
             "samples_source": source,
+            "excluded": {"count": len(info["excluded"]), "indices": info["excluded"],
+                         "reason": "flagged as copies of training images by the memorization evidence (the gate "
+                                   "record's flags at its policy's level, and the evaluation's own)"},
             "model": model_info,
             "gate": {"passed": bool(gate.get("passed")), "policy_hash": gate.get("policy_hash"),
                      "evaluation_hash": gate.get("evaluation_hash"),

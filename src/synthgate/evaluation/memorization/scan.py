@@ -1,27 +1,14 @@
-"""Memorization and privacy: does the synthetic set contain copies of training images?
-
-- Pixel space (niehues2024, 2.5): for each synthetic image the highest Pearson correlation with
-  any grayscale training image over the 8 rotations/flips (niehues uses the 4 rotations; flips
-  catch mirrored copies too). The same statistic for the real held-out split is the baseline:
-  different real patients already correlate highly (DESIGN.md: mean 0.88 on PneumoniaMNIST), so
-  the near-copy threshold is a quantile of that baseline (0.999 -> a 0.1% false-positive rate on
-  real, unseen images), never a fixed number. The ratio (1 - r_NN1) / (1 - r_NN2), small when
-  one training image is much closer than all others, is reported beside it.
-- Feature space (dumontschutte2021 S.6): cosine similarity of encoder features to the nearest
-  training image, with the same baseline and calibration; it is invariant to the shifts that
-  pixel correlation misses.
-- Membership inference: how well the distance to the nearest synthetic image separates training
-  members from held-out non-members (ROC AUC; 0.5 = no leak).
-
-Both nearest-neighbour scans are chunked matrix products (one matmul per chunk and transform) on
-CPU or GPU. Planted copies of training images (exact, flipped, rotated, noisy, shifted) measure
-each detector's detection rate at its calibrated threshold in every evaluation.
+"""Exhaustive nearest-neighbour scans: the highest Pearson correlation of each query image with any
+reference image over the 8 rotations/flips (niehues2024 2.5; flips catch mirrored copies too), and
+the highest cosine similarity of feature vectors. Both are chunked matrix products (one matmul per
+chunk covering all 8 transforms) on CPU or GPU. The membership-inference test
+(:mod:`.evidence`) uses them with the synthetic set as the reference; the copy search itself is
+:mod:`.search`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -119,81 +106,3 @@ def distribution(values: np.ndarray) -> dict[str, float]:
     return {"n": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
             "p5": float(np.percentile(v, 5)), "p95": float(np.percentile(v, 95)),
             "p99": float(np.percentile(v, 99)), "max": float(v.max())}
-
-
-def compare(synthetic: NNResult, baseline: NNResult, quantile: float, syn_labels: np.ndarray,
-            base_labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Synthetic vs held-out distributions, the calibrated near-copy threshold and the fractions above it."""
-    from scipy.stats import mannwhitneyu
-
-    threshold = float(np.quantile(baseline.best, quantile))
-    ratio_s = (1 - synthetic.best) / np.maximum(1 - synthetic.second, 1e-6)
-    ratio_b = (1 - baseline.best) / np.maximum(1 - baseline.second, 1e-6)
-    ratio_threshold = float(np.quantile(ratio_b, 1 - quantile))
-    above = synthetic.best > threshold
-    test = mannwhitneyu(synthetic.best, baseline.best, alternative="greater")
-    per_class = {}
-    for k, c in enumerate(classes):
-        s, b = synthetic.best[syn_labels == k], baseline.best[base_labels == k]
-        per_class[c] = {"synthetic": distribution(s), "held_out": distribution(b),
-                        "near_copy_fraction": float((s > threshold).mean()) if len(s) else None}
-    return {
-        "synthetic": distribution(synthetic.best),
-        "held_out": distribution(baseline.best),
-        "threshold": threshold,
-        "threshold_quantile": quantile,
-        "near_copy_fraction": float(above.mean()),
-        "near_copy_count": int(above.sum()),
-        "held_out_above_threshold": float((baseline.best > threshold).mean()),
-        "median_shift": float(np.median(synthetic.best) - np.median(baseline.best)),
-        "mannwhitney_u_p_greater": float(test.pvalue),
-        "ratio_threshold": ratio_threshold,
-        "ratio_flag_fraction": float((ratio_s < ratio_threshold).mean()),
-        "per_class": per_class,
-    }
-
-
-def _auc_and_p(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> tuple[float, float]:
-    """ROC AUC of 'member scores higher' (= Mann-Whitney U / (n1 n2)) and its one-sided p-value."""
-    from scipy.stats import mannwhitneyu
-
-    test = mannwhitneyu(member_scores, nonmember_scores, alternative="greater")
-    return float(test.statistic / (len(member_scores) * len(nonmember_scores))), float(test.pvalue)
-
-
-def membership_auc(member_feats: np.ndarray, nonmember_feats: np.ndarray, synthetic_feats: np.ndarray,
-                   device: torch.device) -> tuple[float, float]:
-    """AUC of 'closer to a synthetic image' as a test for training membership (0.5 = no leak),
-    with the one-sided Mann-Whitney p-value of members being closer than non-members."""
-    m = cosine_nn(member_feats, synthetic_feats, device).best
-    n = cosine_nn(nonmember_feats, synthetic_feats, device).best
-    return _auc_and_p(m, n)
-
-
-def membership_auc_pixels(members: np.ndarray, nonmembers: np.ndarray, synthetic: np.ndarray,
-                          device: torch.device, chunk: int) -> tuple[float, float]:
-    m = pixel_nn(members, synthetic, device, chunk).best
-    n = pixel_nn(nonmembers, synthetic, device, chunk).best
-    return _auc_and_p(m, n)
-
-
-PLANTED_KINDS = ("exact", "flip", "rot90", "noise_0.03", "shift_1px", "shift_2px")
-
-
-def plant_copies(train: np.ndarray, n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Modified copies of ``n`` random training images, one set per kind; returns them and the sources."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(train), size=min(n, len(train)), replace=False)
-    src = np.asarray(train[idx])
-    out: dict[str, np.ndarray] = {
-        "exact": src.copy(),
-        "flip": src[:, :, ::-1].copy(),
-        "rot90": np.rot90(src, 1, axes=(1, 2)).copy() if src.shape[1] == src.shape[2] else src.copy(),
-    }
-    noisy = src.astype(np.float32) + rng.normal(0, 0.03 * 255, src.shape)
-    out["noise_0.03"] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    for s in (1, 2):
-        shifted = np.roll(src, s, axis=2)
-        shifted[:, :, :s] = src[:, :, :1]  # replicate the edge instead of wrapping around
-        out[f"shift_{s}px"] = shifted
-    return out, idx

@@ -1,0 +1,106 @@
+"""Copy modifications that synthgate's evaluation never plants: the detectors are checked on them in
+``benchmarks/memorization_gate.py`` and nowhere else (no test, no planted self-test, no descriptor
+training uses this module). ``IN_DESCRIPTOR_AUGMENTATIONS`` names the few that resemble an
+augmentation the copy descriptor is trained with, so that a reader can tell "not planted" from
+"never seen by any part of the detector". Pixel amounts are given at 64x64 and scale with resolution.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+#: kind -> description
+KINDS: dict[str, str] = {
+    "gamma_0.6": "gamma 0.6 (a non-affine intensity change)",
+    "sharpen": "unsharp mask (radius 2, 150%)",
+    "posterize_3bit": "posterized to 3 bits",
+    "salt_pepper_4pct": "4% salt-and-pepper pixels",
+    "cutout": "a quarter-side square replaced by the median grey",
+    "zoom_out_0.88": "shrunk to 88% and padded with the median grey",
+    "rotate_7deg_shift": "rotated by 7 degrees and shifted by 3 px",
+    "flip_shift_contrast": "mirrored, shifted by (3, -2) px, contrast x0.8",
+    "vertical_flip": "mirrored top-bottom",
+    "invert": "grey levels inverted (255 - x)",
+    "jpeg_q30": "JPEG quality 30 (libjpeg via Pillow)",
+    "gaussian_blur": "Gaussian blur, radius 1.5 px",
+    "elastic": "smooth elastic deformation (scipy map_coordinates)",
+}
+IN_DESCRIPTOR_AUGMENTATIONS = ("jpeg_q30", "gaussian_blur", "elastic")
+
+
+def _pil(x: np.ndarray) -> Image.Image:
+    return Image.fromarray(x[..., 0])
+
+
+def _np(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.uint8)[..., None]
+
+
+def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    return x[np.clip(np.arange(h) - dy, 0, h - 1)][:, np.clip(np.arange(w) - dx, 0, w - 1)]
+
+
+def modify(kind: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A modified copy of the grey image ``x`` (H, W, 1) uint8."""
+    h = x.shape[0]
+    px = h / 64
+    med = int(np.median(x))
+    if kind == "gamma_0.6":
+        return np.clip(np.rint(255 * (x / 255.0) ** 0.6), 0, 255).astype(np.uint8)
+    if kind == "sharpen":
+        return _np(_pil(x).filter(ImageFilter.UnsharpMask(radius=2, percent=150, threshold=0)))
+    if kind == "posterize_3bit":
+        return (x & 0xE0).astype(np.uint8)
+    if kind == "salt_pepper_4pct":
+        y = x.copy()
+        m = rng.random(x.shape[:2])
+        y[m < 0.02] = 0
+        y[m > 0.98] = 255
+        return y
+    if kind == "cutout":
+        y = x.copy()
+        s = h // 4
+        oy, ox = rng.integers(0, h - s, 2)
+        y[oy : oy + s, ox : ox + s] = med
+        return y
+    if kind == "zoom_out_0.88":
+        c = int(round(h * 0.88))
+        out = np.full((h, h), med, np.uint8)
+        o = (h - c) // 2
+        out[o : o + c, o : o + c] = np.asarray(_pil(x).resize((c, c), Image.Resampling.BICUBIC))
+        return out[..., None]
+    if kind == "rotate_7deg_shift":
+        y = _np(_pil(x).rotate(7, resample=Image.Resampling.BILINEAR, fillcolor=med))
+        s = max(1, round(3 * px))
+        return _shift(y, s, 0)
+    if kind == "flip_shift_contrast":
+        y = _shift(x[:, ::-1], max(1, round(3 * px)), -max(1, round(2 * px)))
+        return np.clip(np.rint((y.astype(np.float32) - 128) * 0.8 + 128), 0, 255).astype(np.uint8)
+    if kind == "vertical_flip":
+        return x[::-1].copy()
+    if kind == "invert":
+        return (255 - x).astype(np.uint8)
+    if kind == "jpeg_q30":
+        buf = io.BytesIO()
+        _pil(x).save(buf, format="JPEG", quality=30)
+        return _np(Image.open(buf).convert("L"))
+    if kind == "gaussian_blur":
+        return _np(_pil(x).filter(ImageFilter.GaussianBlur(radius=1.5 * px)))
+    if kind == "elastic":
+        from scipy.ndimage import gaussian_filter, map_coordinates
+
+        dx = gaussian_filter(rng.uniform(-1, 1, (h, h)), 4 * px) * 6 * px
+        dy = gaussian_filter(rng.uniform(-1, 1, (h, h)), 4 * px) * 6 * px
+        yy, xx = np.meshgrid(np.arange(h), np.arange(h), indexing="ij")
+        out = map_coordinates(x[..., 0].astype(np.float32), [yy + dy, xx + dx], order=1, mode="reflect")
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)[..., None]
+    raise ValueError(f"unknown modification {kind!r}")
+
+
+def make(kind: str, sources: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([modify(kind, np.asarray(x), rng) for x in sources])

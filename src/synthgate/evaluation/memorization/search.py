@@ -1,0 +1,421 @@
+"""The copy search in pixel space: for every query image (synthetic, held-out or planted), the training
+image it is most likely a copy of, and how close it is under four scores.
+
+1. **Shortlist.** A cheap, exhaustive scan over the whole training split picks ``shortlist``
+   candidates per query: Pearson correlation of 16x16 and of 8x8 block means over the 8
+   rotations/flips (the 8x8 one tolerates shifts of a few pixels), plus the nearest training images
+   in the learned copy descriptor's space when one is given (``extra``). Never a subsample of the
+   training split: every training image is a candidate for every query.
+2. **pixel**: the highest full-resolution absolute Pearson correlation with a candidate over the 8
+   rotations/flips (niehues2024 2.5). |r| is invariant to every affine intensity change, inversion
+   (a negative gain) included; so are the scores below.
+   **smooth**: the same after a median filter and a Gaussian blur of both images.
+3. **margin**: Fisher z of the best minus that of the second-best training image (a copy is much
+   closer to its source than to anything else; DESIGN.md measured this ratio's power on noisy and
+   shifted copies).
+4. **aligned**: the central ``template`` x ``template`` part of the query, resampled at every
+   (scale, rotation) of a grid (scale/crop about 0.85-1.15, rotations of a few degrees), correlated
+   with every window of a candidate within ``max_shift`` pixels of its centre: one batched matrix
+   product gives every shift at once (template matching, normalised cross-correlation).
+5. **tiles**: the aligned template cut into tiles x tiles tiles, each re-aligned within
+   ``tile_shift`` pixels of its place (local deformations), pooled into one correlation weighted by
+   the tiles' contrast.
+
+Every score is reported with the training index and the transform that produced it. All of it runs
+in chunked torch operations on CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthgate.data.complexity import to_gray
+from synthgate.evaluation.memorization.stats import fisher_z
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Geometry of the search for images of side ``size``."""
+
+    size: int
+    max_shift: int
+    scales: tuple[float, ...]
+    rotations: tuple[float, ...]
+    template: int
+    shortlist: int
+    tiles: int
+    tile_shift: int
+
+    @property
+    def variants(self) -> list[tuple[float, float]]:
+        return [(s, r) for s in self.scales for r in self.rotations]
+
+    def describe(self) -> dict[str, object]:
+        return {"size": self.size, "max_shift_px": self.max_shift, "scales": list(self.scales),
+                "rotations_deg": list(self.rotations), "template_px": self.template, "shortlist": self.shortlist,
+                "tiles": self.tiles, "tile_shift_px": self.tile_shift,
+                "transforms_per_candidate": 8 * len(self.variants) * (2 * self.max_shift + 1) ** 2}
+
+
+def make_spec(size: int, shortlist: int = 32, max_shift: int | None = None,
+              scales: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15),
+              rotations: tuple[float, ...] = (-8.0, 0.0, 8.0), tiles: int = 3) -> SearchSpec:
+    """Defaults scale with resolution: shifts of +-4 px and tile shifts of +-2 px at 64x64."""
+    ms = max(1, round(4 * size / 64)) if max_shift is None else int(max_shift)
+    template = min(int(round(size * 0.75 / 2)) * 2, size - 2 * ms)
+    if template < 8:
+        raise ValueError(f"images of {size}x{size} px are too small for a shift search of +-{ms} px")
+    return SearchSpec(size, ms, tuple(scales), tuple(rotations), template, int(shortlist), int(tiles),
+                      max(1, round(2 * size / 64)))
+
+
+def gray_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W[, C]) uint8 -> (N, H, W) float32 luma."""
+    return torch.from_numpy(to_gray(np.asarray(images)).astype(np.float32))
+
+
+def _norm(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    x = x - x.mean(dim=dim, keepdim=True)
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-6)
+
+
+def dihedral8(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N, 8, H, W): the 4 rotations of the image and of its mirror image."""
+    out = []
+    for flip in (False, True):
+        y = torch.flip(x, dims=(-1,)) if flip else x
+        out.extend(torch.rot90(y, k, dims=(-2, -1)) for k in range(4))
+    return torch.stack(out, 1)
+
+
+#: Devillard's 19-exchange network for the median of 9 values.
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def median3x3(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> 3x3 median filter (edges replicated), by a sorting network on the 9 shifted views."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    p = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    for a, b in _MEDIAN9:
+        p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+    return p[4].contiguous()
+
+
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> the same after a 3x3 median filter and a Gaussian blur of sigma = max(0.75, H/64) px
+    (edges replicated): removes impulse noise (dead pixels, salt and pepper) and suppresses pixel noise,
+    dithering and compression artefacts while keeping the image's content."""
+    x = median3x3(x)
+    sigma = max(0.75, x.shape[-1] / 64)
+    radius = int(math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    y = F.pad(x[:, None], (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    return y[:, 0]
+
+
+def coarse(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, H, W) -> (N, side*side) normalised block means."""
+    return _norm(F.adaptive_avg_pool2d(x[:, None], side)[:, 0].reshape(len(x), -1))
+
+
+@dataclass
+class TrainIndex:
+    """The training split prepared once for many searches (held-out, synthetic and planted queries)."""
+
+    images: torch.Tensor  # (N, H, W) float32 luma, on the search device
+    coarse16: torch.Tensor  # (N, 256)
+    coarse8: torch.Tensor  # (N, 64)
+    full: torch.Tensor  # (N, H*W) normalised
+    smooth: torch.Tensor  # (N, H*W) normalised, after smoothing (:func:`smooth`)
+
+    @classmethod
+    def build(cls, train: np.ndarray, device: torch.device) -> TrainIndex:
+        g = gray_tensor(train).to(device)
+        return cls(g, coarse(g, 16 if g.shape[-1] >= 16 else g.shape[-1]), coarse(g, 8 if g.shape[-1] >= 8 else 4),
+                   _norm(g.reshape(len(g), -1)), _norm(smooth(g).reshape(len(g), -1)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class SearchResult:
+    """Per query: the four scores (higher = more copy-like) and what produced them."""
+
+    pixel: np.ndarray  # max Pearson r over candidates x 8 transforms
+    smooth: np.ndarray  # the same after smoothing both images
+    pixel_second: np.ndarray  # the same for the best other training image
+    pixel_index: np.ndarray  # training index of the best
+    pixel_transform: np.ndarray  # 0-7: rot90^k, k = t % 4, of the image (t < 4) or its mirror (t >= 4)
+    aligned: np.ndarray  # best normalised cross-correlation over shifts x scales x rotations
+    aligned_index: np.ndarray
+    aligned_transform: np.ndarray  # (n, 5): dihedral, scale, rotation (deg), dy, dx
+    tiles: np.ndarray  # tile-wise re-aligned correlation
+    tiles_index: np.ndarray
+    candidates: np.ndarray  # (n, k) shortlisted training indices
+
+    @property
+    def margin(self) -> np.ndarray:
+        """Fisher z of the best minus the second-best training image's correlation."""
+        return fisher_z(self.pixel) - fisher_z(self.pixel_second)
+
+    def take(self, idx: np.ndarray) -> SearchResult:
+        return SearchResult(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def shortlist(queries: torch.Tensor, index: TrainIndex, k: int, extra: np.ndarray | None = None,
+              chunk: int = 256) -> np.ndarray:
+    """Candidate training indices per query (see the module docstring), duplicates removed."""
+    n = len(queries)
+    k16 = min(len(index), max(1, k // 2))
+    k8 = min(len(index), max(1, k - k16))
+    out = []
+    r16, r8 = index.coarse16.T.contiguous(), index.coarse8.T.contiguous()
+    side16, side8 = int(math.isqrt(index.coarse16.shape[1])), int(math.isqrt(index.coarse8.shape[1]))
+    for i in range(0, n, chunk):
+        q = dihedral8(queries[i : i + chunk]).reshape(-1, *queries.shape[1:])
+        c = len(q) // 8
+        s16 = (coarse(q, side16) @ r16).abs().view(c, 8, -1).amax(dim=1)
+        s8 = (coarse(q, side8) @ r8).abs().view(c, 8, -1).amax(dim=1)
+        top16 = torch.topk(s16, k16, dim=1).indices
+        s8.scatter_(1, top16, -2.0)  # take the 8x8 scan's best among the others
+        top8 = torch.topk(s8, k8, dim=1).indices
+        out.append(torch.cat([top16, top8], 1).cpu().numpy())
+    cand = np.concatenate(out) if out else np.zeros((0, k16 + k8), np.int64)
+    if extra is not None and len(extra):
+        cand = np.concatenate([cand, np.asarray(extra, np.int64)], axis=1)
+    # unique per row, padded with the row's first candidate (scores of repeats are ignored below)
+    rows = []
+    width = cand.shape[1]
+    for r in cand:
+        u = list(dict.fromkeys(r.tolist()))
+        rows.append(u + [u[0]] * (width - len(u)))
+    return np.array(rows, np.int64).reshape(n, width)
+
+
+def _warp_templates(d8: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
+    """(c, 8, H, W) queries' rotations/flips -> (c, 8, V, T*T): the central template of each,
+    resampled at each (scale, rotation): the query mapped back by the hypothesised copy transform."""
+    c, _, h, w = d8.shape
+    q = d8
+    variants = spec.variants
+    t = spec.template
+    frac = t / h
+    theta = torch.tensor([[[s * math.cos(math.radians(r)) * frac, -s * math.sin(math.radians(r)) * frac, 0.0],
+                           [s * math.sin(math.radians(r)) * frac, s * math.cos(math.radians(r)) * frac, 0.0]]
+                          for s, r in variants], dtype=q.dtype, device=q.device)
+    grid = F.affine_grid(theta, [len(variants), 1, t, t], align_corners=False)
+    d8 = d8.reshape(c * 8, 1, h, w)
+    out = F.grid_sample(d8.repeat_interleave(len(variants), 0), grid.repeat(c * 8, 1, 1, 1), mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return _norm(out.reshape(c, 8, len(variants), t * t))
+
+
+#: The refinement around the best alignment: relative scales, rotations (deg) and sub-pixel offsets (px).
+REFINE_SCALES = (0.975, 1.0, 1.025)
+REFINE_ROTATIONS = (-4.0, 0.0, 4.0)
+REFINE_OFFSETS = (-0.5, 0.0, 0.5)
+
+
+def _refine(d8: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dih: torch.Tensor, scale: torch.Tensor,
+            rot: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Best correlation over a finer grid around a found alignment: relative scale, rotation and
+    sub-pixel offsets (a crop resized back rarely lands on whole pixels). ``d8`` (b, 8, H, W) the
+    queries' rotations/flips, ``ref`` (b, H, W) their candidates, the rest (b,) the alignment found on
+    the coarse grid."""
+    b, h = d8.shape[0], d8.shape[-1]
+    q = d8
+    t = spec.template
+    frac = t / h
+    grid_s = torch.tensor(REFINE_SCALES, device=q.device)
+    grid_r = torch.tensor(REFINE_ROTATIONS, device=q.device)
+    grid_o = torch.tensor(REFINE_OFFSETS, device=q.device)
+    ss, rr, oy, ox = torch.meshgrid(grid_s, grid_r, grid_o, grid_o, indexing="ij")
+    ss, rr, oy, ox = (g.reshape(-1) for g in (ss, rr, oy, ox))
+    nv = len(ss)
+    sc = scale[:, None] * ss[None]  # (b, nv)
+    an = torch.deg2rad(rot[:, None] + rr[None])
+    theta = torch.stack([torch.stack([sc * torch.cos(an) * frac, -sc * torch.sin(an) * frac,
+                                      (2 * ox[None] / h).expand(b, nv)], -1),
+                         torch.stack([sc * torch.sin(an) * frac, sc * torch.cos(an) * frac,
+                                      (2 * oy[None] / h).expand(b, nv)], -1)], -2).reshape(b * nv, 2, 3)
+    src = d8[torch.arange(b, device=q.device), dih]  # (b, H, W)
+    grid = F.affine_grid(theta, [b * nv, 1, t, t], align_corners=False)
+    warped = F.grid_sample(src.repeat_interleave(nv, 0)[:, None], grid, mode="bilinear", padding_mode="border",
+                           align_corners=False).reshape(b, nv, t * t)
+    off = (h - t) // 2
+    ys = (off + dy).long().clamp(0, h - t)
+    xs = (off + dx).long().clamp(0, h - t)
+    rows = torch.arange(t, device=q.device)
+    yy = (ys[:, None] + rows[None])[:, :, None].expand(b, t, t)
+    xx = (xs[:, None] + rows[None])[:, None, :].expand(b, t, t)
+    win = ref[torch.arange(b, device=q.device)[:, None, None], yy, xx].reshape(b, t * t)
+    return torch.einsum("bvd,bd->bv", _norm(warped), _norm(win)).abs().amax(dim=1)
+
+
+def _windows(ref: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
+    """(k, H, W) -> (k, T*T, P): the normalised template-sized windows at every shift within max_shift."""
+    h = ref.shape[-1]
+    t, ms = spec.template, spec.max_shift
+    off = (h - t) // 2 - ms
+    region = ref[:, off : off + t + 2 * ms, off : off + t + 2 * ms]
+    return _norm(_patches(region, t).transpose(1, 2), dim=1)
+
+
+def _patches(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(b, L, L) -> (b, P, size*size): every size x size patch (stride 1), by strided views (``F.unfold``'s
+    im2col is much slower on the CPU for large kernels)."""
+    b = x.shape[0]
+    return x.unfold(1, size, 1).unfold(2, size, 1).reshape(b, -1, size * size)
+
+
+def _tile_scores(tmpl: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dy: torch.Tensor,
+                 dx: torch.Tensor) -> torch.Tensor:
+    """Tile-wise score of aligned templates (b, T, T) against their candidates (b, H, W) placed at
+    shift (dy, dx): each tile's best correlation within ``tile_shift``, pooled by tile contrast."""
+    b, t, _ = tmpl.shape
+    h = ref.shape[-1]
+    nt, ts = spec.tiles, spec.tile_shift
+    side = t // nt
+    length = side + 2 * ts
+    off = (h - t) // 2
+    num = torch.zeros(b, device=tmpl.device)
+    den = torch.zeros(b, device=tmpl.device)
+    rows = torch.arange(length, device=tmpl.device)
+    for ty in range(nt):
+        for tx in range(nt):
+            a = tmpl[:, ty * side : (ty + 1) * side, tx * side : (tx + 1) * side].reshape(b, -1)
+            a = a - a.mean(1, keepdim=True)
+            an = a.norm(dim=1)
+            y0 = (off + ty * side + dy - ts).clamp(0, h - length)
+            x0 = (off + tx * side + dx - ts).clamp(0, h - length)
+            yy = (y0[:, None] + rows[None])[:, :, None].expand(b, length, length)
+            xx = (x0[:, None] + rows[None])[:, None, :].expand(b, length, length)
+            region = ref[torch.arange(b, device=ref.device)[:, None, None], yy, xx]
+            cols = _patches(region, side)
+            cols = cols - cols.mean(2, keepdim=True)
+            ncc = (torch.einsum("bd,bpd->bp", a, cols) / (an[:, None] * cols.norm(dim=2)).clamp_min(1e-6)).abs()
+            num += ncc.amax(dim=1) * an
+            den += an
+    return num / den.clamp_min(1e-6)
+
+
+def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.ndarray | None = None,
+           chunk: int | None = None, tile_top: int = 3, memory_mb: int = 256,
+           advance: Callable[[int], None] | None = None) -> SearchResult:
+    """Run the search (module docstring) for ``queries`` (N, H, W[, C]) uint8 against ``index``;
+    ``chunk`` queries at a time (default: as many as fit in about ``memory_mb`` of working memory)."""
+    device = index.images.device
+    q_all = gray_tensor(queries).to(device)
+    if q_all.shape[1:] != index.images.shape[1:]:
+        raise ValueError(f"queries are {tuple(q_all.shape[1:])}, training images {tuple(index.images.shape[1:])}")
+    cand = shortlist(q_all, index, spec.shortlist, extra)
+    n, k = cand.shape
+    side = 2 * spec.max_shift + 1
+    if chunk is None:
+        per_query = k * spec.template ** 2 * (len(spec.variants) + side * side + 8) * 4
+        chunk = max(1, min(256, memory_mb * 2**20 // max(per_query, 1)))
+    out = {f: np.zeros(n, np.float32) for f in ("pixel", "smooth", "pixel_second", "aligned", "tiles")}
+    idx = {f: np.zeros(n, np.int64) for f in ("pixel_index", "aligned_index", "tiles_index")}
+    ptrans = np.zeros(n, np.int64)
+    atrans = np.zeros((n, 5), np.float32)
+    scales = torch.tensor([s for s, _ in spec.variants], device=device)
+    rots = torch.tensor([r for _, r in spec.variants], device=device)
+    for i in range(0, n, chunk):
+        q = q_all[i : i + chunk]
+        c = len(q)
+        cj = torch.from_numpy(cand[i : i + chunk]).to(device)  # (c, k)
+        repeat = torch.zeros_like(cj, dtype=torch.bool)
+        repeat[:, 1:] = cj[:, 1:] == cj[:, :1]  # padding repeats of the first candidate
+        # pixel: full-resolution correlation over the 8 rotations/flips
+        d8 = dihedral8(q)  # (c, 8, H, W)
+        qd = _norm(d8.reshape(c, 8, -1))  # (c, 8, d)
+        full = torch.einsum("ctd,ckd->ckt", qd, index.full[cj]).abs()  # (c, k, 8); |r|: inverted copies too
+        per_cand, best_t = full.max(dim=2)
+        per_cand = per_cand.masked_fill(repeat, -2.0)
+        top2 = torch.topk(per_cand, min(2, k), dim=1)
+        out["pixel"][i : i + c] = top2.values[:, 0].cpu().numpy()
+        out["pixel_second"][i : i + c] = (top2.values[:, -1] if k > 1 else torch.full((c,), -1.0)).cpu().numpy()
+        idx["pixel_index"][i : i + c] = cj.gather(1, top2.indices[:, :1])[:, 0].cpu().numpy()
+        ptrans[i : i + c] = best_t.gather(1, top2.indices[:, :1])[:, 0].cpu().numpy()
+        qs = _norm(dihedral8(smooth(q)).reshape(c, 8, -1))
+        sm = torch.einsum("ctd,ckd->ckt", qs, index.smooth[cj]).abs().amax(dim=2).masked_fill(repeat, -2.0)
+        out["smooth"][i : i + c] = sm.amax(dim=1).cpu().numpy()
+        # aligned: each candidate's best rotation/flip from the pixel score, then scale x rotation x shift
+        tm = _warp_templates(d8, spec)  # (c, 8, V, T*T)
+        tsel = tm[torch.arange(c, device=device)[:, None], best_t]  # (c, k, V, T*T)
+        win = _windows(index.images[cj.reshape(-1)], spec).view(c, k, -1, side * side)
+        s = torch.einsum("ckvd,ckdp->ckvp", tsel, win).abs().reshape(c, k, -1)
+        pair, arg = s.max(dim=2)  # (c, k)
+        pair = pair.masked_fill(repeat, -2.0)
+        best_pair = pair.argmax(dim=1)
+        rows = torch.arange(c, device=device)
+        a = arg[rows, best_pair]
+        v, p = a // (side * side), a % (side * side)
+        out["aligned"][i : i + c] = pair[rows, best_pair].cpu().numpy()
+        idx["aligned_index"][i : i + c] = cj[rows, best_pair].cpu().numpy()
+        atrans[i : i + c] = torch.stack([best_t[rows, best_pair].float(), scales[v], rots[v],
+                                         (p // side - spec.max_shift).float(),
+                                         (p % side - spec.max_shift).float()], 1).cpu().numpy()
+        # refinement of the best two candidates' alignments on a finer grid (sub-pixel offsets)
+        r2 = min(2, k)
+        top_r = torch.topk(pair, r2, dim=1).indices  # (c, r2)
+        a_r = arg.gather(1, top_r)
+        v_r, p_r = a_r // (side * side), a_r % (side * side)
+        fine = _refine(d8.repeat_interleave(r2, 0), index.images[cj.gather(1, top_r).reshape(-1)], spec,
+                       best_t.gather(1, top_r).reshape(-1), scales[v_r].reshape(-1), rots[v_r].reshape(-1),
+                       (p_r // side - spec.max_shift).reshape(-1), (p_r % side - spec.max_shift).reshape(-1))
+        fine = fine.view(c, r2).masked_fill(repeat.gather(1, top_r), -2.0)
+        fb, farg = fine.max(dim=1)
+        better = fb > pair[rows, best_pair]
+        if better.any():
+            out["aligned"][i : i + c] = torch.maximum(fb, pair[rows, best_pair]).cpu().numpy()
+            idx["aligned_index"][i : i + c] = torch.where(better, cj.gather(1, top_r)[rows, farg],
+                                                          cj[rows, best_pair]).cpu().numpy()
+        # tiles: the top candidates' aligned templates, re-aligned tile by tile
+        r = min(tile_top, k)
+        top = torch.topk(pair, r, dim=1).indices  # (c, r)
+        a_sel = arg.gather(1, top)
+        v_sel, p_sel = a_sel // (side * side), a_sel % (side * side)
+        t = spec.template
+        tmpl = tsel[rows[:, None], top, v_sel].reshape(c * r, t, t)
+        refs = index.images[cj.gather(1, top).reshape(-1)]
+        ts = _tile_scores(tmpl, refs, spec, (p_sel // side - spec.max_shift).reshape(-1),
+                          (p_sel % side - spec.max_shift).reshape(-1)).view(c, r)
+        ts = ts.masked_fill(repeat.gather(1, top), -2.0)
+        tb, targ = ts.max(dim=1)
+        out["tiles"][i : i + c] = tb.cpu().numpy()
+        idx["tiles_index"][i : i + c] = cj.gather(1, top)[rows, targ].cpu().numpy()
+        if advance is not None:
+            advance(c)
+    return SearchResult(out["pixel"], out["smooth"], out["pixel_second"], idx["pixel_index"], ptrans, out["aligned"],
+                        idx["aligned_index"], atrans, out["tiles"], idx["tiles_index"], cand)
+
+
+def map_back(image: np.ndarray, dihedral: int, scale: float = 1.0, rotation: float = 0.0, dy: float = 0.0,
+             dx: float = 0.0) -> np.ndarray:
+    """A query image (H, W[, C]) uint8 mapped back by a found copy transform, so that it lies on its
+    training image (for the report): rotation/flip, then scale and rotation about the centre, then the
+    shift at which its template matched."""
+    g = gray_tensor(np.asarray(image)[None])  # (1, H, W)
+    d = dihedral8(g)[0, int(dihedral)]
+    a = math.radians(rotation)
+    theta = torch.tensor([[[scale * math.cos(a), -scale * math.sin(a), 0.0],
+                           [scale * math.sin(a), scale * math.cos(a), 0.0]]], dtype=torch.float32)
+    grid = F.affine_grid(theta, [1, 1, *d.shape], align_corners=False)
+    out = F.grid_sample(d[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+    h, w = out.shape
+    ys = np.clip(np.arange(h) - int(round(dy)), 0, h - 1)
+    xs = np.clip(np.arange(w) - int(round(dx)), 0, w - 1)
+    return np.clip(np.rint(out.numpy()[ys][:, xs]), 0, 255).astype(np.uint8)
