@@ -164,7 +164,7 @@ def gate(
     out: Path = DEFAULT_GATE,
 ) -> GateDecision:
     """evaluation.json + gates.yaml -> gate.json: pass/fail with value, threshold and reason per rule
-    (the verdict is also written at the top of the evaluation's report.html)."""
+    (and ``report.html`` beside it: the evaluation report with the verdict at the top)."""
     from synthgate.gates.decision import gate as _gate
     from synthgate.gates.policy import load_policy
     from synthgate.monitoring.push import record_gate

@@ -60,8 +60,10 @@ def _gated(tmp: Path, tag: str, **over) -> tuple[Path, Path]:
 
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
-    gate(d / "evaluation.json", GatePolicy(), d / "gate.json")
-    return d / "evaluation.json", d / "gate.json"
+    (d / "report.html").write_text("<html><body><h2>Summary</h2></body></html>")
+    (d / "gate").mkdir()
+    gate(d / "evaluation.json", GatePolicy(), d / "gate" / "gate.json")
+    return d / "evaluation.json", d / "gate" / "gate.json"
 
 
 def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
@@ -77,6 +79,10 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     assert "approved" not in (client.get_registered_model(name).aliases or {})
     artifacts = {a.path for a in client.list_artifacts(ok.run_id)}
     assert {"evaluation", "gate"} <= artifacts
+    # the registered report is the gate's copy, with this evaluation's verdict at the top
+    report = Path(client.download_artifacts(ok.run_id, "evaluation/report.html", str(tmp_path / "dl"))).read_text()
+    assert "Release gate: <span class=ok>PASSED</span>" in report
+    assert "Release gate" not in (tmp_path / "ok" / "report.html").read_text()
 
     assert "now @approved (gate passed)" in promote(name, "1", uri=server)
     assert client.get_registered_model(name).aliases["approved"] == "1"
@@ -263,8 +269,8 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     assert client.get_model_version(name, r.version).tags["audit.1.action"] == "refused"
 
     # only the tag edited: the record is honest, the tag disagrees with the recomputation
-    client.log_artifact(r.run_id, str(tmp_path / "edited" / "gate.json"), "gate")
-    client.set_model_version_tag(name, r.version, "gate.sha256", sha256_file(tmp_path / "edited" / "gate.json"))
+    client.log_artifact(r.run_id, str(gt), "gate")
+    client.set_model_version_tag(name, r.version, "gate.sha256", sha256_file(gt))
     with pytest.raises(PromotionRefused, match=f"{name} version {r.version}: its gate.passed tag says true, but the "
                                                "decision recomputed from its evaluation and policy says false"):
         promote(name, r.version, uri=server)

@@ -330,7 +330,8 @@ def insert_verdict(report_html: str, gate: dict[str, Any]) -> str:
     ok = bool(gate.get("passed"))
     lines = [f"<div class=flag style='border-left-color:{'#1b7f3b' if ok else '#b00020'}'>"
              f"<b>Release gate: <span class={'ok' if ok else 'bad'}>{'PASSED' if ok else 'FAILED'}</span></b> "
-             f"(policy {html.escape(str(gate.get('policy_hash', ''))[:16])}, {html.escape(str(gate.get('created', '')))})"]
+             f"(evaluation {html.escape(str(gate.get('evaluation_hash', ''))[:16])}, policy "
+             f"{html.escape(str(gate.get('policy_hash', ''))[:16])}, {html.escape(str(gate.get('created', '')))})"]
     if failing:
         lines.append("<ul>" + "".join(f"<li><b>{html.escape(r['rule'])}</b>: {html.escape(str(r.get('reason', '')))}</li>"
                                       for r in failing) + "</ul>")

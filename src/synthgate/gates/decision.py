@@ -364,9 +364,18 @@ def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
                         identities, skipped, details)
 
 
+def gated_report(gate_path: Path) -> Path:
+    """Where :func:`gate` writes the evaluation report with its verdict on top: ``report.html`` beside
+    ``gate.json`` (the evaluation's own report stays as the evaluate stage wrote it, so that DVC and
+    the evaluation's artifacts do not change after the fact)."""
+    return Path(gate_path).with_name("report.html")
+
+
 def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
-    """Decide and write ``gate.json`` (with the policy it applied); put the verdict, the failing rules
-    and the memorization statement at the top of the evaluation's ``report.html`` when it is there."""
+    """Decide and write ``gate.json`` (with the policy it applied); when the evaluation has a
+    ``report.html``, write it beside ``gate.json`` with the verdict, the failing rules and the
+    memorization statement at the top (:func:`gated_report`): the report that is registered and
+    published."""
     data = load_evaluation(evaluation_path)
     decision = decide(data, policy)
     body = decision.to_json()
@@ -377,9 +386,10 @@ def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
     if report.exists():  # the verdict at the top of the report that is registered and published
         from synthgate.evaluation.report import insert_verdict
 
-        tmp = report.with_suffix(".html.tmp")
+        dst = gated_report(Path(out))
+        tmp = dst.with_suffix(".html.tmp")
         tmp.write_text(insert_verdict(report.read_text(), body))
-        tmp.replace(report)
+        tmp.replace(dst)
     return decision
 
 

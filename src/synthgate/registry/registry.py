@@ -187,7 +187,11 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         mlflow.log_metrics({k: float(v) for k, v in summary.items()
                             if isinstance(v, int | float) and not isinstance(v, bool)})
         mlflow.log_artifact(str(evaluation_path), "evaluation")
-        report = Path(evaluation_path).with_name("report.html")
+        from synthgate.gates.decision import gated_report
+
+        report = gated_report(Path(gate_path))  # the evaluation report with this gate's verdict on top
+        if not (report.exists() and f"evaluation {str(evaluation['evaluation_hash'])[:16]}" in report.read_text()):
+            report = Path(evaluation_path).with_name("report.html")
         if report.exists():
             mlflow.log_artifact(str(report), "evaluation")
         mlflow.log_artifact(str(gate_path), "gate")
