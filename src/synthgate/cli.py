@@ -556,12 +556,19 @@ def demo(
     override: Annotated[bool, typer.Option("--override/--no-override",
                                            help="if the gate fails, promote by a recorded override so that "
                                                 "publish and pull can be shown (the data card says so)")] = True,
+    max_per_class: Annotated[int, typer.Option(
+        min=0, help="at most this many images per class (below the params file's prepare.max_per_class, if "
+                    "set), so that the demo fits in 10 minutes on 2 CPU cores; 0: the params file's value")] = 3000,
 ) -> None:
     """Run the flow end to end on the default data (MedNIST): prepare -> validate -> train -> sample ->
     evaluate -> gate -> register -> promote -> publish -> pull (a verified dataset on disk)."""
     from synthgate import stages
 
     p = _params(params, {})
+    if max_per_class and (p.prepare.max_per_class is None or p.prepare.max_per_class > max_per_class):
+        p = _params(params, {"prepare.max_per_class": max_per_class})
+        console.print(f"demo: at most {max_per_class} images per class (--max-per-class; 0 takes the params "
+                      f"file's prepare.max_per_class), to fit in 10 minutes on 2 CPU cores")
     console.rule("[bold]1/9 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)

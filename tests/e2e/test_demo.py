@@ -43,7 +43,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     assert evaluation["synthetic"]["content_hash"] == samples["content_hash"]
     assert evaluation["synthetic"]["generator"]["type"] == "diffusion"
     assert evaluation["encoder"]["encoder_id"].startswith("small-")
-    assert evaluation["utility"]["stats"]["n_seeds"] == 3
+    assert evaluation["utility"]["stats"]["n_seeds"] == len(params["evaluate"]["utility"]["seeds"]) == 5
     assert (tmp_path / "reports/evaluation/report.html").stat().st_size > 100_000
     gate = json.loads((tmp_path / "reports/gate/gate.json").read_text())
     assert gate["evaluation_hash"] == evaluation["evaluation_hash"]
