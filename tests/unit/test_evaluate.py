@@ -91,7 +91,11 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
         assert key in u["stats"]
     # TRTR and TSTR on the same number of images per class; the full real split beside them
     assert {r["n_train"] for r in u["runs"]["real"]} == {r["n_train"] for r in u["runs"]["synthetic"]}
-    assert u["train_sizes"]["matched_per_class"] == u["train_sizes"]["synthetic_train_per_class"]
+    f = u["train_sizes"]["resample_fraction"]
+    assert u["train_sizes"]["matched_per_class"] == {
+        c: max(1, int(f * min(n, u["train_sizes"]["real_full_per_class"][c])))
+        for c, n in u["train_sizes"]["synthetic_train_per_class"].items()}
+    assert set(u["paired"]["variance"]) == {"auc_gap", "delta_syn", "augmented_gain", "transfer_gain"}
     assert u["runs"]["real_full"][0]["n_train"] == len(ds.split_indices("train"))
     assert d["summary"]["auc_gap_upper"] == u["stats"]["auc_gap_upper"]
     html = r.report_html.read_text()
@@ -111,6 +115,7 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
     gap_rule = next(x for x in decision.rules if x.rule == "utility.max_auc_gap")
     assert gap_rule.value == pytest.approx(u["stats"]["auc_gap_upper"])
     assert "one-sided 0.95 upper confidence bound" in gap_rule.reason and "over 5 seeds 0, 1, 2, 3, 4" in gap_rule.reason
+    assert "training sets" in gap_rule.reason and "test split" in gap_rule.reason
     # the memorization rules that judge the images pass on honest images (the power rule depends on the data)
     assert not failed & {"memorization.max_flagged_copies", "memorization.copy_excess_test",
                          "memorization.max_membership_auc", "memorization.max_membership_auc_pixel",

@@ -3,6 +3,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 
 from synthgate.errors import ConfigError, DataError
@@ -10,6 +11,12 @@ from synthgate.evaluation.evaluate import evaluation_hash
 from synthgate.gates.decision import check_record, decide, gate, load_evaluation
 from synthgate.gates.policy import GatePolicy, load_policy
 from tests.helpers import REPO, fake_memorization, run_cli
+
+
+def _design(n, values=None, ratio=1.0, test_variance=0.0):
+    """The variance record of one paired quantity (synthgate.evaluation.utility.paired_design)."""
+    return {"components": [{"name": "real (matched)", "values": values or [0.9] * n, "ratio": ratio}],
+            "test_variance": test_variance}
 
 
 def _evaluation(**over):
@@ -23,7 +30,8 @@ def _evaluation(**over):
         "utility": {"stats": {"auc_gap": 0.01, "delta_syn": 0.02, "augmented_gain": 0.004,
                               "augmented_wilcoxon_p": 0.03, "n_seeds": 6},
                     "paired": {"seeds": [0, 1, 2, 3, 4, 5], "auc_gap": [0.01] * 6, "delta_syn": [0.02] * 6,
-                               "augmented_gain": [0.004] * 6}},
+                               "augmented_gain": [0.004] * 6, "variance": {
+                                   k: _design(6) for k in ("auc_gap", "delta_syn", "augmented_gain")}}},
         "summary": {"fid_ratio_to_baseline": 1.5, "precision": 0.8, "recall": 0.7},
     }
     for path, value in over.items():
@@ -47,7 +55,8 @@ def test_good_evaluation_passes_every_rule():
     r = next(r for r in d.rules if r.rule == "utility.max_auc_gap")
     assert (r.value, r.threshold, r.comparison) == (0.01, 0.05, "<=")
     assert r.reason == ("utility gap AUC_real - AUC_syn: one-sided 0.95 upper confidence bound 0.01 (mean 0.01, "
-                        "sd 0, paired t over 6 seeds 0, 1, 2, 3, 4, 5) within <= 0.05")
+                        "se 0 = seeds 0 (sd 0 over 6 seeds 0, 1, 2, 3, 4, 5) + training sets 0 + test split 0 in "
+                        "quadrature, t with 5 df) within <= 0.05")
 
 
 @pytest.mark.parametrize("path,value,rule", [
@@ -141,11 +150,50 @@ def test_utility_rules_decide_on_the_upper_bound_not_the_mean():
     [r] = [x for x in d.failures if x.rule.startswith("utility.")]
     assert r.rule == "utility.max_auc_gap" and r.value == pytest.approx(0.0625, abs=1e-4)
     assert r.reason == ("utility gap AUC_real - AUC_syn: one-sided 0.95 upper confidence bound 0.06249 (mean 0.03, "
-                        "sd 0.0395, paired t over 6 seeds 0, 1, 2, 3, 4, 5) violates <= 0.05")
+                        "se 0.0161 = seeds 0.0161 (sd 0.0395 over 6 seeds 0, 1, 2, 3, 4, 5) + training sets 0 + "
+                        "test split 0 in quadrature, t with 5 df) violates <= 0.05")
     # the same values at a lower level (a policy may choose it) give a tighter bound that passes
     lax = GatePolicy.model_validate({"utility": {"confidence": 0.75, "min_seeds": 2}})
     r = next(x for x in decide(_evaluation(utility__paired__auc_gap=gaps), lax).rules if x.rule == "utility.max_auc_gap")
     assert r.passed and "one-sided 0.75 upper confidence bound 0.0" in r.reason
+
+
+def test_utility_bound_covers_the_training_pools_and_the_test_split():
+    """Constant per-seed gaps (no seed noise) still get a bound wider than the mean: the pools the
+    seeds resample and the test split vary too (corrected resampled t, DeLong), each in quadrature."""
+    from scipy.stats import t
+
+    gaps = [0.01] * 6
+    real = [0.90, 0.92, 0.88, 0.91, 0.89, 0.90]
+    design = {"components": [{"name": "real (matched)", "values": real, "ratio": 1.0},
+                             {"name": "synthetic (TSTR)", "values": [0.9] * 6, "ratio": 0.25}],
+              "test_variance": 0.0004}
+    e = _evaluation(utility__paired__auc_gap=gaps, utility__paired__variance__auc_gap=design)
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    var_sets = 1.0 * float(np.var(real, ddof=1))
+    se = (var_sets + 0.0004) ** 0.5
+    assert r.value == pytest.approx(0.01 + t.ppf(0.95, 5) * se)
+    assert not r.passed and f"training sets {var_sets ** 0.5:.3g} + test split 0.02 in quadrature" in r.reason
+    assert "alone exceeds the margin" not in r.reason  # half-width 0.049: a gap of 0 would pass
+    # a test split this noisy (se 0.03) cannot resolve the margin at all: the reason says so
+    e = _evaluation(utility__paired__auc_gap=gaps,
+                    utility__paired__variance__auc_gap={**design, "test_variance": 0.0009})
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    assert "the half-width 0.0668 alone exceeds the margin 0.05, so even a generator as good as the real data fails" \
+        in r.reason
+    # a pool the seeds did not resample (each seed used all of a class): unbounded, and it says which
+    design["components"][1]["ratio"] = None
+    e = _evaluation(utility__paired__auc_gap=gaps, utility__paired__variance__auc_gap=design)
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    assert not r.passed and r.value == float("inf")
+    assert "not resampled by the seeds, so unbounded: synthetic (TSTR)" in r.reason
+    # no variance record (an evaluation whose bound covered the seeds alone), or one that does not fit
+    for bad in (None, {"components": [{"name": "x", "values": [0.9] * 5, "ratio": 1.0}], "test_variance": 0.0},
+                {"components": [], "test_variance": -1.0}):
+        e = _evaluation(utility__paired__variance__auc_gap=bad)
+        r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+        assert not r.passed and r.value is None
+        assert "lacks the variance record of its bound" in r.reason and "re-run evaluate" in r.reason
 
 
 def test_utility_rules_with_too_few_seeds_for_the_level_fail_naming_the_minimum():

@@ -17,7 +17,15 @@ from synthgate.evaluation.classifier import (
     train_classifier,
 )
 from synthgate.evaluation.config import UtilityConfig
-from synthgate.evaluation.utility import confidence_bound, min_seeds_for, utility
+from synthgate.evaluation.utility import (
+    auc_influence,
+    bound_components,
+    confidence_bound,
+    delong_variance,
+    min_seeds_for,
+    set_ratio,
+    utility,
+)
 
 CPU = torch.device("cpu")
 
@@ -116,6 +124,58 @@ def test_confidence_bound_agrees_with_scipy_and_the_seed_minimum():
     assert 0.5 ** min_seeds_for(0.95) <= 0.05 < 0.5 ** (min_seeds_for(0.95) - 1)
 
 
+def _delong(y: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[float, float, float]:
+    """DeLong's variances of two binary AUROCs on the same images and their covariance, written out
+    from the pairwise kernel (an independent implementation of DeLong et al. 1988)."""
+    pos, neg = y == 1, y == 0
+
+    def comps(s):
+        k = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+        return k.mean(axis=1), k.mean(axis=0)
+
+    (a10, a01), (b10, b01) = comps(s1), comps(s2)
+    m, n = pos.sum(), neg.sum()
+    var = [np.var(a10, ddof=1) / m + np.var(a01, ddof=1) / n, np.var(b10, ddof=1) / m + np.var(b01, ddof=1) / n]
+    cov = np.cov(a10, b10)[0, 1] / m + np.cov(a01, b01)[0, 1] / n
+    return float(var[0]), float(var[1]), float(cov)
+
+
+def test_test_set_variance_is_delongs_for_one_auroc_and_for_a_paired_difference():
+    rng = np.random.default_rng(0)
+    y = (rng.random(200) < 0.4).astype(int)
+    s1 = np.round(y * 0.8 + rng.normal(0, 0.6, 200), 2)  # rounded: ties count one half
+    s2 = np.round(0.5 * s1 + y * 0.4 + rng.normal(0, 0.6, 200), 2)
+    p1, p2 = np.stack([1 - s1, s1], 1), np.stack([1 - s2, s2], 1)
+    v1, v2, cov = _delong(y, s1, s2)
+    psi1, psi2 = auc_influence(y, p1, 2), auc_influence(y, p2, 2)
+    assert delong_variance(y, psi1) == pytest.approx(v1, rel=1e-9)
+    assert delong_variance(y, psi1 - psi2) == pytest.approx(v1 + v2 - 2 * cov, rel=1e-9)
+    # multi-class macro one-vs-rest: close to the bootstrap variance of the AUROC over test sets
+    from synthgate.evaluation.classifier import auroc
+
+    y3 = rng.integers(0, 3, 600)
+    logits = rng.normal(0, 1, (600, 3)) + 1.2 * np.eye(3)[y3]
+    pr = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    boot = [auroc(y3[i], pr[i], 3) for i in (rng.integers(0, 600, 600) for _ in range(400))]
+    assert delong_variance(y3, auc_influence(y3, pr, 3)) == pytest.approx(np.var(boot), rel=0.25)
+
+
+def test_bound_components_add_the_pools_and_the_test_split_in_quadrature():
+    gaps = [0.01, 0.03, 0.02, 0.00, 0.04]
+    real = [0.90, 0.93, 0.88, 0.91, 0.92]
+    design = {"components": [{"name": "real", "values": real, "ratio": 1.0},
+                             {"name": "syn", "values": [0.9] * 5, "ratio": 0.1}], "test_variance": 1e-4}
+    parts = bound_components(gaps, design)
+    assert parts["seeds"] == pytest.approx(np.var(gaps, ddof=1) / 5)
+    assert parts["sets"] == pytest.approx(np.var(real, ddof=1))
+    assert parts["se"] == pytest.approx((parts["seeds"] + parts["sets"] + 1e-4) ** 0.5)
+    assert confidence_bound(gaps, 0.95, "upper", {**design, "components": [
+        {"name": "syn", "values": real, "ratio": None}]}) == float("inf")
+    # overlap of two seeds' draws: half of a class -> 1; all of it -> not resampled (infinite)
+    assert set_ratio({0: 50, 1: 10}, {0: 100, 1: 40}) == 1.0
+    assert set_ratio({0: 50, 1: 10}, {0: 50, 1: 40}) == float("inf")
+
+
 def _cfg(**kw) -> UtilityConfig:
     base = dict(max_steps=10, eval_every=5, patience=1, batch_size=16, seeds=[0, 1, 2, 3, 4], min_val_per_class=3)
     return UtilityConfig(**{**base, **kw})
@@ -130,18 +190,29 @@ def test_matched_sizes_paired_values_and_bounds():
     sizes = u["train_sizes"]
     # 20% of each synthetic class held out for Delta_syn (2 and 1), the rest matched by the real set
     assert sizes["synthetic_held_out_per_class"] == {"a": 2, "b": 1}
-    assert sizes["synthetic_train_per_class"] == sizes["matched_per_class"] == {"a": 8, "b": 5}
+    assert sizes["synthetic_train_per_class"] == {"a": 8, "b": 5}
+    # each seed draws half of the smaller pool afresh (resample_fraction 0.5): floor(8 / 2), floor(5 / 2)
+    assert sizes["matched_per_class"] == {"a": 4, "b": 2} and sizes["resample_fraction"] == 0.5
+    # how much two seeds' draws overlap: real 4 of 40 and 2 of 30; synthetic 4 of 10, 2 of 6
+    assert sizes["set_ratios"]["real"] == pytest.approx(max(4 / 36, 2 / 28))
+    assert sizes["set_ratios"]["synthetic"] == pytest.approx(max(4 / 6, 2 / 4))
     assert sizes["real_full_per_class"] == {"a": 40, "b": 30}
     n = {s: {r["n_train"] for r in rs} for s, rs in u["runs"].items()}
-    assert n == {"real": {13}, "synthetic": {13}, "real_full": {70}, "augmented": {83}, "transfer": {70}}
+    assert n == {"real": {6}, "synthetic": {6}, "real_full": {70}, "augmented": {83}, "transfer": {70}}
     p = u["paired"]
     assert p["seeds"] == [0, 1, 2, 3, 4]
     real_auc = [r["auroc"] for r in u["runs"]["real"]]
     syn_auc = [r["auroc"] for r in u["runs"]["synthetic"]]
     assert p["auc_gap"] == pytest.approx(np.subtract(real_auc, syn_auc).tolist())
     st = u["stats"]
-    assert st["auc_gap_upper"] == pytest.approx(confidence_bound(p["auc_gap"], 0.95, "upper"))
-    assert st["augmented_gain_lower"] == pytest.approx(confidence_bound(p["augmented_gain"], 0.95, "lower"))
+    design = p["variance"]["auc_gap"]
+    assert [c["values"] for c in design["components"]] == [pytest.approx(real_auc), pytest.approx(syn_auc)]
+    assert design["test_variance"] > 0
+    assert st["auc_gap_upper"] == pytest.approx(confidence_bound(p["auc_gap"], 0.95, "upper", design))
+    # wider than the seeds-only paired t: the pools and the test split add their variance
+    assert st["auc_gap_upper"] > confidence_bound(p["auc_gap"], 0.95, "upper")
+    assert st["augmented_gain_lower"] == pytest.approx(
+        confidence_bound(p["augmented_gain"], 0.95, "lower", p["variance"]["augmented_gain"]))
     assert len(p["delta_syn"]) == 5 and "delta_syn_upper" in st and "note" not in st
     assert u["validation"]["early_stopping"] and u["validation"]["note"] is None
     for r in u["runs"]["real"]:

@@ -107,6 +107,10 @@ class UtilityConfig(_Strict):
                                                                   "early stopping (seeded subsample)")
     max_train_per_class: int | None = Field(None, ge=1, description="real (full) and synthetic images per class")
     synthetic_test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out synthetic share for Delta_syn")
+    resample_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the smaller pool (per class) each seed's matched real and synthetic "
+                                     "training sets draw afresh: the seeds then vary over training sets, and the "
+                                     "gate's bounds include the pools' own sampling variance (Nadeau-Bengio)")
     settings: list[Literal["real", "real_full", "synthetic", "augmented", "transfer"]] = Field(
         ["real", "real_full", "synthetic", "augmented", "transfer"], min_length=1,
         description="real: TRTR matched per class to the synthetic set; real_full: TRTR on the whole split"

@@ -174,7 +174,7 @@ UTILITY_SETTINGS = {
 
 def _utility_section(u: dict[str, Any]) -> list[str]:
     """The downstream classifiers: training, per-setting scores, per-seed paired values, the
-    confidence bounds the gate decides on (dumontschutte2021 3.1, S.4-S.5)."""
+    confidence bounds the gate decides on and their parts (dumontschutte2021 3.1, S.4-S.5)."""
     st, tr, paired = u["stats"], u.get("training", {}), u.get("paired", {})
     sizes, val = u.get("train_sizes", {}), u.get("validation", {})
     seeds = paired.get("seeds") or [r["seed"] for r in next(iter(u["runs"].values()))]
@@ -188,8 +188,10 @@ def _utility_section(u: dict[str, Any]) -> list[str]:
            f"flips {'on' if tr.get('flip') else 'off'}), early-stopped on the real validation split's AUROC "
            f"(patience {tr.get('patience')} × {tr.get('eval_every')} steps, best weights kept); all tested on the "
            "same real test split. Accuracy is read at the threshold chosen on validation (binary: maximal "
-           "balanced accuracy; multi-class: argmax). The matched real set has as many images per class as the "
-           f"synthetic training set: {per_class(sizes.get('matched_per_class'))}; the whole split: "
+           "balanced accuracy; multi-class: argmax). The matched real and synthetic training sets have the same "
+           "number of images per class, drawn afresh per seed (a share "
+           f"{_fmt(sizes.get('resample_fraction'))} of the smaller pool): "
+           f"{per_class(sizes.get('matched_per_class'))}; the whole split: "
            f"{per_class(sizes.get('real_full_per_class'))}; synthetic images held out for Δsyn: "
            f"{per_class(sizes.get('synthetic_held_out_per_class'))}.</p>"]
     if val.get("note"):
@@ -203,11 +205,23 @@ def _utility_section(u: dict[str, Any]) -> list[str]:
         out.append(_table([[seed, *[paired[k][i] for k in keys]] for i, seed in enumerate(seeds)],
                           ["seed", *keys]))
         level = f"{st.get('confidence', 0.0):g}"
-        out.append(f"<p class=note>The gate decides on one-sided paired-t bounds over seeds, not on the mean "
-                   f"(upper for gaps, lower for gains; level {level} here, the policy's own in the gate; "
-                   f"at least {st.get('min_seeds_for_confidence')} seeds at this level).</p>")
-        out.append(_table([[k, st.get(k), st.get(f"{k}_std"), st.get(f"{k}_upper", st.get(f"{k}_lower"))]
-                           for k in keys], ["paired quantity", "mean", "sd", f"one-sided {level} bound"]))
+        f = sizes.get("resample_fraction")
+        out.append(f"<p class=note>The gate decides on one-sided bounds of the mean, not on the mean (upper for "
+                   f"gaps, lower for gains; level {level} here, the policy's own in the gate; at least "
+                   f"{st.get('min_seeds_for_confidence')} seeds at this level). Each seed draws "
+                   f"{_fmt(f)} of the smaller pool per class afresh, so the seeds vary over training sets; the "
+                   "bound's standard error adds, in quadrature, the seeds' spread (sd/√K), the sampling of the "
+                   "training pools themselves (the corrected resampled t of Nadeau and Bengio: the spread of each "
+                   "pool's per-seed AUROCs times how much two seeds' draws overlap) and of the real test split "
+                   "(DeLong), with t at K−1 degrees of freedom. A pool the seeds do not resample makes the bound "
+                   "infinite. The gains are conditional on the real training split (it is on both sides).</p>")
+        rows = []
+        for k in keys:
+            se = st.get(f"{k}_se_parts") or {}
+            rows.append([k, st.get(k), st.get(f"{k}_std"), st.get(f"{k}_se"), se.get("seeds"), se.get("sets"),
+                         se.get("test"), st.get(f"{k}_upper", st.get(f"{k}_lower"))])
+        out.append(_table(rows, ["paired quantity", "mean", "sd over seeds", "se", "se: seeds", "se: training sets",
+                                 "se: test split", f"one-sided {level} bound"]))
     if st.get("note"):
         out.append(f"<div class=flag>{html.escape(st['note'])}</div>")
     tests = {k: v for k, v in st.items() if k.endswith("_p")}
@@ -251,7 +265,8 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
     ]
     if "auc_gap" in s:
         level = s.get("utility_confidence")
-        bound = f"one-sided {level:g} bound over {s.get('utility_seeds')} seeds" if level else "bound"
+        bound = (f"one-sided {level:g} bound over {s.get('utility_seeds')} seeds, training sets and test split"
+                 if level else "bound")
         rows += [["AUROC real (TRTR, matched) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}",
                   f"real, whole training split: {_fmt(s.get('auc_real_full'))}"],
                  ["utility gap AUC_real − AUC_syn (mean / upper bound)",

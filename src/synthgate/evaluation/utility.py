@@ -65,17 +65,126 @@ def min_seeds_for(confidence: float) -> int:
     return max(2, math.ceil(math.log2(1.0 / alpha) - 1e-9))
 
 
-def confidence_bound(values: list[float] | np.ndarray, confidence: float, side: str) -> float:
-    """One-sided paired-t confidence bound of the mean of per-seed paired differences:
-    ``mean + t_{confidence, n-1} * sd / sqrt(n)`` (``side="upper"``) or ``mean - ...``
-    (``"lower"``), with scipy's Student t quantile. NaN with fewer than 2 finite values."""
+def auc_influence(y: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each test image's influence on the macro one-vs-rest AUROC of :func:`classifier.auroc`
+    (binary: the AUROC of class 1), from DeLong's placement values (DeLong, DeLong and
+    Clarke-Pearson 1988): a positive's share of negatives it outscores (ties 1/2) and a negative's
+    share of positives that outscore it, centred on the AUROC and divided by the class's count.
+    The influences of several classifiers scored on the same test images add up with the weights
+    of any linear combination of their AUROCs (a mean of paired gaps, say), and
+    :func:`delong_variance` of the sum is DeLong's variance of that combination; for one binary
+    AUROC it is exactly DeLong's ``S10/m + S01/n``."""
+    y = np.asarray(y, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    psi = np.zeros(len(y), dtype=np.float64)
+    classes = [1] if n_classes == 2 else [k for k in range(n_classes) if k in set(y.tolist())]
+    if n_classes == 2 and len(np.unique(y)) < 2:
+        return psi
+    for k in classes:
+        score = proba[:, k]
+        pos, neg = y == k, y != k
+        sp, sn = np.sort(score[pos]), np.sort(score[neg])
+        m, n = len(sp), len(sn)
+        if m == 0 or n == 0:
+            continue
+        # V10: P(score_i > negative) + ties / 2, for each positive i; V01: the same seen from each negative
+        v10 = (np.searchsorted(sn, score[pos], "left") + np.searchsorted(sn, score[pos], "right")) / (2.0 * n)
+        v01 = 1.0 - (np.searchsorted(sp, score[neg], "left") + np.searchsorted(sp, score[neg], "right")) / (2.0 * m)
+        a = float(v10.mean())
+        psi[pos] += (v10 - a) / m
+        psi[neg] += (v01 - a) / n
+    return psi / len(classes)
+
+
+def delong_variance(y: np.ndarray, psi: np.ndarray) -> float:
+    """Variance of an AUROC combination over draws of the test set, from the per-image influences
+    ``psi`` (:func:`auc_influence`): within each true class, ``n_c / (n_c - 1)`` times the sum of
+    squared deviations from the class mean (DeLong's estimator, stratified by class)."""
+    y = np.asarray(y)
+    total = 0.0
+    for k in np.unique(y):
+        v = psi[y == k]
+        if len(v) > 1:
+            total += float(len(v) / (len(v) - 1) * np.sum((v - v.mean()) ** 2))
+    return total
+
+
+def set_ratio(used: dict[int, int], pool: dict[int, int]) -> float:
+    """The largest, over classes, of ``used / (pool - used)``: how much the images one seed draws
+    overlap with another seed's draw from the same pool. Infinite when a seed uses a whole class
+    (nothing is resampled, so the variance of the pool itself cannot be estimated)."""
+    u = np.asarray([used[k] for k in sorted(used)], dtype=np.float64)
+    p = np.asarray([pool[k] for k in sorted(used)], dtype=np.float64)
+    keep = u > 0
+    if not np.any(keep):
+        return 0.0
+    rest = p[keep] - u[keep]
+    return float("inf") if np.any(rest <= 0) else float(np.max(u[keep] / rest))
+
+
+def bound_components(values: list[float] | np.ndarray, design: dict[str, Any] | None) -> dict[str, float]:
+    """The standard error of a mean of per-seed paired values and its three parts (squared):
+
+    - ``seeds``: ``sd^2 / K``, the paired-t term: training noise and the per-seed draws of the sets;
+    - ``sets``: for each training pool the seeds draw from (``design["components"]``: its per-seed
+      values and :func:`set_ratio`), ``ratio * var(values)``: the variance of the pool itself as a
+      sample of its population, which the seeds cannot average away. Seeds that draw a share ``f``
+      of a pool of ``N`` vary with variance about ``sigma^2 (1/(fN) - 1/N)`` around the pool's own
+      value, which varies with ``sigma^2 / N`` around the population's: ``f / (1 - f)`` times the
+      first (the corrected resampled t-test of Nadeau and Bengio 2003, Mach. Learn. 52:239);
+    - ``test``: DeLong's variance of the mean over the real test split (``design["test_variance"]``).
+
+    ``design=None`` gives the plain paired-t term alone (``sets`` and ``test`` 0)."""
+    v = np.asarray(values, dtype=np.float64)
+    k = len(v)
+    seeds = float(v.var(ddof=1)) / k if k > 1 else float("nan")
+    sets = 0.0
+    test = 0.0
+    if design is not None:
+        for comp in design.get("components", []):
+            cv = np.asarray(comp["values"], dtype=np.float64)
+            ratio = float("inf") if comp["ratio"] is None else float(comp["ratio"])
+            var = float(cv.var(ddof=1)) if len(cv) > 1 else float("nan")
+            sets += float("inf") if math.isinf(ratio) else ratio * var
+        test = float(design.get("test_variance", 0.0))
+    return {"seeds": seeds, "sets": sets, "test": test, "se": math.sqrt(seeds + sets + test)}
+
+
+def confidence_bound(values: list[float] | np.ndarray, confidence: float, side: str,
+                     design: dict[str, Any] | None = None) -> float:
+    """One-sided confidence bound of the mean of per-seed paired differences:
+    ``mean + t_{confidence, K-1} * se`` (``side="upper"``) or ``mean - ...`` (``"lower"``), with
+    scipy's Student t quantile and ``se`` from :func:`bound_components`. With ``design`` the bound
+    covers the estimand a reviewer asks about (the generator against real data of the same size,
+    over draws of the training and test sets); without it, the seeds' training noise alone (the
+    plain paired t). NaN with fewer than 2 finite values; infinite when a pool is not resampled."""
     from scipy.stats import t
 
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2 or not np.all(np.isfinite(v)):
         return float("nan")
-    half = float(t.ppf(confidence, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    se = bound_components(v, design)["se"]
+    if math.isnan(se):
+        return float("nan")
+    half = float(t.ppf(confidence, len(v) - 1)) * se
     return float(v.mean() + half if side == "upper" else v.mean() - half)
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or ``None`` where it is infinite or NaN (JSON has neither): a ratio of ``None`` means the
+    seeds do not resample that pool."""
+    return float(x) if math.isfinite(x) else None
+
+
+def paired_design(pools: list[tuple[str, list[float], float]], psi: list[np.ndarray], y_test: np.ndarray
+                  ) -> dict[str, Any]:
+    """The variance record of one paired quantity (see :func:`bound_components`): ``pools`` as
+    (name, per-seed values, :func:`set_ratio`), ``psi`` the per-seed test-image influences of the
+    paired difference (:func:`auc_influence` of one setting minus the other's), averaged over seeds
+    for the test-set term."""
+    mean_psi = np.mean(np.stack(psi), axis=0) if psi else np.zeros(len(y_test))
+    return {"components": [{"name": n, "values": [float(x) for x in v], "ratio": _finite(r)} for n, v, r in pools],
+            "test_variance": delong_variance(y_test, mean_psi) if psi else 0.0}
 
 
 def train_settings(cfg: UtilityConfig) -> TrainSettings:
@@ -149,6 +258,7 @@ def utility(
     device: torch.device,
     reporter: Reporter | None = None,
     class_names: list[str] | None = None,
+    return_proba: bool = False,
 ) -> dict[str, Any]:
     """Run every setting for every seed; return per-run scores, per-seed paired values and the
     summary statistics with their confidence bounds (see the module docstring).
@@ -156,7 +266,8 @@ def utility(
     Refuses (:class:`DataError`) a synthetic set without images of a class of the real training
     split. A validation split with fewer than ``cfg.min_val_per_class`` images of a class cannot
     drive early stopping: every classifier then trains the fixed budget, and ``validation``
-    in the result says so (dumontschutte2021 S.4 assumes a validation fold).
+    in the result says so (dumontschutte2021 S.4 assumes a validation fold). ``return_proba`` adds
+    each run's test-split probabilities (``test_proba``, arrays: not for the evaluation JSON).
     """
     from scipy.stats import mannwhitneyu, wilcoxon
 
@@ -202,7 +313,10 @@ def utility(
     order = [s for s in ("real", "real_full", "synthetic", "augmented", "transfer")
              if s in settings or (s == "real_full" and need_full) or (s == "synthetic" and need_tstr)]
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in order}
+    proba: dict[str, list[np.ndarray]] = {s: [] for s in order}
+    psi_syn_test: list[np.ndarray] = []
     delta_syn: list[float] = []
+    ratios: dict[str, float] = {}
     sizes: dict[str, Any] = {}
 
     def fit(x: np.ndarray, y: np.ndarray, seed: int) -> TrainedClassifier:
@@ -210,7 +324,9 @@ def utility(
                                 settings=st)
 
     def record(setting: str, trained: TrainedClassifier, seed: int, n_train: int) -> None:
-        score = classification_scores(yt, predict(trained.model, xt, device), n_classes, trained.threshold)
+        p = predict(trained.model, xt, device)
+        proba[setting].append(p)
+        score = classification_scores(yt, p, n_classes, trained.threshold)
         runs[setting].append({"seed": seed, **score, **trained.info(), "n_train": int(n_train)})
 
     with reporter.task("Utility: training downstream classifiers", len(cfg.seeds) * len(order)) as advance:
@@ -223,8 +339,22 @@ def utility(
                 s_all = per_class_subsample(np.arange(len(ys)), ys, cfg.max_train_per_class, seed)
                 s_test, s_train = _hold_out(s_all, ys, cfg.synthetic_test_fraction, seed)
                 syn_c = np.bincount(ys[s_train], minlength=n_classes)
+                held_c = np.bincount(ys[s_test], minlength=n_classes)
                 real_c = np.bincount(yr, minlength=n_classes)
-                matched = {k: int(min(syn_c[k], real_c[k])) for k in range(n_classes) if real_c[k] and syn_c[k]}
+                pool_c = np.bincount(ys, minlength=n_classes)
+                # a share of the smaller pool, drawn afresh per seed: the seeds then vary over the
+                # training sets too, and the bound can account for the pools' own sampling variance
+                matched = {k: max(1, int(math.floor(cfg.resample_fraction * min(syn_c[k], real_c[k]))))
+                           for k in range(n_classes) if real_c[k] and syn_c[k]}
+                if not ratios:
+                    ratios = {
+                        "real": set_ratio(matched, {k: int(real_c[k]) for k in matched}),
+                        "synthetic": set_ratio(matched, {k: int(pool_c[k]) for k in matched}),
+                        "synthetic_held_out": set_ratio({k: matched[k] + int(held_c[k]) for k in matched},
+                                                        {k: int(pool_c[k]) for k in matched}),
+                        "synthetic_train": set_ratio({k: int(syn_c[k]) for k in range(n_classes) if syn_c[k]},
+                                                     {k: int(pool_c[k]) for k in range(n_classes) if syn_c[k]}),
+                    }
             # matched sets in class order: position i holds the same class in both, so the two networks
             # see the same initial weights, batch positions and augmentation draws (common random
             # numbers): their AUC difference then varies with the images, not with the training noise
@@ -245,6 +375,7 @@ def utility(
                     if len(s_test):
                         p_syn = predict(tstr.model, xs[s_test], device)
                         delta_syn.append(auroc(ys[s_test], p_syn, n_classes) - runs["synthetic"][-1]["auroc"])
+                        psi_syn_test.append(-auc_influence(yt, proba["synthetic"][-1], n_classes))
                 elif setting == "real_full":
                     record(setting, fit(xr[full], yr[full], seed), seed, len(full))
                 elif setting == "augmented":
@@ -262,13 +393,30 @@ def utility(
 
     seeds = [int(s) for s in cfg.seeds]
     paired: dict[str, Any] = {"seeds": seeds}
+
+    def psi_diff(a: str, b: str) -> list[np.ndarray]:
+        return [auc_influence(yt, pa, n_classes) - auc_influence(yt, pb, n_classes)
+                for pa, pb in zip(proba[a], proba[b], strict=True)]
+
+    design: dict[str, Any] = {}
     if "real" in runs and "synthetic" in runs:
         paired["auc_gap"] = (auc("real") - auc("synthetic")).tolist()
+        design["auc_gap"] = paired_design([("real (matched)", auc("real").tolist(), ratios["real"]),
+                                           ("synthetic (TSTR)", auc("synthetic").tolist(), ratios["synthetic"])],
+                                          psi_diff("real", "synthetic"), yt)
     if delta_syn and "synthetic" in settings:
         paired["delta_syn"] = [float(d) for d in delta_syn]
+        design["delta_syn"] = paired_design([("synthetic (TSTR and held out)", paired["delta_syn"],
+                                              ratios["synthetic_held_out"])], psi_syn_test, yt)
     for s in ("augmented", "transfer"):
         if s in runs and "real_full" in runs:
             paired[f"{s}_gain"] = (auc(s) - auc("real_full")).tolist()
+            # the same real split on both sides: the gain is conditional on it; the synthetic pool resampled
+            design[f"{s}_gain"] = paired_design([("synthetic (added)", paired[f"{s}_gain"],
+                                                  ratios.get("synthetic_train", float("inf")))],
+                                                psi_diff(s, "real_full"), yt)
+    if design:
+        paired["variance"] = design
 
     summary: dict[str, Any] = {}
     for s, rs in runs.items():
@@ -282,12 +430,16 @@ def utility(
     stats: dict[str, Any] = {"n_seeds": len(seeds), "confidence": cfg.confidence,
                              "min_seeds_for_confidence": n_min}
     for key, values in paired.items():
-        if key == "seeds":
+        if key not in PAIRED_SIDES:
             continue
         mean, sd = _mean_sd(np.array(values))
         stats[key], stats[f"{key}_std"] = mean, sd
         side = PAIRED_SIDES[key]
-        stats[f"{key}_{side}"] = confidence_bound(values, cfg.confidence, side) if len(seeds) >= n_min else None
+        parts = bound_components(values, design.get(key))
+        stats[f"{key}_se"] = _finite(parts["se"])
+        stats[f"{key}_se_parts"] = {k: _finite(math.sqrt(v)) for k, v in parts.items() if k != "se"}
+        stats[f"{key}_{side}"] = (confidence_bound(values, cfg.confidence, side, design.get(key))
+                                  if len(seeds) >= n_min else None)
     if "real" in runs and "synthetic" in runs:
         stats["mannwhitney_real_vs_synthetic_p"] = float(
             mannwhitneyu(auc("real"), auc("synthetic"), alternative="two-sided").pvalue)
@@ -300,9 +452,15 @@ def utility(
         stats["note"] = (f"{len(seeds)} seed(s): a one-sided test at confidence {cfg.confidence:g} needs at least "
                          f"{n_min} (the smallest attainable sign/Wilcoxon p-value is 0.5^n = "
                          f"{0.5 ** len(seeds):.3f}); no confidence bounds, and the gate's utility rules fail")
-    return {"settings": summary, "runs": runs, "paired": paired, "stats": stats, "train_sizes": sizes,
-            "validation": validation,
-            "training": {"arch": cfg.arch, **{k: getattr(st, k) for k in (
-                "max_steps", "batch_size", "lr", "weight_decay", "warmup", "schedule", "eval_every", "patience",
-                "min_delta", "balanced", "shift", "intensity", "flip", "min_val_per_class", "max_epochs")},
-                "val_images": int(len(yv))}}
+    out: dict[str, Any] = {
+        "settings": summary, "runs": runs, "paired": paired, "stats": stats,
+        "train_sizes": {**sizes, "resample_fraction": cfg.resample_fraction,
+                        "set_ratios": {k: _finite(v) for k, v in ratios.items()}},
+        "validation": validation,
+        "training": {"arch": cfg.arch, **{k: getattr(st, k) for k in (
+            "max_steps", "batch_size", "lr", "weight_decay", "warmup", "schedule", "eval_every", "patience",
+            "min_delta", "balanced", "shift", "intensity", "flip", "min_val_per_class", "max_epochs")},
+            "val_images": int(len(yv))}}
+    if return_proba:
+        out["test_proba"] = proba
+    return out

@@ -262,16 +262,41 @@ def _memorization_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: l
                                 f"{lower:.4g} {'within' if ok else 'violates'} <= {threshold:g}"))
 
 
-def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, what: str,
-                confidence: float) -> RuleResult:
-    """One rule on the one-sided paired-t confidence bound of per-seed paired values (the upper
-    bound for ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.utility.confidence_bound`):
-    the rule passes only when the bound, not the mean, is within the threshold. Fewer seeds than
-    the level needs (:func:`~synthgate.evaluation.utility.min_seeds_for`), or missing or
-    non-finite values, fail as not measured."""
+def _valid_design(design: Any, n: int) -> bool:
+    """A paired quantity's variance record as :func:`synthgate.evaluation.utility.paired_design`
+    writes it: pools with ``n`` per-seed values and a ratio (``None``: not resampled), and a finite,
+    non-negative test-set variance."""
     import numpy as np
 
-    from synthgate.evaluation.utility import confidence_bound, min_seeds_for
+    if not isinstance(design, dict) or not isinstance(design.get("components"), list):
+        return False
+    tv = design.get("test_variance")
+    if not isinstance(tv, int | float) or not np.isfinite(tv) or tv < 0:
+        return False
+    for c in design["components"]:
+        if not isinstance(c, dict) or not isinstance(c.get("values"), list) or len(c["values"]) != n:
+            return False
+        if not all(isinstance(v, int | float) and np.isfinite(v) for v in c["values"]):
+            return False
+        r = c.get("ratio")
+        if r is not None and not (isinstance(r, int | float) and np.isfinite(r) and r >= 0):
+            return False
+    return True
+
+
+def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, what: str,
+                confidence: float, design: Any) -> RuleResult:
+    """One rule on the one-sided confidence bound of per-seed paired values (the upper bound for
+    ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.utility.confidence_bound`): the rule
+    passes only when the bound, not the mean, is within the threshold. The bound's standard error
+    covers the seeds, the sampling of the training pools (``design``, corrected resampled t) and
+    of the test split (DeLong). Fewer seeds than the level needs
+    (:func:`~synthgate.evaluation.utility.min_seeds_for`), missing or non-finite values, or a
+    missing variance record (an evaluation whose bound would cover the seeds alone) fail as not
+    measured."""
+    import numpy as np
+
+    from synthgate.evaluation.utility import bound_components, confidence_bound, min_seeds_for
 
     need = min_seeds_for(confidence)
     side = "upper" if cmp == "<=" else "lower"
@@ -285,19 +310,36 @@ def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, 
         return RuleResult(rule, False, None, threshold, cmp,
                           f"{what} not measured at confidence {confidence:g}: {len(values)} seed(s), fewer than "
                           f"the {need} a one-sided bound at this level needs, so this rule cannot pass")
-    bound = confidence_bound(values, confidence, side)
+    if not _valid_design(design, len(values)):
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured: the evaluation lacks the variance record of its bound (the "
+                          "sampling of the training pools and the test split; earlier evaluations bounded the "
+                          "seeds' noise alone), so this rule cannot pass; re-run evaluate")
+    bound = confidence_bound(values, confidence, side, design)
     ok = bound <= threshold if cmp == "<=" else bound >= threshold
     v = np.asarray(values, dtype=np.float64)
+    parts = bound_components(v, design)
+    unsampled = [str(c.get("name")) for c in design["components"] if c.get("ratio") is None]
+    why = (f"; not resampled by the seeds, so unbounded: {', '.join(unsampled)}" if unsampled else "")
+    half = abs(bound - float(v.mean()))
+    if cmp == "<=" and threshold > 0 and np.isfinite(half) and half >= threshold and not ok:
+        # the margin is below what the data can resolve: say so instead of blaming the generator alone
+        why += (f"; the half-width {half:.3g} alone exceeds the margin {threshold:g}, so even a generator as good "
+                "as the real data fails at this level on data this size: more real images, or a wider margin "
+                "stated in the policy")
     return RuleResult(rule, bool(ok), float(bound), float(threshold), cmp,
                       f"{what}: one-sided {confidence:g} {side} confidence bound {bound:.4g} (mean {v.mean():.4g}, "
-                      f"sd {v.std(ddof=1):.3g}, paired t over {len(v)} seeds {', '.join(map(str, seeds))}) "
+                      f"se {parts['se']:.3g} = seeds {np.sqrt(parts['seeds']):.3g} (sd {v.std(ddof=1):.3g} over "
+                      f"{len(v)} seeds {', '.join(map(str, seeds))}) + training sets {np.sqrt(parts['sets']):.3g} "
+                      f"+ test split {np.sqrt(parts['test']):.3g} in quadrature, t with {len(v) - 1} df{why}) "
                       f"{'within' if ok else 'violates'} {cmp} {threshold:g}")
 
 
 def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
                    skipped: list[str]) -> None:
-    """Utility rules on confidence bounds over seeds (dumontschutte2021 S.5), at the policy's
-    ``utility.confidence``; the Wilcoxon p and the seed count as plain thresholds."""
+    """Utility rules on confidence bounds (dumontschutte2021 S.5; over seeds, training pools and the
+    test split: :func:`_bound_rule`), at the policy's ``utility.confidence``; the Wilcoxon p and the
+    seed count as plain thresholds."""
     from synthgate.evaluation.utility import min_seeds_for
 
     util = evaluation.get("utility") or {}
@@ -318,8 +360,9 @@ def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[R
     for name, threshold in thresholds.items():
         if name in bounded and threshold is not None:
             key, cmp, what = bounded[name]
+            design = (paired.get("variance") or {}).get(key) if isinstance(paired.get("variance"), dict) else None
             rules.append(_bound_rule(f"utility.{name}", paired.get(key), paired.get("seeds"), threshold, cmp, what,
-                                     level))
+                                     level, design))
         else:
             _threshold_rules("utility", {name: threshold}, plain, rules, skipped)  # a null bounded rule: skipped
 

@@ -55,9 +55,11 @@ class MemorizationRules(_Strict):
 
 
 class UtilityRules(_Strict):
-    """Utility rules decide on one-sided paired-t confidence bounds over the evaluation's seeds
+    """Utility rules decide on one-sided confidence bounds of the mean over the evaluation's seeds
     (dumontschutte2021 S.5 repeats every experiment over seeds), at level ``confidence``: the gap
-    and Delta_syn on their upper bound, the augmentation gain on its lower bound."""
+    and Delta_syn on their upper bound, the augmentation gain on its lower bound. The bound's
+    standard error covers the seeds, the sampling of the training pools the seeds resample
+    (corrected resampled t, Nadeau and Bengio 2003) and of the test split (DeLong)."""
 
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the one-sided bounds (not a rule)")
     max_auc_gap: float | None = Field(

@@ -310,7 +310,8 @@ def datacard(name: str, version: str, info: dict[str, Any], model: dict[str, Any
         ("downstream AUROC trained on synthetic (TSTR)", s.get("auc_synthetic")),
         ("utility gap AUC_real - AUC_syn (mean over seeds)", s.get("auc_gap")),
         (f"utility gap, one-sided {s.get('utility_confidence')} upper confidence bound over "
-         f"{s.get('utility_seeds')} seeds (what the gate decides on)", s.get("auc_gap_upper")),
+         f"{s.get('utility_seeds')} seeds, the training sets and the test split (what the gate decides on)",
+         s.get("auc_gap_upper")),
         ("synthetic images flagged as copies of training images (not released)", s.get("flagged_copies")),
         ("planted copies found by the copy search (weakest kind)", s.get("planted_min_detection")),
         ("membership-inference AUC, copy-descriptor space (0.5 = no leak)", s.get("membership_auc")),
