@@ -78,6 +78,12 @@ def _print_dataset(title: str, ds: Any) -> None:
     console.print(f"  images   {ds.root / 'images.npy'}  {tuple(ds.images.shape)} uint8")
     console.print(f"  metadata {ds.root / 'metadata.parquet'}")
     console.print(f"  manifest {ds.root / 'manifest.json'}  content_hash {ds.content_hash[:16]}")
+    if ds.manifest.get("split_method"):
+        console.print(f"  split    {ds.manifest['split_method']}")
+    if "group" in ds.meta:
+        per = {sp: ds.meta.loc[ds.meta["split"] == sp, "group"].nunique() for sp in counts}
+        console.print(f"  patients {ds.meta['group'].nunique()} groups ({(ds.manifest.get('groups') or {}).get('source')}): "
+                      + ", ".join(f"{sp} {n}" for sp, n in per.items()))
 
 
 def _print_checks(result: Any) -> None:
@@ -103,7 +109,8 @@ def _print_checks(result: Any) -> None:
 def ingest(
     params: ParamsOpt = Path("params.yaml"),
     source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
-    labels: Annotated[Path | None, typer.Option(help="DICOM label table (CSV: file,label)")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="label table, CSV: file,label and optional split and group/patient columns (DICOM: required)")] = None,
     out: Annotated[Path, typer.Option(help="DVC-tracked folder for the raw data")] = Path("data/raw"),
 ) -> None:
     """Copy the raw source into the project (data/raw) so that DVC versions it."""
@@ -123,7 +130,10 @@ def prepare(
         str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom "
                                                        "(with --source, default auto: detected from the path)")
     ] = None,
-    labels: Annotated[Path | None, typer.Option(help="DICOM label table (CSV: file,label)")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="label table, CSV: file,label and optional split and group/patient columns (DICOM: required)")] = None,
+    group_pattern: Annotated[str | None, typer.Option(
+        help="regular expression over each file's path whose first capture group names its patient")] = None,
     resolution: Annotated[int | None, typer.Option(help="output size in pixels (multiple of 8)")] = None,
     channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB)")] = None,
     max_per_class: Annotated[int | None, typer.Option(help="keep at most N images per class")] = None,
@@ -134,6 +144,7 @@ def prepare(
 
     p = _params(params, {"data.source.path": str(source) if source else None, "data.source.type": source_type,
                          "data.source.labels": str(labels) if labels else None, "prepare.resolution": resolution,
+                         "data.source.group_pattern": group_pattern,
                          "prepare.channels": channels, "prepare.max_per_class": max_per_class})
     ds = stages.prepare(p, out, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)

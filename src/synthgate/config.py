@@ -44,11 +44,30 @@ class SourceConfig(_Strict):
 
     type: SourceType = Field("auto", description="mednist | medmnist | folder | dicom | auto (by path)")
     path: Path = Field(Path(DEFAULT_MEDNIST), description="file or folder with the raw images")
-    labels: Path | None = Field(None, description="DICOM only: CSV with columns file,label")
+    labels: Path | None = Field(None, description="label table (CSV: file,label; optional split and group or "
+                                                  "patient columns): required for DICOM, optional for a folder "
+                                                  "or archive of images")
+    group_pattern: str | None = Field(
+        None, description="regular expression over each file's path inside the source whose first capture group "
+                          "(or whole match) names the image's patient, e.g. '(patient[0-9]+)/'")
     flag: str | None = Field(None, description="MedMNIST only: dataset flag, e.g. pneumoniamnist")
     download_dir: Path = Field(
         Path("data/raw"), description="where MONAI/medmnist download to when the path does not exist"
     )
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None:
+            try:
+                rx = re.compile(v)
+            except re.error as e:
+                raise ValueError(f"group_pattern {v!r} is not a regular expression: {e}") from None
+            if rx.groups > 1:
+                raise ValueError(f"group_pattern {v!r} has {rx.groups} capture groups; give one (the patient part)")
+        return v
 
 
 class SplitConfig(_Strict):

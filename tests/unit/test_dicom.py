@@ -17,7 +17,7 @@ def _dicom_set(root, n_per_class=12, phi=True):
         for i in range(n_per_class):
             arr = np.asarray(pattern(100 * k + i, (48, 40))).astype(np.uint16) * 16
             rel = f"patient{i:02d}/{label}_{i}.dcm"
-            write_dicom(root / rel, arr, phi=phi)
+            write_dicom(root / rel, arr, phi=phi, **({"PatientID": f"MRN-{i:04d}"} if phi else {}))
             rows.append((rel, label))
     labels = root / "labels.csv"
     pd.DataFrame(rows, columns=["file", "label"]).to_csv(labels, index=False)
@@ -31,7 +31,7 @@ def test_dicom_pixels_go_through_modality_lut_and_phi_is_recorded(tmp_path):
     assert len(data.items) == 6
     raw = np.asarray(pattern(0, (48, 40))).astype(np.float64) * 16 - 1024  # RescaleIntercept applied
     np.testing.assert_allclose(data.items[0].payload, raw)
-    assert data.dicom_tags[0] == {"PatientName": "DOE^JANE", "PatientID": "MRN-0042",
+    assert data.dicom_tags[0] == {"PatientName": "DOE^JANE", "PatientID": "MRN-0000",
                                   "PatientBirthDate": "19700101", "InstitutionName": "General Hospital",
                                   **{k: v for k, v in data.dicom_tags[0].items() if k.endswith("UID")}}
 

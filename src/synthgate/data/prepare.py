@@ -59,9 +59,13 @@ def _decode_chunk(payloads: list[bytes | np.ndarray], geo: Geometry) -> _Chunk:
     return _Chunk(out, orig, nan, delentropy(out), pixel_hashes(out), src_hash, failed)
 
 
-def assign_splits(labels: np.ndarray, n_classes: int, val: float, test: float, seed: int) -> np.ndarray:
+def assign_splits(labels: np.ndarray, n_classes: int, val: float, test: float, seed: int,
+                  groups: np.ndarray | None = None) -> np.ndarray:
     """Seeded stratified split: within each class, a shuffled ``round(n*val)`` go to val and
-    ``round(n*test)`` to test, the rest to train (a class of one image stays in train)."""
+    ``round(n*test)`` to test, the rest to train (a class of one image stays in train). With
+    ``groups`` (one patient id per image) the split is grouped: :func:`grouped_splits`."""
+    if groups is not None:
+        return grouped_splits(labels, n_classes, val, test, seed, groups)
     rng = np.random.default_rng(seed)
     splits = np.full(len(labels), "train", dtype=object)
     for k in range(n_classes):
@@ -74,6 +78,70 @@ def assign_splits(labels: np.ndarray, n_classes: int, val: float, test: float, s
         splits[idx[:n_val]] = "val"
         splits[idx[n_val : n_val + n_test]] = "test"
     return splits
+
+
+def grouped_splits(labels: np.ndarray, n_classes: int, val: float, test: float, seed: int,
+                   groups: np.ndarray) -> np.ndarray:
+    """A split stratified by class and grouped by patient: every image of a group lands in one
+    split (the held-out baselines are then patient-disjoint by construction). Groups are taken in
+    a seeded order, the largest first, and each goes to val or test where that brings the split's
+    per-class counts closer to their targets (L1; on a tie, where the split has none of its classes
+    yet), else to train (a greedy stratified group split, as scikit-learn's StratifiedGroupKFold
+    balances folds). A class whose every group went to val or
+    test gets its smallest group back into train."""
+    labels = np.asarray(labels, dtype=np.int64)
+    uniq, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    counts = np.zeros((len(uniq), n_classes), np.float64)
+    np.add.at(counts, (inv, labels), 1.0)
+    total = counts.sum(axis=0)
+    target = {"val": val * total, "test": test * total}
+    have = {"val": np.zeros(n_classes), "test": np.zeros(n_classes)}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    assign = np.full(len(uniq), "train", dtype=object)
+    for g in order:
+        c = counts[g]
+        best, best_gain = "train", 0.0
+        for split in ("val", "test"):
+            need = target[split] - have[split]
+            # how much closer to its per-class target the split gets (L1); a tie still places the group
+            # where the split has no image of its classes yet, so that small datasets get a held-out split
+            gain = float(np.abs(need).sum() - np.abs(need - c).sum())
+            first = gain == 0 and not np.any(have[split][c > 0]) and np.any(target[split][c > 0] > 0)
+            if gain > best_gain or (first and best == "train" and best_gain == 0):
+                best, best_gain = split, gain
+        assign[g] = best
+        if best != "train":
+            have[best] += c
+    for k in range(n_classes):
+        members = np.flatnonzero(counts[:, k] > 0)
+        if len(members) and not np.any(assign[members] == "train"):
+            assign[members[np.argmin(counts[members].sum(axis=1))]] = "train"
+    return assign[inv]
+
+
+def hash_groups(raw: list[str], salt: str) -> np.ndarray:
+    """Salted sha256 of each raw group id (a patient id is PHI: only this is kept), 16 hex digits."""
+    cache: dict[str, str] = {}
+    out = []
+    for g in raw:
+        if g not in cache:
+            cache[g] = hashlib.sha256(f"{salt}\x00{g}".encode()).hexdigest()[:16]
+        out.append(cache[g])
+    return np.array(out, dtype=object)
+
+
+def group_salt(source_hashes: list[str]) -> tuple[str, str]:
+    """The salt for :func:`hash_groups` and where it came from: ``$SYNTHGATE_GROUP_SALT`` when set
+    (a secret of the data holder), else a digest of every raw image's sha256, which only someone
+    holding the raw images can compute (and they can read the patient ids anyway). Stable across
+    runs, so DVC's outputs stay reproducible."""
+    env = os.environ.get("SYNTHGATE_GROUP_SALT")
+    if env:
+        return env, "$SYNTHGATE_GROUP_SALT"
+    digest = hashlib.sha256("\n".join(sorted(source_hashes)).encode()).hexdigest()
+    return digest, "digest of the raw images' sha256 (set $SYNTHGATE_GROUP_SALT for a secret salt)"
 
 
 def _subsample(items: list[RawItem], max_per_class: int, seed: int) -> list[RawItem]:
@@ -151,12 +219,45 @@ def prepare(
     keep[[i for i, _ in failed]] = False
     class_index = {c: k for k, c in enumerate(data.classes)}
     labels = np.array([class_index[it.label] for it in items], dtype=np.int64)
+    source_hashes = [h for c in chunks for h in c.source_sha256]
+    groups: np.ndarray | None = None
+    group_note = None
+    with_group = [it.group is not None for it in items]
+    if any(with_group):
+        if not all(with_group):
+            first = next(it.source for it in items if it.group is None)
+            raise DataError(f"{first}: no patient group, while other images have one ({data.group_source})",
+                            hint="give every image a group, or none")
+        salt, salt_note = group_salt(source_hashes)
+        groups = hash_groups([str(it.group) for it in items], salt)
+        group_note = {"source": data.group_source, "hashed": f"sha256, salted with {salt_note}"}
+    seed_note = f"seed={cfg.split.seed}"
+    grouped = " grouped by patient," if groups is not None else ""
     if data.has_split:
         splits = np.array([it.split for it in items], dtype=object)
-        split_note = "source"
+        split_note = f"source ({data.split_source})" if data.split_source else "source"
+        missing = [s for s in ("val", "test") if not np.any(splits == s)]
+        if missing:
+            # the source gives train (and maybe one held-out split): carve the rest out of its training split
+            tr = np.flatnonzero(splits == "train")
+            frac = {"val": cfg.split.val if "val" in missing else 0.0, "test": cfg.split.test if "test" in missing else 0.0}
+            sub = assign_splits(labels[tr], len(data.classes), frac["val"], frac["test"], cfg.split.seed,
+                                None if groups is None else groups[tr])
+            splits[tr] = sub
+            split_note += (f"; {' and '.join(missing)} carved from its training split (stratified,{grouped} "
+                           f"{seed_note} " + " ".join(f"{m}={frac[m]}" for m in missing) + ")")
     else:
-        splits = assign_splits(labels, len(data.classes), cfg.split.val, cfg.split.test, cfg.split.seed)
-        split_note = f"stratified seed={cfg.split.seed} val={cfg.split.val} test={cfg.split.test}"
+        splits = assign_splits(labels, len(data.classes), cfg.split.val, cfg.split.test, cfg.split.seed, groups)
+        split_note = f"stratified,{grouped} {seed_note} val={cfg.split.val} test={cfg.split.test}"
+    if groups is not None:
+        empty = [sp for sp, frac in (("val", cfg.split.val), ("test", cfg.split.test))
+                 if (frac > 0 or data.has_split) and not np.any(splits == sp)]
+        if empty:
+            raise DataError(
+                f"{source.path}: {len(set(groups.tolist()))} patient group(s) ({data.group_source}): a split grouped by "
+                f"patient leaves the {' and '.join(empty)} split(s) empty",
+                hint="a held-out split needs patients of its own: more patients, larger split fractions, or check "
+                     "that the group source (e.g. every file's PatientID) is not the same for all images")
     stats = image_stats(images)
     meta = pd.DataFrame(
         {
@@ -165,7 +266,7 @@ def prepare(
             "label_name": [it.label for it in items],
             "sha256": [h for c in chunks for h in c.sha256],
             "source": [it.source for it in items],
-            "source_sha256": [h for c in chunks for h in c.source_sha256],
+            "source_sha256": source_hashes,
             "orig_height": orig[:, 0],
             "orig_width": orig[:, 1],
             "orig_channels": orig[:, 2],
@@ -180,6 +281,8 @@ def prepare(
             "delentropy": np.concatenate([c.delentropy for c in chunks]),
         }
     )
+    if groups is not None:
+        meta["group"] = groups.astype(str)
     tags_df = None
     if dicom_tags is not None:
         rows = [(i, k, v) for i, t in enumerate(dicom_tags) for k, v in t.items()]
@@ -198,6 +301,7 @@ def prepare(
         "source_kind": data.kind,
         "source_description": data.description,
         "split_method": split_note,
+        "groups": None if group_note is None else {**group_note, "count": int(len(set(groups.tolist())))},
         "skipped": skipped,
         "ignored_files": len(data.ignored),
         "dicom": dicom_tags is not None,

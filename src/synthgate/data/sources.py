@@ -2,6 +2,12 @@
 
 Each reader returns a :class:`SourceData`: the raw items (still encoded, or as arrays), the class
 names in label order, the input files with their sha256, and the source's own split if it has one.
+An image folder is one sub-folder per class, optionally under split folders (``train``/``training``,
+``val``/``valid``/``validation``, ``test``/``testing``, any case), or any folder of images with a
+label table (CSV: ``file,label`` and optional ``split`` and ``group``/``patient`` columns), as a
+DICOM folder is. Patient groups come from that table, from DICOM ``PatientID``, or from a regular
+expression over the file path (``data.source.group_pattern``); :mod:`synthgate.data.prepare`
+keeps only a salted hash of them.
 Nothing is written to disk here; archives are read in memory, and an archive entry that would
 escape its folder (``..`` or an absolute path) or is a link is refused before anything is used.
 """
@@ -25,6 +31,9 @@ from synthgate.utils import sha256_file, sha256_tree
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: Folder names (any case) and label-table values read as a source's own split.
+SPLIT_ALIASES: dict[str, str] = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                                 "validation": "val", "test": "test", "testing": "test"}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 #: DICOM attributes that identify a patient directly (after DICOM PS3.15 Annex E, the Basic
@@ -83,6 +92,8 @@ class RawItem:
     label: str  # class name
     payload: bytes | np.ndarray  # encoded file bytes, or a decoded pixel array
     split: str | None = None  # the source's own split, if it has one
+    group: str | None = None  # the patient (or volume) the image belongs to, raw: prepare hashes it
+    path: str = ""  # the file's path inside the source (for group_pattern and the label table)
 
 
 @dataclass
@@ -96,6 +107,10 @@ class SourceData:
     #: DICOM only: per item, the identifying tags present and non-empty (tag -> value).
     dicom_tags: list[dict[str, str]] | None = None
     description: str = ""
+    #: where the items' groups came from ("label table column 'patient'", "DICOM PatientID", ...)
+    group_source: str | None = None
+    #: how the source's own split was given ("split folders", "label table column 'split'", ...)
+    split_source: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,19 +156,52 @@ def read_source(cfg: SourceConfig) -> SourceData:
         if kind == "mednist":
             return read_mednist(cfg)
     if kind == "medmnist":
-        return read_medmnist(path, cfg.flag)
-    if kind == "folder":
-        return read_folder(path)
-    if kind == "dicom":
+        data = read_medmnist(path, cfg.flag)
+    elif kind == "folder":
+        data = read_folder(path, Path(cfg.labels) if cfg.labels is not None else None)
+    elif kind == "dicom":
         if cfg.labels is None:
             raise ConfigError(
                 f"{path}: a DICOM source needs a label table",
                 hint="set data.source.labels to a CSV with columns file,label (or pass --labels)",
             )
-        return read_dicom(path, Path(cfg.labels))
-    raise ConfigError(
-        f"unknown source type {kind!r}", hint="use one of auto, mednist, medmnist, folder, dicom"
-    )
+        data = read_dicom(path, Path(cfg.labels))
+    else:
+        raise ConfigError(
+            f"unknown source type {kind!r}", hint="use one of auto, mednist, medmnist, folder, dicom"
+        )
+    if cfg.group_pattern is not None:
+        apply_group_pattern(data, cfg.group_pattern)
+    return data
+
+
+def apply_group_pattern(data: SourceData, pattern: str) -> None:
+    """Each item's group from ``pattern`` (a regular expression searched in the file's path inside
+    the source; the first capture group if it has one, else the whole match), replacing any other
+    group. Refuses (naming them) files the pattern does not match, and a pattern that finds one
+    group only (every image in one group cannot be split)."""
+    import re
+
+    rx = re.compile(pattern)
+    missed: list[str] = []
+    for it in data.items:
+        where = it.path or it.source
+        m = rx.search(where)
+        if m is None:
+            missed.append(where)
+            continue
+        it.group = m.group(1) if rx.groups else m.group(0)
+    if missed:
+        raise DataError(
+            f"data.source.group_pattern {pattern!r} does not match {len(missed)} of {len(data.items)} file(s), "
+            f"e.g. {', '.join(missed[:3])}",
+            hint="every image needs a group: adjust the pattern (it is searched in the path inside the source)")
+    if data.items and len({it.group for it in data.items}) == 1:
+        raise DataError(
+            f"data.source.group_pattern {pattern!r} puts all {len(data.items)} images in one group "
+            f"({data.items[0].group!r}), so no split can keep patients apart",
+            hint="use a capture group around the patient part of the path, e.g. '(patient_[0-9]+)/'")
+    data.group_source = f"group_pattern {pattern!r}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,37 +392,31 @@ def _class_layout(
     """Find the folder whose sub-folders are the classes; return its prefix and files per class.
 
     Descends through single wrapper folders (``MedNIST/`` in MedNIST.tar.gz) but never into a
-    folder that holds images itself, so a one-class dataset keeps its class folder.
+    folder that holds images itself, so a one-class dataset keeps its class folder. Split folders
+    are found by :func:`_split_layout`; here they are refused beside other folders (a class named
+    like a split).
     """
     if not files:
         raise DataError(
             f"{origin}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})",
             hint="expected one sub-folder per class containing images",
         )
-    all_dirs = set(dirs) | {f[:i] for f in files for i in range(1, len(f))}
-    prefix: tuple[str, ...] = ()
-    while True:
-        n = len(prefix)
-        if any(len(f) == n + 1 for f in files):
-            where = "/".join(prefix) or "the top level"
-            raise DataError(
-                f"{origin}: images directly in {where}; expected one sub-folder per class",
-                hint="move the images into <class name>/ folders",
-            )
-        children = {d[n] for d in all_dirs if len(d) > n and d[:n] == prefix and not _is_hidden(d[n : n + 1])}
-        if len(children) == 1:
-            child = next(iter(children))
-            if not any(len(f) == n + 2 and f[n] == child for f in files):
-                prefix = prefix + (child,)
-                continue
-        break
+    prefix, children = _descend(files, dirs, origin)
     n = len(prefix)
+    where = origin / "/".join(prefix) if prefix else origin
+    split_like = sorted(c for c in children if c.lower() in SPLIT_ALIASES)
+    if split_like:
+        others = sorted(set(children) - set(split_like))
+        raise DataError(
+            f"{where}: folder(s) named like a split ({', '.join(split_like)}) beside class folder(s) "
+            f"({', '.join(others)}): expected either split folders (train/val/test) each holding the same class "
+            "folders, or class folders only",
+            hint="rename a class that is called like a split, or move the classes into the split folders")
     per_class: dict[str, list[tuple[str, ...]]] = {c: [] for c in children}
     for f in files:
         per_class.setdefault(f[n], []).append(f)
     empty = sorted(c for c, fs in per_class.items() if not fs)
     if empty:
-        where = origin / "/".join(prefix) if prefix else origin
         raise DataError(
             f"{where}: class folder '{empty[0]}' contains no images"
             + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""),
@@ -383,30 +425,217 @@ def _class_layout(
     return prefix, {c: sorted(fs) for c, fs in sorted(per_class.items())}
 
 
-def read_folder(path: Path) -> SourceData:
-    """Images in one sub-folder per class: a directory, or a .tar(.gz)/.tgz/.zip archive of one."""
+def _descend(files: list[tuple[str, ...]], dirs: set[tuple[str, ...]], origin: Path
+             ) -> tuple[tuple[str, ...], set[str]]:
+    """Through single wrapper folders to the first level with several folders (or one that holds
+    images); refuses images lying at that level itself."""
+    all_dirs = set(dirs) | {f[:i] for f in files for i in range(1, len(f))}
+    prefix: tuple[str, ...] = ()
+    while True:
+        n = len(prefix)
+        if any(len(f) == n + 1 and f[:n] == prefix for f in files):
+            where = "/".join(prefix) or "the top level"
+            raise DataError(
+                f"{origin}: images directly in {where}; expected one sub-folder per class",
+                hint="move the images into <class name>/ folders, or give a label table (data.source.labels)",
+            )
+        children = {d[n] for d in all_dirs if len(d) > n and d[:n] == prefix and not _is_hidden(d[n : n + 1])}
+        if len(children) == 1:
+            child = next(iter(children))
+            if child.lower() not in SPLIT_ALIASES and not any(len(f) == n + 2 and f[n] == child for f in files):
+                prefix = prefix + (child,)
+                continue
+        return prefix, children
+
+
+def _split_layout(
+    files: list[tuple[str, ...]], dirs: set[tuple[str, ...]], origin: Path
+) -> tuple[dict[str, list[tuple[str, ...]]], dict[tuple[str, ...], str]] | None:
+    """Split folders above class folders (``Training/<class>/*.jpg``, ``Testing/<class>/*.jpg``):
+    the files per class and each file's canonical split, or ``None`` when the top level (below
+    wrapper folders) holds no folder named like a split. Refuses split folders beside other
+    folders, two folders for one split (``train`` and ``training``), a split folder without class
+    folders, and classes that differ between splits, each naming what was found."""
+    if not files:
+        return None
+    prefix, children = _descend(files, dirs, origin)
+    split_like = {c for c in children if c.lower() in SPLIT_ALIASES}
+    if not split_like:
+        return None
+    where = origin / "/".join(prefix) if prefix else origin
+    if split_like != children:
+        return None  # refused by _class_layout, which names both kinds of folder
+    canon: dict[str, str] = {}
+    for c in sorted(children):
+        s = SPLIT_ALIASES[c.lower()]
+        if s in canon:
+            raise DataError(f"{where}: two folders for the {s} split: {canon[s]!r} and {c!r}",
+                            hint="merge them into one")
+        canon[s] = c
+    if "train" not in canon:
+        raise DataError(f"{where}: split folders {', '.join(sorted(children))} but none for training "
+                        "(train or training)", hint="add the training split's folder")
+    n = len(prefix)
+    per_class: dict[str, list[tuple[str, ...]]] = {}
+    split_of: dict[tuple[str, ...], str] = {}
+    classes_in: dict[str, list[str]] = {}
+    for s, folder in canon.items():
+        sub = [f[n + 1:] for f in files if f[:n + 1] == prefix + (folder,)]
+        sub_dirs = {d[n + 1:] for d in dirs if d[:n + 1] == prefix + (folder,) and len(d) > n + 1}
+        if not sub:
+            raise DataError(f"{where / folder}: split folder without images",
+                            hint="put one folder per class inside it, or remove it")
+        if any(len(f) == 1 for f in sub):
+            raise DataError(f"{where / folder}: images directly in the split folder; expected one folder per class "
+                            "inside it", hint=f"move them into {folder}/<class name>/")
+        inner, per = _class_layout(sub, sub_dirs, where / folder)
+        classes_in[folder] = sorted(per)
+        for c, fs in per.items():
+            for f in fs:
+                full = prefix + (folder,) + f
+                per_class.setdefault(c, []).append(full)
+                split_of[full] = s
+    first = classes_in[canon["train"]]
+    differ = {k: v for k, v in classes_in.items() if v != first}
+    if differ:
+        listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(classes_in.items()))
+        raise DataError(f"{where}: the split folders hold different classes ({listing})",
+                        hint="every split folder needs the same class folders (a split without a class "
+                             "cannot test it)")
+    return {c: sorted(fs) for c, fs in sorted(per_class.items())}, split_of
+
+
+def _split_value(value: str, where: str) -> str:
+    s = SPLIT_ALIASES.get(value.strip().lower())
+    if s is None:
+        raise DataError(f"{where}: split {value!r} is not one of train, val, test "
+                        f"(or {', '.join(sorted(set(SPLIT_ALIASES) - set(SPLITS)))})",
+                        hint="use train, val or test in the split column, or leave the column out")
+    return s
+
+
+def read_label_table(labels: Path) -> tuple[Any, str | None, bool]:
+    """A label table: CSV with columns ``file`` and ``label``, optional ``split`` and ``group`` (or
+    ``patient``). Returns the table (strings, stripped), the group column's name and whether it has
+    a split column; refuses a missing file or column, an empty label or group, an unknown split
+    value and a file listed twice, each naming the row."""
+    import pandas as pd
+
+    if not labels.exists():
+        raise DataError(f"{labels}: label table not found", hint="set data.source.labels to a CSV file")
+    try:
+        table = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{labels}: cannot read the label table as CSV ({e})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing_cols = {"file", "label"} - set(table.columns)
+    if missing_cols:
+        raise DataError(
+            f"{labels}: label table lacks column(s) {sorted(missing_cols)}; found {list(table.columns)}",
+            hint="the table needs columns 'file' (relative to the source folder) and 'label'",
+        )
+    if table.empty:
+        raise DataError(f"{labels}: label table has no rows")
+    if {"group", "patient"} <= set(table.columns):
+        raise DataError(f"{labels}: both a 'group' and a 'patient' column; give one",
+                        hint="keep the column that names the patient (or volume) of each image")
+    group_col = "group" if "group" in table.columns else ("patient" if "patient" in table.columns else None)
+    for col in ("file", "label", "split", *([group_col] if group_col else [])):
+        if col in table.columns:
+            table[col] = table[col].str.strip()
+    for col in ("label", *([group_col] if group_col else [])):
+        empty = table.index[table[col] == ""].tolist()
+        if empty:
+            raise DataError(f"{labels}: row {empty[0] + 2} has an empty {col}"
+                            + (f" ({len(empty)} rows in all)" if len(empty) > 1 else ""),
+                            hint=f"fill in every {col}")
+    dup = table["file"][table["file"].duplicated()].tolist()
+    if dup:
+        raise DataError(f"{labels}: file {dup[0]!r} is listed more than once"
+                        + (f" ({len(dup)} repeats in all)" if len(dup) > 1 else ""),
+                        hint="one row per image")
+    has_split = "split" in table.columns
+    if has_split:
+        for i, v in enumerate(table["split"]):
+            table.loc[i, "split"] = _split_value(v, f"{labels}: row {i + 2}")
+    return table, group_col, has_split
+
+
+def _table_items(table: Any, labels: Path, available: dict[str, tuple[str, bytes | Path]], origin: Path,
+                 group_col: str | None, has_split: bool) -> list[RawItem]:
+    """Items for the rows of a label table, matched by ``file`` against the source's files
+    (``available``: path inside the source -> (source name, bytes or file)); refuses rows naming a
+    missing file and files the table does not list, each by name."""
+    missing = [f for f in table["file"] if f not in available]
+    if missing:
+        raise DataError(
+            f"{labels}: {len(missing)} listed file(s) not found in {origin}, e.g. {', '.join(missing[:3])}",
+            hint="paths in the 'file' column are relative to the source folder (or the archive's root); "
+                 f"found e.g. {', '.join(sorted(available)[:3])}")
+    unlisted = sorted(set(available) - set(table["file"]))
+    if unlisted:
+        raise DataError(
+            f"{labels}: {len(unlisted)} image file(s) in {origin} are not in the label table, e.g. "
+            f"{', '.join(unlisted[:3])}",
+            hint="add a row for each (file,label), or remove the files from the source")
+    items = []
+    for row in table.itertuples(index=False):
+        name, payload = available[row.file]
+        data = payload.read_bytes() if isinstance(payload, Path) else payload
+        items.append(RawItem(name, row.label, data, split=row.split if has_split else None,
+                             group=getattr(row, group_col) if group_col else None, path=row.file))
+    return items
+
+
+def read_folder(path: Path, labels: Path | None = None) -> SourceData:
+    """Images in one sub-folder per class (optionally under split folders), or any images with a
+    label table (``labels``): a directory, or a .tar(.gz)/.tgz/.zip archive of one."""
     if path.is_dir():
         all_paths = [p for p in path.rglob("*") if not _is_hidden(p.relative_to(path).parts)]
         img_paths = [p for p in all_paths if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         ignored = [str(p.relative_to(path)) for p in all_paths if p.is_file() and p not in set(img_paths)]
         rel = {p.relative_to(path).parts: p for p in img_paths}
         dirs = {p.relative_to(path).parts for p in all_paths if p.is_dir()}
-        prefix, per_class = _class_layout(list(rel), dirs, path)
-        items = [
-            RawItem(str(rel[f]), c, rel[f].read_bytes()) for c, fs in per_class.items() for f in fs
-        ]
         inputs = [{"path": str(path), "sha256": sha256_tree(path, img_paths), "files": len(img_paths)}]
-        return SourceData("folder", items, list(per_class), inputs, ignored=ignored, description=str(path))
-    if not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        files: dict[tuple[str, ...], Any] = rel
+        name_of = {f: str(p) for f, p in rel.items()}
+    elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        files, dirs = _read_archive(path)
+        inputs = [{"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}]
+        ignored = []
+        name_of = {f: f"{path.name}!{'/'.join(f)}" for f in files}
+    else:
         raise ConfigError(
             f"{path}: not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})",
             hint="point data.source.path at the folder of class sub-folders or its archive",
         )
-    files, dirs = _read_archive(path)
+
+    def payload(f: tuple[str, ...]) -> bytes:
+        v = files[f]
+        return v.read_bytes() if isinstance(v, Path) else v
+
+    if labels is not None:
+        if not files:
+            raise DataError(f"{path}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        table, group_col, has_split = read_label_table(labels)
+        available = {"/".join(f): (name_of[f], files[f]) for f in files}
+        items = _table_items(table, labels, available, path, group_col, has_split)
+        inputs.append({"path": str(labels), "sha256": sha256_file(labels), "bytes": labels.stat().st_size})
+        return SourceData("folder", items, sorted({it.label for it in items}), inputs, has_split=has_split,
+                          ignored=ignored, description=str(path),
+                          group_source=f"label table column {group_col!r}" if group_col else None,
+                          split_source="label table column 'split'" if has_split else None)
+    split = _split_layout(list(files), dirs, path)
+    if split is not None:
+        per_class, split_of = split
+        items = [RawItem(name_of[f], c, payload(f), split=split_of[f], path="/".join(f))
+                 for c, fs in per_class.items() for f in fs]
+        found = sorted({s for s in split_of.values()}, key=SPLITS.index)
+        return SourceData("folder", items, list(per_class), inputs, has_split=True, ignored=ignored,
+                          description=str(path), split_source=f"split folders ({', '.join(found)})")
     prefix, per_class = _class_layout(list(files), dirs, path)
-    items = [RawItem(f"{path.name}!{'/'.join(f)}", c, files[f]) for c, fs in per_class.items() for f in fs]
-    inputs = [{"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}]
-    return SourceData("folder", items, list(per_class), inputs, description=str(path))
+    items = [RawItem(name_of[f], c, payload(f), path="/".join(f)) for c, fs in per_class.items() for f in fs]
+    return SourceData("folder", items, list(per_class), inputs, ignored=ignored, description=str(path))
 
 
 def read_mednist(cfg: SourceConfig) -> SourceData:
@@ -477,39 +706,26 @@ def _dicom_pixels(ds: Any, name: str) -> np.ndarray:
 
 
 def read_dicom(path: Path, labels: Path) -> SourceData:
-    """DICOM files under ``path`` with a label table (CSV, columns ``file`` and ``label``).
+    """DICOM files under ``path`` with a label table (CSV, columns ``file`` and ``label``, optional
+    ``split`` and ``group``/``patient``; :func:`read_label_table`).
 
     Pixel values go through the modality and VOI LUTs (pydicom); MONOCHROME1 is inverted.
     The identifying tags (:data:`DIRECT_IDENTIFIERS`, and :data:`INDIRECT_IDENTIFIERS` unless the
     file declares PatientIdentityRemoved = YES) that are present and non-empty are recorded per
     item for the validation stage, which refuses them unless de-identification is requested.
+    Without a group column, each image's group is its ``PatientID`` (read here, before any
+    de-identification; prepare keeps only a salted hash) when every file has one.
     """
-    import pandas as pd
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not path.is_dir():
         raise DataError(f"{path}: a DICOM source must be a folder", hint="point data.source.path at it")
-    if not labels.exists():
-        raise DataError(f"{labels}: label table not found", hint="set data.source.labels to a CSV file")
-    try:
-        table = pd.read_csv(labels, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise DataError(f"{labels}: cannot read the label table as CSV ({e})") from None
-    missing_cols = {"file", "label"} - set(table.columns)
-    if missing_cols:
-        raise DataError(
-            f"{labels}: label table lacks column(s) {sorted(missing_cols)}; found {list(table.columns)}",
-            hint="the table needs columns 'file' (relative to the DICOM folder) and 'label'",
-        )
-    if table.empty:
-        raise DataError(f"{labels}: label table has no rows")
-    bad_label = table.index[table["label"].str.strip() == ""].tolist()
-    if bad_label:
-        raise DataError(f"{labels}: row {bad_label[0] + 2} has an empty label", hint="fill in every label")
+    table, group_col, has_split = read_label_table(labels)
     items: list[RawItem] = []
     tags: list[dict[str, str]] = []
     files: list[Path] = []
+    patient_ids: list[str] = []
     for row in table.itertuples(index=False):
         rel = PurePosixPath(str(row.file))
         if rel.is_absolute() or ".." in rel.parts:
@@ -531,8 +747,18 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
                 if text and text not in ("[]", "Sequence of 0 items"):
                     found[kw] = text
         tags.append(found)
-        items.append(RawItem(str(f), str(row.label).strip(), arr))
+        patient_ids.append(str(ds.get("PatientID", "") or "").strip())
+        items.append(RawItem(str(f), str(row.label).strip(), arr, split=row.split if has_split else None,
+                             group=getattr(row, group_col) if group_col else None, path=str(rel)))
         files.append(f)
+    group_source = f"label table column {group_col!r}" if group_col else None
+    if group_col is None and all(patient_ids):
+        for it, pid in zip(items, patient_ids, strict=True):
+            it.group = pid
+        group_source = "DICOM PatientID"
+    elif group_col is None and any(patient_ids):
+        log.warning("%s: %d of %d DICOM files lack a PatientID: no patient groups (give a group column)",
+                    path, sum(not p for p in patient_ids), len(items))
     classes = sorted({it.label for it in items})
     inputs = [
         {"path": str(path), "sha256": sha256_tree(path, files), "files": len(files)},
@@ -540,4 +766,6 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
     ]
     listed = {f.resolve() for f in files}
     ignored = [str(p.relative_to(path)) for p in path.rglob("*.dcm") if p.resolve() not in listed]
-    return SourceData("dicom", items, classes, inputs, ignored=ignored, dicom_tags=tags, description=str(path))
+    return SourceData("dicom", items, classes, inputs, has_split=has_split, ignored=ignored, dicom_tags=tags,
+                      description=str(path), group_source=group_source,
+                      split_source="label table column 'split'" if has_split else None)

@@ -230,6 +230,30 @@ def _ge_check(label: str, cfg: Any, r: Any, frame: pd.DataFrame, index_col: str)
 # the stage
 
 
+def group_check(groups: np.ndarray, splits: np.ndarray, keep: np.ndarray) -> Check:
+    """Every patient group in one split (over the images that stay): a group in two splits puts
+    one patient's images in training and in a held-out baseline. Reports groups per split."""
+    g, sp = groups[keep], splits[keep]
+    per_split = {s: int(len(set(g[sp == s].tolist()))) for s in ("train", "val", "test")}
+    where: dict[str, set[str]] = {}
+    for grp, split in zip(g.tolist(), sp.tolist(), strict=True):
+        where.setdefault(grp, set()).add(split)
+    straddle = sorted(k for k, v in where.items() if len(v) > 1)
+    details = {"groups_per_split": per_split, "groups": len(where), "in_two_splits": len(straddle)}
+    counts = ", ".join(f"{s} {n}" for s, n in per_split.items())
+    if straddle:
+        first = straddle[0]
+        return Check("patient groups within one split", False,
+                     f"{len(straddle)} of {len(where)} patient group(s) have images in more than one split, e.g. "
+                     f"group {first} in {' and '.join(s for s in ('train', 'val', 'test') if s in where[first])}; "
+                     "held-out images of training patients make every held-out baseline (copy null, fidelity floor, "
+                     "utility) too optimistic. Prepare with the split grouped by patient (no data.source split, or "
+                     f"fix the source's split). Groups per split: {counts}",
+                     details={**details, "examples": straddle[:10]})
+    return Check("patient groups within one split", True, f"{len(where)} patient group(s), each in one split "
+                 f"({counts})", details=details)
+
+
 def _pseudonym(source: str) -> str:
     return "dicom-" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
@@ -307,6 +331,9 @@ def validate(
     # -- DICOM PHI
     tags = ds.dicom_tags
     phi_found = tags is not None and len(tags) > 0
+    if "group" in ds.meta:
+        checks.append(group_check(ds.meta["group"].astype(str).to_numpy(), frame["split"].astype(str).to_numpy(),
+                                  ~drop))
     deidentified = False
     if tags is not None:
         if not phi_found:
@@ -352,7 +379,8 @@ def validate(
         if deidentified:
             meta["source"] = [_pseudonym(s) for s in meta["source"]]
         extra = {k: v for k, v in ds.manifest.items()
-                 if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom")}
+                 if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom",
+                          "groups")}
         extra["deidentified"] = deidentified if tags is not None else None
         extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json")}
         if deidentified:
