@@ -121,7 +121,9 @@ def judge(a: dict[str, tuple[np.ndarray, np.ndarray]], synthetic: tuple[np.ndarr
          ("synthetic (TSTR)", syn_auc, np.inf if ratios["synthetic"] is None else ratios["synthetic"])],
         [auc_influence(yt, pr, k) - auc_influence(yt, ps, k) for pr, ps in zip(real["proba"], syn_p, strict=True)],
         yt)}
-    evaluation = {"utility": {"paired": paired, "stats": {"n_seeds": len(paired["seeds"])}}}
+    runs = {"real": [{"auroc": a} for a in real["auc"]], "synthetic": u["runs"]["synthetic"]}
+    evaluation = {"utility": {"paired": paired, "runs": runs, "train_sizes": u["train_sizes"],
+                              "stats": {"n_seeds": len(paired["seeds"])}}}
     rules: list[Any] = []
     _utility_rules(evaluation, policy, rules, [])
     bounds = {r.rule.split(".")[1]: r.value for r in rules if r.rule in ("utility.max_auc_gap", "utility.max_delta_syn")}

@@ -107,7 +107,10 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
                           counts={"a": 60, "b": 60}, generator=dict(GENERATOR))
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
-    (d / "report.html").write_text("<html><body>report</body></html>")
+    (d / "report.html").write_text("<html><body>report with real training images</body></html>")
+    from synthgate.evaluation.report import PUBLIC_MARK
+
+    (d / "report_public.html").write_text(f"<html><body>{PUBLIC_MARK} public report</body></html>")
     gate(d / "evaluation.json", policy or GatePolicy(), d / "gate.json")
     r = register(model_dir, d / "evaluation.json", d / "gate.json", uri=uri, name=name)
     if approve and passing:

@@ -60,7 +60,10 @@ def _gated(tmp: Path, tag: str, **over) -> tuple[Path, Path]:
 
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
-    (d / "report.html").write_text("<html><body><h2>Summary</h2></body></html>")
+    (d / "report.html").write_text("<html><body><h2>Summary</h2>real training images</body></html>")
+    from synthgate.evaluation.report import PUBLIC_MARK
+
+    (d / "report_public.html").write_text(f"<html><body>{PUBLIC_MARK}<h2>Summary</h2></body></html>")
     (d / "gate").mkdir()
     gate(d / "evaluation.json", GatePolicy(), d / "gate" / "gate.json")
     return d / "evaluation.json", d / "gate" / "gate.json"
@@ -79,9 +82,11 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     assert "approved" not in (client.get_registered_model(name).aliases or {})
     artifacts = {a.path for a in client.list_artifacts(ok.run_id)}
     assert {"evaluation", "gate"} <= artifacts
-    # the registered report is the gate's copy, with this evaluation's verdict at the top
+    # the registered report is the gate's copy of the public report (no real image), with this evaluation's
+    # verdict at the top; the full one (with real images) stays with the real data
     report = Path(client.download_artifacts(ok.run_id, "evaluation/report.html", str(tmp_path / "dl"))).read_text()
     assert "Release gate: <span class=ok>PASSED</span>" in report
+    assert "synthgate:public-report" in report and "real training images" not in report
     assert "Release gate" not in (tmp_path / "ok" / "report.html").read_text()
 
     assert "now @approved (gate passed)" in promote(name, "1", uri=server)

@@ -11,6 +11,12 @@ from synthgate.errors import DataError, ValidationFailed
 from tests.helpers import pattern, write_dicom
 
 
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path, monkeypatch):
+    """The local secret that hashes patient ids goes to a temporary config folder."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
 def _dicom_set(root, n_per_class=12, phi=True):
     rows = []
     for k, label in enumerate(["ct_normal", "ct_lesion"]):

@@ -107,6 +107,19 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
     for section in ("Summary", "Fidelity", "Memorization and privacy", "Utility", "Variety and complexity"):
         assert f"<h2>{section}</h2>" in html
     assert set(d["timings"]) >= {"encoder", "fidelity", "descriptor", "memorization", "utility"}
+    # the public report: every section, but no real image and no training file name (the registry and the
+    # published package get this one); the renderer does not even read a real image
+    from synthgate.evaluation.evaluate import PUBLIC_REPORT
+    from synthgate.evaluation.report import PUBLIC_MARK
+
+    public = (r.path.parent / PUBLIC_REPORT).read_text()
+    assert PUBLIC_MARK in public and PUBLIC_MARK not in html
+    for section in ("Summary", "Fidelity", "Memorization and privacy", "Utility", "Variety and complexity"):
+        assert f"<h2>{section}</h2>" in public
+    assert public.count('src="data:image/png;base64,') < html.count('src="data:image/png;base64,')
+    assert "mapped back" in html and "mapped back" not in public
+    assert all(str(s) not in public for s in ds.meta["source"]) and "train_source" not in r.path.read_text()
+
     from synthgate.gates.decision import gate
     from synthgate.gates.policy import GatePolicy
 
@@ -125,7 +138,37 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
     assert "Release gate" not in r.report_html.read_text()
     html = (tmp_path / "report.html").read_text()
     assert html.index("Release gate: <span class=bad>FAILED</span>") < html.index("<h2>Summary</h2>")
+    public = (tmp_path / "report_public.html").read_text()
+    assert "synthgate:public-report" in public and public.index("Release gate: <span class=bad>FAILED</span>") < \
+        public.index("<h2>Summary</h2>")
     assert "an honest generator fails these rules with probability at most 0.01" in html
+
+
+def test_the_public_report_never_reads_a_real_image(real, tmp_path, monkeypatch):
+    """Whatever the report shows, the public renderer cannot show a real image: it never reads one."""
+    import synthgate.evaluation.report as report
+
+    class Guard:
+        def __init__(self, real):
+            self.real = real
+
+        @property
+        def images(self):
+            raise AssertionError("the public report read a real image")
+
+    render = report.render_report
+    seen = []
+
+    def guarded(data, a, public=False):
+        if public:
+            a = {**a, "real_images": Guard(a["real_images"])}
+            seen.append(True)
+        return render(data, a, public=public)
+
+    monkeypatch.setattr(report, "render_report", guarded)
+    ds, standin, tmp = real
+    evaluate(ds.root, standin.root, _cfg(tmp, utility={"enabled": False}), tmp_path / "e")
+    assert seen == [True] and "synthgate:public-report" in (tmp_path / "e" / "report_public.html").read_text()
 
 
 def test_encoder_is_cached_by_dataset_hash(real, tmp_path):

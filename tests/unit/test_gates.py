@@ -12,14 +12,42 @@ from synthgate.gates.decision import check_record, decide, gate, load_evaluation
 from synthgate.gates.policy import GatePolicy, load_policy
 from tests.helpers import REPO, fake_memorization, run_cli
 
-
-def _design(n, values=None, ratio=1.0, test_variance=0.0):
-    """The variance record of one paired quantity (synthgate.evaluation.utility.paired_design)."""
-    return {"components": [{"name": "real (matched)", "values": values or [0.9] * n, "ratio": ratio}],
-            "test_variance": test_variance}
+RATIOS = {"real": 0.0, "synthetic": 0.0, "synthetic_held_out": 0.0, "synthetic_train": 0.0}
 
 
-def _evaluation(**over):
+def complete_utility(u: dict) -> dict:
+    """``utility`` of an evaluation made consistent, as synthgate.evaluation.utility.utility writes it:
+    per-seed runs whose AUROCs give the paired values (synthetic 0.9 throughout), the set ratios (0 unless
+    the test sets them) and a variance record per paired quantity that matches them (test variance 0)."""
+    p = u["paired"]
+    n = len(p["seeds"])
+    ratios = {**RATIOS, **(u.get("train_sizes") or {}).get("set_ratios", {})}
+    syn = [0.9] * n
+    runs = {"synthetic": [{"auroc": a} for a in syn], "real_full": [{"auroc": 0.9} for _ in range(n)]}
+    if "auc_gap" in p:
+        runs["real"] = [{"auroc": 0.9 + g} for g in p["auc_gap"]]
+    if "augmented_gain" in p:
+        runs["augmented"] = [{"auroc": 0.9 + g} for g in p["augmented_gain"]]
+    p.setdefault("variance", {})
+    if "auc_gap" in p:
+        p["variance"].setdefault("auc_gap", {"components": [
+            {"name": "real (matched)", "values": [r["auroc"] for r in runs["real"]], "ratio": ratios["real"]},
+            {"name": "synthetic (TSTR)", "values": syn, "ratio": ratios["synthetic"]}], "test_variance": 0.0})
+    if "delta_syn" in p:
+        p["variance"].setdefault("delta_syn", {"components": [
+            {"name": "synthetic (TSTR and held out)", "values": list(p["delta_syn"]),
+             "ratio": ratios["synthetic_held_out"]}], "test_variance": 0.0})
+    if "augmented_gain" in p:
+        p["variance"].setdefault("augmented_gain", {"components": [
+            {"name": "synthetic (added)", "values": list(p["augmented_gain"]), "ratio": ratios["synthetic_train"]}],
+            "test_variance": 0.0})
+    u["runs"] = {**runs, **u.get("runs", {})}
+    u["train_sizes"] = {"resample_fraction": 0.5, "set_ratios": ratios, **{k: v for k, v in (u.get("train_sizes") or {}).items()
+                                                                           if k != "set_ratios"}}
+    return u
+
+
+def _evaluation(raw=False, **over):
     e = {
         "format": "synthgate.evaluation/v1",
         "real": {"content_hash": "r" * 64},
@@ -30,8 +58,7 @@ def _evaluation(**over):
         "utility": {"stats": {"auc_gap": 0.01, "delta_syn": 0.02, "augmented_gain": 0.004,
                               "augmented_wilcoxon_p": 0.03, "n_seeds": 6},
                     "paired": {"seeds": [0, 1, 2, 3, 4, 5], "auc_gap": [0.01] * 6, "delta_syn": [0.02] * 6,
-                               "augmented_gain": [0.004] * 6, "variance": {
-                                   k: _design(6) for k in ("auc_gap", "delta_syn", "augmented_gain")}}},
+                               "augmented_gain": [0.004] * 6}},
         "summary": {"fid_ratio_to_baseline": 1.5, "precision": 0.8, "recall": 0.7},
     }
     for path, value in over.items():
@@ -40,6 +67,9 @@ def _evaluation(**over):
         for k in keys[:-1]:
             node = node[k]
         node[keys[-1]] = value
+    if not raw and isinstance(e.get("utility"), dict) and isinstance(e["utility"].get("paired"), dict) \
+            and isinstance(e["utility"]["paired"].get("seeds"), list):
+        complete_utility(e["utility"])
     e["evaluation_hash"] = evaluation_hash(e)
     return e
 
@@ -51,7 +81,7 @@ STRICT = GatePolicy.model_validate({"utility": {"min_augmentation_gain": 0.0, "m
 def test_good_evaluation_passes_every_rule():
     d = decide(_evaluation(), STRICT)
     assert d.passed and not d.skipped
-    assert len(d.rules) == 16
+    assert len(d.rules) == 17
     r = next(r for r in d.rules if r.rule == "utility.max_auc_gap")
     assert (r.value, r.threshold, r.comparison) == (0.01, 0.05, "<=")
     assert r.reason == ("utility gap AUC_real - AUC_syn: one-sided 0.95 upper confidence bound 0.01 (mean 0.01, "
@@ -90,7 +120,8 @@ def test_missing_evidence_fails_and_null_rules_are_listed():
     e["evaluation_hash"] = evaluation_hash(e)
     d = decide(e, GatePolicy())
     failed = {r.rule: r.reason for r in d.failures}
-    assert set(failed) == {"utility.max_auc_gap", "utility.max_delta_syn", "utility.min_seeds"}
+    assert set(failed) == {"utility.max_auc_gap", "utility.max_delta_syn", "utility.min_seeds",
+                           "utility.min_resample_fraction"}
     assert "not measured" in failed["utility.max_auc_gap"]
     assert "fidelity.max_fid_ratio" in d.skipped
 
@@ -158,6 +189,18 @@ def test_utility_rules_decide_on_the_upper_bound_not_the_mean():
     assert r.passed and "one-sided 0.75 upper confidence bound 0.0" in r.reason
 
 
+def _covered(real, gaps, ratios, test_variance):
+    """An evaluation whose auc_gap variance record is the one utility() writes for these runs."""
+    syn = list(np.subtract(real, gaps))
+    runs = {"real": [{"auroc": a} for a in real], "synthetic": [{"auroc": a} for a in syn],
+            "real_full": [{"auroc": 0.9}] * 6, "augmented": [{"auroc": 0.904}] * 6}
+    design = {"components": [{"name": "real (matched)", "values": list(real), "ratio": ratios["real"]},
+                             {"name": "synthetic (TSTR)", "values": syn, "ratio": ratios["synthetic"]}],
+              "test_variance": test_variance}
+    return _evaluation(utility__paired__auc_gap=list(gaps), utility__runs=runs,
+                       utility__train_sizes={"set_ratios": ratios}, utility__paired__variance={"auc_gap": design})
+
+
 def test_utility_bound_covers_the_training_pools_and_the_test_split():
     """Constant per-seed gaps (no seed noise) still get a bound wider than the mean: the pools the
     seeds resample and the test split vary too (corrected resampled t, DeLong), each in quadrature."""
@@ -165,35 +208,63 @@ def test_utility_bound_covers_the_training_pools_and_the_test_split():
 
     gaps = [0.01] * 6
     real = [0.90, 0.92, 0.88, 0.91, 0.89, 0.90]
-    design = {"components": [{"name": "real (matched)", "values": real, "ratio": 1.0},
-                             {"name": "synthetic (TSTR)", "values": [0.9] * 6, "ratio": 0.25}],
-              "test_variance": 0.0004}
-    e = _evaluation(utility__paired__auc_gap=gaps, utility__paired__variance__auc_gap=design)
-    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
-    var_sets = 1.0 * float(np.var(real, ddof=1))
-    se = (var_sets + 0.0004) ** 0.5
+    ratios = {"real": 1.0, "synthetic": 0.25}
+    r = next(x for x in decide(_covered(real, gaps, ratios, 0.0002), STRICT).rules if x.rule == "utility.max_auc_gap")
+    var_sets = (1.0 + 0.25) * float(np.var(real, ddof=1))  # both pools vary as the real AUROCs do here
+    se = (var_sets + 0.0002) ** 0.5
     assert r.value == pytest.approx(0.01 + t.ppf(0.95, 5) * se)
-    assert not r.passed and f"training sets {var_sets ** 0.5:.3g} + test split 0.02 in quadrature" in r.reason
-    assert "alone exceeds the margin" not in r.reason  # half-width 0.049: a gap of 0 would pass
+    assert not r.passed and f"training sets {var_sets ** 0.5:.3g} + test split 0.0141 in quadrature" in r.reason
+    assert "alone exceeds the margin" not in r.reason  # half-width < 0.05: a gap of 0 would pass
     # a test split this noisy (se 0.03) cannot resolve the margin at all: the reason says so
-    e = _evaluation(utility__paired__auc_gap=gaps,
-                    utility__paired__variance__auc_gap={**design, "test_variance": 0.0009})
-    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
-    assert "the half-width 0.0668 alone exceeds the margin 0.05, so even a generator as good as the real data fails" \
-        in r.reason
+    r = next(x for x in decide(_covered(real, gaps, ratios, 0.0009), STRICT).rules if x.rule == "utility.max_auc_gap")
+    half = t.ppf(0.95, 5) * (var_sets + 0.0009) ** 0.5
+    assert f"the half-width {half:.3g} alone exceeds the margin 0.05, so even a generator as good as the real data " \
+           "fails" in r.reason
     # a pool the seeds did not resample (each seed used all of a class): unbounded, and it says which
-    design["components"][1]["ratio"] = None
-    e = _evaluation(utility__paired__auc_gap=gaps, utility__paired__variance__auc_gap=design)
-    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    r = next(x for x in decide(_covered(real, gaps, {"real": 1.0, "synthetic": None}, 0.0004), STRICT).rules
+             if x.rule == "utility.max_auc_gap")
     assert not r.passed and r.value == float("inf")
     assert "not resampled by the seeds, so unbounded: synthetic (TSTR)" in r.reason
     # no variance record (an evaluation whose bound covered the seeds alone), or one that does not fit
     for bad in (None, {"components": [{"name": "x", "values": [0.9] * 5, "ratio": 1.0}], "test_variance": 0.0},
                 {"components": [], "test_variance": -1.0}):
-        e = _evaluation(utility__paired__variance__auc_gap=bad)
+        e = _evaluation()
+        e["utility"]["paired"]["variance"]["auc_gap"] = bad
         r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
         assert not r.passed and r.value is None
         assert "lacks the variance record of its bound" in r.reason and "re-run evaluate" in r.reason
+
+
+@pytest.mark.parametrize("edit,why", [
+    (lambda e: e["utility"]["paired"]["variance"]["auc_gap"].update(components=[]), "its pools are []"),
+    (lambda e: e["utility"]["paired"]["variance"]["auc_gap"]["components"][0].update(ratio=0.0),
+     "ratio 0.0 is not train_sizes.set_ratios.real = 1.0"),
+    (lambda e: e["utility"]["paired"]["variance"]["auc_gap"]["components"][0].update(values=[0.9] * 6),
+     "its per-seed values are not the real runs AUROCs"),
+    (lambda e: e["utility"]["paired"].update(auc_gap=[0.0] * 6), "the paired values are not the real minus"),
+])
+def test_a_variance_record_edited_to_narrow_the_bound_fails(edit, why):
+    """Gutted, re-weighted or re-valued records, or paired values that are not the runs' difference:
+    the rule fails as not measured instead of deciding on a bound the runs do not support."""
+    real = [0.90, 0.95, 0.86, 0.93, 0.88, 0.91]
+    e = _covered(real, [0.04, 0.0, 0.06, 0.01, 0.05, 0.02], {"real": 1.0, "synthetic": 0.1}, 0.0001)
+    edit(e)
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    assert not r.passed and r.value is None
+    assert "does not match the evaluation's runs" in r.reason and why in r.reason
+
+
+def test_repeated_seeds_booleans_and_a_small_resample_fraction_fail():
+    e = _evaluation(utility__paired__seeds=[1, 1, 2, 3, 4, 5])
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_auc_gap")
+    assert not r.passed and "are not distinct integers" in r.reason
+    e = _evaluation(utility__paired__delta_syn=[True] * 6)
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.max_delta_syn")
+    assert not r.passed and "lacks its per-seed paired values" in r.reason
+    e = _evaluation(utility__train_sizes={"resample_fraction": 0.1})
+    r = next(x for x in decide(e, STRICT).rules if x.rule == "utility.min_resample_fraction")
+    assert not r.passed and r.reason.startswith("share of the smaller pool each seed's matched training sets draw 0.1 "
+                                                "violates >= 0.5")
 
 
 def test_utility_rules_with_too_few_seeds_for_the_level_fail_naming_the_minimum():
@@ -223,7 +294,7 @@ ALL_NULL = {group: dict.fromkeys(k for k in rules if k not in LEVELS)
 
 def test_a_policy_that_applies_no_rule_fails():
     d = decide(_evaluation(), GatePolicy.model_validate(ALL_NULL))
-    assert not d.passed and len(d.skipped) == 16
+    assert not d.passed and len(d.skipped) == 17
     failed = {r.rule: r.reason for r in d.failures}
     assert set(failed) == {"policy.rules_applied", "policy.memorization_rules_applied"}
     assert failed["policy.rules_applied"] == ("the policy applies no rule (every rule is null): a gate that cannot "
@@ -255,7 +326,7 @@ def test_a_standin_evaluation_fails_the_gate():
     assert r.reason == (f"the synthetic set is a stand-in ({standin}), not a generator's output: it checks the "
                         "evaluation itself and cannot approve a generator")
     # every other rule is still applied and reported
-    assert len(d.rules) == 17 and all(x.passed for x in d.rules if x.rule != "synthetic.not_standin")
+    assert len(d.rules) == 18 and all(x.passed for x in d.rules if x.rule != "synthetic.not_standin")
     assert decide(_evaluation(synthetic__standin=None), STRICT).passed
 
 

@@ -20,6 +20,13 @@ from tests.helpers import make_folder, pattern, png_bytes, run_cli, write_dicom
 CFG = PrepareConfig(resolution=32, workers=1)
 
 
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path, monkeypatch):
+    """The local secret that hashes patient ids goes to a temporary config folder, not the user's."""
+    monkeypatch.delenv("SYNTHGATE_GROUP_SALT", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
 def _split_tree(root, splits=("Training", "Testing"), classes=("glioma", "meningioma", "none"), n=6, seed=0):
     for k, s in enumerate(splits):
         make_folder(root / s, {c: n for c in classes}, mixed=False, seed=seed + k)
@@ -143,7 +150,7 @@ def test_group_pattern_over_the_path(tmp_path):
     assert data.group_source == "group_pattern '(patient[0-9]+)/'"
     with pytest.raises(DataError, match=r"does not match 12 of 12 file\(s\), e.g. a/patient00/x/0000.png"):
         read_source(cfg.model_copy(update={"group_pattern": r"(subject[0-9]+)"}))
-    with pytest.raises(DataError, match=r"puts all 12 images in one group \('a'\)"):
+    with pytest.raises(DataError, match=r"puts all 12 images in one group, so no split"):
         read_source(cfg.model_copy(update={"group_pattern": r"^a"}))
     with pytest.raises(Exception, match=r"is not a regular expression"):
         SourceConfig(group_pattern="(patient")
@@ -178,9 +185,19 @@ def test_prepare_hashes_groups_and_splits_by_patient(tmp_path, monkeypatch):
     assert ds.manifest["groups"]["source"] == "label table column 'patient'" and ds.manifest["groups"]["count"] == 20
     assert "grouped by patient" in ds.manifest["split_method"]
     assert (prepare(src, cfg, tmp_path / "p2").meta["group"] == meta["group"]).all()  # stable: DVC reproduces it
+    secret = tmp_path / "config" / "synthgate" / "group_salt"
+    assert secret.stat().st_mode & 0o777 == 0o600 and str(secret) in ds.manifest["groups"]["hashed"]
+    # the hashes cannot be recomputed from what the dataset holds: a keyed hash under a secret kept outside it
+    import hashlib
+    import hmac
+
+    assert hmac.new(secret.read_text().strip().encode(), b"P0", hashlib.sha256).hexdigest()[:16] in set(meta["group"])
+    assert secret.read_text().strip() not in (ds.root / "manifest.json").read_text()
     monkeypatch.setenv("SYNTHGATE_GROUP_SALT", "a secret")
     salted = prepare(src, cfg, tmp_path / "p3")
     assert not (salted.meta["group"] == meta["group"]).any() and "SYNTHGATE_GROUP_SALT" in salted.manifest["groups"]["hashed"]
+    # the split itself follows the raw ids, not their hashes: another secret, the same split
+    assert (salted.meta["split"] == meta["split"]).all()
     # validation reports the groups per split and passes a patient-disjoint split
     r = validate(ds.root, ValidateConfig(min_images_per_class=1), tmp_path / "val", tmp_path / "rep")
     check = next(c for c in r.checks if c.name == "patient groups within one split")
@@ -209,6 +226,36 @@ def test_too_few_patients_for_a_held_out_split_are_refused(tmp_path):
                                         r"patient leaves the val and test split\(s\) empty"):
         prepare(SourceConfig(type="folder", path=tmp_path / "flat", labels=tmp_path / "labels.csv"), CFG,
                 tmp_path / "prepared")
+
+
+def test_a_class_without_held_out_patients_and_a_table_without_training_rows_are_refused(tmp_path):
+    rows = _flat(tmp_path / "flat", 24)
+    for r in rows:
+        if r["label"] == "lesion":
+            r["patient"] = "PX"  # every lesion image from one patient: it can only be in one split
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    src = SourceConfig(type="folder", path=tmp_path / "flat", labels=tmp_path / "labels.csv")
+    with pytest.raises(DataError, match=r"class 'lesion' has no (val|test) image: its 12 image\(s\) belong to 1 "
+                                        r"patient\(s\), all in other splits"):
+        prepare(src, CFG, tmp_path / "p")
+    rows = _flat(tmp_path / "flat2", 8)
+    pd.DataFrame([{**r, "split": ("val", "test")[i % 2]} for i, r in enumerate(rows)]).to_csv(tmp_path / "l2.csv",
+                                                                                               index=False)
+    with pytest.raises(DataError, match=r"the source's split \(label table column 'split'\) has no training images"):
+        prepare(SourceConfig(type="folder", path=tmp_path / "flat2", labels=tmp_path / "l2.csv"), CFG, tmp_path / "p2")
+
+
+def test_dicom_without_patient_ids_for_some_files_is_refused(tmp_path):
+    rows = []
+    for p in range(4):
+        rel = f"p{p}/x.dcm"
+        write_dicom(tmp_path / "dcm" / rel, np.asarray(pattern(p, (40, 40))).astype(np.uint16) * 16,
+                    phi=False, **({"PatientID": f"MRN-{p}"} if p else {}))
+        rows.append((rel, "a"))
+    pd.DataFrame(rows, columns=["file", "label"]).to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(DataError, match=r"1 of 4 DICOM file\(s\) have no PatientID \(e.g. p0/x.dcm\), the others do") as e:
+        read_source(SourceConfig(type="dicom", path=tmp_path / "dcm", labels=tmp_path / "labels.csv"))
+    assert "patient" in e.value.hint
 
 
 def test_dicom_patient_id_is_the_group_and_only_its_hash_is_kept(tmp_path):

@@ -160,6 +160,33 @@ def test_test_set_variance_is_delongs_for_one_auroc_and_for_a_paired_difference(
     assert delong_variance(y3, auc_influence(y3, pr, 3)) == pytest.approx(np.var(boot), rel=0.25)
 
 
+def test_clustered_test_variance_counts_patients_not_images():
+    """Five identical images per patient carry the information of one: the clustered variance is the
+    40 patients' DeLong variance, the per-image one about a fifth of it (too narrow)."""
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 20 + [1] * 20)
+    s = np.round(y * 0.7 + rng.normal(0, 0.6, 40), 3)
+    p = np.stack([1 - s, s], 1)
+    one = delong_variance(y, auc_influence(y, p, 2))
+    y5, p5, g5 = np.repeat(y, 5), np.repeat(p, 5, axis=0), np.repeat(np.arange(40), 5)
+    psi5 = auc_influence(y5, p5, 2)
+    assert delong_variance(y5, psi5, g5) == pytest.approx(one, rel=0.1)
+    assert delong_variance(y5, psi5) == pytest.approx(one / 5, rel=0.15)
+
+
+def test_patient_groups_draw_the_matched_real_sets_by_patient():
+    real = _images([40, 40], 0)
+    groups = np.repeat(np.arange(16), 5)  # 16 patients of 5 images, one class each
+    val, test = _images([10, 10], 1), _images([15, 15], 2)
+    u = utility(real, val, test, _images([40, 40], 3), 2, _cfg(seeds=[0, 1, 2, 3, 4], settings=["real", "synthetic"]),
+                CPU, train_groups=groups, test_groups=np.repeat(np.arange(6), 5))
+    # half of the 16 patients per seed: two seeds share about half of them
+    assert u["train_sizes"]["set_ratios"]["real"] == pytest.approx(8 / 8)
+    assert u["train_sizes"]["set_ratios"]["real_groups"] == 16.0
+    d = u["paired"]["variance"]["auc_gap"]
+    assert d["test_variance"] > 0 and u["stats"]["auc_gap_upper"] is not None
+
+
 def test_bound_components_add_the_pools_and_the_test_split_in_quadrature():
     gaps = [0.01, 0.03, 0.02, 0.00, 0.04]
     real = [0.90, 0.93, 0.88, 0.91, 0.92]

@@ -121,27 +121,40 @@ def grouped_splits(labels: np.ndarray, n_classes: int, val: float, test: float, 
     return assign[inv]
 
 
-def hash_groups(raw: list[str], salt: str) -> np.ndarray:
-    """Salted sha256 of each raw group id (a patient id is PHI: only this is kept), 16 hex digits."""
+def hash_groups(raw: list[str], salt: bytes) -> np.ndarray:
+    """HMAC-SHA256 of each raw group id under the secret ``salt`` (a patient id is PHI: only this is
+    kept), 16 hex digits. Without the secret, a list of candidate ids cannot be tested against them."""
+    import hmac
+
     cache: dict[str, str] = {}
     out = []
     for g in raw:
         if g not in cache:
-            cache[g] = hashlib.sha256(f"{salt}\x00{g}".encode()).hexdigest()[:16]
+            cache[g] = hmac.new(salt, g.encode(), hashlib.sha256).hexdigest()[:16]
         out.append(cache[g])
     return np.array(out, dtype=object)
 
 
-def group_salt(source_hashes: list[str]) -> tuple[str, str]:
-    """The salt for :func:`hash_groups` and where it came from: ``$SYNTHGATE_GROUP_SALT`` when set
-    (a secret of the data holder), else a digest of every raw image's sha256, which only someone
-    holding the raw images can compute (and they can read the patient ids anyway). Stable across
-    runs, so DVC's outputs stay reproducible."""
+def group_salt() -> tuple[bytes, str]:
+    """The secret for :func:`hash_groups` and where it came from: ``$SYNTHGATE_GROUP_SALT`` when set
+    (share it between the machines that must reproduce the same hashes, e.g. as a Kubernetes Secret),
+    else a random secret created once in ``$XDG_CONFIG_HOME/synthgate/group_salt`` (``~/.config``),
+    mode 0600. Never derived from the data: the data's own hashes are in its metadata."""
+    import secrets
+
     env = os.environ.get("SYNTHGATE_GROUP_SALT")
     if env:
-        return env, "$SYNTHGATE_GROUP_SALT"
-    digest = hashlib.sha256("\n".join(sorted(source_hashes)).encode()).hexdigest()
-    return digest, "digest of the raw images' sha256 (set $SYNTHGATE_GROUP_SALT for a secret salt)"
+        return env.encode(), "$SYNTHGATE_GROUP_SALT"
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "synthgate"
+    path = home / "group_salt"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        log.warning("created a secret for hashing patient ids in %s (mode 0600): set $SYNTHGATE_GROUP_SALT to share "
+                    "one between machines", path)
+    return path.read_text().strip().encode(), f"a local secret ({path}); $SYNTHGATE_GROUP_SALT shares one"
 
 
 def _subsample(items: list[RawItem], max_per_class: int, seed: int) -> list[RawItem]:
@@ -220,17 +233,15 @@ def prepare(
     class_index = {c: k for k, c in enumerate(data.classes)}
     labels = np.array([class_index[it.label] for it in items], dtype=np.int64)
     source_hashes = [h for c in chunks for h in c.source_sha256]
-    groups: np.ndarray | None = None
+    groups: np.ndarray | None = None  # the raw ids: they order the grouped split, then only their hash is kept
     group_note = None
     with_group = [it.group is not None for it in items]
     if any(with_group):
         if not all(with_group):
-            first = next(it.source for it in items if it.group is None)
-            raise DataError(f"{first}: no patient group, while other images have one ({data.group_source})",
-                            hint="give every image a group, or none")
-        salt, salt_note = group_salt(source_hashes)
-        groups = hash_groups([str(it.group) for it in items], salt)
-        group_note = {"source": data.group_source, "hashed": f"sha256, salted with {salt_note}"}
+            n_without = sum(not w for w in with_group)
+            raise DataError(f"{source.path}: {n_without} of {len(items)} image(s) have no patient group, while the "
+                            f"others have one ({data.group_source})", hint="give every image a group, or none")
+        groups = np.array([str(it.group) for it in items], dtype=object)
     seed_note = f"seed={cfg.split.seed}"
     grouped = " grouped by patient," if groups is not None else ""
     if data.has_split:
@@ -249,6 +260,9 @@ def prepare(
     else:
         splits = assign_splits(labels, len(data.classes), cfg.split.val, cfg.split.test, cfg.split.seed, groups)
         split_note = f"stratified,{grouped} {seed_note} val={cfg.split.val} test={cfg.split.test}"
+    if data.has_split and not np.any(splits == "train"):
+        raise DataError(f"{source.path}: the source's split ({data.split_source}) has no training images",
+                        hint="mark the training images 'train' (or leave the split out and let prepare draw one)")
     if groups is not None:
         empty = [sp for sp, frac in (("val", cfg.split.val), ("test", cfg.split.test))
                  if (frac > 0 or data.has_split) and not np.any(splits == sp)]
@@ -258,6 +272,24 @@ def prepare(
                 f"patient leaves the {' and '.join(empty)} split(s) empty",
                 hint="a held-out split needs patients of its own: more patients, larger split fractions, or check "
                      "that the group source (e.g. every file's PatientID) is not the same for all images")
+        for sp in ("val", "test") if not data.has_split else ():  # a split prepare drew by patient
+            if not np.any(splits == sp):
+                continue
+            lacking = [data.classes[k] for k in range(len(data.classes))
+                       if np.any(labels == k) and not np.any((labels == k) & (splits == sp))]
+            if lacking:
+                k = data.classes.index(lacking[0])
+                n_pat = len(set(groups[labels == k].tolist()))
+                raise DataError(
+                    f"{source.path}: class {lacking[0]!r} has no {sp} image: its {int(np.sum(labels == k))} image(s) "
+                    f"belong to {n_pat} patient(s), all in other splits"
+                    + (f" (also without {sp} images: {', '.join(lacking[1:])})" if len(lacking) > 1 else ""),
+                    hint=f"a held-out split without a class cannot test it: more patients of that class, a larger "
+                         f"split.{sp}, or a source split that gives it {sp} patients")
+        salt, salt_note = group_salt()
+        raw_count = len(set(groups.tolist()))
+        groups = hash_groups([str(g) for g in groups], salt)
+        group_note = {"source": data.group_source, "hashed": f"HMAC-SHA256 with {salt_note}", "count": raw_count}
     stats = image_stats(images)
     meta = pd.DataFrame(
         {
@@ -301,7 +333,7 @@ def prepare(
         "source_kind": data.kind,
         "source_description": data.description,
         "split_method": split_note,
-        "groups": None if group_note is None else {**group_note, "count": int(len(set(groups.tolist())))},
+        "groups": group_note,
         "skipped": skipped,
         "ignored_files": len(data.ignored),
         "dicom": dicom_tags is not None,

@@ -198,8 +198,8 @@ def apply_group_pattern(data: SourceData, pattern: str) -> None:
             hint="every image needs a group: adjust the pattern (it is searched in the path inside the source)")
     if data.items and len({it.group for it in data.items}) == 1:
         raise DataError(
-            f"data.source.group_pattern {pattern!r} puts all {len(data.items)} images in one group "
-            f"({data.items[0].group!r}), so no split can keep patients apart",
+            f"data.source.group_pattern {pattern!r} puts all {len(data.items)} images in one group, so no split "
+            "can keep patients apart",
             hint="use a capture group around the patient part of the path, e.g. '(patient_[0-9]+)/'")
     data.group_source = f"group_pattern {pattern!r}"
 
@@ -757,8 +757,15 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
             it.group = pid
         group_source = "DICOM PatientID"
     elif group_col is None and any(patient_ids):
-        log.warning("%s: %d of %d DICOM files lack a PatientID: no patient groups (give a group column)",
-                    path, sum(not p for p in patient_ids), len(items))
+        missing = [it.path for it, pid in zip(items, patient_ids, strict=True) if not pid]
+        raise DataError(
+            f"{labels}: {len(missing)} of {len(items)} DICOM file(s) have no PatientID (e.g. {missing[0]}), the others "
+            "do: the split cannot keep patients apart",
+            hint="add a 'patient' (or 'group') column to the label table naming each image's patient")
+    elif group_col is None:
+        log.warning("%s: no DICOM file has a PatientID and the label table has no patient column: the split is "
+                    "drawn per image, so one patient's images can land in training and in a held-out split",
+                    path)
     classes = sorted({it.label for it in items})
     inputs = [
         {"path": str(path), "sha256": sha256_tree(path, files), "files": len(files)},

@@ -24,6 +24,10 @@ from synthgate.evaluation.config import EvaluateConfig
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import atomic_directory, utc_now, write_json_atomic
 
+#: The report without real images or training file names, beside ``report.html`` (the full one): the one
+#: that may leave the place where the real data is (registry, published package).
+PUBLIC_REPORT = "report_public.html"
+
 log = logging.getLogger(__name__)
 FORMAT = "synthgate.evaluation/v1"
 
@@ -238,12 +242,11 @@ def evaluate(
             np.asarray(real.images[m_train]), np.asarray(real.images[m_held]), syn_images, train_size=len(train_idx),
             cfg=mc, device=device, describe=desc.features, descriptor_identity=desc.identity(), syn_labels=y_syn,
             held_labels=y_real[m_held], classes=classes, seed=cfg.seed, task=reporter.task)
-    sources = real.meta["source"].to_numpy()
-    for item in memorization["most_significant"]:  # training indices of the dataset, and where they came from
-        item["train_index"] = int(m_train[item["train_index"]])
-        item["train_source"] = str(sources[item["train_index"]])
+    for item in memorization["most_significant"]:  # training indices of the dataset (its file names stay out of
+        item["train_index"] = int(m_train[item["train_index"]])  # evaluation.json: they can name a patient)
 
     util: dict[str, Any] | None = None
+    groups = real.meta["group"].astype(str).to_numpy() if "group" in real.meta else None  # patients: clusters
     if cfg.utility.enabled:
         with part("utility", "Utility (TRTR, TSTR, augmentation, transfer)"):
             # never select on the test split: without a validation split the classifiers train their
@@ -251,7 +254,8 @@ def evaluate(
             util = utility((np.asarray(real.images[train_idx]), y_real[train_idx]),
                            (np.asarray(real.images[val_idx]), y_real[val_idx]),
                            (test_imgs, y_real[test_idx]), (syn_images, y_syn), n_classes, cfg.utility, device,
-                           reporter, class_names=classes)
+                           reporter, class_names=classes, train_groups=groups[train_idx] if groups is not None else None,
+                           test_groups=groups[test_idx] if groups is not None else None)
     real_res: dict[str, Any] | None = None
     if cfg.realism.enabled:
         with part("realism", "Realism scores"):
@@ -285,11 +289,11 @@ def evaluate(
     arrays = {"real_images": real, "train_idx": train_idx, "test_idx": test_idx, "syn_images": syn_images,
               "y_real": y_real, "y_syn": y_syn, "memorization": mem_arrays, "f_ref": f_ref, "f_syn": f_syn[s_idx],
               "y_ref": y_real[ref_idx], "y_syn_sub": y_syn[s_idx], "m_train": m_train, "comp": comp,
-              "realism": real_res}
+              "realism": real_res, "train_sources": real.meta["source"].to_numpy()}
     with atomic_directory(Path(out)) as tmp:
         write_json_atomic(tmp / "evaluation.json", data)
-        html = render_report(data, arrays)
-        (tmp / "report.html").write_text(html)
+        (tmp / "report.html").write_text(render_report(data, arrays))
+        (tmp / PUBLIC_REPORT).write_text(render_report(data, arrays, public=True))
         if real_res is not None and cfg.realism.filter != "none":
             keep = np.flatnonzero(real_res["scores"]["global" if cfg.realism.filter == "global" else "per_class"] >= 1)
             write_dataset(tmp / "filtered", syn_images[keep], syn.meta.iloc[keep].copy(), syn.classes,

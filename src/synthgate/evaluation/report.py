@@ -55,18 +55,21 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _samples(a: dict[str, Any], classes: list[str], per: int = 8) -> str:
+def _samples(a: dict[str, Any], classes: list[str], per: int = 8, public: bool = False) -> str:
     import matplotlib.pyplot as plt
 
     real = a["real_images"]
-    fig, axes = plt.subplots(len(classes), 2, figsize=(10, 1.4 * len(classes) + 0.5), squeeze=False)
+    cols = 1 if public else 2
+    fig, axes = plt.subplots(len(classes), cols, figsize=(5 * cols, 1.4 * len(classes) + 0.5), squeeze=False)
     rng = np.random.default_rng(0)
     for k, c in enumerate(classes):
         ri = a["train_idx"][a["y_real"][a["train_idx"]] == k]
         si = np.flatnonzero(a["y_syn"] == k)
-        r = np.asarray(real.images[np.sort(rng.choice(ri, min(per, len(ri)), replace=False))]) if len(ri) else None
+        pick = np.sort(rng.choice(ri, min(per, len(ri)), replace=False)) if len(ri) else None
+        r = None if public or pick is None else np.asarray(real.images[pick])  # public: never read a real image
         s = a["syn_images"][np.sort(rng.choice(si, min(per, len(si)), replace=False))] if len(si) else None
-        for j, (imgs, name) in enumerate(((s, "synthetic"), (r, "real (train)"))):
+        shown = ((s, "synthetic"),) if public else ((s, "synthetic"), (r, "real (train)"))
+        for j, (imgs, name) in enumerate(shown):
             if imgs is not None and len(imgs):
                 _show(axes[k, j], make_grid(imgs, per, fill=255), f"{c}: {name}")
             else:
@@ -143,7 +146,7 @@ def _delentropy(a: dict[str, Any], classes: list[str]) -> str:
     return _b64(fig)
 
 
-def _mean_images(a: dict[str, Any], classes: list[str], var: dict[str, Any]) -> str:
+def _mean_images(a: dict[str, Any], classes: list[str], var: dict[str, Any], public: bool = False) -> str:
     import matplotlib.pyplot as plt
 
     from synthgate.evaluation.variety import mean_image
@@ -154,7 +157,7 @@ def _mean_images(a: dict[str, Any], classes: list[str], var: dict[str, Any]) -> 
         ri = a["train_idx"][a["y_real"][a["train_idx"]] == k][:2000]
         si = np.flatnonzero(a["y_syn"] == k)
         v = var.get(c, {})
-        if len(ri):
+        if len(ri) and not public:
             _show(axes[0, k], mean_image(np.asarray(real.images[ri])), f"{c}\nreal {v.get('real_mean_image_bytes')} B")
         if len(si):
             _show(axes[1, k], mean_image(a["syn_images"][si]), f"synthetic {v.get('synthetic_mean_image_bytes')} B")
@@ -230,7 +233,18 @@ def _utility_section(u: dict[str, Any]) -> list[str]:
     return out
 
 
-def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
+#: Marks the public report (:func:`render_report` with ``public=True``): publish ships only a report with it.
+PUBLIC_MARK = "<!-- synthgate:public-report -->"
+PUBLIC_NOTE = ("<div class=note>Public report: it shows no real image and no file name of one (the real images are "
+               "patients' images). The full report, with the real training images beside the synthetic ones and the "
+               "nearest training image of each flagged image, stays with the real data (the evaluation's "
+               "<code>report.html</code>).</div>")
+
+
+def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False) -> str:
+    """The evaluation report. ``public``: the version that may leave the place where the real data
+    is (registry, published package): every number, but no real image (samples, mean images, the
+    nearest training images of the memorization gallery) and no training file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,6 +254,8 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
     m = data["memorization"]
     parts: list[str] = [f"<html><head><meta charset=utf-8><title>synthgate evaluation</title><style>{CSS}</style>"
                         "</head><body>", "<h1>Synthetic data evaluation</h1>", VERDICT_START + VERDICT_END]
+    if public:
+        parts += [PUBLIC_MARK, PUBLIC_NOTE]
     gen = data["synthetic"].get("generator") or data["synthetic"].get("standin") or "unknown"
     parts.append(
         "<p class=ids>"
@@ -277,7 +293,7 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
                   f"{_fmt(s.get('augmented_gain'))} / {_fmt(s.get('augmented_gain_lower'))}", "real+synthetic vs real"]]
     parts += ["<h2>Summary</h2>", _table(rows, ["measure", "value", "context"])]
 
-    parts += ["<h2>Samples</h2>", _samples(a, classes)]
+    parts += ["<h2>Samples</h2>", _samples(a, classes, public=public)]
 
     o = f["overall"]
     parts += ["<h2>Fidelity</h2>", "<p class=note>Reference-encoder features; the real test split against the "
@@ -303,7 +319,7 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
     parts += ["<h2>Variety and complexity</h2>",
               "<p class=note>Lossless-compressed size of the per-class mean image (xing2023 II.D): smaller = more "
               "varied. Delentropy distributions (complexity paper, Eqs. 4-5) with a two-sample KS test.</p>",
-              _mean_images(a, classes, data["variety"]),
+              _mean_images(a, classes, data["variety"], public=public),
               _table([[c, v.get("real_mean_image_bytes"), v.get("synthetic_mean_image_bytes"),
                        data["complexity"]["per_class"][c].get("real_mean"),
                        data["complexity"]["per_class"][c].get("synthetic_mean"),
@@ -314,7 +330,7 @@ def render_report(data: dict[str, Any], a: dict[str, Any]) -> str:
 
     from synthgate.evaluation.memorization.report import memorization_section
 
-    parts += memorization_section(data, a, _b64, _show)
+    parts += memorization_section(data, a, _b64, _show, public=public)
 
     u = data.get("utility")
     parts.append("<h2>Utility</h2>")

@@ -96,11 +96,19 @@ def auc_influence(y: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarra
     return psi / len(classes)
 
 
-def delong_variance(y: np.ndarray, psi: np.ndarray) -> float:
+def delong_variance(y: np.ndarray, psi: np.ndarray, groups: np.ndarray | None = None) -> float:
     """Variance of an AUROC combination over draws of the test set, from the per-image influences
     ``psi`` (:func:`auc_influence`): within each true class, ``n_c / (n_c - 1)`` times the sum of
-    squared deviations from the class mean (DeLong's estimator, stratified by class)."""
+    squared deviations from the class mean (DeLong's estimator, stratified by class). With
+    ``groups`` (the patient of each test image) the patients are the independent units: the
+    influences are summed per patient first and their spread is taken over patients (the clustered
+    AUC variance of Obuchowski 1997), since images of one patient do not vary independently."""
     y = np.asarray(y)
+    if groups is not None:
+        _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        per = np.bincount(inv, weights=psi)
+        g = len(per)
+        return float(g / (g - 1) * np.sum((per - per.mean()) ** 2)) if g > 1 else float("inf")
     total = 0.0
     for k in np.unique(y):
         v = psi[y == k]
@@ -176,15 +184,15 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def paired_design(pools: list[tuple[str, list[float], float]], psi: list[np.ndarray], y_test: np.ndarray
-                  ) -> dict[str, Any]:
+def paired_design(pools: list[tuple[str, list[float], float]], psi: list[np.ndarray], y_test: np.ndarray,
+                  test_groups: np.ndarray | None = None) -> dict[str, Any]:
     """The variance record of one paired quantity (see :func:`bound_components`): ``pools`` as
     (name, per-seed values, :func:`set_ratio`), ``psi`` the per-seed test-image influences of the
     paired difference (:func:`auc_influence` of one setting minus the other's), averaged over seeds
     for the test-set term."""
     mean_psi = np.mean(np.stack(psi), axis=0) if psi else np.zeros(len(y_test))
     return {"components": [{"name": n, "values": [float(x) for x in v], "ratio": _finite(r)} for n, v, r in pools],
-            "test_variance": delong_variance(y_test, mean_psi) if psi else 0.0}
+            "test_variance": _finite(delong_variance(y_test, mean_psi, test_groups)) if psi else 0.0}
 
 
 def train_settings(cfg: UtilityConfig) -> TrainSettings:
@@ -259,6 +267,8 @@ def utility(
     reporter: Reporter | None = None,
     class_names: list[str] | None = None,
     return_proba: bool = False,
+    train_groups: np.ndarray | None = None,
+    test_groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run every setting for every seed; return per-run scores, per-seed paired values and the
     summary statistics with their confidence bounds (see the module docstring).
@@ -268,6 +278,10 @@ def utility(
     drive early stopping: every classifier then trains the fixed budget, and ``validation``
     in the result says so (dumontschutte2021 S.4 assumes a validation fold). ``return_proba`` adds
     each run's test-split probabilities (``test_proba``, arrays: not for the evaluation JSON).
+    ``train_groups``/``test_groups`` (the patient of each image): the matched real sets are drawn
+    by patient (a share ``resample_fraction`` of the training split's patients per seed, then the
+    matched counts from their images), the real pool's overlap counts patients, and the test-split
+    variance treats patients as the independent units.
     """
     from scipy.stats import mannwhitneyu, wilcoxon
 
@@ -355,10 +369,33 @@ def utility(
                         "synthetic_train": set_ratio({k: int(syn_c[k]) for k in range(n_classes) if syn_c[k]},
                                                      {k: int(pool_c[k]) for k in range(n_classes) if syn_c[k]}),
                     }
+            real_pool = real_idx
+            if matched and train_groups is not None:
+                # by patient: two seeds then share about resample_fraction of the patients, as set_ratio says
+                ug = np.unique(np.asarray(train_groups).astype(str))
+                order_g = np.random.default_rng([seed, 1]).permutation(len(ug))
+                n_sel = min(len(ug) - 1, max(1, int(round(cfg.resample_fraction * len(ug)))))
+                chosen = set(ug[order_g[:n_sel]].tolist())
+                gstr = np.asarray(train_groups).astype(str)
+                have = np.bincount(yr[np.isin(gstr, list(chosen))], minlength=n_classes)
+                for g in ug[order_g[n_sel:]]:  # a class none of the chosen patients has: add its patients
+                    if all(have[k] > 0 for k in matched):
+                        break
+                    cls_g = np.bincount(yr[gstr == g], minlength=n_classes)
+                    if any(have[k] == 0 and cls_g[k] > 0 for k in matched):
+                        chosen.add(str(g))
+                        have += cls_g
+                real_pool = real_idx[np.isin(gstr, list(chosen))]
+                avail = np.bincount(yr[real_pool], minlength=n_classes)
+                matched = {k: max(1, min(v, int(avail[k]))) for k, v in matched.items()}
+                if ratios.get("real_groups") is None:
+                    ratios["real"] = (float(len(chosen)) / (len(ug) - len(chosen))) if len(ug) > len(chosen) \
+                        else float("inf")
+                    ratios["real_groups"] = float(len(ug))
             # matched sets in class order: position i holds the same class in both, so the two networks
             # see the same initial weights, batch positions and augmentation draws (common random
             # numbers): their AUC difference then varies with the images, not with the training noise
-            r_matched = _class_order(per_class_take(real_idx, yr, matched, seed), yr) if matched else real_idx[:0]
+            r_matched = _class_order(per_class_take(real_pool, yr, matched, seed), yr) if matched else real_idx[:0]
             s_matched = _class_order(per_class_take(s_train, ys, matched, seed), ys) if matched else s_train
             if not sizes:
                 sizes = {"matched_per_class": _counts(yr[r_matched], n_classes, names),
@@ -403,18 +440,18 @@ def utility(
         paired["auc_gap"] = (auc("real") - auc("synthetic")).tolist()
         design["auc_gap"] = paired_design([("real (matched)", auc("real").tolist(), ratios["real"]),
                                            ("synthetic (TSTR)", auc("synthetic").tolist(), ratios["synthetic"])],
-                                          psi_diff("real", "synthetic"), yt)
+                                          psi_diff("real", "synthetic"), yt, test_groups)
     if delta_syn and "synthetic" in settings:
         paired["delta_syn"] = [float(d) for d in delta_syn]
         design["delta_syn"] = paired_design([("synthetic (TSTR and held out)", paired["delta_syn"],
-                                              ratios["synthetic_held_out"])], psi_syn_test, yt)
+                                              ratios["synthetic_held_out"])], psi_syn_test, yt, test_groups)
     for s in ("augmented", "transfer"):
         if s in runs and "real_full" in runs:
             paired[f"{s}_gain"] = (auc(s) - auc("real_full")).tolist()
             # the same real split on both sides: the gain is conditional on it; the synthetic pool resampled
             design[f"{s}_gain"] = paired_design([("synthetic (added)", paired[f"{s}_gain"],
                                                   ratios.get("synthetic_train", float("inf")))],
-                                                psi_diff(s, "real_full"), yt)
+                                                psi_diff(s, "real_full"), yt, test_groups)
     if design:
         paired["variance"] = design
 

@@ -271,21 +271,76 @@ def _valid_design(design: Any, n: int) -> bool:
     if not isinstance(design, dict) or not isinstance(design.get("components"), list):
         return False
     tv = design.get("test_variance")
-    if not isinstance(tv, int | float) or not np.isfinite(tv) or tv < 0:
+    if not isinstance(tv, int | float) or isinstance(tv, bool) or not np.isfinite(tv) or tv < 0:
         return False
     for c in design["components"]:
         if not isinstance(c, dict) or not isinstance(c.get("values"), list) or len(c["values"]) != n:
             return False
-        if not all(isinstance(v, int | float) and np.isfinite(v) for v in c["values"]):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in c["values"]):
             return False
         r = c.get("ratio")
-        if r is not None and not (isinstance(r, int | float) and np.isfinite(r) and r >= 0):
+        if r is not None and not (isinstance(r, int | float) and not isinstance(r, bool) and np.isfinite(r) and r >= 0):
             return False
     return True
 
 
+#: Per paired quantity, the pools its variance record must name (in order), the per-seed values each must
+#: carry (a setting's AUROCs in ``utility.runs``, or the paired values themselves) and its ratio in
+#: ``utility.train_sizes.set_ratios``; the paired values themselves as a difference of two settings.
+DESIGNS: dict[str, dict[str, Any]] = {
+    "auc_gap": {"components": [("real (matched)", "real", "real"), ("synthetic (TSTR)", "synthetic", "synthetic")],
+                "difference": ("real", "synthetic")},
+    "delta_syn": {"components": [("synthetic (TSTR and held out)", None, "synthetic_held_out")]},
+    "augmented_gain": {"components": [("synthetic (added)", None, "synthetic_train")],
+                       "difference": ("augmented", "real_full")},
+    "transfer_gain": {"components": [("synthetic (added)", None, "synthetic_train")],
+                      "difference": ("transfer", "real_full")},
+}
+
+
+def _design_mismatch(key: str, values: list[float], design: dict[str, Any], util: dict[str, Any]) -> str | None:
+    """Why a variance record does not belong to the evaluation's own runs (``None`` if it does): the
+    pools :data:`DESIGNS` names, each with the per-seed AUROCs of its setting in ``utility.runs`` (or the
+    paired values) and the ratio ``train_sizes.set_ratios`` records; the paired values the difference of
+    the two settings' AUROCs. A record edited to narrow the bound, or written by other code, fails."""
+    import numpy as np
+
+    spec = DESIGNS.get(key)
+    if spec is None:
+        return f"no variance design is known for {key!r}"
+    runs = util.get("runs") or {}
+    ratios = (util.get("train_sizes") or {}).get("set_ratios") or {}
+
+    def aurocs(setting: str) -> list[float] | None:
+        rs = runs.get(setting)
+        if not isinstance(rs, list) or not all(isinstance(r, dict) and isinstance(r.get("auroc"), int | float)
+                                               for r in rs):
+            return None
+        return [float(r["auroc"]) for r in rs]
+
+    comps = design["components"]
+    if [c.get("name") for c in comps] != [n for n, _, _ in spec["components"]]:
+        return (f"its pools are {[c.get('name') for c in comps]}, not {[n for n, _, _ in spec['components']]}")
+    for c, (name, setting, ratio_key) in zip(comps, spec["components"], strict=True):
+        expected = values if setting is None else aurocs(setting)
+        if expected is None or len(expected) != len(c["values"]) or not np.allclose(c["values"], expected,
+                                                                                   rtol=0, atol=1e-9):
+            return f"pool {name!r}: its per-seed values are not {'the paired values' if setting is None else f'the {setting} runs AUROCs'}"
+        if ratio_key not in ratios:
+            return f"pool {name!r}: train_sizes.set_ratios has no {ratio_key!r}"
+        r, want = c.get("ratio"), ratios[ratio_key]
+        if (r is None) != (want is None) or (r is not None and not np.isclose(float(r), float(want), rtol=1e-9)):
+            return f"pool {name!r}: ratio {r} is not train_sizes.set_ratios.{ratio_key} = {want}"
+    if "difference" in spec:
+        a, b = (aurocs(x) for x in spec["difference"])
+        if a is None or b is None or len(a) != len(values) or len(b) != len(values) or not np.allclose(
+                values, np.subtract(a, b), rtol=0, atol=1e-9):
+            return f"the paired values are not the {spec['difference'][0]} minus {spec['difference'][1]} AUROCs"
+    return None
+
+
 def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, what: str,
-                confidence: float, design: Any) -> RuleResult:
+                confidence: float, design: Any, util: dict[str, Any] | None = None, key: str = "") -> RuleResult:
     """One rule on the one-sided confidence bound of per-seed paired values (the upper bound for
     ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.utility.confidence_bound`): the rule
     passes only when the bound, not the mean, is within the threshold. The bound's standard error
@@ -301,7 +356,13 @@ def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, 
     need = min_seeds_for(confidence)
     side = "upper" if cmp == "<=" else "lower"
     ok_values = (isinstance(values, list) and isinstance(seeds, list) and len(values) == len(seeds)
-                 and all(isinstance(v, int | float) and np.isfinite(v) for v in values))
+                 and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values))
+    ok_seeds = (isinstance(seeds, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+                and len(set(seeds)) == len(seeds))
+    if ok_values and not ok_seeds:
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured: the seeds {seeds} are not distinct integers (a repeated seed is the "
+                          "same run again), so this rule cannot pass")
     if not ok_values:
         return RuleResult(rule, False, None, threshold, cmp,
                           f"{what} not measured: the evaluation lacks its per-seed paired values, so this rule "
@@ -315,6 +376,11 @@ def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, 
                           f"{what} not measured: the evaluation lacks the variance record of its bound (the "
                           "sampling of the training pools and the test split; earlier evaluations bounded the "
                           "seeds' noise alone), so this rule cannot pass; re-run evaluate")
+    mismatch = _design_mismatch(key, values, design, util or {})
+    if mismatch is not None:
+        return RuleResult(rule, False, None, threshold, cmp,
+                          f"{what} not measured: the variance record of its bound does not match the evaluation's "
+                          f"runs ({mismatch}): edited, or written by other code, so this rule cannot pass")
     bound = confidence_bound(values, confidence, side, design)
     ok = bound <= threshold if cmp == "<=" else bound >= threshold
     v = np.asarray(values, dtype=np.float64)
@@ -355,6 +421,8 @@ def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[R
         "max_augmentation_p": (stats.get("augmented_wilcoxon_p"), "<=", "Wilcoxon p of the augmentation gain"),
         "min_seeds": (stats.get("n_seeds"), ">=",
                       f"utility repeats (seeds; confidence {level:g} needs >= {min_seeds_for(level)})"),
+        "min_resample_fraction": ((util.get("train_sizes") or {}).get("resample_fraction"), ">=",
+                                  "share of the smaller pool each seed's matched training sets draw"),
     }
     thresholds = policy.utility.model_dump(exclude={"confidence"})
     for name, threshold in thresholds.items():
@@ -362,7 +430,7 @@ def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[R
             key, cmp, what = bounded[name]
             design = (paired.get("variance") or {}).get(key) if isinstance(paired.get("variance"), dict) else None
             rules.append(_bound_rule(f"utility.{name}", paired.get(key), paired.get("seeds"), threshold, cmp, what,
-                                     level, design))
+                                     level, design, util, key))
         else:
             _threshold_rules("utility", {name: threshold}, plain, rules, skipped)  # a null bounded rule: skipped
 
@@ -407,11 +475,14 @@ def decide(evaluation: dict[str, Any], policy: GatePolicy) -> GateDecision:
                         identities, skipped, details)
 
 
-def gated_report(gate_path: Path) -> Path:
+def gated_report(gate_path: Path, public: bool = False) -> Path:
     """Where :func:`gate` writes the evaluation report with its verdict on top: ``report.html`` beside
     ``gate.json`` (the evaluation's own report stays as the evaluate stage wrote it, so that DVC and
-    the evaluation's artifacts do not change after the fact)."""
-    return Path(gate_path).with_name("report.html")
+    the evaluation's artifacts do not change after the fact); ``public``: the report without real
+    images (``report_public.html``), the one the registry logs and publish ships."""
+    from synthgate.evaluation.evaluate import PUBLIC_REPORT
+
+    return Path(gate_path).with_name(PUBLIC_REPORT if public else "report.html")
 
 
 def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
@@ -425,14 +496,16 @@ def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
     body["evaluation"] = str(evaluation_path)
     body["policy"] = policy.model_dump(mode="json")
     write_json_atomic(Path(out), body)
-    report = Path(evaluation_path).parent / "report.html"
-    if report.exists():  # the verdict at the top of the report that is registered and published
-        from synthgate.evaluation.report import insert_verdict
+    from synthgate.evaluation.evaluate import PUBLIC_REPORT
+    from synthgate.evaluation.report import insert_verdict
 
-        dst = gated_report(Path(out))
-        tmp = dst.with_suffix(".html.tmp")
-        tmp.write_text(insert_verdict(report.read_text(), body))
-        tmp.replace(dst)
+    for name, public in (("report.html", False), (PUBLIC_REPORT, True)):
+        report = Path(evaluation_path).parent / name
+        if report.exists():  # the verdict at the top of the reports (the public one is registered and published)
+            dst = gated_report(Path(out), public=public)
+            tmp = dst.with_suffix(".html.tmp")
+            tmp.write_text(insert_verdict(report.read_text(), body))
+            tmp.replace(dst)
     return decision
 
 

@@ -69,6 +69,9 @@ class UtilityRules(_Strict):
     min_augmentation_gain: float | None = Field(None, description="lower bound of AUC(real+synthetic) - AUC(real)")
     max_augmentation_p: float | None = Field(None, gt=0, le=1, description="paired Wilcoxon p of that gain")
     min_seeds: int | None = Field(5, ge=1, description="repeats behind the utility numbers")
+    min_resample_fraction: float | None = Field(
+        0.5, gt=0, lt=1, description="evaluate.utility.resample_fraction at least this: tiny matched training sets "
+                                     "push both classifiers towards chance and the gap towards 0")
 
     @model_validator(mode="after")
     def _enough_seeds_for_the_level(self) -> UtilityRules:

@@ -280,7 +280,8 @@ def datacard(name: str, version: str, info: dict[str, Any], model: dict[str, Any
         "- `images/shard-*.npz`: arrays `images` (uint8, N x H x W x C), `labels` (int), `classes`.",
         "- `png/CLASS.zip`: the same images as PNG files, one archive per class; `labels.csv` maps each index to",
         "  its class, shard and PNG.",
-        "- `report.html`: the evaluation report the release decision was based on; `evaluation.json`, `gate.json`:",
+        "- `report.html`: the evaluation report the release decision was based on (its public version: no real "
+        "image, no training file name); `evaluation.json`, `gate.json`:",
         "  its numbers and the gate decision. `manifest.json`: every file with size and sha256.",
         "",
         "## How it was gated",
@@ -439,11 +440,22 @@ def publish(
         info = build_package(sample_dir, pkg, shard_size, png, workers=min(workers, 8), exclude=excluded)
         info["samples_source"] = source
         t_package = time.perf_counter() - t0 - t_sample
+        from synthgate.evaluation.evaluate import PUBLIC_REPORT
+        from synthgate.evaluation.report import PUBLIC_MARK
+
         for rel, dst in (("evaluation/report.html", "report.html"), ("evaluation/evaluation.json", "evaluation.json"),
                          ("gate/gate.json", "gate.json")):
             got = _download_run_file(client, mv.run_id, rel, tmp / "run")
-            if got is None and rel.endswith("report.html") and evaluation and (Path(evaluation) / "report.html").exists():
-                got = Path(evaluation) / "report.html"
+            if rel.endswith("report.html"):
+                # only a public report leaves: one that shows real images (an older registration) never does
+                if got is not None and PUBLIC_MARK not in got.read_text(errors="replace"):
+                    got = None
+                local = Path(evaluation) / PUBLIC_REPORT if evaluation else None
+                if got is None and local is not None and local.exists() and PUBLIC_MARK in local.read_text():
+                    got = local
+                if got is None:
+                    notes.append("no public evaluation report was found, so none is included (the full report "
+                                 "shows real images and never leaves)")
             if got is not None:
                 shutil.copyfile(got, pkg / dst)
         model_info = {

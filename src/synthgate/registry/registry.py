@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import logging
 import re
+import shutil
 import subprocess
 import tempfile
 import warnings
@@ -32,6 +34,8 @@ from synthgate.evaluation.evaluate import evaluation_hash
 from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.client import connect, tracking_uri
 from synthgate.utils import read_json, sha256_file, utc_now
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "synthgate"
 PIP_REQUIREMENTS = [f"synthgate=={__version__}"]
@@ -187,13 +191,22 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         mlflow.log_metrics({k: float(v) for k, v in summary.items()
                             if isinstance(v, int | float) and not isinstance(v, bool)})
         mlflow.log_artifact(str(evaluation_path), "evaluation")
+        from synthgate.evaluation.evaluate import PUBLIC_REPORT
+        from synthgate.evaluation.report import PUBLIC_MARK
         from synthgate.gates.decision import gated_report
 
-        report = gated_report(Path(gate_path))  # the evaluation report with this gate's verdict on top
+        # the public report (no real image, no training file name) with this gate's verdict on top, as
+        # evaluation/report.html: the registry is read by consumers, so the full report stays with the real data
+        report = gated_report(Path(gate_path), public=True)
         if not (report.exists() and f"evaluation {str(evaluation['evaluation_hash'])[:16]}" in report.read_text()):
-            report = Path(evaluation_path).with_name("report.html")
-        if report.exists():
-            mlflow.log_artifact(str(report), "evaluation")
+            report = Path(evaluation_path).with_name(PUBLIC_REPORT)
+        if report.exists() and PUBLIC_MARK in report.read_text():
+            staged = Path(tempfile.mkdtemp()) / "report.html"
+            shutil.copyfile(report, staged)
+            mlflow.log_artifact(str(staged), "evaluation")
+        else:
+            log.warning("%s: no public report beside the evaluation: the registry gets no report (the full one shows "
+                        "real images and stays with the real data)", evaluation_path)
         mlflow.log_artifact(str(gate_path), "gate")
         grid = _sample_grid(Path(evaluation["synthetic"].get("path") or "-"), Path(tempfile.mkdtemp()) / "samples.png")
         if grid is not None:

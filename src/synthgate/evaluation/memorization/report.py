@@ -82,7 +82,8 @@ def _gallery(m: dict[str, Any], syn_images: np.ndarray, train_images: Any, b64: 
     return b64(fig)
 
 
-def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show: Any) -> list[str]:
+def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show: Any,
+                         public: bool = False) -> list[str]:
     m = data["memorization"]
     arrays = a["memorization"]
     cov, fl = m["coverage"], m["flags"]
@@ -110,11 +111,15 @@ def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show
     cls = "bad" if fl["count"] else "ok"
     parts.append(f"<p>Flagged as copies at {fl['alpha']:g} ({fl['correction'].upper()}): <span class={cls}>"
                  f"{fl['count']}</span> image(s){': ' + ', '.join(map(str, fl['indices'][:30])) if fl['count'] else ''}."
-                 " The most significant images, flagged or not, with the training image each is closest to, mapped "
-                 "back by the transform found:</p>")
-    parts.append(_gallery(m, a["syn_images"], a["real_images"].images, b64, show))
+                 + (" The most significant images, flagged or not, and the training image each is closest to (the "
+                    "images are in the full report, which stays with the real data):</p>" if public else
+                    " The most significant images, flagged or not, with the training image each is closest to, "
+                    "mapped back by the transform found:</p>"))
+    sources = a.get("train_sources")
+    if not public:
+        parts.append(_gallery(m, a["syn_images"], a["real_images"].images, b64, show))
     parts.append(_table([[it["synthetic_index"], it["p_combined"], it["flagged"], it["detector"], it["train_index"],
-                          it.get("train_source", ""), it["pixel_r"], it["aligned_r"], it["descriptor_cos"],
+                          "" if public or sources is None else str(sources[it["train_index"]]), it["pixel_r"], it["aligned_r"], it["descriptor_cos"],
                           ", ".join(f"{k} {v:g}" if not isinstance(v, list) else f"{k} {v}"
                                     for k, v in it["transform"].items())]
                          for it in m["most_significant"]],
