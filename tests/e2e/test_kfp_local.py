@@ -35,7 +35,7 @@ PERMISSIVE_POLICY = {
     "memorization": dict.fromkeys(("min_planted_detection", "copy_excess_test", "max_pixel_median_shift",
                                    "max_membership_auc", "max_membership_auc_pixel")) | {"max_flagged_copies": 10_000},
     "utility": dict.fromkeys(("max_auc_gap", "max_delta_syn", "min_augmentation_gain", "max_augmentation_p",
-                              "min_seeds")),
+                              "min_seeds", "min_resample_fraction")),
     "fidelity": dict.fromkeys(("max_fid_ratio", "min_precision", "min_recall")),
     "samples": {"min_synthetic_images": 100, "min_per_class": 10},
 }
