@@ -569,7 +569,7 @@ def demo(
                                                 "publish and pull can be shown (the data card says so)")] = True,
     max_per_class: Annotated[int, typer.Option(
         min=0, help="at most this many images per class (below the params file's prepare.max_per_class, if "
-                    "set), so that the demo fits in 10 minutes on 2 CPU cores; 0: the params file's value")] = 3000,
+                    "set), so that the demo fits in 10 minutes on 2 CPU cores; 0: the params file's value")] = 2000,
 ) -> None:
     """Run the flow end to end on the default data (MedNIST): prepare -> validate -> train -> sample ->
     evaluate -> gate -> register -> promote -> publish -> pull (a verified dataset on disk)."""
