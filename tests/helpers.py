@@ -107,6 +107,45 @@ def write_dicom(path: Path, pixels: np.ndarray | None, phi: bool = True, **tags:
     return path
 
 
+def write_nifti(path: Path, volume: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """A real NIfTI-1 file written with nibabel (``.nii`` or ``.nii.gz`` by the name)."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(volume), np.diag([1.0, 1.0, 2.0, 1.0]) if affine is None else affine),
+             str(path))
+    return path
+
+
+def nifti_volume(seed: int, lesion: bool, shape: tuple[int, int, int] = (24, 24, 12),
+                 body: tuple[int, int] = (3, 9)) -> np.ndarray:
+    """A small MR-like volume: background 0, a textured "body" in slices ``body[0]..body[1]-1`` (axis
+    2), a bright square "lesion" when ``lesion``; intensities in scanner-like units (~100-300)."""
+    rng = np.random.default_rng(seed)
+    vol = np.zeros(shape, np.float32)
+    x, y, _ = shape
+    for z in range(*body):
+        vol[3 : x - 3, 3 : y - 3, z] = 100 + 20 * rng.standard_normal((x - 6, y - 6))
+        if lesion:
+            vol[x // 3 : x // 3 + 6, y // 3 : y // 3 + 6, z] += 150
+    return vol
+
+
+def write_nifti_set(root: Path, patients: int = 20, volumes: int = 2, patient_column: bool = True) -> Path:
+    """``patients`` patients (alternating labels normal/lesion) with ``volumes`` volumes each under
+    ``root/sub-XX/scanY.nii.gz``, and ``root/labels.csv`` (file,label[,patient])."""
+    rows = []
+    for p in range(patients):
+        label = "lesion" if p % 2 else "normal"
+        for v in range(volumes):
+            rel = f"sub-{p:02d}/scan{v}.nii.gz"
+            write_nifti(root / rel, nifti_volume(100 * p + v, label == "lesion"))
+            rows.append(f"{rel},{label}" + (f",P{p:02d}" if patient_column else ""))
+    labels = root / "labels.csv"
+    labels.write_text("file,label" + (",patient" if patient_column else "") + "\n" + "\n".join(rows) + "\n")
+    return labels
+
+
 @dataclass
 class CliResult:
     code: int

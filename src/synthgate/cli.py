@@ -108,9 +108,11 @@ def _print_checks(result: Any) -> None:
 @app.command()
 def ingest(
     params: ParamsOpt = Path("params.yaml"),
-    source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
+    source: Annotated[Path | None, typer.Option(
+        help="raw data: .npz, image folder/archive, DICOM folder, folder of NIfTI volumes")] = None,
     labels: Annotated[Path | None, typer.Option(
-        help="label table, CSV: file,label and optional split and group/patient columns (DICOM: required)")] = None,
+        help="label table, CSV: file,label and optional split and group/patient columns (DICOM and NIfTI: "
+             "required; NIfTI: one row per volume)")] = None,
     out: Annotated[Path, typer.Option(help="DVC-tracked folder for the raw data")] = Path("data/raw"),
 ) -> None:
     """Copy the raw source into the project (data/raw) so that DVC versions it."""
@@ -125,13 +127,15 @@ def ingest(
 @app.command()
 def prepare(
     params: ParamsOpt = Path("params.yaml"),
-    source: Annotated[Path | None, typer.Option(help="raw data: .npz, image folder/archive, DICOM folder")] = None,
+    source: Annotated[Path | None, typer.Option(
+        help="raw data: .npz, image folder/archive, DICOM folder, folder of NIfTI volumes")] = None,
     source_type: Annotated[
-        str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom "
+        str | None, typer.Option("--source-type", help="auto | mednist | medmnist | folder | dicom | nifti "
                                                        "(with --source, default auto: detected from the path)")
     ] = None,
     labels: Annotated[Path | None, typer.Option(
-        help="label table, CSV: file,label and optional split and group/patient columns (DICOM: required)")] = None,
+        help="label table, CSV: file,label and optional split and group/patient columns (DICOM and NIfTI: "
+             "required; NIfTI: one row per volume)")] = None,
     group_pattern: Annotated[str | None, typer.Option(
         help="regular expression over each file's path whose first capture group names its patient")] = None,
     resolution: Annotated[int | None, typer.Option(help="output size in pixels (multiple of 8)")] = None,

@@ -16,7 +16,7 @@ from synthgate.errors import ConfigError
 from synthgate.evaluation.config import EvaluateConfig
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
 
-SourceType = Literal["auto", "mednist", "medmnist", "folder", "dicom"]
+SourceType = Literal["auto", "mednist", "medmnist", "folder", "dicom", "nifti"]
 
 #: Environment variable that overrides ``data.source.path`` (the default dataset's location).
 ENV_SOURCE_PATH = "SYNTHGATE_SOURCE_PATH"
@@ -39,10 +39,48 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VolumeConfig(_Strict):
+    """NIfTI sources: how each 3D volume becomes 2D slices (``data.source.volume``)."""
+
+    axis: int = Field(2, ge=0, le=2, description="slicing axis after reorientation to RAS+ (closest canonical): "
+                                                 "0 sagittal, 1 coronal, 2 axial")
+    select: Literal["all", "central", "nonempty"] = Field(
+        "nonempty", description="all slices; a central range (central_fraction of them); or slices whose share of "
+                                "pixels above `foreground` (windowed, 0..1) is at least `min_foreground`")
+    central_fraction: float = Field(0.5, gt=0.0, le=1.0, description="select central: share of slices kept")
+    foreground: float = Field(0.1, ge=0.0, lt=1.0, description="select nonempty: windowed intensity that counts "
+                                                               "as foreground")
+    min_foreground: float = Field(0.05, gt=0.0, le=1.0, description="select nonempty: share of foreground pixels")
+    every: int = Field(1, ge=1, description="then keep every k-th selected slice")
+    window: Literal["percentile", "fixed"] = Field(
+        "percentile", description="intensity window per volume: percentiles of the volume, or fixed values "
+                                  "(e.g. CT in HU)")
+    low: float | None = Field(None, description="lower end of the window (percentile: default 0.5; fixed: "
+                                                "required)")
+    high: float | None = Field(None, description="upper end (percentile: default 99.5; fixed: required)")
+
+    @model_validator(mode="after")
+    def _window(self) -> VolumeConfig:
+        if self.window == "fixed" and (self.low is None or self.high is None):
+            raise ValueError("window: fixed needs low and high (e.g. low: -1000, high: 400 for CT in HU)")
+        lo, hi = self.window_range()
+        if self.window == "percentile" and not (0.0 <= lo < hi <= 100.0):
+            raise ValueError(f"percentile window needs 0 <= low < high <= 100 (got {lo}, {hi})")
+        if lo >= hi:
+            raise ValueError(f"window low must be below high (got {lo}, {hi})")
+        return self
+
+    def window_range(self) -> tuple[float, float]:
+        if self.window == "percentile":
+            return (0.5 if self.low is None else self.low, 99.5 if self.high is None else self.high)
+        assert self.low is not None and self.high is not None
+        return (self.low, self.high)
+
+
 class SourceConfig(_Strict):
     """Where the raw images come from."""
 
-    type: SourceType = Field("auto", description="mednist | medmnist | folder | dicom | auto (by path)")
+    type: SourceType = Field("auto", description="mednist | medmnist | folder | dicom | nifti | auto (by path)")
     path: Path = Field(Path(DEFAULT_MEDNIST), description="file or folder with the raw images")
     labels: Path | None = Field(None, description="label table (CSV: file,label; optional split and group or "
                                                   "patient columns): required for DICOM, optional for a folder "
@@ -50,6 +88,7 @@ class SourceConfig(_Strict):
     group_pattern: str | None = Field(
         None, description="regular expression over each file's path inside the source whose first capture group "
                           "(or whole match) names the image's patient, e.g. '(patient[0-9]+)/'")
+    volume: VolumeConfig = Field(VolumeConfig(), description="NIfTI only: slicing, slice selection, windowing")
     flag: str | None = Field(None, description="MedMNIST only: dataset flag, e.g. pneumoniamnist")
     download_dir: Path = Field(
         Path("data/raw"), description="where MONAI/medmnist download to when the path does not exist"

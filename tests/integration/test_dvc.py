@@ -33,6 +33,15 @@ def _project_files() -> list[str]:
     return [f for f in out if (REPO / f).is_file()]
 
 
+def _copy_project(root: Path) -> Path:
+    """The project's tracked (and not ignored) files under ``root``, as a clone would have them."""
+    for f in _project_files():
+        dst = root / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, dst)
+    return root
+
+
 @pytest.fixture
 def env(tmp_path):
     bindir = str(Path(sys.executable).parent)
@@ -47,11 +56,7 @@ def env(tmp_path):
 @pytest.fixture
 def project(tmp_path, env, breast_path):
     """A git clone-like copy of this project whose params point at BreastMNIST (small and fast)."""
-    root = tmp_path / "project"
-    for f in _project_files():
-        dst = root / f
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, dst)
+    root = _copy_project(tmp_path / "project")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["source"] = {**params["data"]["source"], "type": "medmnist", "path": str(breast_path)}
     params["prepare"]["resolution"] = 32
@@ -140,3 +145,36 @@ def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tm
     r2 = _run(["dvc", "repro"], clone2, env)
     assert "Running stage 'validate'" in r2.stdout
     assert _manifest(clone2, "prepared")["content_hash"] == _manifest(project, "prepared")["content_hash"]
+
+
+def test_repro_prepares_nifti_volumes_grouped_by_patient(tmp_path, env):
+    """A folder of NIfTI volumes with a label table through `dvc repro validate` (ingest, prepare,
+    validate): slices of one patient never straddle splits, and the lock tracks the volumes."""
+    from tests.helpers import write_nifti_set
+
+    labels = write_nifti_set(tmp_path / "vols", patients=20, volumes=2)
+    root = _copy_project(tmp_path / "project")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["source"].update(type="auto", path=str(tmp_path / "vols"), labels=str(labels))
+    params["data"]["source"]["volume"].update(select="central", central_fraction=0.5)
+    params["prepare"]["resolution"] = 16
+    params["validate"]["min_images_per_class"] = 5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q", "-b", "main"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "project"], root, env)
+
+    r = _run(["dvc", "repro", "validate"], root, env)
+    for stage in ("ingest", "prepare", "validate"):
+        assert f"Running stage '{stage}'" in r.stdout
+    prepared = _manifest(root, "prepared")
+    assert prepared["source_kind"] == "nifti" and prepared["num_images"] == 40 * 6
+    assert prepared["groups"]["source"] == "label table column 'patient'"
+    import pandas as pd
+
+    meta = pd.read_parquet(root / "data" / "validated" / "metadata.parquet")
+    assert meta.groupby("group")["split"].nunique().max() == 1 and set(meta["split"]) == {"train", "val", "test"}
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["ingest"]["deps"][0]["path"].endswith("vols")
+    assert lock["stages"]["prepare"]["params"]["params.yaml"]["data.source.volume"]["select"] == "central"
+    assert "up to date" in _run(["dvc", "status", "validate"], root, env).stdout

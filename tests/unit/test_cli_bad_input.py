@@ -93,8 +93,30 @@ def test_unknown_source_type(tmp_path):
     (tmp_path / "scan.nii").write_bytes(b"\0" * 10)
     r = run_cli("prepare", "--source", "scan.nii", "--out", "out", cwd=tmp_path)
     _assert_clean_failure(r, "scan.nii: unknown source type", "data.source.type", out=tmp_path / "out")
-    r = run_cli("prepare", "--source", "scan.nii", "--source-type", "nifti", "--out", "out", cwd=tmp_path)
-    _assert_clean_failure(r, "data.source.type", "'mednist', 'medmnist', 'folder' or 'dicom'", out=tmp_path / "out")
+    r = run_cli("prepare", "--source", "scan.nii", "--source-type", "nrrd", "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, "data.source.type", "'mednist', 'medmnist', 'folder', 'dicom' or 'nifti'",
+                          out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("2d", ["v.nii.gz: a 2D image (shape (24, 24)), expected a 3D volume", "image folder source"]),
+    ("4d", ["v.nii.gz: a 4D volume (shape (24, 24, 12, 3)), expected a 3D volume", "split it into 3D volumes"]),
+    ("broken", ["v.nii.gz: not a readable NIfTI volume", "re-export the volume"]),
+    ("no table", ["a NIfTI source needs a label table", "--labels"]),
+])
+def test_bad_nifti_volumes(tmp_path, case, needles):
+    from tests.helpers import nifti_volume, write_nifti
+
+    vol = nifti_volume(0, True)
+    if case == "broken":
+        (tmp_path / "vols").mkdir()
+        (tmp_path / "vols" / "v.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    else:
+        write_nifti(tmp_path / "vols" / "v.nii.gz", {"2d": vol[..., 4], "4d": np.stack([vol] * 3, -1)}.get(case, vol))
+    (tmp_path / "labels.csv").write_text("file,label\nv.nii.gz,a\n")
+    table = [] if case == "no table" else ["--labels", "labels.csv"]
+    r = run_cli("prepare", "--source", "vols", *table, "--out", "out", cwd=tmp_path)
+    _assert_clean_failure(r, *needles, out=tmp_path / "out")
 
 
 def test_help_on_every_command():

@@ -114,6 +114,18 @@ def test_label_table_for_a_flat_folder_with_split_and_patient_columns(tmp_path):
     assert data.inputs[-1]["path"].endswith("labels.csv")
 
 
+def test_a_label_table_without_split_column_over_split_folders_says_it_draws_a_new_split(tmp_path, caplog):
+    for split in ("Training", "Testing"):
+        _flat(tmp_path / "tree" / split, 4)
+    rows = [{"file": f"{s}/img_{i:03d}.png", "label": "a" if i % 2 else "b"}
+            for s in ("Training", "Testing") for i in range(4)]
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    with caplog.at_level("WARNING"):
+        data = read_source(SourceConfig(type="folder", path=tmp_path / "tree", labels=tmp_path / "labels.csv"))
+    assert not data.has_split and len(data.items) == 8
+    assert "no 'split' column, so the split folder(s) Testing, Training are not used" in caplog.text
+
+
 def test_label_table_bad_rows_are_refused_by_name(tmp_path):
     rows = _flat(tmp_path / "flat", 6)
     table = tmp_path / "labels.csv"

@@ -232,7 +232,8 @@ def prepare(
     keep[[i for i, _ in failed]] = False
     class_index = {c: k for k, c in enumerate(data.classes)}
     labels = np.array([class_index[it.label] for it in items], dtype=np.int64)
-    source_hashes = [h for c in chunks for h in c.source_sha256]
+    source_hashes = [it.file_sha256 or h for it, h in zip(items, (h for c in chunks for h in c.source_sha256),
+                                                          strict=True)]
     groups: np.ndarray | None = None  # the raw ids: they order the grouped split, then only their hash is kept
     group_note = None
     with_group = [it.group is not None for it in items]

@@ -94,6 +94,9 @@ class RawItem:
     split: str | None = None  # the source's own split, if it has one
     group: str | None = None  # the patient (or volume) the image belongs to, raw: prepare hashes it
     path: str = ""  # the file's path inside the source (for group_pattern and the label table)
+    #: sha256 of the raw file the item was read from (a DICOM file, a NIfTI volume); None: the
+    #: payload's own bytes are the file (encoded images), and prepare hashes those
+    file_sha256: str | None = None
 
 
 @dataclass
@@ -126,12 +129,15 @@ def detect_type(path: Path) -> str:
     if name.endswith(ARCHIVE_SUFFIXES):
         return "folder"
     if path.is_dir():
-        has_dcm = next(iter(path.rglob("*.dcm")), None) is not None
-        return "dicom" if has_dcm else "folder"
+        if next(iter(path.rglob("*.dcm")), None) is not None:
+            return "dicom"
+        if any(p.name.lower().endswith((".nii", ".nii.gz")) for p in path.rglob("*.nii*")):
+            return "nifti"
+        return "folder"
     raise ConfigError(
         f"{path}: unknown source type (not an .npz file, an image folder, an archive "
-        f"({', '.join(ARCHIVE_SUFFIXES)}) or a DICOM folder)",
-        hint="set data.source.type to one of mednist, medmnist, folder, dicom",
+        f"({', '.join(ARCHIVE_SUFFIXES)}), a DICOM folder or a folder of NIfTI volumes)",
+        hint="set data.source.type to one of mednist, medmnist, folder, dicom, nifti",
     )
 
 
@@ -166,9 +172,18 @@ def read_source(cfg: SourceConfig) -> SourceData:
                 hint="set data.source.labels to a CSV with columns file,label (or pass --labels)",
             )
         data = read_dicom(path, Path(cfg.labels))
+    elif kind == "nifti":
+        from synthgate.data.nifti import read_nifti
+
+        if cfg.labels is None:
+            raise ConfigError(
+                f"{path}: a NIfTI source needs a label table (one row per volume)",
+                hint="set data.source.labels to a CSV with columns file,label (optional split, patient) or pass "
+                     "--labels")
+        data = read_nifti(path, Path(cfg.labels), cfg.volume)
     else:
         raise ConfigError(
-            f"unknown source type {kind!r}", hint="use one of auto, mednist, medmnist, folder, dicom"
+            f"unknown source type {kind!r}", hint="use one of auto, mednist, medmnist, folder, dicom, nifti"
         )
     if cfg.group_pattern is not None:
         apply_group_pattern(data, cfg.group_pattern)
@@ -618,6 +633,11 @@ def read_folder(path: Path, labels: Path | None = None) -> SourceData:
         if not files:
             raise DataError(f"{path}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
         table, group_col, has_split = read_label_table(labels)
+        split_dirs = sorted({f[0] for f in files if len(f) > 1 and f[0].strip().lower() in SPLIT_ALIASES})
+        if split_dirs and not has_split:
+            log.warning("%s: the label table has no 'split' column, so the split folder(s) %s are not used as the "
+                        "source's split: a new split is drawn (add a split column to keep them)", path,
+                        ", ".join(split_dirs))
         available = {"/".join(f): (name_of[f], files[f]) for f in files}
         items = _table_items(table, labels, available, path, group_col, has_split)
         inputs.append({"path": str(labels), "sha256": sha256_file(labels), "bytes": labels.stat().st_size})
@@ -705,6 +725,19 @@ def _dicom_pixels(ds: Any, name: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def listed_file(labels: Path, root: Path, name: str) -> tuple[PurePosixPath, Path]:
+    """A label table row's file: its path inside ``root`` and the file; refuses a path that leaves
+    ``root`` and a file that does not exist, naming the row's value."""
+    rel = PurePosixPath(str(name))
+    if rel.is_absolute() or ".." in rel.parts:
+        raise DataError(f"{labels}: file '{name}' must be a path inside {root}")
+    f = root / rel
+    if not f.is_file():
+        raise DataError(f"{labels}: listed file '{name}' not found under {root}",
+                        hint="paths in the 'file' column are relative to the source folder")
+    return rel, f
+
+
 def read_dicom(path: Path, labels: Path) -> SourceData:
     """DICOM files under ``path`` with a label table (CSV, columns ``file`` and ``label``, optional
     ``split`` and ``group``/``patient``; :func:`read_label_table`).
@@ -727,12 +760,7 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
     files: list[Path] = []
     patient_ids: list[str] = []
     for row in table.itertuples(index=False):
-        rel = PurePosixPath(str(row.file))
-        if rel.is_absolute() or ".." in rel.parts:
-            raise DataError(f"{labels}: file '{row.file}' must be a path inside {path}")
-        f = path / rel
-        if not f.is_file():
-            raise DataError(f"{labels}: listed file '{row.file}' not found under {path}")
+        rel, f = listed_file(labels, path, row.file)
         try:
             ds = pydicom.dcmread(f)
         except (InvalidDicomError, OSError, EOFError, ValueError) as e:
@@ -749,7 +777,8 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
         tags.append(found)
         patient_ids.append(str(ds.get("PatientID", "") or "").strip())
         items.append(RawItem(str(f), str(row.label).strip(), arr, split=row.split if has_split else None,
-                             group=getattr(row, group_col) if group_col else None, path=str(rel)))
+                             group=getattr(row, group_col) if group_col else None, path=str(rel),
+                             file_sha256=sha256_file(f)))
         files.append(f)
     group_source = f"label table column {group_col!r}" if group_col else None
     if group_col is None and all(patient_ids):
