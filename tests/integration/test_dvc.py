@@ -147,15 +147,37 @@ def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tm
     assert _manifest(clone2, "prepared")["content_hash"] == _manifest(project, "prepared")["content_hash"]
 
 
-def test_repro_prepares_nifti_volumes_grouped_by_patient(tmp_path, env):
-    """A folder of NIfTI volumes with a label table through `dvc repro validate` (ingest, prepare,
-    validate): slices of one patient never straddle splits, and the lock tracks the volumes."""
-    from tests.helpers import write_nifti_set
+def _layout(kind: str, raw: Path) -> tuple[Path, Path | None]:
+    """A raw source of one layout under ``raw``: (source path, label table or None)."""
+    from tests.helpers import make_folder, write_nifti_set
 
-    labels = write_nifti_set(tmp_path / "vols", patients=20, volumes=2)
+    if kind == "nifti":
+        return raw, write_nifti_set(raw, patients=20, volumes=2)
+    if kind == "split folders":
+        make_folder(raw / "Training", {"normal": 20, "lesion": 20}, mixed=False, seed=1)
+        make_folder(raw / "Testing", {"normal": 6, "lesion": 6}, mixed=False, seed=2)
+        return raw, None
+    make_folder(raw / "flat", {"normal": 24, "lesion": 24}, mixed=False, seed=3)  # label table over a flat folder
+    rows = []
+    for c in ("normal", "lesion"):
+        for f in sorted((raw / "flat" / c).iterdir()):
+            f.rename(raw / "flat" / f"{c}_{f.name}")
+            rows.append(f"{c}_{f.name},{c},P{len(rows) // 2:02d}")
+        (raw / "flat" / c).rmdir()
+    table = raw / "labels.csv"
+    table.write_text("file,label,patient\n" + "\n".join(rows) + "\n")
+    return raw / "flat", table
+
+
+@pytest.mark.parametrize("kind", ["split folders", "label table", "nifti"])
+def test_repro_prepares_each_layout(tmp_path, env, kind):
+    """Split folders, a label table over a flat folder (with patients) and NIfTI volumes (with
+    patients) through `dvc repro validate` (ingest, prepare, validate): the source's split is kept,
+    or the seeded split keeps each patient in one split, and the lock tracks the raw data."""
+    source, labels = _layout(kind, tmp_path / "raw")
     root = _copy_project(tmp_path / "project")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"]["source"].update(type="auto", path=str(tmp_path / "vols"), labels=str(labels))
+    params["data"]["source"].update(type="auto", path=str(source), labels=str(labels) if labels else None)
     params["data"]["source"]["volume"].update(select="central", central_fraction=0.5)
     params["prepare"]["resolution"] = 16
     params["validate"]["min_images_per_class"] = 5
@@ -168,13 +190,20 @@ def test_repro_prepares_nifti_volumes_grouped_by_patient(tmp_path, env):
     for stage in ("ingest", "prepare", "validate"):
         assert f"Running stage '{stage}'" in r.stdout
     prepared = _manifest(root, "prepared")
-    assert prepared["source_kind"] == "nifti" and prepared["num_images"] == 40 * 6
-    assert prepared["groups"]["source"] == "label table column 'patient'"
     import pandas as pd
 
     meta = pd.read_parquet(root / "data" / "validated" / "metadata.parquet")
-    assert meta.groupby("group")["split"].nunique().max() == 1 and set(meta["split"]) == {"train", "val", "test"}
+    assert set(meta["split"]) == {"train", "val", "test"}
+    if kind == "split folders":
+        assert prepared["source_kind"] == "folder" and prepared["classes"] == ["lesion", "normal"]
+        assert "split folders (train, test)" in prepared["split_method"]
+        assert (meta["split"] == "test").sum() == 12  # the Testing folder, whole
+    else:
+        assert prepared["groups"]["source"] == "label table column 'patient'"
+        assert meta.groupby("group")["split"].nunique().max() == 1
+    if kind == "nifti":
+        assert prepared["source_kind"] == "nifti" and prepared["num_images"] == 40 * 6
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert lock["stages"]["ingest"]["deps"][0]["path"].endswith("vols")
+    assert lock["stages"]["ingest"]["deps"][0]["path"] == str(source) and lock["stages"]["ingest"]["deps"][0]["md5"]
     assert lock["stages"]["prepare"]["params"]["params.yaml"]["data.source.volume"]["select"] == "central"
     assert "up to date" in _run(["dvc", "status", "validate"], root, env).stdout
