@@ -66,7 +66,7 @@ repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks pipelines components
 
 lock:
 	rm -rf /tmp/synthgate-lock && $(PYTHON) -m venv /tmp/synthgate-lock

@@ -79,17 +79,17 @@ def main() -> None:
             args.model = Path(tmp) / "model"
             save_generator(args.model, unet, gcfg, resolution=args.resolution, channels=args.channels,
                            classes=[f"c{k}" for k in range(args.classes)], dataset_hash="random-init", step=0,
-                           scheduler=build_scheduler(gcfg))
+                           extras={"scheduler": build_scheduler(gcfg)})
         gen = load_generator(args.model, device)
         n_classes = len(gen.classes)
         labels = np.arange(args.n) % n_classes
         shape = (gen.channels, gen.resolution, gen.resolution)
         net = torch.compile(gen.module) if args.compile and device.type == "cuda" else gen.module
-        plain_ddim(net, gen.scheduler_config, labels[: min(64, args.n)], n_classes, shape, 50, args.guidance,
+        plain_ddim(net, gen.context, labels[: min(64, args.n)], n_classes, shape, 50, args.guidance,
                    args.batch, device)  # warm-up / compile
         _sync(device)
         t0 = time.perf_counter()
-        a = plain_ddim(net, gen.scheduler_config, labels, n_classes, shape, 50, args.guidance, args.batch, device)
+        a = plain_ddim(net, gen.context, labels, n_classes, shape, 50, args.guidance, args.batch, device)
         _sync(device)
         t_plain = time.perf_counter() - t0
         cfg = SampleConfig(per_class=1, sampler="dpmsolver++", steps=args.fast_steps, guidance_scale=args.guidance,

@@ -1,7 +1,9 @@
 """Kubeflow Pipelines components: one lightweight Python component per stage, each running in the
 project's image (``components.images``). A component body only imports synthgate and calls its
-stage in :mod:`synthgate.stages`; :mod:`synthgate.kfp_io` turns pipeline parameters and KFP's typed
-artifacts into the stage's arguments and records the result on the outputs (DESIGN.md, principle 1).
+stage in :mod:`synthgate.stages`; :mod:`synthgate.kubeflow.io` turns pipeline parameters and KFP's
+typed artifacts into the stage's arguments and records the result on the outputs (docs/ARCHITECTURE.md,
+principle 1). ``train_distributed`` calls :func:`synthgate.kubeflow.trainjob.run_trainjob`. The
+Kubeflow glue itself lives in :mod:`synthgate.kubeflow`; this folder holds only the definitions.
 """
 
 from kfp import dsl

@@ -9,7 +9,8 @@ def evaluate(params_json: str, real: Input[Dataset], synthetic: Input[Dataset], 
              report: Output[HTML], metrics: Output[Metrics]):
     """Fidelity, variety, memorization/privacy, utility. ``evaluation``: evaluation.json + report.html;
     ``report``: the HTML report (rendered in the KFP UI); ``metrics``: the headline numbers."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     kfp_io.evaluation_out(evaluation, report, metrics, stages.evaluate(
         kfp_io.params(params_json), kfp_io.folder(real), kfp_io.folder(synthetic), kfp_io.folder(evaluation),

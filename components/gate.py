@@ -9,7 +9,8 @@ def gate(gate_policy_yaml: str, evaluation: Input[Artifact], gate: Output[Artifa
     """The release policy (gates.yaml content; empty = the built-in defaults) applied to the evaluation:
     ``gate`` holds gate.json (pass/fail with value, threshold and reason per rule). Returns whether it passed;
     a failed gate does not fail the step (the version is registered for the record; promote refuses it)."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     return kfp_io.gate_out(gate, metrics, stages.gate(
         kfp_io.evaluation_json(evaluation), kfp_io.text_file(gate_policy_yaml, "gates.yaml"),

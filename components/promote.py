@@ -8,6 +8,7 @@ from components.images import IMAGE
 def promote(alias: str, tracking_uri: str, registered: Input[Artifact]) -> str:
     """Set ``alias`` on the registered version only if its verified gate passed; a failed gate fails the
     step (and the run) with the failing rules."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     return stages.promote(*kfp_io.name_version(registered), alias, kfp_io.optional(tracking_uri))

@@ -14,7 +14,8 @@ def publish(params_json: str, samples_per_class: int, store: str, alias: str, mo
     card, report) in ``store`` (a folder or s3://bucket/prefix). The model is ``model_name``, or the one in
     ``registered``. Takes ``samples`` when they are the set the version was gated on, else samples
     ``samples_per_class`` (0 = from the params) from the registered model. Returns the dataset's URI."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     return kfp_io.published_out(publication, stages.publish(
         kfp_io.params(params_json, {"sample.per_class": samples_per_class}),

@@ -11,7 +11,8 @@ def register(model_name: str, tracking_uri: str, generator: Input[Model], evalua
     """A new MLflow model version with metrics, gate record and lineage tags (never promotes).
     ``real``/``synthetic`` are inputs so that the datasets the evaluation names are present in this pod
     (the default model name and the sample grid come from them). Returns ``NAME:VERSION``."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     return kfp_io.registered_out(registered, stages.register(
         kfp_io.folder(generator), kfp_io.evaluation_json(evaluation), kfp_io.gate_json(gate),

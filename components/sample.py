@@ -8,7 +8,8 @@ from components.images import CUDA_IMAGE
 def sample(params_json: str, samples_per_class: int, generator: Input[Model], real: Input[Dataset],
            synthetic: Output[Dataset]):
     """Synthetic canonical dataset: ``samples_per_class`` images per class (0 = from the params)."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     kfp_io.dataset_out(synthetic, stages.sample(
         kfp_io.params(params_json, {"sample.per_class": samples_per_class}), kfp_io.folder(generator),

@@ -10,11 +10,12 @@ def train(params_json: str, generator_type: str, generator_size: str, train_step
     """Class-conditional generator trained on the dataset's train split (``""``/0 = from the params).
 
     ``checkpoint_uri`` (s3://bucket/prefix): checkpoints are mirrored under it, in a folder of this run's
-    task (:func:`synthgate.kfp_io.run_scoped`), and a restarted pod (preemption, a retry) resumes from
+    task (:func:`synthgate.kubeflow.io.run_scoped`), and a restarted pod (preemption, a retry) resumes from
     the newest; empty: a restart starts over (the pod's work folder is new, so resuming finds nothing).
     ``tracking_uri``: the MLflow server the run logs to (empty: ``$MLFLOW_TRACKING_URI`` from the ConfigMap),
     the same as the register, promote and publish steps'."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     kfp_io.model_out(generator, stages.train(
         kfp_io.params(params_json, {"generator.type": generator_type, "generator.size": generator_size,

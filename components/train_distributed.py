@@ -11,8 +11,8 @@ def train_distributed(params_json: str, generator_type: str, generator_size: str
     """Multi-node training: a Kubeflow Trainer TrainJob of ``num_nodes`` x ``gpus_per_node`` GPUs running
     ``trainer_image``, submitted and awaited from this (CPU) step; the model lands in ``generator``.
     ``tracking_uri``: the MLflow server the job logs to (empty: ``$MLFLOW_TRACKING_URI`` from the ConfigMap)."""
-    from synthgate.generators import distributed
+    from synthgate.kubeflow import trainjob
 
-    distributed.run_trainjob(
+    trainjob.run_trainjob(
         params_json, {"generator.type": generator_type, "generator.size": generator_size, "train.steps": train_steps},
         dataset, generator, num_nodes, gpus_per_node, trainer_image, tracking_uri=tracking_uri)

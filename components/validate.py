@@ -9,7 +9,8 @@ def validate(params_json: str, dataset: Input[Dataset], validated: Output[Datase
              data_docs: Output[HTML]):
     """Great Expectations suite, cross-split duplicates, DICOM PHI: the validated dataset, or the step fails
     with the failing checks. ``report``: validation.json, duplicates.csv, the data docs site."""
-    from synthgate import kfp_io, stages
+    from synthgate import stages
+    from synthgate.kubeflow import io as kfp_io
 
     kfp_io.validation_out(validated, report, data_docs, stages.validate(
         kfp_io.params(params_json), kfp_io.folder(dataset), kfp_io.folder(validated), kfp_io.folder(report),

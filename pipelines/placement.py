@@ -1,21 +1,22 @@
 """Where each step runs: resources, GPU scheduling, the cluster's Secret and ConfigMap as environment,
-and caching. The names match the manifests in ``k8s/``: Secret ``synthgate-s3``, ConfigMap
-``synthgate-endpoints``, ServiceAccount ``synthgate-pipeline`` (given at submit time)."""
+and caching. The cluster's names (Secret ``synthgate-s3``, ConfigMap ``synthgate-endpoints``, GPU
+resource, node label and toleration; ServiceAccount ``synthgate-pipeline``, given at submit time)
+are :mod:`synthgate.kubeflow.cluster`'s, which match the manifests in ``k8s/``."""
 
 from __future__ import annotations
 
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-SECRET = "synthgate-s3"
-SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-CONFIG_MAP = "synthgate-endpoints"
-CONFIG_MAP_KEYS = {k: k for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL",
-                                  "PUSHGATEWAY_URL")}
-SERVICE_ACCOUNT = "synthgate-pipeline"
-
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+from synthgate.kubeflow.cluster import (
+    CONFIG_MAP,
+    CONFIG_MAP_KEYS,
+    GPU_NODE_LABEL,
+    GPU_RESOURCE,
+    GPU_TOLERATIONS,
+    SECRET,
+    SECRET_KEYS,
+)
 
 #: Steps that read or write S3 (the data source, MLflow's artifact store, the dataset store).
 S3_STEPS = frozenset({"prepare", "train", "train_distributed", "register", "promote", "publish"})
@@ -54,13 +55,15 @@ def configure(task: PipelineTask, step: str, gpu: bool, cache_training: bool = F
     cpu_req, cpu_lim, mem_req, mem_lim = RESOURCES[step]
     task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim).set_memory_request(mem_req).set_memory_limit(mem_lim)
     task.set_caching_options(step in CACHED_STEPS or (step == "train" and cache_training))
-    kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP, config_map_key_to_env=CONFIG_MAP_KEYS)
+    kubernetes.use_config_map_as_env(task, config_map_name=CONFIG_MAP,
+                                     config_map_key_to_env={k: k for k in CONFIG_MAP_KEYS})
     if step in S3_STEPS:
-        kubernetes.use_secret_as_env(task, secret_name=SECRET, secret_key_to_env=SECRET_KEYS)
+        kubernetes.use_secret_as_env(task, secret_name=SECRET, secret_key_to_env={k: k for k in SECRET_KEYS})
     if gpu and step in GPU_STEPS:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
-        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+        for toleration in GPU_TOLERATIONS:
+            kubernetes.add_toleration(task, **toleration)
         if step == "train":
             task.set_retry(num_retries=TRAIN_RETRIES, backoff_duration=TRAIN_RETRY_BACKOFF)
     return task

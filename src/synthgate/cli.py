@@ -17,6 +17,7 @@ from rich.table import Table
 
 from synthgate import __version__
 from synthgate.errors import SynthgateError
+from synthgate.kubeflow.cluster import SERVICE_ACCOUNT
 
 app = typer.Typer(
     name="synthgate",
@@ -704,7 +705,7 @@ def pipeline_compile(
                                                  help="let KFP cache the train step for equal inputs")] = False,
 ) -> None:
     """Compile pipelines/*.py to pipelines/compiled/*.yaml (upload them in the Kubeflow UI)."""
-    from synthgate.pipeline.submit import compile_pipelines
+    from synthgate.kubeflow.submit import compile_pipelines
 
     written = compile_pipelines(check=check, cache_training=cache_training)
     console.print("compiled pipelines are up to date" if check else "\n".join(f"wrote {w}" for w in written))
@@ -720,10 +721,10 @@ def pipeline_submit(
     experiment: Annotated[str, typer.Option(help="KFP experiment")] = "synthgate",
     run_name: Annotated[str | None, typer.Option(help="run name (default: KFP's)")] = None,
     namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace (multi-user installs)")] = None,
-    service_account: Annotated[str, typer.Option(help="ServiceAccount of the run's pods")] = "synthgate-pipeline",
+    service_account: Annotated[str, typer.Option(help="ServiceAccount of the run's pods")] = SERVICE_ACCOUNT,
 ) -> None:
     """Submit a compiled pipeline to Kubeflow Pipelines and print the run's URL."""
-    from synthgate.pipeline.submit import submit
+    from synthgate.kubeflow.submit import submit
 
     r = submit(host, pipeline_file, param or [], experiment, run_name, namespace, service_account)
     console.print(f"submitted {r.pipeline} run {r.run_id}")
@@ -731,6 +732,35 @@ def pipeline_submit(
 
 
 app.add_typer(pipeline_app, name="pipeline")
+
+
+trainjob_app = typer.Typer(help="What a node of a Kubeflow TrainJob runs before and after torchrun.",
+                           no_args_is_help=True)
+
+
+@trainjob_app.command("fetch-dataset")
+def trainjob_fetch_dataset(
+    uri: Annotated[str, typer.Argument(metavar="URI", help="the dataset folder: s3://bucket/prefix or a folder")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="where to copy it (the node's scratch volume)")],
+) -> None:
+    """Copy a canonical dataset folder to DEST and print DEST."""
+    from synthgate.kubeflow.trainjob import fetch_dataset
+
+    typer.echo(fetch_dataset(uri, dest))
+
+
+@trainjob_app.command("upload-model")
+def trainjob_upload_model(
+    model_dir: Annotated[Path, typer.Argument(metavar="DIR", help="the model folder rank 0 wrote (<--out>/model)")],
+    uri: Annotated[str, typer.Argument(metavar="URI", help="where to put it: s3://bucket/prefix/ or a folder")],
+) -> None:
+    """Copy the trained model folder DIR to URI."""
+    from synthgate.kubeflow.trainjob import upload_model
+
+    typer.echo(f"uploaded {upload_model(model_dir, uri)} file(s) to {uri}")
+
+
+app.add_typer(trainjob_app, name="trainjob", hidden=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -752,10 +782,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # click usage errors and unexpected failures
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
+        # recent typer releases raise the exceptions of their own copy of click (typer._click), which
+        # subclass typer.TyperException rather than click's
+        if isinstance(e, click.exceptions.ClickException | typer.TyperException) and hasattr(e, "show"):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, click.exceptions.Abort | typer.Abort):
             sys.exit(1)
         if os.environ.get("SYNTHGATE_DEBUG"):
             raise

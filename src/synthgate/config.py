@@ -1,6 +1,6 @@
 """Typed configuration (pydantic). Experiment settings live in ``params.yaml``, which DVC reads too.
 
-Endpoints and secrets never live here: they come from the environment (DESIGN.md, principle 8).
+Endpoints and secrets never live here: they come from the environment (docs/ARCHITECTURE.md, principle 8).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class Params(_Strict):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     generator: GeneratorConfig = GeneratorConfig()
     train: TrainConfig = TrainConfig()
-    sample: SampleConfig = SampleConfig(per_class=100)
+    sample: SampleConfig = SampleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     publish: PublishConfig = PublishConfig()
 

@@ -1,6 +1,6 @@
 """Domain errors: each names the file or field at fault and what to do about it.
 
-The CLI prints them without a traceback and exits non-zero (DESIGN.md, principle 7).
+The CLI prints them without a traceback and exits non-zero (docs/ARCHITECTURE.md, principle 7).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def test_samplers_are_reproducible_on_the_gpu_and_agree_with_the_cpu(tmp_path, d
     if sampler == "ddpm":
         return  # its per-step noise comes from a generator on the device: CPU and GPU streams differ
     # fp32 on the GPU against the CPU: the same starting noise (drawn on the CPU), the same model
-    exact = sample_images(gpu.module, gpu.scheduler_config, labels, cfg, null_class=2, device=dev, amp=False)
+    exact = sample_images(gpu.module, gpu.context, labels, cfg, null_class=2, device=dev, amp=False)
     ref = cpu.sample(labels, cfg)
     diff = np.abs(exact.astype(int) - ref.astype(int))
     assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())

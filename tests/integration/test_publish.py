@@ -66,7 +66,7 @@ def model_dir(tmp_path_factory):
     gcfg = GeneratorConfig(type="diffusion", size="tiny")
     out = tmp_path_factory.mktemp("gen") / "model"
     save_generator(out, build_unet(gcfg, 16, 1, 2), gcfg, resolution=16, channels=1, classes=["a", "b"],
-                   dataset_hash="d" * 64, step=1, scheduler=build_scheduler(gcfg))
+                   dataset_hash="d" * 64, step=1, extras={"scheduler": build_scheduler(gcfg)})
     return out
 
 

@@ -60,3 +60,14 @@ def test_duplicate_utility_seeds_are_refused_by_value():
         load_params(None, {"evaluate.utility.seeds": [0, 3, 0, 3, 1]})
     assert "evaluate.utility.seeds: seeds must be distinct: 0, 3 repeated in [0, 3, 0, 3, 1]" in e.value.message
     assert load_params(None, {"evaluate.utility.seeds": [2, 0, 1]}).evaluate.utility.seeds == [2, 0, 1]
+
+
+def test_sample_config_is_valid_with_its_own_defaults():
+    from synthgate.generators.config import DEFAULT_PER_CLASS, SampleConfig
+
+    assert SampleConfig().per_class == DEFAULT_PER_CLASS
+    assert SampleConfig(match_real=True).per_class is None
+    with pytest.raises(ValueError, match="set either per_class or match_real, not both"):
+        SampleConfig(match_real=True, per_class=5)
+    with pytest.raises(ValueError, match=r"set per_class \(images per class\) or match_real"):
+        SampleConfig(per_class=None)

@@ -13,15 +13,11 @@ import yaml
 
 from synthgate.errors import ConfigError
 from synthgate.generators.config import SampleConfig
-from synthgate.generators.distributed import (
-    DistContext,
-    fetch_dataset,
-    setup,
-    trainjob_manifest,
-)
+from synthgate.generators.distributed import DistContext, setup
 from synthgate.generators.model import load_generator
 from synthgate.generators.train import list_checkpoints
-from tests.helpers import REPO
+from synthgate.kubeflow.trainjob import TrainJobSpec, fetch_dataset, trainjob_manifest
+from tests.helpers import REPO, run_cli
 from tests.unit.generators_helpers import make_dataset
 
 # A torchrun worker: runs `synthgate train` (the CLI, as a user would) once per entry of the spec and
@@ -163,8 +159,8 @@ def test_a_plain_process_has_an_inert_context():
 
 def test_trainjob_manifest_structure():
     args = ["train", "--dataset", "/data/validated", "--out", "/data/runs/r1"]
-    m = trainjob_manifest("synthgate-train-r1", "ghcr.io/synthgate/synthgate:0.1.0-cuda", 2, 4, args, "ml",
-                          dataset_pvc="synthgate-data", memory="64Gi")
+    m = trainjob_manifest(TrainJobSpec("synthgate-train-r1", "ghcr.io/synthgate/synthgate:0.1.0-cuda", 2, 4, args,
+                                       "ml", dataset_pvc="synthgate-data", memory="64Gi"))
     assert m["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and m["kind"] == "TrainJob"
     assert m["metadata"]["name"] == "synthgate-train-r1" and m["metadata"]["namespace"] == "ml"
     spec = m["spec"]
@@ -191,8 +187,8 @@ def test_trainjob_manifest_structure():
     assert c["name"] == "node" and {v["mountPath"] for v in c["volumeMounts"]} == {"/data", "/dev/shm"}
     json.dumps(m)  # plain JSON, ready for CustomObjectsApi.create_namespaced_custom_object
 
-    s3 = trainjob_manifest("t", "img", 1, 1, args, "ml", dataset_uri="s3://bucket/validated",
-                           patch_api="runtimePatches")
+    s3 = trainjob_manifest(TrainJobSpec("t", "img", 1, 1, args, "ml", dataset_uri="s3://bucket/validated",
+                                        patch_api="runtimePatches"))
     assert s3["spec"]["trainer"]["command"][:2] == ["bash", "-c"] and "fetch-dataset" in s3["spec"]["trainer"]["command"][2]
     assert "/scratch/dataset" in s3["spec"]["trainer"]["command"][2]
     assert {"name": "SYNTHGATE_DATASET_URI", "value": "s3://bucket/validated"} in s3["spec"]["trainer"]["env"]
@@ -202,7 +198,7 @@ def test_trainjob_manifest_structure():
     assert job["name"] == "node" and pod["tolerations"] == m["spec"]["podTemplateOverrides"][0]["spec"]["tolerations"]
     assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]  # node-local copy of the dataset
     with pytest.raises(ValueError):
-        trainjob_manifest("t", "img", 0, 1, args, "ml")
+        trainjob_manifest(TrainJobSpec("t", "img", 0, 1, args, "ml"))
 
 
 def test_example_manifests_match_the_builder():
@@ -211,13 +207,13 @@ def test_example_manifests_match_the_builder():
 
     image, train = "ghcr.io/synthgate/synthgate:0.1.0-cuda", ["train", "--params", "/data/params.yaml"]
     out = ["--out", "/data/runs/diffusion-base"]
-    assert load("trainjob.yaml") == [trainjob_manifest(
+    assert load("trainjob.yaml") == [trainjob_manifest(TrainJobSpec(
         "synthgate-train", image, 2, 4, [*train, "--dataset", "/data/validated", *out], "synthgate",
-        dataset_pvc="synthgate-train-data", cpu="32", memory="128Gi")]
-    assert load("trainjob-s3.yaml") == [trainjob_manifest(
+        dataset_pvc="synthgate-train-data", cpu="32", memory="128Gi"))]
+    assert load("trainjob-s3.yaml") == [trainjob_manifest(TrainJobSpec(
         "synthgate-train-s3", image, 2, 4, [*train, "--dataset", "/scratch/dataset", *out], "synthgate",
         dataset_pvc="synthgate-train-data", dataset_uri="s3://synthgate-datasets/validated/mednist",
-        cpu="32", memory="128Gi")]
+        cpu="32", memory="128Gi"))]
     (pvc,) = load("pvc.yaml")
     assert pvc["metadata"]["name"] == "synthgate-train-data" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     (pj,) = load("pytorchjob.yaml")
@@ -294,7 +290,7 @@ def s3(monkeypatch):
 
 
 def _run(api, tmp_path, uri="s3://mlpipeline/v2/artifacts/run-1/validate/validated", **kw):
-    from synthgate.generators.distributed import run_trainjob
+    from synthgate.kubeflow.trainjob import run_trainjob
 
     gen = Artifact(path=str(tmp_path / "generator"))
     out = run_trainjob(json.dumps({"train": {"steps": 7}}), {"generator.type": "gan", "generator.size": "",
@@ -349,7 +345,7 @@ def test_run_trainjob_tracking_uri_replaces_the_config_maps(tmp_path, s3):
 
 
 def test_run_trainjob_failed_raises_with_the_condition_message(tmp_path, s3):
-    from synthgate.generators.distributed import TrainJobError
+    from synthgate.kubeflow.trainjob import TrainJobError
 
     api = FakeTrainJobs([{"type": "Created"}, {"type": "Failed", "message": "jobset node-1 failed: OOMKilled"}])
     with pytest.raises(TrainJobError, match="synthgate-train-t1 failed: jobset node-1 failed: OOMKilled"):
@@ -358,7 +354,7 @@ def test_run_trainjob_failed_raises_with_the_condition_message(tmp_path, s3):
 
 
 def test_run_trainjob_timeout_and_missing_model(tmp_path, s3):
-    from synthgate.generators.distributed import TrainJobError
+    from synthgate.kubeflow.trainjob import TrainJobError
 
     with pytest.raises(TrainJobError, match="did not finish within 0 s"):
         _run(FakeTrainJobs([{"type": "Created"}]), tmp_path, timeout_s=0)
@@ -368,7 +364,7 @@ def test_run_trainjob_timeout_and_missing_model(tmp_path, s3):
 
 @pytest.mark.parametrize("uri", ["/tmp/kfp/pipeline_root/validate/validated", "file:///tmp/x", ""])
 def test_run_trainjob_refuses_a_local_dataset(tmp_path, uri):
-    from synthgate.generators.distributed import TrainJobError
+    from synthgate.kubeflow.trainjob import TrainJobError
 
     api = FakeTrainJobs([{"type": "Complete"}])
     with pytest.raises(TrainJobError, match="multi-node training needs a cluster with object storage"):
@@ -377,7 +373,7 @@ def test_run_trainjob_refuses_a_local_dataset(tmp_path, uri):
 
 
 def test_artifact_uris_output_prefix_and_namespace(tmp_path):
-    from synthgate.generators.distributed import TrainJobError, artifact_s3_uri, output_prefix, pod_namespace
+    from synthgate.kubeflow.trainjob import TrainJobError, artifact_s3_uri, output_prefix, pod_namespace
 
     env = {"MLFLOW_S3_ENDPOINT_URL": "http://minio-service.kubeflow:9000"}
     assert artifact_s3_uri("minio://mlpipeline/v2/artifacts/r/validated", env) == (
@@ -401,15 +397,13 @@ def test_artifact_uris_output_prefix_and_namespace(tmp_path):
 
 
 def test_upload_model_cli_round_trip(tmp_path):
-    from synthgate.generators.distributed import main
-
     model = tmp_path / "out" / "model"
     (model / "unet").mkdir(parents=True)
     (model / "unet" / "w.bin").write_bytes(b"1")
     (model / "synthgate_generator.json").write_text("{}")
-    assert main(["upload-model", str(model), str(tmp_path / "store")]) == 0
-    assert main(["fetch-dataset", str(tmp_path / "store"), str(tmp_path / "back")]) == 0
+    assert run_cli("trainjob", "upload-model", str(model), str(tmp_path / "store")).code == 0
+    assert run_cli("trainjob", "fetch-dataset", str(tmp_path / "store"), str(tmp_path / "back")).code == 0
     assert (tmp_path / "back" / "unet" / "w.bin").read_bytes() == b"1"
-    assert main(["upload-model", str(tmp_path / "nothing")]) == 2
-    with pytest.raises(ConfigError, match="no model files"):
-        main(["upload-model", str(tmp_path / "nothing"), str(tmp_path / "store2")])
+    assert run_cli("trainjob", "upload-model", str(tmp_path / "nothing")).code == 2
+    r = run_cli("trainjob", "upload-model", str(tmp_path / "nothing"), str(tmp_path / "store2"))
+    assert r.code == ConfigError.exit_code and "no model files" in r.stderr, r.output

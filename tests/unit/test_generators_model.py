@@ -119,4 +119,5 @@ def test_settings_are_validated_with_field_names():
     with pytest.raises(ConfigError, match="per_class or match_real"):
         parse_model(SampleConfig, {"per_class": 3, "match_real": True}, "params.yaml")
     with pytest.raises(ConfigError, match="set per_class"):
-        parse_model(SampleConfig, {}, "params.yaml")
+        parse_model(SampleConfig, {"per_class": None}, "params.yaml")
+    assert parse_model(SampleConfig, {}, "params.yaml").per_class == 100  # valid with its own defaults (#15)

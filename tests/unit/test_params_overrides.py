@@ -73,7 +73,7 @@ def test_ingest_npz_records_medmnist_and_is_reproducible(tmp_path):
 
 
 def test_pipeline_source_uri_is_detected(tmp_path):
-    from synthgate.kfp_io import params_json, source_params
+    from synthgate.kubeflow.io import params_json, source_params
 
     npz = make_npz(tmp_path / "breastmnist.npz", {"train": 4, "val": 2, "test": 2})
     text = params_json(load_params(_mednist_params(tmp_path)))

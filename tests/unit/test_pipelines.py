@@ -1,6 +1,6 @@
 """The Kubeflow pipelines: compiled YAML up to date and deterministic, GPU requests, Kubernetes
 platform config, images, caching, thin components; ``synthgate pipeline submit`` plumbing and errors;
-the ``synthgate.kfp_io`` glue (parameters, data source fetching)."""
+the ``synthgate.kubeflow.io`` glue (parameters, data source fetching)."""
 
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def test_multi_node_branch(compiled):
     # the step itself runs on CPU in the CPU image; the TrainJob's pods get the GPUs
     container = _executors(spec)["train-distributed"]
     assert "accelerator" not in container["resources"] and container["image"].endswith("-cpu")
-    assert "distributed.run_trainjob(" in " ".join(container["command"])
+    assert "trainjob.run_trainjob(" in " ".join(container["command"])
     k8s = _k8s(platform)["train-distributed"]
     assert "nodeSelector" not in k8s and "tolerations" not in k8s
     assert k8s["fieldPathAsEnv"] == [{"fieldPath": "metadata.namespace", "name": "POD_NAMESPACE"}]
@@ -278,15 +278,16 @@ def test_component_body_only_imports_synthgate_and_calls_its_stage(stage):
     body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
     imports = [s for s in body if isinstance(s, ast.Import | ast.ImportFrom)]
     rest = body[len(imports):]
-    assert imports and all(isinstance(s, ast.ImportFrom) and s.module == "synthgate" for s in imports)
+    assert imports and all(isinstance(s, ast.ImportFrom) and s.module in ("synthgate", "synthgate.kubeflow")
+                           for s in imports)
     assert len(rest) == 1 and isinstance(rest[0], ast.Expr | ast.Return), "one statement after the imports"
     assert not [n for n in ast.walk(rest[0]) if isinstance(n, _CONTROL_FLOW)], "no logic in a component body"
     calls = [n.func for n in ast.walk(rest[0]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
     stage_calls = [c.attr for c in calls if isinstance(c.value, ast.Name) and c.value.id == "stages"]
     assert stage_calls == [stage]
     others = {c.value.id for c in calls if isinstance(c.value, ast.Name)} - {"stages"}
-    assert others <= {"kfp_io"}, f"only synthgate.kfp_io helpers besides the stage, got {others}"
-    import synthgate.kfp_io as kfp_io
+    assert others <= {"kfp_io"}, f"only synthgate.kubeflow.io helpers besides the stage, got {others}"
+    import synthgate.kubeflow.io as kfp_io
     import synthgate.stages as stages
 
     assert hasattr(stages, stage)
@@ -300,11 +301,11 @@ def test_train_distributed_component_body_only_imports_synthgate_and_calls_run_t
     (fn,) = ast.parse(textwrap.dedent(inspect.getsource(func))).body
     body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant) else fn.body
     imports, rest = body[:1], body[1:]
-    assert isinstance(imports[0], ast.ImportFrom) and imports[0].module == "synthgate.generators"
+    assert isinstance(imports[0], ast.ImportFrom) and imports[0].module == "synthgate.kubeflow"
     assert len(rest) == 1 and isinstance(rest[0], ast.Expr)
     assert not [n for n in ast.walk(rest[0]) if isinstance(n, _CONTROL_FLOW)], "no logic in a component body"
     calls = [n.func for n in ast.walk(rest[0]) if isinstance(n, ast.Call)]
-    assert [(c.value.id, c.attr) for c in calls] == [("distributed", "run_trainjob")]
+    assert [(c.value.id, c.attr) for c in calls] == [("trainjob", "run_trainjob")]
     assert set(inspect.signature(func).parameters) == {
         "params_json", "generator_type", "generator_size", "train_steps", "num_nodes", "gpus_per_node",
         "trainer_image", "dataset", "generator", "tracking_uri"}
@@ -326,7 +327,7 @@ class FakeClient:
 
 
 def test_submit_converts_parameters_and_calls_the_client(tmp_path):
-    from synthgate.pipeline.submit import submit
+    from synthgate.kubeflow.submit import submit
 
     FakeClient.calls = []
     policy = tmp_path / "policy.yaml"
@@ -356,7 +357,7 @@ def test_submit_converts_parameters_and_calls_the_client(tmp_path):
     ("train_steps", "expected NAME=VALUE"),
 ])
 def test_submit_refuses_bad_parameters_before_contacting_the_host(param, message):
-    from synthgate.pipeline.submit import submit
+    from synthgate.kubeflow.submit import submit
 
     FakeClient.calls = []
     with pytest.raises(ConfigError, match=message):
@@ -365,7 +366,7 @@ def test_submit_refuses_bad_parameters_before_contacting_the_host(param, message
 
 
 def test_submit_refuses_a_file_that_is_not_a_compiled_pipeline(tmp_path):
-    from synthgate.pipeline.submit import PipelineError, submit
+    from synthgate.kubeflow.submit import PipelineError, submit
 
     with pytest.raises(PipelineError, match="not found"):
         submit("http://kfp.example", tmp_path / "missing.yaml", client_factory=FakeClient)
@@ -386,12 +387,12 @@ def test_submit_to_an_unreachable_host_is_a_clear_error():
 
 
 # --------------------------------------------------------------------------------------------
-# synthgate.kfp_io
+# synthgate.kubeflow.io
 
 
 def test_params_json_round_trip_and_overrides():
     from synthgate.config import load_params
-    from synthgate.kfp_io import params, params_json
+    from synthgate.kubeflow.io import params, params_json
 
     p = load_params(REPO / "params.yaml")
     text = params_json(p)
@@ -408,7 +409,7 @@ def test_params_json_round_trip_and_overrides():
 
 
 def test_dvc_get_command():
-    from synthgate.kfp_io import dvc_get_command
+    from synthgate.kubeflow.io import dvc_get_command
 
     cmd = dvc_get_command("https://github.com/org/data.git", "data/raw/pneumoniamnist.npz", "v1.2",
                           Path("/tmp/x/pneumoniamnist.npz"))
@@ -418,7 +419,7 @@ def test_dvc_get_command():
 
 
 def test_fetch_source_with_dvc(tmp_path, monkeypatch):
-    import synthgate.kfp_io as kfp_io
+    import synthgate.kubeflow.io as kfp_io
 
     seen = []
 
@@ -449,7 +450,7 @@ def test_fetch_source_from_s3(tmp_path, monkeypatch):
     moto = pytest.importorskip("moto")
     import boto3
 
-    import synthgate.kfp_io as kfp_io
+    import synthgate.kubeflow.io as kfp_io
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
@@ -490,7 +491,7 @@ def test_train_step_is_resumable(compiled, name):
 def test_run_scoped_checkpoint_uri():
     from types import SimpleNamespace
 
-    from synthgate.kfp_io import run_scoped
+    from synthgate.kubeflow.io import run_scoped
 
     a = SimpleNamespace(uri="minio://mlpipeline/v2/artifacts/synthgate-synthesis/run-1/train/generator")
     b = SimpleNamespace(uri="minio://mlpipeline/v2/artifacts/synthgate-synthesis/run-2/train/generator")

@@ -7,12 +7,12 @@ channels at ``size: base``). Diffusion defaults follow the DDPM recipe of diffus
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ModelType = Literal["diffusion", "gan"]
-MODEL_TYPES: tuple[str, ...] = ("diffusion", "gan")
+from synthgate.generators.family import FAMILIES
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -23,7 +23,8 @@ class _Strict(BaseModel):
 class GeneratorConfig(_Strict):
     """The model: its family and size, and the family's own settings."""
 
-    type: ModelType = Field("diffusion", description="diffusion (class-conditional DDPM UNet) | gan (cpD-GAN)")
+    type: str = Field("diffusion", description="the generator family: one of synthgate.generators.family.FAMILIES "
+                                                "(diffusion: class-conditional DDPM UNet, gan: cpD-GAN)")
     size: Literal["tiny", "small", "base"] = Field(
         "base", description="tiny (<1.5M parameters, CPU tests) | small | base (35.8M-parameter UNet / 512-channel GAN)"
     )
@@ -42,6 +43,15 @@ class GeneratorConfig(_Strict):
     g_lr: float = Field(0.005, gt=0.0, description="GAN generator learning rate (Adam)")
     d_lr: float = Field(0.005, gt=0.0, description="GAN discriminator learning rate (Adam)")
     betas: tuple[float, float] = Field((0.0, 0.99), description="GAN Adam betas (prog-GAN)")
+
+    @field_validator("type")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if v not in FAMILIES:
+            names = [repr(n) for n in FAMILIES]
+            listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            raise ValueError(f"unknown model type {v!r}: input should be {listed} (the registered generator families)")
+        return v
 
 
 class TrainConfig(_Strict):
@@ -84,6 +94,10 @@ class TrainConfig(_Strict):
     )
 
 
+#: Images per class a sampling run draws when neither ``per_class`` nor ``match_real`` is set.
+DEFAULT_PER_CLASS = 100
+
+
 class SampleConfig(_Strict):
     """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only."""
 
@@ -92,12 +106,21 @@ class SampleConfig(_Strict):
     guidance_scale: float = Field(
         1.5, ge=0.0, description="classifier-free guidance scale (1: conditional model only, no guidance)"
     )
-    per_class: int | None = Field(None, ge=0, description="images per class (when match_real is false)")
+    per_class: int | None = Field(None, ge=0, description="images per class (when match_real is false; left out: "
+                                                          f"{DEFAULT_PER_CLASS})")
     match_real: bool = Field(False, description="follow the real train split's class distribution")
     total: int | None = Field(None, ge=1, description="with match_real: images in all (null: as many as the real train split)")
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     device: Device = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_count(cls, data: Any) -> Any:
+        """``SampleConfig()`` is valid: without per_class and match_real, DEFAULT_PER_CLASS per class."""
+        if isinstance(data, dict) and "per_class" not in data and not data.get("match_real"):
+            return {**data, "per_class": DEFAULT_PER_CLASS}
+        return data
 
     @model_validator(mode="after")
     def _how_many(self) -> SampleConfig:

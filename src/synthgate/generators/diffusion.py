@@ -9,6 +9,7 @@ with any number of steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthgate.errors import ConfigError
+from synthgate.errors import ConfigError, DataError
 from synthgate.generators.common import make_generator, per_image_noise, to_uint8
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.family import GeneratorFamily
 from synthgate.generators.task import TrainTask, autocast, make_optimizer
 from synthgate.progress import NullReporter, Reporter
 
@@ -29,6 +31,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"block_out_channels": (64, 128, 128, 128), "layers_per_block": 2, "norm_num_groups": 32},
     "base": {"block_out_channels": (128, 256, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
 }
+#: The model folder's files (diffusers' layout).
+UNET_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors")
+SCHEDULER_FILES = ("scheduler/scheduler_config.json",)
 #: Self-attention sits in this block: 16x16 for 64x64 inputs (and in the mid block).
 ATTN_LEVEL = 2
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
@@ -193,8 +198,53 @@ class DiffusionTask(TrainTask):
         return sample_images(module, self.scheduler.config, labels, cfg, null_class=self.n_classes,
                              device=self.device, amp=self.amp)
 
-    def save(self, model_dir: Path, module: nn.Module, **info: Any) -> Path:
-        from synthgate.generators.model import save_generator
+    def wrap_ddp(self, ddp: Callable[[nn.Module], nn.Module], compiled: Callable[[nn.Module], nn.Module]) -> None:
+        self.forward = compiled(ddp(self.unet))
 
-        return save_generator(model_dir, module, self.gcfg, scheduler=self.scheduler, resolution=self.resolution,
-                              channels=self.channels, **info)
+    def save_extras(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler}
+
+
+class DiffusionFamily(GeneratorFamily):
+    """``unet/`` (diffusers ``save_pretrained``, EMA weights) and ``scheduler/`` (the training noise
+    schedule, from which every sampler is built)."""
+
+    name = "diffusion"
+    description = "class-conditional DDPM UNet (diffusers UNet2DModel), classifier-free guidance"
+    files = (*UNET_FILES, *SCHEDULER_FILES)
+    weights = UNET_FILES[1]
+
+    def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
+        check_resolution(gcfg, resolution)
+
+    def make_task(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
+                  n_classes: int, device: torch.device) -> DiffusionTask:
+        return DiffusionTask(gcfg, tcfg, resolution, channels, n_classes, device)
+
+    def write(self, folder: Path, module: nn.Module, extras: dict[str, Any]) -> None:
+        if extras.get("scheduler") is None:
+            raise ValueError("a diffusion model needs its scheduler")
+        module.save_pretrained(folder / "unet", safe_serialization=True)  # type: ignore[operator]
+        extras["scheduler"].save_pretrained(folder / "scheduler")
+
+    def load(self, model_dir: Path, gcfg: GeneratorConfig, info: dict[str, Any],
+             device: torch.device) -> tuple[nn.Module, Any]:
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        try:
+            unet = UNet2DModel.from_pretrained(model_dir / "unet", low_cpu_mem_usage=False)
+        except Exception as e:
+            raise DataError(f"{model_dir / 'unet'}: cannot load the UNet ({e})", hint="re-run `synthgate train`") from None
+        try:
+            scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
+        except Exception as e:
+            raise DataError(f"{model_dir / 'scheduler'}: cannot load the scheduler ({e})") from None
+        return unet.to(device).eval().requires_grad_(False), scheduler.config
+
+    def sample(self, module: nn.Module, context: Any, labels: np.ndarray, cfg: SampleConfig, *, n_classes: int,
+               device: torch.device, amp: bool, reporter: Reporter | None = None) -> np.ndarray:
+        return sample_images(module, context, labels, cfg, null_class=n_classes, device=device, amp=amp,
+                             reporter=reporter)
+
+
+FAMILY = DiffusionFamily()

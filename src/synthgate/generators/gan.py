@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthgate.errors import ConfigError
+from synthgate.errors import ConfigError, DataError
 from synthgate.generators.common import per_image_noise, to_uint8
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.family import GeneratorFamily
 from synthgate.generators.task import TrainTask, autocast, make_optimizer
 from synthgate.progress import NullReporter, Reporter
 
 MAX_CHANNELS = {"tiny": 32, "small": 128, "base": 512}
+#: The model folder's one file: the EMA generator's state dict.
+GAN_WEIGHTS = "generator.pt"
 SLOPE = 0.2
 
 
@@ -270,7 +274,52 @@ class GanTask(TrainTask):
         assert isinstance(module, CpdGenerator)
         return sample_images(module, labels, cfg, device=self.device, amp=self.amp)
 
-    def save(self, model_dir: Path, module: nn.Module, **info: Any) -> Path:
-        from synthgate.generators.model import save_generator
+    def wrap_ddp(self, ddp: Callable[[nn.Module], nn.Module], compiled: Callable[[nn.Module], nn.Module]) -> None:
+        """Generator and discriminator. The WGAN-GP penalty runs ``autograd.grad(create_graph=True)``
+        through the DDP-wrapped discriminator: that gradient is taken with respect to the
+        interpolated images only, so it fires none of DDP's parameter hooks; the penalty's
+        second-order gradient reaches the parameters in the one ``d_loss.backward()`` of the
+        critic step, together with the Wasserstein terms, and is all-reduced there. Every
+        discriminator parameter gets a gradient in that step and the discriminator is frozen
+        (``requires_grad_(False)``) in the generator step, so ``find_unused_parameters`` stays off.
+        Batch statistics (the minibatch standard deviation feature) are per rank."""
+        self.g_forward = compiled(ddp(self.g))
+        self.d = ddp(self.d)  # type: ignore[assignment]  (modules["discriminator"] stays the plain one)
 
-        return save_generator(model_dir, module, self.gcfg, resolution=self.resolution, channels=self.channels, **info)
+
+class GanFamily(GeneratorFamily):
+    """``generator.pt``: the state dict of the EMA generator (the discriminator is not released)."""
+
+    name = "gan"
+    description = "cpD-GAN: conditional pixel-norm generator, projection discriminator, WGAN-GP (dumontschutte2021)"
+    files = (GAN_WEIGHTS,)
+    weights = GAN_WEIGHTS
+
+    def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
+        check_resolution(gcfg, resolution)
+
+    def make_task(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
+                  n_classes: int, device: torch.device) -> GanTask:
+        return GanTask(gcfg, tcfg, resolution, channels, n_classes, device)
+
+    def write(self, folder: Path, module: nn.Module, extras: dict[str, Any]) -> None:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, folder / GAN_WEIGHTS)
+
+    def load(self, model_dir: Path, gcfg: GeneratorConfig, info: dict[str, Any],
+             device: torch.device) -> tuple[nn.Module, Any]:
+        g = build_generator(gcfg, int(info["resolution"]), int(info["channels"]), len(info["classes"]))
+        path = model_dir / GAN_WEIGHTS
+        try:
+            g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise DataError(f"{path}: cannot load the generator weights ({e})",
+                            hint="re-run `synthgate train`") from None
+        return g.to(device).eval().requires_grad_(False), None
+
+    def sample(self, module: nn.Module, context: Any, labels: np.ndarray, cfg: SampleConfig, *, n_classes: int,
+               device: torch.device, amp: bool, reporter: Reporter | None = None) -> np.ndarray:
+        assert isinstance(module, CpdGenerator)
+        return sample_images(module, labels, cfg, device=device, amp=amp, reporter=reporter)
+
+
+FAMILY = GanFamily()

@@ -1,10 +1,9 @@
 """The generator model format: a directory that alone can sample.
 
-- diffusion: ``unet/`` (diffusers ``save_pretrained``, EMA weights) and ``scheduler/`` (the training
-  noise schedule, from which every sampler is built)
-- gan: ``generator.pt`` (state dict of the EMA generator)
-- both: ``synthgate_generator.json`` (format, type, generator config, resolution, channels, classes,
-  the training dataset's content hash, training step, synthgate version, file hashes)
+- the family's own files (:attr:`~synthgate.generators.family.GeneratorFamily.files`; diffusion:
+  ``unet/`` and ``scheduler/``, gan: ``generator.pt``), written and read by the family
+- every family: ``synthgate_generator.json`` (format, type, generator config, resolution, channels,
+  classes, the training dataset's content hash, training step, synthgate version, file hashes)
 
 Written through :func:`synthgate.utils.atomic_directory`: readers see a whole model or none.
 """
@@ -22,36 +21,31 @@ from torch import nn
 from synthgate import __version__
 from synthgate.errors import ConfigError, DataError
 from synthgate.generators.common import resolve_device
-from synthgate.generators.config import MODEL_TYPES, GeneratorConfig, SampleConfig
+from synthgate.generators.config import GeneratorConfig, SampleConfig
+from synthgate.generators.family import FAMILIES, GeneratorFamily, get_family
 from synthgate.progress import Reporter
 from synthgate.utils import atomic_directory, read_json, sha256_file, utc_now, write_json_atomic
 
 FORMAT = "synthgate.generator/v1"
 INFO = "synthgate_generator.json"
-GAN_WEIGHTS = "generator.pt"
-UNET_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors")
-SCHEDULER_FILES = ("scheduler/scheduler_config.json",)
 
 
-def _files(gtype: str) -> tuple[str, ...]:
-    return (*UNET_FILES, *SCHEDULER_FILES) if gtype == "diffusion" else (GAN_WEIGHTS,)
+def weights_path(model_dir: Path, gtype: str) -> Path:
+    """The file whose sha256 identifies the weights of a ``gtype`` model in ``model_dir``."""
+    return Path(model_dir) / get_family(gtype).weights
 
 
 def save_generator(
     model_dir: Path, module: nn.Module, gcfg: GeneratorConfig, *, resolution: int, channels: int,
-    classes: list[str], dataset_hash: str, step: int, scheduler: Any = None, name: str | None = None,
+    classes: list[str], dataset_hash: str, step: int, extras: dict[str, Any] | None = None, name: str | None = None,
     selection: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``module`` (the EMA network) and its description to ``model_dir`` atomically."""
+    """Write ``module`` (the EMA network) and its description to ``model_dir`` atomically;
+    ``extras``: what the family writes beside the network (a training task's ``save_extras()``)."""
     model_dir = Path(model_dir)
+    family = get_family(gcfg.type)
     with atomic_directory(model_dir) as tmp:
-        if gcfg.type == "diffusion":
-            if scheduler is None:
-                raise ValueError("a diffusion model needs its scheduler")
-            module.save_pretrained(tmp / "unet", safe_serialization=True)  # type: ignore[operator]
-            scheduler.save_pretrained(tmp / "scheduler")
-        else:
-            torch.save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, tmp / GAN_WEIGHTS)
+        family.write(tmp, module, extras or {})
         info = {
             "format": FORMAT,
             "name": name or f"{gcfg.type}-{gcfg.size}-step{step}",
@@ -65,7 +59,7 @@ def save_generator(
             "parameters": int(sum(p.numel() for p in module.parameters())),
             "synthgate_version": __version__,
             "created": utc_now(),
-            "files": {f: sha256_file(tmp / f) for f in _files(gcfg.type)},
+            "files": {f: sha256_file(tmp / f) for f in family.files},
         }
         if selection is not None:  # how these weights were chosen (FID early stopping)
             info["selection"] = selection
@@ -87,9 +81,9 @@ def read_generator_info(model_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         got = info.get("format") if isinstance(info, dict) else None
         raise DataError(f"{path}: unknown generator format {got!r}; expected {FORMAT}")
-    if info.get("type") not in MODEL_TYPES:
-        raise DataError(f"{path}: unknown generator type {info.get('type')!r}; expected one of {', '.join(MODEL_TYPES)}")
-    for f in _files(info["type"]):
+    if info.get("type") not in FAMILIES:
+        raise DataError(f"{path}: unknown generator type {info.get('type')!r}; expected one of {', '.join(FAMILIES)}")
+    for f in get_family(info["type"]).files:
         if not (model_dir / f).exists():
             raise DataError(f"{model_dir / f}: missing from the {info['type']} model",
                             hint="the model directory is incomplete; re-run `synthgate train`")
@@ -105,7 +99,9 @@ class LoadedGenerator:
     gcfg: GeneratorConfig
     module: nn.Module
     device: torch.device
-    scheduler_config: Any = None
+    family: GeneratorFamily
+    #: what the family's sampler needs beside the network (diffusion: the scheduler config)
+    context: Any = None
 
     @property
     def classes(self) -> list[str]:
@@ -132,17 +128,8 @@ class LoadedGenerator:
         n = len(self.classes)
         if len(labels) and (labels.min() < 0 or labels.max() >= n):
             raise ConfigError(f"labels must lie in 0..{n - 1} (the model's {n} classes), got {labels.min()}..{labels.max()}")
-        amp = self.device.type == "cuda"
-        if self.type == "diffusion":
-            from synthgate.generators.diffusion import sample_images
-
-            return sample_images(self.module, self.scheduler_config, labels, cfg, null_class=n, device=self.device,
-                                 amp=amp, reporter=reporter)
-        from synthgate.generators.gan import CpdGenerator
-        from synthgate.generators.gan import sample_images as gan_sample
-
-        assert isinstance(self.module, CpdGenerator)
-        return gan_sample(self.module, labels, cfg, device=self.device, amp=amp, reporter=reporter)
+        return self.family.sample(self.module, self.context, labels, cfg, n_classes=n, device=self.device,
+                                  amp=self.device.type == "cuda", reporter=reporter)
 
 
 def load_generator(model_dir: Path, device: str | torch.device = "auto") -> LoadedGenerator:
@@ -154,24 +141,6 @@ def load_generator(model_dir: Path, device: str | torch.device = "auto") -> Load
         gcfg = GeneratorConfig.model_validate(info["generator"])
     except Exception as e:
         raise DataError(f"{model_dir / INFO}: invalid generator settings ({e})") from None
-    if gcfg.type == "diffusion":
-        from diffusers import DDPMScheduler, UNet2DModel
-
-        try:
-            unet = UNet2DModel.from_pretrained(model_dir / "unet", low_cpu_mem_usage=False)
-        except Exception as e:
-            raise DataError(f"{model_dir / 'unet'}: cannot load the UNet ({e})", hint="re-run `synthgate train`") from None
-        try:
-            scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
-        except Exception as e:
-            raise DataError(f"{model_dir / 'scheduler'}: cannot load the scheduler ({e})") from None
-        return LoadedGenerator(model_dir, info, gcfg, unet.to(dev).eval().requires_grad_(False), dev, scheduler.config)
-    from synthgate.generators.gan import build_generator
-
-    g = build_generator(gcfg, int(info["resolution"]), int(info["channels"]), len(info["classes"]))
-    path = model_dir / GAN_WEIGHTS
-    try:
-        g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as e:
-        raise DataError(f"{path}: cannot load the generator weights ({e})", hint="re-run `synthgate train`") from None
-    return LoadedGenerator(model_dir, info, gcfg, g.to(dev).eval().requires_grad_(False), dev)
+    family = get_family(gcfg.type)
+    module, context = family.load(model_dir, gcfg, info, dev)
+    return LoadedGenerator(model_dir, info, gcfg, module, dev, family, context)

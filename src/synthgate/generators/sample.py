@@ -15,7 +15,7 @@ import numpy as np
 from synthgate.data.canonical import CanonicalDataset, load_dataset, metadata_for, write_dataset
 from synthgate.errors import ConfigError, DataError
 from synthgate.generators.config import SampleConfig
-from synthgate.generators.model import GAN_WEIGHTS, UNET_FILES, load_generator
+from synthgate.generators.model import load_generator, weights_path
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import sha256_file
 
@@ -64,7 +64,7 @@ def sample(
 
     n = len(images)
     meta = metadata_for(images, labels, classes, "train", [f"synthetic:{gen.name}:{i}" for i in range(n)])
-    weights = model_dir / (UNET_FILES[1] if gen.type == "diffusion" else GAN_WEIGHTS)
+    weights = weights_path(model_dir, gen.type)
     inputs: list[dict[str, object]] = [{"path": str(model_dir), "kind": "generator", "sha256": sha256_file(weights)}]
     if real is not None:
         inputs.append({"path": str(real.root), "kind": "real_dataset", "content_hash": real.content_hash})

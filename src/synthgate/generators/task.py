@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class TrainTask(abc.ABC):
     Subclasses set ``modules`` (uncompiled, for state dicts), ``optimizers``, ``lrs`` (the configured
     learning rate per optimiser, re-applied on resume), ``ema`` (a diffusers ``EMAModel`` over the
     network that is saved) and ``ema_target`` (that network), and implement ``step``, ``sample`` and
-    ``save``.
+    ``wrap_ddp`` (and ``save_extras`` when the saved model needs more than the network).
     """
 
     draws_per_step = 1  # real batches consumed per step
@@ -76,8 +76,22 @@ class TrainTask(abc.ABC):
         """Sample one image per label from ``module`` (an :meth:`ema_module`) -> uint8 (N, H, W, C)."""
 
     @abc.abstractmethod
+    def wrap_ddp(self, ddp: Callable[[nn.Module], nn.Module], compiled: Callable[[nn.Module], nn.Module]) -> None:
+        """Route the training forward passes through ``ddp(module)`` (then ``compiled``), keeping
+        ``modules``, the optimisers, the EMA and sampling on the plain modules
+        (:func:`synthgate.generators.distributed.wrap_task` calls this on every rank)."""
+
+    def save_extras(self) -> dict[str, Any]:
+        """What the family's :meth:`~synthgate.generators.family.GeneratorFamily.write` needs beside
+        the network (e.g. the noise schedule)."""
+        return {}
+
     def save(self, model_dir: Path, module: nn.Module, **info: Any) -> Path:
         """Write ``module`` in the model format (:func:`synthgate.generators.model.save_generator`)."""
+        from synthgate.generators.model import save_generator
+
+        return save_generator(model_dir, module, self.gcfg, resolution=self.resolution, channels=self.channels,
+                              extras=self.save_extras(), **info)
 
     def ema_module(self) -> nn.Module:
         """A copy of ``ema_target`` holding the EMA weights, in eval mode, contiguous memory format."""

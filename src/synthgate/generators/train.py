@@ -60,9 +60,10 @@ from synthgate.generators.common import (
     save_png,
     to_model_space,
 )
-from synthgate.generators.config import MODEL_TYPES, GeneratorConfig, SampleConfig, TrainConfig
+from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
 from synthgate.generators.distributed import DistContext, setup, wrap_task
 from synthgate.generators.early_stop import FidMonitor, FidState
+from synthgate.generators.family import get_family
 from synthgate.generators.task import TrainTask
 from synthgate.progress import NullReporter, Reporter
 
@@ -91,32 +92,14 @@ class TrainResult:
         return bool(self.fid and self.fid.get("stopped_at") is not None)
 
 
-def _unknown_type(gtype: object) -> ConfigError:
-    return ConfigError(f"generator.type: unknown model type {gtype!r}", hint=f"use one of: {', '.join(MODEL_TYPES)}")
-
-
 def check_resolution(gcfg: GeneratorConfig, resolution: int) -> None:
     """ConfigError naming ``resolution`` and the sizes that work, for the configured model."""
-    if gcfg.type == "diffusion":
-        from synthgate.generators.diffusion import check_resolution as check
-    elif gcfg.type == "gan":
-        from synthgate.generators.gan import check_resolution as check
-    else:
-        raise _unknown_type(gcfg.type)
-    check(gcfg, resolution)
+    get_family(gcfg.type).check_resolution(gcfg, resolution)
 
 
 def build_task(gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int, n_classes: int,
                device: torch.device) -> TrainTask:
-    if gcfg.type == "diffusion":
-        from synthgate.generators.diffusion import DiffusionTask
-
-        return DiffusionTask(gcfg, tcfg, resolution, channels, n_classes, device)
-    if gcfg.type == "gan":
-        from synthgate.generators.gan import GanTask
-
-        return GanTask(gcfg, tcfg, resolution, channels, n_classes, device)
-    raise _unknown_type(gcfg.type)
+    return get_family(gcfg.type).make_task(gcfg, tcfg, resolution, channels, n_classes, device)
 
 
 def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: list[str], dataset_hash: str) -> dict[str, Any]:
@@ -342,8 +325,7 @@ def train(
     ``on_checkpoint(path)`` is called on rank 0 after each checkpoint is written (and older ones
     pruned), e.g. a :class:`~synthgate.generators.checkpoint_sync.CheckpointMirror`.
     """
-    if gcfg.type not in MODEL_TYPES:
-        raise _unknown_type(gcfg.type)
+    get_family(gcfg.type)  # an unknown type: ConfigError before anything starts
     ctx = setup(tcfg.device, "train.device")
     try:
         return _train(Path(dataset_dir), gcfg, tcfg, Path(out_dir), reporter, resume, ctx, encoder, fid_sampling,

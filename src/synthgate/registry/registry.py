@@ -137,7 +137,7 @@ def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str,
     training dataset hash must equal ``synthgate_generator.json``'s. An evaluation with no generator
     identity (a stand-in of real images, a set made outside ``synthgate sample``) is refused: register
     has no override, as nothing ties such an evaluation to any model."""
-    from synthgate.generators.model import GAN_WEIGHTS, INFO, UNET_FILES
+    from synthgate.generators.model import INFO, weights_path
 
     syn = evaluation.get("synthetic") or {}
     gen = syn.get("generator")
@@ -147,7 +147,7 @@ def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str,
                 else "a synthetic set that records no generator")
         raise DataError(f"{where}: the evaluation is of {what}; it cannot be registered as an evaluation of "
                         f"{model_dir}", hint=hint)
-    weights = Path(model_dir) / (UNET_FILES[1] if info.get("type") == "diffusion" else GAN_WEIGHTS)
+    weights = weights_path(Path(model_dir), str(info.get("type")))
     evaluated = _evaluated_weights_sha256(evaluation)
     if evaluated is not None:
         actual = sha256_file(weights)

@@ -11,8 +11,8 @@ image it is most likely a copy of, and how close it is under four scores.
    (a negative gain) included; so are the scores below.
    **smooth**: the same after a median filter and a Gaussian blur of both images.
 3. **margin**: Fisher z of the best minus that of the second-best training image (a copy is much
-   closer to its source than to anything else; DESIGN.md measured this ratio's power on noisy and
-   shifted copies).
+   closer to its source than to anything else; the team's design notes, "Measured on real data",
+   measured this ratio's power on noisy and shifted copies).
 4. **aligned**: the central ``template`` x ``template`` part of the query, resampled at every
    (scale, rotation) of a grid (scale/crop about 0.85-1.15, rotations of a few degrees), correlated
    with every window of a candidate within ``max_shift`` pixels of its centre: one batched matrix

@@ -1,4 +1,8 @@
-"""Submit a compiled pipeline (``pipelines/compiled/*.yaml``) to a Kubeflow Pipelines API server.
+"""Kubeflow Pipelines from the CLI (``synthgate pipeline compile`` / ``synthgate pipeline submit``):
+compile the pipelines of the repository, and submit a compiled one (``pipelines/compiled/*.yaml``)
+to a Kubeflow Pipelines API server. The pipeline definitions and their components live in the
+repository (``pipelines/``, ``components/``), not in this package: compiling runs
+``python -m pipelines.compile`` there, in a process of its own.
 
 ``--param NAME=VALUE`` values are checked against the pipeline's declared parameters and converted
 to their types (``@FILE`` reads the value from a file, e.g. ``gate_policy_yaml=@gates.yaml``). A host
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
@@ -19,11 +24,12 @@ from typing import Any
 import yaml
 
 from synthgate.errors import ConfigError, SynthgateError
+from synthgate.kubeflow.cluster import SERVICE_ACCOUNT
 
 DEFAULT_PACKAGE = Path("pipelines/compiled/synthesis.yaml")
 DEFAULT_EXPERIMENT = "synthgate"
 #: The ServiceAccount the k8s manifests create for pipeline pods (S3, MLflow access).
-DEFAULT_SERVICE_ACCOUNT = "synthgate-pipeline"
+DEFAULT_SERVICE_ACCOUNT = SERVICE_ACCOUNT
 
 
 class PipelineError(SynthgateError):
@@ -187,17 +193,26 @@ def repo_root(start: Path | None = None) -> Path:
 
 
 def compile_pipelines(check: bool = False, cache_training: bool = False, root: Path | None = None) -> list[str]:
-    """Run ``pipelines.compile`` of the repository at ``root``; with ``check``, raise naming stale files."""
+    """Run ``python -m pipelines.compile`` in the repository at ``root`` (a subprocess, so the
+    repository's ``pipelines`` and ``components`` packages are imported from there); returns the files
+    written. With ``check``, write nothing and raise naming the stale files."""
     root = repo_root(root)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from pipelines import compile as kfp_compile  # the repository's, not an installed module
-
     out = root / "pipelines" / "compiled"
+    cmd = [sys.executable, "-m", "pipelines.compile", "--out", str(out)]
     if check:
-        bad = kfp_compile.stale(out, cache_training)
-        if bad:
-            raise PipelineError("stale compiled pipelines: " + ", ".join(str(out / b) for b in bad),
-                                hint="recompile with `synthgate pipeline compile` (or `make pipelines`) and commit")
+        cmd.append("--check")
+    if cache_training:
+        cmd.append("--cache-training")
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    stale = [line for line in proc.stderr.splitlines() if line.startswith("stale compiled pipelines: ")]
+    if check and proc.returncode == 1 and stale:
+        raise PipelineError(stale[0],
+                            hint="recompile with `synthgate pipeline compile` (or `make pipelines`) and commit")
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
+        raise PipelineError(f"python -m pipelines.compile in {root} failed (exit {proc.returncode})"
+                            + (f": {detail}" if detail else ""),
+                            hint="run `python -m pipelines.compile` there for the whole output")
+    if check:
         return []
-    return [str(p) for p in kfp_compile.compile_all(out, cache_training)]
+    return [line.removeprefix("wrote ") for line in proc.stdout.splitlines() if line.startswith("wrote ")]

@@ -1,6 +1,6 @@
 """Glue between Kubeflow Pipelines components (``components/``) and :mod:`synthgate.stages`.
 
-A KFP component body only imports synthgate and calls a stage (DESIGN.md, principle 1). What a
+A KFP component body only imports synthgate and calls a stage (docs/ARCHITECTURE.md, principle 1). What a
 stage cannot know about KFP lives here, once, as small functions with no branching on pipeline
 logic: turning the ``params_json`` pipeline parameter (plus explicit overrides) into
 :class:`~synthgate.config.Params`, fetching the data source into the pod (a path, ``s3://`` or a
