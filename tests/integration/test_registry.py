@@ -280,3 +280,73 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
                                                "decision recomputed from its evaluation and policy says false"):
         promote(name, r.version, uri=server)
     assert "approved" not in (client.get_registered_model(name).aliases or {})
+
+
+def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir, tmp_path, monkeypatch):
+    """A failed version cannot be loaded through the README's path, even when someone sets the alias
+    on it by hand; synthgate's loader honours only an override recorded by `synthgate promote`; the
+    version page shows the verdict; the pyfunc has a signature."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    from synthgate.registry.registry import load_model
+
+    client = connect(server)
+    name = "proof-generator"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server)
+    ok = register(model_dir, *_gated(tmp_path, "ok"), uri=server, name=name)
+    bad = register(model_dir, *_gated(tmp_path, "bad", copies=3), uri=server, name=name)
+
+    page = client.get_model_version(name, bad.version).description
+    assert page.startswith("## Release gate: FAILED") and "Failing rules: `memorization.max_flagged_copies`" in page
+    assert "| `memorization.max_flagged_copies` | **FAIL** |" in page and "evaluation/report.html" in page
+    assert client.get_model_version(name, ok.version).description.startswith("## Release gate: PASSED")
+    sig = get_model_info(f"models:/{name}/{ok.version}").signature
+    assert [c.name for c in sig.inputs.inputs][:2] == ["class", "count"]
+    assert sig.outputs.inputs[0].type == np.dtype(np.uint8) and sig.outputs.inputs[0].shape == (-1, 16, 16, 1)
+
+    # the alias moved by hand (MLflow itself allows it): the model refuses to load
+    client.set_registered_model_alias(name, "approved", bad.version)
+    with pytest.raises(PromotionRefused) as e:
+        mlflow.pyfunc.load_model(f"models:/{name}@approved")
+    assert "failed its release gate and has no recorded override" in e.value.message
+    assert "memorization.max_flagged_copies" in e.value.message
+    with pytest.raises(PromotionRefused, match="failed its gate and has no recorded override"):
+        load_model(name, "approved", server)
+
+    # an override recorded by `synthgate promote --force --reason` is honoured by synthgate's loader
+    promote(name, bad.version, uri=server, force=True, reason="committee decision 7")
+    images = load_model(name, "approved", server).predict(pd.DataFrame({"class": ["a"], "count": [2], "steps": [2]}))
+    assert images.shape == (2, 16, 16, 1)
+    with pytest.raises(PromotionRefused):  # the plain path still refuses: the override lives in the registry
+        mlflow.pyfunc.load_model(f"models:/{name}@approved")
+
+    # an approved version loads through both paths and samples
+    promote(name, ok.version, uri=server)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@approved")
+    assert loaded.predict(pd.DataFrame({"class": ["b"], "count": [1], "steps": [2]})).shape == (1, 16, 16, 1)
+    assert load_model(name, "approved", server) is not None
+
+
+def test_the_bundled_records_are_checked(model_dir, tmp_path):
+    from synthgate.registry.pyfunc import verify_bundle
+
+    ev, gate_path = _gated(tmp_path, "ok")
+    assert verify_bundle({"model_dir": str(model_dir), "evaluation": str(ev), "gate": str(gate_path)}).passed
+    with pytest.raises(PromotionRefused, match="carries no evaluation and no gate record"):
+        verify_bundle({"model_dir": str(model_dir)})
+    bad_ev, bad_gate = _gated(tmp_path, "bad", copies=3)
+    record = json.loads(bad_gate.read_text())
+    record["passed"] = True  # an edited verdict
+    bad_gate.write_text(json.dumps(record))
+    with pytest.raises(PromotionRefused, match="the recorded verdict .* differs from the decision recomputed"):
+        verify_bundle({"model_dir": str(model_dir), "evaluation": str(bad_ev), "gate": str(bad_gate)})
+    other, other_gate = _gated(tmp_path, "other", synthetic__generator={**GENERATOR, "step": 99})
+    with pytest.raises(PromotionRefused, match="step"):
+        verify_bundle({"model_dir": str(model_dir), "evaluation": str(other), "gate": str(other_gate)})
+    ev2, gate2 = _gated(tmp_path, "bad2", copies=3)
+    bundle = {"model_dir": str(model_dir), "evaluation": str(ev2), "gate": str(gate2)}
+    with pytest.raises(PromotionRefused, match="failed its release gate"):
+        verify_bundle(bundle, override={"reason": " "})  # an override without a reason is none
+    assert not verify_bundle(bundle, override={"reason": "committee decision 7"}).passed

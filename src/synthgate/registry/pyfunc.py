@@ -1,22 +1,98 @@
 """The generator as an MLflow pyfunc model: ``mlflow.pyfunc.load_model("models:/NAME@approved")``
-gives a model whose ``predict`` samples images.
+gives a model whose ``predict`` samples images, **after checking its own release gate**.
+
+The model carries its proof: its artifacts are the generator folder, the evaluation and the gate
+record it was registered with. ``load_context`` recomputes the decision from those records (the
+verdict in ``gate.json`` is never trusted), checks that the evaluation is of these weights, and
+refuses a generator that failed its gate, naming the failing rules. A failed version loads only
+with a recorded override: :func:`synthgate.registry.registry.load_model` reads the override that
+``synthgate promote --force --reason`` recorded on the version and passes it as
+``model_config={"gate_override": {...}}``. Passing that by hand is possible (the model runs in the
+caller's process): this check stops the accident of loading a rejected generator through the
+documented path, while the registry's permissions and the promotion guard (issue #17) stop the
+deliberate.
 
 Input: a DataFrame with columns ``class`` (a class name) and ``count`` (images of that class);
 optional columns ``sampler``, ``steps``, ``guidance_scale``, ``seed`` (first row's value is used).
-Output: uint8 array (N, H, W, C), rows in the order of the input.
+Output: uint8 array (N, H, W, C), rows in the order of the input (:func:`signature`).
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import mlflow.pyfunc
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: The pyfunc model's artifacts (names in ``context.artifacts``).
+MODEL_DIR, EVALUATION, GATE = "model_dir", "evaluation", "gate"
+#: ``model_config`` key of a recorded override (what the registry's version tags say).
+OVERRIDE = "gate_override"
+
+
+def signature(resolution: int, channels: int) -> Any:
+    """The pyfunc's MLflow signature: (class, count[, sampler, steps, guidance_scale, seed]) -> uint8
+    images (N, resolution, resolution, channels)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    inputs = Schema([ColSpec("string", "class"), ColSpec("long", "count"),
+                     ColSpec("string", "sampler", required=False), ColSpec("long", "steps", required=False),
+                     ColSpec("double", "guidance_scale", required=False), ColSpec("long", "seed", required=False)])
+    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, int(resolution), int(resolution), int(channels)))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = None) -> Any:
+    """Recompute the gate decision of the generator in ``artifacts`` from its bundled evaluation and
+    gate record; return the decision. Refuses (:class:`~synthgate.registry.registry.PromotionRefused`)
+    a model without its records, records that do not belong together or to these weights, and a
+    failed gate without an ``override`` (a dict with a non-empty ``reason``)."""
+    from pathlib import Path
+
+    from synthgate.errors import DataError
+    from synthgate.gates.decision import check_record, load_evaluation
+    from synthgate.generators.model import read_generator_info
+    from synthgate.registry.registry import PromotionRefused, check_generator
+    from synthgate.utils import read_json
+
+    hint = "register the generator with `synthgate register` (which bundles its evaluation and gate record)"
+    missing = [k for k in (EVALUATION, GATE) if k not in artifacts]
+    if missing:
+        raise PromotionRefused(f"this generator model carries no {' and no '.join(missing)} record, so its release "
+                               "gate cannot be checked: it was logged without them (an older synthgate, or by hand)",
+                               hint=hint)
+    model_dir = Path(artifacts[MODEL_DIR])
+    try:
+        evaluation = load_evaluation(Path(artifacts[EVALUATION]))
+        decision = check_record(read_json(Path(artifacts[GATE])), evaluation, "the model's gate record")
+        check_generator(model_dir, read_generator_info(model_dir), evaluation, "the model's evaluation")
+    except DataError as e:
+        raise PromotionRefused(e.message, hint=e.hint or hint) from None
+    if decision.passed:
+        return decision
+    failing = [f"{r.rule} ({r.reason})" for r in decision.rules if not r.passed]
+    if override and str(override.get("reason") or "").strip():
+        log.warning("loading a generator that FAILED its release gate, by recorded override (%s, by %s): %s",
+                    override.get("reason"), override.get("user") or "?", "; ".join(failing))
+        return decision
+    raise PromotionRefused(
+        "this generator failed its release gate and has no recorded override; it is not loaded. Failing rules:\n  "
+        + "\n  ".join(failing),
+        hint="load approved versions only; an override is recorded with `synthgate promote --force --reason` and "
+             "loaded with synthgate.registry.registry.load_model")
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):  # noqa: ANN001 (MLflow inspects the signature)
         from synthgate.generators.model import load_generator
 
-        self.generator = load_generator(context.artifacts["model_dir"], "auto")
+        config = dict(getattr(context, "model_config", None) or {})
+        self.decision = verify_bundle(dict(context.artifacts), config.get(OVERRIDE))
+        self.generator = load_generator(context.artifacts[MODEL_DIR], "auto")
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (untyped: MLflow reads hints)
         import pandas as pd
@@ -35,6 +111,6 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         labels = np.concatenate([np.full(int(n), classes.index(c)) for c, n in zip(df["class"], df["count"], strict=True)])
         first = df.iloc[0]
         opts = {k: first[k].item() if hasattr(first[k], "item") else first[k]
-                for k in ("sampler", "steps", "guidance_scale", "seed") if k in df.columns}
+                for k in ("sampler", "steps", "guidance_scale", "seed") if k in df.columns and pd.notna(first[k])}
         cfg = SampleConfig(per_class=1, device=str(self.generator.device.type), **opts)
         return self.generator.sample(labels, cfg)

@@ -167,7 +167,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     import mlflow
 
     from synthgate.generators.model import read_generator_info
-    from synthgate.registry.pyfunc import GeneratorModel
+    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, OVERRIDE, GeneratorModel, signature
 
     info = read_generator_info(Path(model_dir))
     evaluation = load_evaluation(Path(evaluation_path))
@@ -213,9 +213,12 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
             mlflow.log_artifact(str(grid), "samples")
         with warnings.catch_warnings():  # MLflow's notes on type hints and cloudpickle: known, not actionable
             warnings.simplefilter("ignore", UserWarning)
-            model_info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
-                                                 artifacts={"model_dir": str(model_dir)},
-                                                 pip_requirements=PIP_REQUIREMENTS)
+            # the model carries its proof: load_context recomputes the gate from these records
+            model_info = mlflow.pyfunc.log_model(
+                name="generator", python_model=GeneratorModel(),
+                artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(evaluation_path), GATE: str(gate_path)},
+                signature=signature(info["resolution"], info["channels"]), pip_requirements=PIP_REQUIREMENTS,
+                model_config={OVERRIDE: {"reason": ""}})  # no override; a recorded one is passed at load time
         run_id = run.info.run_id
     with _tracking_env(uri):
         mv = mlflow.register_model(model_info.model_uri, name)
@@ -240,7 +243,31 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
                                           f"{r['comparison']} {r['threshold']}")
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)
+    client.update_model_version(name, mv.version, description=version_description(
+        gate, evaluation, f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"))
     return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri)
+
+
+def version_description(gate: dict[str, Any], evaluation: dict[str, Any], run_url: str) -> str:
+    """The markdown a reviewer sees on the version's page in the MLflow UI: the verdict, each rule
+    with its value and threshold (failing rules first), and where the report and records are."""
+    rules = sorted(gate.get("rules", []), key=lambda r: bool(r.get("passed")))
+    failing = [r for r in rules if not r.get("passed")]
+    lines = [f"## Release gate: {'PASSED' if gate.get('passed') else 'FAILED'}", ""]
+    if failing:
+        lines += ["Failing rules: " + ", ".join(f"`{r['rule']}`" for r in failing), ""]
+    lines += ["| rule | result | value | threshold | reason |", "| --- | --- | --- | --- | --- |"]
+    for r in rules:
+        reason = str(r.get("reason", "")).replace("|", "/").replace("\n", " ")
+        lines.append(f"| `{r['rule']}` | {'pass' if r.get('passed') else '**FAIL**'} | {r.get('value')} | "
+                     f"{r.get('comparison', '')} {r.get('threshold')} | {reason} |")
+    lines += ["", f"Policy `{str(gate.get('policy_hash', ''))[:16]}`, evaluation "
+                  f"`{str(evaluation.get('evaluation_hash', ''))[:16]}`.",
+              f"Report (public: no real image): artifact `evaluation/report.html` of [the run]({run_url}); "
+              "gate record `gate/gate.json`; the data card comes with each published dataset.", "",
+              "Promote only with `synthgate promote NAME VERSION`, which re-verifies the gate record. "
+              "The model refuses to load if its bundled gate record does not pass."]
+    return "\n".join(lines)
 
 
 def write_record(r: Registered, path: Path) -> None:
@@ -333,6 +360,36 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
     raise PromotionRefused(f"{name} version {version} failed its gate; not promoted to @{alias}. Failing rules:\n  "
                            + "\n  ".join(failing),
                            hint="improve the generator, or override with --force --reason \"...\" (recorded)")
+
+
+def load_model(name: str, alias: str = "approved", uri: str | None = None) -> Any:
+    """The pyfunc model at ``name@alias``, loaded only after its version is verified against the
+    registry (:func:`verify_version`: the stored gate record and evaluation match the hashes
+    registered with the version, and the decision recomputed from them passes). A version that
+    failed loads only with the override ``synthgate promote --force --reason`` recorded on it; the
+    override reaches the model's own check (``load_context``) as ``model_config``."""
+    import mlflow.pyfunc
+
+    from synthgate.registry.pyfunc import OVERRIDE
+
+    client = connect(uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except Exception:
+        raise DataError(f"model {name!r} has no version @{alias}",
+                        hint=f"promote one with `synthgate promote {name} VERSION --alias {alias}`") from None
+    gate, _ = verify_version(client, name, str(mv.version))
+    config: dict[str, Any] = {}
+    if not gate.get("passed"):
+        tags = client.get_model_version(name, str(mv.version)).tags
+        if not tags.get("override.reason", "").strip():
+            failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
+            raise PromotionRefused(f"{name}@{alias} (version {mv.version}) failed its gate and has no recorded "
+                                   "override; not loaded. Failing rules:\n  " + "\n  ".join(failing),
+                                   hint="the alias was set by hand: ask the reviewers, or load an approved version")
+        config[OVERRIDE] = {k: tags.get(f"override.{k}", "") for k in ("reason", "user", "time")}
+    with _tracking_env(tracking_uri(uri)):
+        return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", model_config=config or None)
 
 
 def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:
