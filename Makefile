@@ -67,6 +67,7 @@ repro: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks pipelines components
+	PYTHONPATH=src $(BIN)/lint-imports
 
 lock:
 	rm -rf /tmp/synthgate-lock && $(PYTHON) -m venv /tmp/synthgate-lock

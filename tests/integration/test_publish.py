@@ -17,9 +17,9 @@ from synthgate.config import Params
 from synthgate.errors import ConfigError, DataError
 from synthgate.publish.package import PublishRefused, publish
 from synthgate.publish.pull import DatasetRevoked, VerificationFailed, list_datasets, pull
-from synthgate.publish.stores import FileStore, StoreError, open_store
 from synthgate.registry.client import connect
 from synthgate.registry.registry import PromotionRefused, promote, register
+from synthgate.stores import FileStore, StoreError, open_store
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -284,7 +284,7 @@ def test_revoked_version_is_not_pulled(mlflow_server, model_dir, samples, tmp_pa
 @pytest.mark.parametrize("crash_at", ["copy", "manifest"])
 def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_dir, samples, tmp_path,
                                                   monkeypatch, crash_at):
-    from synthgate.publish import stores
+    from synthgate import stores
 
     name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
     store = f"s3://{BUCKET}/killed-{crash_at}"

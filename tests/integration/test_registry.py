@@ -299,8 +299,9 @@ def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir
     bad = register(model_dir, *_gated(tmp_path, "bad", copies=3), uri=server, name=name)
 
     page = client.get_model_version(name, bad.version).description
-    assert page.startswith("## Release gate: FAILED") and "Failing rules: `memorization.max_flagged_copies`" in page
-    assert "| `memorization.max_flagged_copies` | **FAIL** |" in page and "evaluation/report.html" in page
+    assert page.startswith("## Release gate: FAILED")
+    assert "Failing rules: memorization.max\\_flagged\\_copies" in page  # escaped markdown, rendered as text
+    assert "| memorization.max\\_flagged\\_copies | **FAIL** |" in page and "evaluation/report.html" in page
     assert client.get_model_version(name, ok.version).description.startswith("## Release gate: PASSED")
     sig = get_model_info(f"models:/{name}/{ok.version}").signature
     assert [c.name for c in sig.inputs.inputs][:2] == ["class", "count"]
@@ -312,6 +313,15 @@ def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir
         mlflow.pyfunc.load_model(f"models:/{name}@approved")
     assert "failed its release gate and has no recorded override" in e.value.message
     assert "memorization.max_flagged_copies" in e.value.message
+    with pytest.raises(PromotionRefused, match="failed its gate and has no recorded override"):
+        load_model(name, "approved", server)
+    # MLflow's own configuration channels cannot carry an override: the environment ...
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"gate_override": {"reason": "x"}}))
+    with pytest.raises(PromotionRefused, match="failed its release gate"):
+        mlflow.pyfunc.load_model(f"models:/{name}@approved")
+    monkeypatch.delenv("MLFLOW_PYFUNC_INFERENCE_CONFIG")
+    # ... nor does an override tag set by hand (not written by promote --force: no audit entry, no gate binding)
+    client.set_model_version_tag(name, bad.version, "override.reason", "trust me")
     with pytest.raises(PromotionRefused, match="failed its gate and has no recorded override"):
         load_model(name, "approved", server)
 
@@ -342,11 +352,21 @@ def test_the_bundled_records_are_checked(model_dir, tmp_path):
     bad_gate.write_text(json.dumps(record))
     with pytest.raises(PromotionRefused, match="the recorded verdict .* differs from the decision recomputed"):
         verify_bundle({"model_dir": str(model_dir), "evaluation": str(bad_ev), "gate": str(bad_gate)})
+    import shutil
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(model_dir, swapped)
+    weights = swapped / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # other weights under the same description
+    with pytest.raises(PromotionRefused, match="the weights were replaced after training"):
+        verify_bundle({"model_dir": str(swapped), "evaluation": str(ev), "gate": str(gate_path)})
     other, other_gate = _gated(tmp_path, "other", synthetic__generator={**GENERATOR, "step": 99})
     with pytest.raises(PromotionRefused, match="step"):
         verify_bundle({"model_dir": str(model_dir), "evaluation": str(other), "gate": str(other_gate)})
     ev2, gate2 = _gated(tmp_path, "bad2", copies=3)
     bundle = {"model_dir": str(model_dir), "evaluation": str(ev2), "gate": str(gate2)}
+    with pytest.raises(PromotionRefused, match="must be the registry's record"):
+        verify_bundle(bundle, override="yes")
     with pytest.raises(PromotionRefused, match="failed its release gate"):
         verify_bundle(bundle, override={"reason": " "})  # an override without a reason is none
     assert not verify_bundle(bundle, override={"reason": "committee decision 7"}).passed

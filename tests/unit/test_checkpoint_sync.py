@@ -10,7 +10,7 @@ from synthgate.config import Params
 from synthgate.errors import ConfigError, DataError
 from synthgate.generators.checkpoint_sync import CheckpointMirror
 from synthgate.generators.train import list_checkpoints, read_checkpoint
-from synthgate.publish.stores import StoreError
+from synthgate.stores import StoreError
 from tests.unit.generators_helpers import (  # noqa: F401 (fixtures)
     RecordingReporter,
     dataset_fixture,
@@ -72,7 +72,7 @@ def test_incomplete_and_corrupted_uploads(dataset, tmp_path):
 
 
 def test_a_failed_upload_warns_and_training_goes_on(dataset, tmp_path, monkeypatch):
-    from synthgate.publish import stores
+    from synthgate import stores
 
     def refuse(self, local, key, sha256=None):
         raise StoreError("store unreachable")

@@ -254,7 +254,7 @@ class FakeTrainJobs:
         return body
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
-        from synthgate.publish.stores import open_store
+        from synthgate.stores import open_store
 
         (_, _, ns, _, body) = self.created[-1]
         assert (group, version, plural, namespace, name) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs", ns,

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from synthgate.errors import ConfigError
-from synthgate.generators.common import make_generator, make_grid
+from synthgate.figures import make_grid
+from synthgate.generators.common import make_generator
 from synthgate.generators.config import SampleConfig
 from synthgate.generators.diffusion import (
     DiffusionTask,

@@ -12,6 +12,7 @@ from synthgate.generators.diffusion import DiffusionTask
 from synthgate.generators.gan import GanTask
 from synthgate.generators.model import INFO, load_generator
 from synthgate.generators.sample import class_counts, sample
+from synthgate.utils import sha256_file
 from tests.unit.generators_helpers import make_dataset, quick, single_thread, tiny
 
 CPU = torch.device("cpu")
@@ -95,7 +96,9 @@ def test_sample_writes_a_canonical_synthetic_dataset(tmp_path):
     m = syn.manifest
     assert m["synthetic"] is True and m["stage"] == "sample" and m["sampler"]["sampler"] == "dpmsolver++"
     assert m["generator"] == {"model_dir": str(model_dir), "name": "diffusion-tiny-step3", "type": "diffusion",
-                              "step": 3, "dataset_content_hash": real.content_hash}
+                              "step": 3, "dataset_content_hash": real.content_hash,
+                              "weights_sha256": m["inputs"][0]["sha256"]}
+    assert m["inputs"][0]["sha256"] == sha256_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
     per_class = sample(model_dir, SampleConfig(steps=2, per_class=2), tmp_path / "syn2")
     assert per_class.counts()["train"] == {"lung": 2, "bone": 2}
 

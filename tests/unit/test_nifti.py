@@ -36,7 +36,8 @@ def test_volumes_become_windowed_slices_that_name_their_volume(tmp_path):
     assert first.payload.shape == (24, 24) and first.payload.dtype == np.float16
     assert 0.0 <= float(first.payload.min()) and float(first.payload.max()) <= 1.0
     assert [it.source.rsplit("=", 1)[1] for it in data.items[:6]] == ["3", "4", "5", "6", "7", "8"]
-    assert "4 volume(s), 24 slice(s) along axis 2 (RAS+)" in data.description
+    assert data.description == str(tmp_path / "vols")  # the model's default name derives from it
+    assert data.detail.startswith("4 volume(s), 24 slice(s) along axis 2 (RAS+)")
 
 
 def test_slice_selection_modes():
@@ -91,14 +92,23 @@ def test_prepare_keeps_each_patient_and_volume_in_one_split(tmp_path):
     assert not meta["group"].str.contains("P0").any()
     assert set(meta["split"]) == {"train", "val", "test"}
     assert ds.manifest["config"]["source"]["volume"]["axis"] == 2
-    assert "40 volume(s), 240 slice(s) along axis 2" in ds.manifest["source_description"]
+    assert ds.manifest["source_detail"].startswith("40 volume(s), 240 slice(s) along axis 2")
     assert meta["source_sha256"].nunique() == 40  # one per volume file
 
 
-def test_without_a_patient_column_the_volume_is_the_group(tmp_path):
+def test_without_a_patient_column_the_volume_is_the_group(tmp_path, caplog):
     labels = write_nifti_set(tmp_path / "vols", patients=10, volumes=2, patient_column=False)
-    data = read_source(SourceConfig(path=tmp_path / "vols", labels=labels))
+    with caplog.at_level("WARNING"):
+        data = read_source(SourceConfig(path=tmp_path / "vols", labels=labels))
     assert data.group_source == "NIfTI volume (file)"
+    # two volumes per patient folder: the user is told they may straddle splits, and how to group them
+    assert "names no patient, so each volume is its own group, but 10 folder(s) hold several volumes" in caplog.text
+    assert "data.source.group_pattern" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        grouped = read_source(SourceConfig(path=tmp_path / "vols", labels=labels, group_pattern="^([^/]+)/"))
+    assert "names no patient" not in caplog.text
+    assert {it.group for it in grouped.items} == {f"sub-{p:02d}" for p in range(10)}
     assert {it.group for it in data.items} == {f"sub-{p:02d}/scan{v}.nii.gz" for p in range(10) for v in range(2)}
     ds = prepare(SourceConfig(path=tmp_path / "vols", labels=labels), PrepareConfig(resolution=16), tmp_path / "p")
     volume = ds.meta["source"].str.split("#").str[0]

@@ -4,7 +4,7 @@ older than a day; a younger staging upload may belong to a publish still running
 import time
 
 from synthgate.publish.package import STAGING, STAGING_MAX_AGE_S, collect_staging
-from synthgate.publish.stores import FileStore
+from synthgate.stores import FileStore
 
 
 def _stage(st, prefix, started=None):

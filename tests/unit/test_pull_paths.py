@@ -12,7 +12,7 @@ import pytest
 
 from synthgate.publish import pull as pull_mod
 from synthgate.publish.pull import MARKER, VerificationFailed, pull, safe_destination
-from synthgate.publish.stores import FileStore
+from synthgate.stores import FileStore
 
 NAME = "evil-synthetic"
 CREATED = "2024-01-01T00:00:00Z"

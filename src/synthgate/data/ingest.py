@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from synthgate.config import SourceConfig
+from synthgate.data.config import SourceConfig
 from synthgate.data.sources import detect_type
 from synthgate.errors import DataError
 from synthgate.utils import atomic_directory, read_json, sha256_file, utc_now, write_json_atomic
@@ -42,7 +42,7 @@ def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
 
 def _resolve_missing(cfg: SourceConfig) -> Path:
     """Where the source path does not exist, fetch it through the field's own loaders."""
-    from synthgate.data.sources import _download_medmnist, _medmnist_info
+    from synthgate.data.sources import download_medmnist, medmnist_info
 
     kind = cfg.type
     path = Path(cfg.path)
@@ -52,9 +52,9 @@ def _resolve_missing(cfg: SourceConfig) -> Path:
         read_mednist(cfg)
         return Path(cfg.download_dir) / "MedNIST"
     if kind == "medmnist" or path.suffix == ".npz":
-        flag, _ = _medmnist_info(cfg.flag, path)
+        flag, _ = medmnist_info(cfg.flag, path)
         if flag:
-            return _download_medmnist(flag, Path(cfg.download_dir))
+            return download_medmnist(flag, Path(cfg.download_dir))
     raise DataError(f"{path}: no such file or directory", hint="check data.source.path in params.yaml")
 
 

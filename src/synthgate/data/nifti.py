@@ -24,11 +24,11 @@ slice leads back to the exact raw file.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from synthgate.config import VolumeConfig
+from synthgate.data.config import VolumeConfig
 from synthgate.data.sources import RawItem, SourceData, listed_file, read_label_table
 from synthgate.errors import DataError
 from synthgate.utils import sha256_file, sha256_tree
@@ -105,9 +105,11 @@ def slice_image(w: np.ndarray, axis: int, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(np.take(w, k, axis=axis)))
 
 
-def read_nifti(path: Path, labels: Path, cfg: VolumeConfig) -> SourceData:
+def read_nifti(path: Path, labels: Path, cfg: VolumeConfig, warn_groups: bool = True) -> SourceData:
     """Every volume the label table lists under ``path``, windowed, sliced and selected by ``cfg``;
-    one item per kept slice, labelled, split and grouped as its volume's row says."""
+    one item per kept slice, labelled, split and grouped as its volume's row says. ``warn_groups``:
+    warn when the table names no patient but folders hold several volumes (off when a group
+    pattern will set the groups)."""
     if not path.is_dir():
         raise DataError(f"{path}: a NIfTI source must be a folder of .nii/.nii.gz volumes",
                         hint="point data.source.path at it")
@@ -148,11 +150,22 @@ def read_nifti(path: Path, labels: Path, cfg: VolumeConfig) -> SourceData:
         {"path": str(labels), "sha256": sha256_file(labels), "bytes": labels.stat().st_size},
     ]
     lo, hi = cfg.window_range()
-    description = (f"{path}: {len(files)} volume(s), {len(items)} slice(s) along axis {cfg.axis} (RAS+), "
-                   f"select {cfg.select}{'' if cfg.every == 1 else f' every {cfg.every}'}, "
-                   f"{cfg.window} window {lo:g}..{hi:g}; slices per volume {min(per_volume)}-{max(per_volume)}")
-    log.info("%s", description)
+    detail = (f"{len(files)} volume(s), {len(items)} slice(s) along axis {cfg.axis} (RAS+), "
+              f"select {cfg.select}{'' if cfg.every == 1 else f' every {cfg.every}'}, "
+              f"{cfg.window} window {lo:g}..{hi:g}; slices per volume {min(per_volume)}-{max(per_volume)}")
+    log.info("%s: %s", path, detail)
+    if group_col is None and warn_groups:
+        folders: dict[str, int] = {}
+        for row in table.itertuples(index=False):
+            parent = str(PurePosixPath(str(row.file)).parent)
+            folders[parent] = folders.get(parent, 0) + 1
+        shared = sorted(f for f, n in folders.items() if n > 1 and f != ".")
+        if shared:
+            log.warning("%s: the label table names no patient, so each volume is its own group, but %d folder(s) "
+                        "hold several volumes (e.g. %s/): if those are one patient's scans they can land in "
+                        "different splits. Add a 'patient' column, or set data.source.group_pattern, e.g. "
+                        "'^([^/]+)/' for one folder per patient", path, len(shared), shared[0])
     return SourceData("nifti", items, sorted({it.label for it in items}), inputs, has_split=has_split,
-                      ignored=ignored, description=description,
+                      ignored=ignored, description=str(path), detail=detail,
                       group_source=f"label table column {group_col!r}" if group_col else "NIfTI volume (file)",
                       split_source="label table column 'split'" if has_split else None)

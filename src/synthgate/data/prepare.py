@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthgate.config import PrepareConfig, SourceConfig
 from synthgate.data.canonical import CanonicalDataset, image_stats, pixel_hashes, write_dataset
 from synthgate.data.complexity import delentropy
+from synthgate.data.config import PrepareConfig, SourceConfig
 from synthgate.data.imaging import Geometry, ImageDecodeError, from_array, from_bytes
 from synthgate.data.sources import RawItem, SourceData, read_source
 from synthgate.errors import DataError
@@ -333,6 +333,7 @@ def prepare(
     extra = {
         "source_kind": data.kind,
         "source_description": data.description,
+        **({"source_detail": data.detail} if data.detail else {}),
         "split_method": split_note,
         "groups": group_note,
         "skipped": skipped,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from synthgate.config import SourceConfig
+from synthgate.data.config import SourceConfig
 from synthgate.data.imaging import IMAGE_SUFFIXES
 from synthgate.errors import ConfigError, DataError
 from synthgate.utils import sha256_file, sha256_tree
@@ -114,6 +114,8 @@ class SourceData:
     group_source: str | None = None
     #: how the source's own split was given ("split folders", "label table column 'split'", ...)
     split_source: str | None = None
+    #: what reading did, in one line (NIfTI: volumes, slices, selection, window); in the manifest
+    detail: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def read_source(cfg: SourceConfig) -> SourceData:
                 f"{path}: a NIfTI source needs a label table (one row per volume)",
                 hint="set data.source.labels to a CSV with columns file,label (optional split, patient) or pass "
                      "--labels")
-        data = read_nifti(path, Path(cfg.labels), cfg.volume)
+        data = read_nifti(path, Path(cfg.labels), cfg.volume, warn_groups=cfg.group_pattern is None)
     else:
         raise ConfigError(
             f"unknown source type {kind!r}", hint="use one of auto, mednist, medmnist, folder, dicom, nifti"
@@ -223,7 +225,7 @@ def apply_group_pattern(data: SourceData, pattern: str) -> None:
 # MedMNIST npz
 
 
-def _medmnist_info(flag: str | None, path: Path) -> tuple[str | None, dict[str, Any] | None]:
+def medmnist_info(flag: str | None, path: Path) -> tuple[str | None, dict[str, Any] | None]:
     try:
         from medmnist.info import INFO  # the package's own registry of datasets and class names
     except ImportError:  # pragma: no cover - medmnist is a dependency
@@ -239,7 +241,7 @@ def _medmnist_info(flag: str | None, path: Path) -> tuple[str | None, dict[str, 
     return flag, (INFO[flag] if flag else None)
 
 
-def _download_medmnist(flag: str, root: Path) -> Path:
+def download_medmnist(flag: str, root: Path) -> Path:
     """The real download path: URL and MD5 from the medmnist package's registry, fetched and
     checked by MONAI's downloader (medmnist's own ``download()`` needs torchvision)."""
     from medmnist.info import INFO
@@ -264,11 +266,11 @@ def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None
     file's own split is kept. Multi-label tasks (ChestMNIST) are refused: the generators are
     conditioned on one class per image.
     """
-    flag, info = _medmnist_info(flag, path)
+    flag, info = medmnist_info(flag, path)
     if not path.exists():
         if flag is None or download_dir is None:
             raise DataError(f"{path}: no such file", hint="check data.source.path in params.yaml")
-        path = _download_medmnist(flag, Path(download_dir))
+        path = download_medmnist(flag, Path(download_dir))
     try:
         npz = np.load(path, allow_pickle=False)
         keys = set(npz.files)

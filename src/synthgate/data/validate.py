@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthgate.config import ValidateConfig
 from synthgate.data.canonical import (
     CanonicalDataset,
     image_stats,
@@ -29,6 +28,7 @@ from synthgate.data.canonical import (
     pixel_hashes,
     write_dataset,
 )
+from synthgate.data.config import ValidateConfig
 from synthgate.data.dedup import find_duplicates
 from synthgate.errors import ValidationFailed
 from synthgate.progress import NullReporter, Reporter

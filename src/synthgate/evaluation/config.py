@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from synthgate.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EncoderConfig(_Strict):
+class EncoderConfig(Strict):
     """The reference encoder: a classifier trained on the real training split (MONAI network)."""
 
     arch: Literal["small", "densenet121", "resnet18"] = Field(
@@ -27,7 +25,7 @@ class EncoderConfig(_Strict):
     weights: Path | None = Field(None, description="use this encoder directory instead of training/caching one")
 
 
-class DescriptorConfig(_Strict):
+class DescriptorConfig(Strict):
     """The learned copy descriptor (SSCD-style contrastive encoder) trained on the real training split."""
 
     steps: int = Field(600, ge=1, description="training steps (two modified copies of each image per batch)")
@@ -42,7 +40,7 @@ class DescriptorConfig(_Strict):
     cache_dir: Path = Field(Path("data/encoders"), description="trained descriptors, keyed by dataset content hash")
 
 
-class MemorizationConfig(_Strict):
+class MemorizationConfig(Strict):
     """The copy search, its held-out null and the planted-copy self-test (see
     :mod:`synthgate.evaluation.memorization`)."""
 
@@ -71,14 +69,14 @@ class MemorizationConfig(_Strict):
     descriptor: DescriptorConfig = DescriptorConfig()
 
 
-class FidelityConfig(_Strict):
+class FidelityConfig(Strict):
     k: int = Field(5, ge=1, description="nearest neighbours for precision/recall/density/coverage")
     max_images: int | None = Field(10000, ge=2, description="images per set for FID/KID/PRDC (seeded subsample)")
     kid_subset_size: int = Field(1000, ge=2)
     kid_subsets: int = Field(50, ge=1)
 
 
-class UtilityConfig(_Strict):
+class UtilityConfig(Strict):
     """The downstream classifiers (synthgate.evaluation.utility): trained to convergence with early
     stopping on the real validation split (dumontschutte2021 S.4), repeated over ``seeds``."""
 
@@ -126,7 +124,7 @@ class UtilityConfig(_Strict):
         return v
 
 
-class RealismConfig(_Strict):
+class RealismConfig(Strict):
     enabled: bool = True
     k: int = Field(3, ge=1)
     per_class: bool = Field(True, description="also compute the class-based realism score")
@@ -135,7 +133,7 @@ class RealismConfig(_Strict):
     )
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     encoder: EncoderConfig = EncoderConfig()

@@ -5,8 +5,6 @@ reference encoder's id."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from synthgate.data.canonical import CanonicalDataset, load_dataset, write_datas
 from synthgate.devices import resolve_device
 from synthgate.errors import DataError
 from synthgate.evaluation.config import EvaluateConfig
+from synthgate.evaluation.hashing import evaluation_hash  # noqa: F401 (re-exported)
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import atomic_directory, utc_now, write_json_atomic
 
@@ -57,12 +56,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def evaluation_hash(data: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of an evaluation without its own hash and timings."""
-    body = {k: v for k, v in data.items() if k not in ("evaluation_hash", "timings", "created")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def check_compatible(real: CanonicalDataset, syn: CanonicalDataset) -> None:

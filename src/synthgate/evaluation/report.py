@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from synthgate.generators.common import make_grid
+from synthgate.figures import make_grid
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}

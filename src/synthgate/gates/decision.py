@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from synthgate import __version__
 from synthgate.errors import DataError
-from synthgate.evaluation.evaluate import evaluation_hash
+from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.policy import GatePolicy
 from synthgate.utils import read_json, utc_now, write_json_atomic
 

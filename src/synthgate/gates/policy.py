@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from synthgate.config import parse_model
 from synthgate.errors import ConfigError
+from synthgate.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MemorizationRules(_Strict):
+class MemorizationRules(Strict):
     """Memorization rules, decided at a stated false-alarm rate: the chance that an honest generator
     (its images no closer to the training images than unseen patients' images are) fails any of them.
     Half of ``false_alarm_rate`` goes to the per-image copy flags (a multiplicity correction over the
@@ -54,7 +51,7 @@ class MemorizationRules(_Strict):
                 + (self.max_membership_auc_pixel is not None) + (self.max_pixel_median_shift is not None))
 
 
-class UtilityRules(_Strict):
+class UtilityRules(Strict):
     """Utility rules decide on one-sided confidence bounds of the mean over the evaluation's seeds
     (dumontschutte2021 S.5 repeats every experiment over seeds), at level ``confidence``: the gap
     and Delta_syn on their upper bound, the augmentation gain on its lower bound. The bound's
@@ -86,18 +83,18 @@ class UtilityRules(_Strict):
         return self
 
 
-class FidelityRules(_Strict):
+class FidelityRules(Strict):
     max_fid_ratio: float | None = Field(None, gt=0, description="FID / FID(real test vs real train)")
     min_precision: float | None = Field(None, ge=0, le=1)
     min_recall: float | None = Field(None, ge=0, le=1)
 
 
-class SampleRules(_Strict):
+class SampleRules(Strict):
     min_synthetic_images: int | None = Field(100, ge=1)
     min_per_class: int | None = Field(10, ge=1)
 
 
-class GatePolicy(_Strict):
+class GatePolicy(Strict):
     memorization: MemorizationRules = MemorizationRules()
     utility: UtilityRules = UtilityRules()
     fidelity: FidelityRules = FidelityRules()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from synthgate.errors import DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
-from synthgate.publish.stores import open_store
+from synthgate.stores import open_store
 from synthgate.utils import sha256_file
 
 log = logging.getLogger(__name__)

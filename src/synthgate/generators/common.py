@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,27 +41,3 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C) numpy array."""
     x = ((x.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def make_grid(images: np.ndarray, nrow: int, pad: int = 2, fill: int = 0) -> np.ndarray:
-    """Tile uint8 (N, H, W, C) images into one (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) image."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
-    n, h, w, c = images.shape
-    nrow = max(1, min(nrow, n)) if n else max(1, nrow)
-    rows = -(-n // nrow) if n else 1
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), fill, dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, k = divmod(i, nrow)
-        y, x = pad + r * (h + pad), pad + k * (w + pad)
-        grid[y : y + h, x : x + w] = im
-    return grid
-
-
-def save_png(path: Path, image: np.ndarray) -> Path:
-    """Write a uint8 (H, W, C) image (C = 1 or 3) as PNG with Pillow."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
-    return path

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synthgate.generators.family import FAMILIES
+from synthgate.strict import Strict
 
 Device = Literal["auto", "cpu", "cuda"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GeneratorConfig(_Strict):
+class GeneratorConfig(Strict):
     """The model: its family and size, and the family's own settings."""
 
     type: str = Field("diffusion", description="the generator family: one of synthgate.generators.family.FAMILIES "
@@ -54,7 +51,7 @@ class GeneratorConfig(_Strict):
         return v
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """The training loop (shared by both model families)."""
 
     steps: int = Field(20_000, ge=1, description="optimisation steps (GAN: generator updates)")
@@ -98,7 +95,7 @@ class TrainConfig(_Strict):
 DEFAULT_PER_CLASS = 100
 
 
-class SampleConfig(_Strict):
+class SampleConfig(Strict):
     """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only."""
 
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"

@@ -81,7 +81,7 @@ def read_generator_info(model_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         got = info.get("format") if isinstance(info, dict) else None
         raise DataError(f"{path}: unknown generator format {got!r}; expected {FORMAT}")
-    if info.get("type") not in FAMILIES:
+    if not isinstance(info.get("type"), str) or info["type"] not in FAMILIES:
         raise DataError(f"{path}: unknown generator type {info.get('type')!r}; expected one of {', '.join(FAMILIES)}")
     for f in get_family(info["type"]).files:
         if not (model_dir / f).exists():

@@ -71,7 +71,8 @@ def sample(
     extra = {
         "synthetic": True,
         "generator": {"model_dir": str(model_dir), "name": gen.name, "type": gen.type, "step": gen.info["step"],
-                      "dataset_content_hash": gen.info["dataset_content_hash"]},
+                      "dataset_content_hash": gen.info["dataset_content_hash"],
+                      "weights_sha256": inputs[0]["sha256"]},  # the evaluation carries it: lineage to these weights
         "sampler": cfg.model_dump(mode="json"),
     }
     reporter.info(f"writing {n} synthetic images to {out}")

@@ -53,13 +53,8 @@ import torch
 
 from synthgate.data.canonical import load_dataset
 from synthgate.errors import ConfigError, DataError, SynthgateError
-from synthgate.generators.common import (
-    make_generator,
-    make_grid,
-    mix_seed,
-    save_png,
-    to_model_space,
-)
+from synthgate.figures import make_grid, save_png
+from synthgate.generators.common import make_generator, mix_seed, to_model_space
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
 from synthgate.generators.distributed import DistContext, setup, wrap_task
 from synthgate.generators.early_stop import FidMonitor, FidState

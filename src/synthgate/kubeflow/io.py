@@ -137,7 +137,7 @@ def s3_download(uri: str, dest: Path) -> Path:
     """Download an S3 object (-> ``dest/<name>``) or every object under a prefix (-> ``dest/<name>/...``).
 
     The endpoint (MinIO) and credentials come from the environment, as for every S3 access."""
-    from synthgate.publish.stores import open_store
+    from synthgate.stores import open_store
 
     bucket, key = split_s3(uri)
     store = open_store(f"s3://{bucket}")

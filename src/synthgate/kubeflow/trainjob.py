@@ -62,7 +62,7 @@ def fetch_dataset(uri: str, dest: Path) -> Path:
     on a mounted volume (``synthgate trainjob fetch-dataset URI DEST``).
     Endpoint and credentials come from the environment (``AWS_ENDPOINT_URL``, ``AWS_*``).
     """
-    from synthgate.publish.stores import open_store
+    from synthgate.stores import open_store
 
     store = open_store(uri)
     keys = store.list_keys("")
@@ -79,7 +79,7 @@ def fetch_dataset(uri: str, dest: Path) -> Path:
 def upload_model(model_dir: Path, uri: str) -> int:
     """Copy the model folder written by rank 0 to ``uri`` (``s3://bucket/prefix/`` or a folder);
     returns the number of files (``synthgate trainjob upload-model DIR URI``)."""
-    from synthgate.publish.stores import open_store
+    from synthgate.stores import open_store
 
     model_dir = Path(model_dir)
     files = sorted(p for p in model_dir.rglob("*") if p.is_file()) if model_dir.is_dir() else []

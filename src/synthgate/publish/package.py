@@ -41,7 +41,7 @@ import numpy as np
 from synthgate import __version__
 from synthgate.errors import ConfigError, DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
-from synthgate.publish.stores import Store, open_store
+from synthgate.stores import Store, open_store
 from synthgate.utils import sha256_file, utc_now
 
 FORMAT = "synthgate.published-dataset/v1"

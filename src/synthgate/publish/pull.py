@@ -24,7 +24,7 @@ from typing import Any
 from synthgate.errors import DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.package import MANIFEST, STAGING, check_name
-from synthgate.publish.stores import Store, open_store
+from synthgate.stores import Store, open_store
 from synthgate.utils import sha256_file, utc_now, write_json_atomic
 
 MARKER = ".synthgate-pull.json"

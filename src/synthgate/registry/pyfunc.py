@@ -5,12 +5,14 @@ The model carries its proof: its artifacts are the generator folder, the evaluat
 record it was registered with. ``load_context`` recomputes the decision from those records (the
 verdict in ``gate.json`` is never trusted), checks that the evaluation is of these weights, and
 refuses a generator that failed its gate, naming the failing rules. A failed version loads only
-with a recorded override: :func:`synthgate.registry.registry.load_model` reads the override that
-``synthgate promote --force --reason`` recorded on the version and passes it as
-``model_config={"gate_override": {...}}``. Passing that by hand is possible (the model runs in the
-caller's process): this check stops the accident of loading a rejected generator through the
-documented path, while the registry's permissions and the promotion guard (issue #17) stop the
-deliberate.
+through :func:`synthgate.registry.registry.load_model`, and only with the override that
+``synthgate promote --force --reason`` recorded on the version: that function hands the override
+to ``load_context`` in-process (:data:`_OVERRIDE`, a context variable), never through MLflow's
+``model_config``, which the environment (``MLFLOW_PYFUNC_INFERENCE_CONFIG``) or an edited
+``MLmodel`` file could set. The model runs in the caller's process, so a caller who edits code
+can still bypass it: this check stops the accident of loading a rejected generator through the
+documented path; the registry's permissions and the promotion guard (issue #17) are what will
+stop the deliberate.
 
 Input: a DataFrame with columns ``class`` (a class name) and ``count`` (images of that class);
 optional columns ``sampler``, ``steps``, ``guidance_scale``, ``seed`` (first row's value is used).
@@ -19,7 +21,10 @@ Output: uint8 array (N, H, W, C), rows in the order of the input (:func:`signatu
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow.pyfunc
@@ -29,8 +34,19 @@ log = logging.getLogger(__name__)
 
 #: The pyfunc model's artifacts (names in ``context.artifacts``).
 MODEL_DIR, EVALUATION, GATE = "model_dir", "evaluation", "gate"
-#: ``model_config`` key of a recorded override (what the registry's version tags say).
-OVERRIDE = "gate_override"
+#: The override ``load_model`` verified on the registry, for the ``load_context`` it calls (in-process only).
+_OVERRIDE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("synthgate_gate_override",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def recorded_override(override: dict[str, Any] | None) -> Iterator[None]:
+    """Let a failed gate load inside this block, by ``override`` (verified on the registry)."""
+    token = _OVERRIDE.set(override)
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
 
 
 def signature(resolution: int, channels: int) -> Any:
@@ -57,7 +73,7 @@ def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = N
     from synthgate.gates.decision import check_record, load_evaluation
     from synthgate.generators.model import read_generator_info
     from synthgate.registry.registry import PromotionRefused, check_generator
-    from synthgate.utils import read_json
+    from synthgate.utils import read_json, sha256_file
 
     hint = "register the generator with `synthgate register` (which bundles its evaluation and gate record)"
     missing = [k for k in (EVALUATION, GATE) if k not in artifacts]
@@ -69,12 +85,22 @@ def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = N
     try:
         evaluation = load_evaluation(Path(artifacts[EVALUATION]))
         decision = check_record(read_json(Path(artifacts[GATE])), evaluation, "the model's gate record")
-        check_generator(model_dir, read_generator_info(model_dir), evaluation, "the model's evaluation")
+        info = read_generator_info(model_dir)
+        for name, digest in (info.get("files") or {}).items():  # the weights are the ones the folder describes
+            if sha256_file(model_dir / name) != digest:
+                raise DataError(f"{model_dir / name}: its sha256 differs from the one recorded in the model's "
+                                "description: the weights were replaced after training")
+        # the evaluation's own record of the weights (never a path it names: that resolves wherever the loader runs)
+        local = {**evaluation, "synthetic": {k: v for k, v in (evaluation.get("synthetic") or {}).items()
+                                             if k != "path"}}
+        check_generator(model_dir, info, local, "the model's evaluation")
     except DataError as e:
         raise PromotionRefused(e.message, hint=e.hint or hint) from None
     if decision.passed:
         return decision
     failing = [f"{r.rule} ({r.reason})" for r in decision.rules if not r.passed]
+    if override is not None and not isinstance(override, dict):
+        raise PromotionRefused(f"the gate override must be the registry's record (a mapping), not {type(override).__name__}")
     if override and str(override.get("reason") or "").strip():
         log.warning("loading a generator that FAILED its release gate, by recorded override (%s, by %s): %s",
                     override.get("reason"), override.get("user") or "?", "; ".join(failing))
@@ -90,8 +116,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):  # noqa: ANN001 (MLflow inspects the signature)
         from synthgate.generators.model import load_generator
 
-        config = dict(getattr(context, "model_config", None) or {})
-        self.decision = verify_bundle(dict(context.artifacts), config.get(OVERRIDE))
+        self.decision = verify_bundle(dict(context.artifacts), _OVERRIDE.get())
         self.generator = load_generator(context.artifacts[MODEL_DIR], "auto")
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (untyped: MLflow reads hints)

@@ -30,7 +30,7 @@ from typing import Any
 
 from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
-from synthgate.evaluation.evaluate import evaluation_hash
+from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.client import connect, tracking_uri
 from synthgate.utils import read_json, sha256_file, utc_now
@@ -67,7 +67,7 @@ def _sample_grid(synthetic: Path, out: Path, per_class: int = 8) -> Path | None:
     import numpy as np
 
     from synthgate.data.canonical import load_dataset
-    from synthgate.generators.common import make_grid, save_png
+    from synthgate.figures import make_grid, save_png
 
     if not (synthetic / "manifest.json").exists():
         return None
@@ -167,7 +167,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     import mlflow
 
     from synthgate.generators.model import read_generator_info
-    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, OVERRIDE, GeneratorModel, signature
+    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, GeneratorModel, signature
 
     info = read_generator_info(Path(model_dir))
     evaluation = load_evaluation(Path(evaluation_path))
@@ -175,7 +175,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     if gate.get("evaluation_hash") != evaluation["evaluation_hash"]:
         raise DataError(f"{gate_path}: gate record belongs to evaluation {str(gate.get('evaluation_hash'))[:16]}, "
                         f"not {evaluation['evaluation_hash'][:16]}", hint="re-run `synthgate gate` on this evaluation")
-    check_record(gate, evaluation, str(gate_path))
+    decision = check_record(gate, evaluation, str(gate_path))  # the page and tags show this, not gate.json's text
     check_generator(Path(model_dir), info, evaluation, str(evaluation_path))
     client = connect(uri)
     uri = tracking_uri(uri)
@@ -200,7 +200,8 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         report = gated_report(Path(gate_path), public=True)
         if not (report.exists() and f"evaluation {str(evaluation['evaluation_hash'])[:16]}" in report.read_text()):
             report = Path(evaluation_path).with_name(PUBLIC_REPORT)
-        if report.exists() and PUBLIC_MARK in report.read_text():
+        reported = report.exists() and PUBLIC_MARK in report.read_text()
+        if reported:
             staged = Path(tempfile.mkdtemp()) / "report.html"
             shutil.copyfile(report, staged)
             mlflow.log_artifact(str(staged), "evaluation")
@@ -217,8 +218,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
             model_info = mlflow.pyfunc.log_model(
                 name="generator", python_model=GeneratorModel(),
                 artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(evaluation_path), GATE: str(gate_path)},
-                signature=signature(info["resolution"], info["channels"]), pip_requirements=PIP_REQUIREMENTS,
-                model_config={OVERRIDE: {"reason": ""}})  # no override; a recorded one is passed at load time
+                signature=signature(info["resolution"], info["channels"]), pip_requirements=PIP_REQUIREMENTS)
         run_id = run.info.run_id
     with _tracking_env(uri):
         mv = mlflow.register_model(model_info.model_uri, name)
@@ -238,35 +238,41 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
         "lineage.synthgate_version": __version__,
     }
-    for r in gate.get("rules", []):
-        tags[f"gate.rule.{r['rule']}"] = (f"{'pass' if r['passed'] else 'FAIL'}: {r['value']} "
-                                          f"{r['comparison']} {r['threshold']}")
+    for r in decision.rules:
+        tags[f"gate.rule.{r.rule}"] = f"{'pass' if r.passed else 'FAIL'}: {r.value} {r.comparison} {r.threshold}"
     for k, v in tags.items():
         client.set_model_version_tag(name, mv.version, k, v)
-    client.update_model_version(name, mv.version, description=version_description(
-        gate, evaluation, f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"))
+    client.update_model_version(name, mv.version, description=version_description(decision, run_id, reported))
     return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri)
 
 
-def version_description(gate: dict[str, Any], evaluation: dict[str, Any], run_url: str) -> str:
-    """The markdown a reviewer sees on the version's page in the MLflow UI: the verdict, each rule
-    with its value and threshold (failing rules first), and where the report and records are."""
-    rules = sorted(gate.get("rules", []), key=lambda r: bool(r.get("passed")))
-    failing = [r for r in rules if not r.get("passed")]
-    lines = [f"## Release gate: {'PASSED' if gate.get('passed') else 'FAILED'}", ""]
+def _md(value: Any) -> str:
+    """``value`` as plain text in a markdown table cell: markdown and HTML metacharacters escaped."""
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    text = " ".join(text.split())
+    return "".join(f"\\{c}" if c in "\\`*_[]()<>!#|{}" else c for c in text)
+
+
+def version_description(decision: Any, run_id: str, reported: bool) -> str:
+    """The markdown a reviewer sees on the version's page in the MLflow UI, written from the decision
+    recomputed at registration (never from ``gate.json``'s own text): the verdict, each rule with its
+    value and threshold (failing rules first), and where the report and records are."""
+    rules = sorted(decision.rules, key=lambda r: r.passed)
+    failing = [r for r in rules if not r.passed]
+    lines = [f"## Release gate: {'PASSED' if decision.passed else 'FAILED'}", ""]
     if failing:
-        lines += ["Failing rules: " + ", ".join(f"`{r['rule']}`" for r in failing), ""]
+        lines += ["Failing rules: " + ", ".join(_md(r.rule) for r in failing), ""]
     lines += ["| rule | result | value | threshold | reason |", "| --- | --- | --- | --- | --- |"]
     for r in rules:
-        reason = str(r.get("reason", "")).replace("|", "/").replace("\n", " ")
-        lines.append(f"| `{r['rule']}` | {'pass' if r.get('passed') else '**FAIL**'} | {r.get('value')} | "
-                     f"{r.get('comparison', '')} {r.get('threshold')} | {reason} |")
-    lines += ["", f"Policy `{str(gate.get('policy_hash', ''))[:16]}`, evaluation "
-                  f"`{str(evaluation.get('evaluation_hash', ''))[:16]}`.",
-              f"Report (public: no real image): artifact `evaluation/report.html` of [the run]({run_url}); "
-              "gate record `gate/gate.json`; the data card comes with each published dataset.", "",
+        lines.append(f"| {_md(r.rule)} | {'pass' if r.passed else '**FAIL**'} | {_md(r.value)} | "
+                     f"{_md(r.comparison)} {_md(r.threshold)} | {_md(r.reason)} |")
+    where = ("the public report (no real image) is the run's artifact `evaluation/report.html`; "
+             if reported else "no public report was registered; ")
+    lines += ["", f"Policy {_md(decision.policy_hash[:16])}, evaluation {_md(decision.evaluation_hash[:16])}, "
+                  f"run {_md(run_id)}: {where}the gate record is `gate/gate.json`; each published dataset "
+                  "carries its data card.", "",
               "Promote only with `synthgate promote NAME VERSION`, which re-verifies the gate record. "
-              "The model refuses to load if its bundled gate record does not pass."]
+              "Loading the pyfunc model recomputes the bundled gate record and refuses a failed version."]
     return "\n".join(lines)
 
 
@@ -353,6 +359,8 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
         client.set_model_version_tag(name, version, "override.reason", reason or "")
         client.set_model_version_tag(name, version, "override.user", getpass.getuser())
         client.set_model_version_tag(name, version, "override.time", utc_now())
+        client.set_model_version_tag(name, version, "override.gate_sha256",
+                                     client.get_model_version(name, version).tags.get("gate.sha256", ""))
         _audit(client, name, version, "override", f"alias {alias} despite gate "
                f"{'pass' if gate.get('passed') else 'failure'}: {reason}")
         return f"{name} version {version} is now @{alias} by OVERRIDE ({reason})"
@@ -370,7 +378,7 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
     override reaches the model's own check (``load_context``) as ``model_config``."""
     import mlflow.pyfunc
 
-    from synthgate.registry.pyfunc import OVERRIDE
+    from synthgate.registry.pyfunc import recorded_override
 
     client = connect(uri)
     try:
@@ -379,17 +387,20 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
         raise DataError(f"model {name!r} has no version @{alias}",
                         hint=f"promote one with `synthgate promote {name} VERSION --alias {alias}`") from None
     gate, _ = verify_version(client, name, str(mv.version))
-    config: dict[str, Any] = {}
+    override: dict[str, Any] | None = None
     if not gate.get("passed"):
         tags = client.get_model_version(name, str(mv.version)).tags
-        if not tags.get("override.reason", "").strip():
+        audited = any(k.endswith(".action") and v == "override" for k, v in tags.items() if k.startswith("audit."))
+        # an override counts only as promote --force wrote it: with its reason, bound to this gate record, audited
+        if not (tags.get("override.reason", "").strip() and audited
+                and tags.get("override.gate_sha256") == tags.get("gate.sha256")):
             failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
             raise PromotionRefused(f"{name}@{alias} (version {mv.version}) failed its gate and has no recorded "
                                    "override; not loaded. Failing rules:\n  " + "\n  ".join(failing),
                                    hint="the alias was set by hand: ask the reviewers, or load an approved version")
-        config[OVERRIDE] = {k: tags.get(f"override.{k}", "") for k in ("reason", "user", "time")}
-    with _tracking_env(tracking_uri(uri)):
-        return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", model_config=config or None)
+        override = {k: tags.get(f"override.{k}", "") for k in ("reason", "user", "time")}
+    with _tracking_env(tracking_uri(uri)), recorded_override(override):
+        return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
 
 
 def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:

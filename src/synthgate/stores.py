@@ -1,4 +1,6 @@
-"""Where published datasets live: a local folder (the embedded default) or S3/MinIO via boto3.
+"""Object storage for every stage: a local folder (the embedded default) or S3/MinIO via boto3.
+Published datasets live here, and so do mirrored training checkpoints and the TrainJob's dataset
+and model transfers; it is infrastructure below every stage package (docs/ARCHITECTURE.md).
 
 A store is addressed by a URI: a path or ``file:///abs/path`` for a folder, ``s3://bucket/prefix``
 for S3. The S3 endpoint (MinIO, moto) comes from ``$AWS_ENDPOINT_URL`` (or
