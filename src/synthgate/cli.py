@@ -403,6 +403,19 @@ def promote(
     console.print(stages.promote(name, version, alias, tracking_uri, force, reason))
 
 
+@app.command("pin-policy")
+def pin_policy(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    policy: Annotated[Path | None, typer.Option(help="gates.yaml every version must be gated with "
+                                                     "(default: the built-in defaults)")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Reviewers: require a gate policy for every version of a model (promote, publish and load check it)."""
+    from synthgate import stages
+
+    console.print(stages.pin_policy(name, policy, tracking_uri))
+
+
 @app.command()
 def models(
     name: Annotated[str | None, typer.Argument(help="one registered model (default: all)")] = None,

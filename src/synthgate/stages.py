@@ -214,6 +214,13 @@ def promote(name: str, version: str, alias: str = "approved", tracking_uri: str 
     return _promote(name, version, alias, tracking_uri, force, reason)
 
 
+def pin_policy(name: str, policy: Path | None, tracking_uri: str | None = None) -> str:
+    """Require every version of a registered model to be gated with ``policy`` (reviewers)."""
+    from synthgate.registry.registry import pin_policy as _pin
+
+    return _pin(name, policy, tracking_uri)
+
+
 @_tracked
 def publish(
     params: Params,

@@ -370,3 +370,40 @@ def test_the_bundled_records_are_checked(model_dir, tmp_path):
     with pytest.raises(PromotionRefused, match="failed its release gate"):
         verify_bundle(bundle, override={"reason": " "})  # an override without a reason is none
     assert not verify_bundle(bundle, override={"reason": "committee decision 7"}).passed
+
+
+def test_a_pinned_policy_stops_a_registrant_who_gates_with_a_lax_one(server, model_dir, tmp_path, monkeypatch):
+    """A memorizing generator gated with a policy of the registrant's own (copies allowed) passes its
+    own gate; once the reviewers pin the required policy, promote, load_model and publish's check
+    (verify_version) refuse it, and a version gated with the required policy still promotes."""
+    from synthgate.registry.registry import REQUIRED_POLICY_TAG, load_model, pin_policy
+
+    client = connect(server)
+    name = "pinned-generator"
+    d = tmp_path / "lax"
+    ev, _ = _gated(tmp_path, "lax", copies=3)
+    lax = GatePolicy.model_validate({"memorization": {"max_flagged_copies": 1_000_000}})
+    (d / "lax_gate").mkdir()
+    gate(ev, lax, d / "lax_gate" / "gate.json")
+    sneaky = register(model_dir, ev, d / "lax_gate" / "gate.json", uri=server, name=name)
+    assert sneaky.gate_passed  # by its own policy
+    msg = promote(name, sneaky.version, uri=server)
+    assert "(gate passed)" in msg and "no required policy is pinned" in msg  # the reviewer is told
+
+    policy_file = tmp_path / "gates.yaml"
+    policy_file.write_text("{}\n")  # the defaults
+    out = pin_policy(name, policy_file, server)
+    assert GatePolicy().policy_hash()[:16] in out
+    assert client.get_registered_model(name).tags[REQUIRED_POLICY_TAG] == GatePolicy().policy_hash()
+    with pytest.raises(PromotionRefused, match="was gated with policy .* but the reviewers require policy"):
+        promote(name, sneaky.version, uri=server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server)
+    with pytest.raises(PromotionRefused, match="the reviewers require policy"):
+        load_model(name, "approved", server)  # the alias it got before the pin no longer loads
+
+    honest = register(model_dir, *_gated(tmp_path, "honest"), uri=server, name=name)
+    msg = promote(name, honest.version, uri=server)
+    assert "(gate passed)" in msg and "no required policy" not in msg
+    with pytest.raises(DataError, match="no registered model 'nope'"):
+        pin_policy("nope", None, server)

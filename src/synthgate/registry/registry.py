@@ -326,12 +326,42 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
         decision = check_record(gate, evaluation, f"{name} version {version}: gate.json")
     except DataError as e:
         raise PromotionRefused(e.message, hint="re-gate the evaluation and register a new version") from None
+    required = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG)
+    if required and decision.policy_hash != required:
+        raise PromotionRefused(
+            f"{name} version {version} was gated with policy {decision.policy_hash[:16]}, but the reviewers require "
+            f"policy {required[:16]} for {name} (registered-model tag {REQUIRED_POLICY_TAG})",
+            hint="re-gate the evaluation with the required gates.yaml and register a new version")
     tagged = tags.get("gate.passed")
     if tagged is not None and tagged != str(decision.passed).lower():
         raise PromotionRefused(f"{name} version {version}: its gate.passed tag says {tagged}, but the decision "
                                f"recomputed from its evaluation and policy says {str(decision.passed).lower()}",
                                hint="re-gate the evaluation and register a new version")
     return gate, evaluation
+
+
+#: Registered-model tag holding the hash of the gate policy every version of the model must be gated with.
+REQUIRED_POLICY_TAG = "gate.required_policy_hash"
+
+
+def pin_policy(name: str, policy: Path | None, uri: str | None = None) -> str:
+    """Require every version of ``name`` to be gated with ``policy`` (``gates.yaml``; None: the
+    defaults): ``promote``, ``publish`` and ``load_model`` then refuse a version gated with any
+    other policy, so a registrant cannot pass a generator by gating it with a lax policy of their
+    own. Recorded as registered-model tags (hash, who, when); re-pinning replaces the policy."""
+    from synthgate.gates.policy import load_policy
+
+    digest = load_policy(Path(policy) if policy is not None else None).policy_hash()
+    client = connect(uri)
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        raise DataError(f"no registered model {name!r}", hint="list them with `synthgate models`") from None
+    for k, v in {REQUIRED_POLICY_TAG: digest, "gate.required_policy_user": getpass.getuser(),
+                 "gate.required_policy_time": utc_now(),
+                 "gate.required_policy_file": str(policy) if policy is not None else "(defaults)"}.items():
+        client.set_registered_model_tag(name, k, v)
+    return f"{name}: every version must now be gated with policy {digest[:16]} ({policy or 'the defaults'})"
 
 
 def promote(name: str, version: str, alias: str = "approved", uri: str | None = None, force: bool = False,
@@ -352,7 +382,10 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
     if gate.get("passed") and not force:
         client.set_registered_model_alias(name, alias, version)
         _audit(client, name, version, "promoted", f"alias {alias}; gate passed")
-        return f"{name} version {version} is now @{alias} (gate passed)"
+        pinned = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG)
+        return (f"{name} version {version} is now @{alias} (gate passed)" + (
+            "" if pinned else f"; note: no required policy is pinned for {name}, so the version's own recorded policy "
+                              f"was used (pin one with `synthgate pin-policy {name} --policy gates.yaml`)"))
     failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
     if force:
         client.set_registered_model_alias(name, alias, version)
