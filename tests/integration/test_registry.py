@@ -407,3 +407,31 @@ def test_a_pinned_policy_stops_a_registrant_who_gates_with_a_lax_one(server, mod
     assert "(gate passed)" in msg and "no required policy" not in msg
     with pytest.raises(DataError, match="no registered model 'nope'"):
         pin_policy("nope", None, server)
+
+
+def test_an_outage_is_not_a_missing_version(tmp_path):
+    """A registry that fails (here: a server that answers 500) is RegistryUnavailable with MLflow's
+    error code, not "no such version"; a missing version, alias or model is still named as such."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+
+    from synthgate.registry.client import unless_missing
+    from synthgate.registry.registry import verify_version
+
+    class Failing:
+        _registry_uri = "http://mlflow.example:5000"
+
+        def get_model_version(self, name, version):
+            raise MlflowException("API request failed with error code 500", error_code=INTERNAL_ERROR)
+
+    with pytest.raises(RegistryUnavailable, match=r"registry at http://mlflow.example:5000 failed \(INTERNAL_ERROR"):
+        verify_version(Failing(), "m", "1")
+    for code in (RESOURCE_DOES_NOT_EXIST, INVALID_PARAMETER_VALUE):
+        assert unless_missing(MlflowException("gone", error_code=code)) is None
+
+    class Missing:
+        def get_model_version(self, name, version):
+            raise MlflowException("Model Version (name=m, version=9) not found", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    with pytest.raises(DataError, match="model 'm' has no version '9'"):
+        verify_version(Missing(), "m", "9")

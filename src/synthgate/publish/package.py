@@ -92,15 +92,18 @@ def default_dataset_name(model: str) -> str:
 def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The version holding ``alias``, its verified gate record and evaluation; refused unless the gate
     passed or an override is recorded."""
+    from synthgate.registry.client import unless_missing
     from synthgate.registry.registry import verify_version
 
     try:
         client.get_registered_model(model)
-    except Exception:
+    except Exception as e:
+        unless_missing(e, client)
         raise DataError(f"no registered model {model!r}", hint="list them with `synthgate models`") from None
     try:
         mv = client.get_model_version_by_alias(model, alias)
-    except Exception:
+    except Exception as e:
+        unless_missing(e, client)
         raise NothingApproved(f"{model} has no version @{alias}: nothing is approved for publishing",
                              hint=f"a reviewer promotes a version whose gate passed: `synthgate promote {model} "
                                   f"VERSION --alias {alias}`") from None

@@ -91,7 +91,10 @@ def revocation_status(manifest: dict[str, Any], tracking_uri: str | None) -> tup
     client = connect(tracking_uri)
     try:
         mv = client.get_model_version_by_alias(name, alias)
-    except Exception:
+    except Exception as e:
+        from synthgate.registry.client import unless_missing
+
+        unless_missing(e, client)
         return False, f"{name} has no version @{alias} any more"
     if str(mv.version) != version:
         return False, f"{name}@{alias} is now version {mv.version}, not version {version}"

@@ -47,3 +47,20 @@ def connect(uri: str | None = None, attempts: int = 5, backoff: float = 0.5) -> 
                 hint="start it with `make mlflow`, or set MLFLOW_TRACKING_URI to the running server",
             )
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+#: MLflow error codes that mean "no such model, version or alias" (a missing alias is a bad parameter).
+MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def unless_missing(e: BaseException, client: Any = None) -> None:
+    """Return when ``e`` (from a registry lookup) says the model, version or alias does not exist;
+    otherwise raise :class:`RegistryUnavailable` with MLflow's error code: an outage or a refused
+    request is not "no such version"."""
+    code = getattr(e, "error_code", None)
+    if code in MISSING:
+        return
+    where = getattr(client, "_registry_uri", None) or tracking_uri()
+    raise RegistryUnavailable(f"the MLflow registry at {where} failed ({code or type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]})",
+                              hint="check that the server is up and that you may read this model; then retry") from None

@@ -32,7 +32,7 @@ from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
 from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.decision import check_record, load_evaluation
-from synthgate.registry.client import connect, tracking_uri
+from synthgate.registry.client import connect, tracking_uri, unless_missing
 from synthgate.utils import read_json, sha256_file, utc_now
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
     """Download the version's gate record and evaluation; check them against the version's tags."""
     try:
         mv = client.get_model_version(name, version)
-    except Exception:
+    except Exception as e:
+        unless_missing(e, client)
         raise DataError(f"model {name!r} has no version {version!r}",
                         hint="list them with `synthgate models`") from None
     tags = mv.tags
@@ -355,7 +356,8 @@ def pin_policy(name: str, policy: Path | None, uri: str | None = None) -> str:
     client = connect(uri)
     try:
         client.get_registered_model(name)
-    except Exception:
+    except Exception as e:
+        unless_missing(e, client)
         raise DataError(f"no registered model {name!r}", hint="list them with `synthgate models`") from None
     for k, v in {REQUIRED_POLICY_TAG: digest, "gate.required_policy_user": getpass.getuser(),
                  "gate.required_policy_time": utc_now(),
@@ -416,7 +418,8 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
     client = connect(uri)
     try:
         mv = client.get_model_version_by_alias(name, alias)
-    except Exception:
+    except Exception as e:
+        unless_missing(e, client)
         raise DataError(f"model {name!r} has no version @{alias}",
                         hint=f"promote one with `synthgate promote {name} VERSION --alias {alias}`") from None
     gate, _ = verify_version(client, name, str(mv.version))
@@ -443,7 +446,8 @@ def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[
     for n in names:
         try:
             model = client.get_registered_model(n)
-        except Exception:
+        except Exception as e:
+            unless_missing(e, client)
             raise DataError(f"no registered model {n!r}", hint="list them with `synthgate models`") from None
         aliases: dict[str, list[str]] = {}
         for a, v in (model.aliases or {}).items():
