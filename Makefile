@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
+# what `make lint` type-checks (tests/unit/test_layers.py runs the same in `make test`)
+MYPY_TARGETS := src/synthgate/stages.py src/synthgate/config.py src/synthgate/gates src/synthgate/kubeflow
 SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
@@ -68,6 +70,7 @@ repro: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks pipelines components
 	PYTHONPATH=src $(BIN)/lint-imports
+	$(BIN)/python -m mypy $(MYPY_TARGETS)
 
 lock:
 	rm -rf /tmp/synthgate-lock && $(PYTHON) -m venv /tmp/synthgate-lock

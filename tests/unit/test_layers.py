@@ -1,6 +1,6 @@
-"""The layering of docs/ARCHITECTURE.md holds: import-linter's contracts in pyproject.toml (a
+"""The layering of docs/ARCHITECTURE.md holds (import-linter's contracts in pyproject.toml: a
 package imports only those below it; the infrastructure modules import no stage, shell or
-Kubeflow code)."""
+Kubeflow code), and what `make lint` type-checks passes mypy."""
 
 import shutil
 import subprocess
@@ -18,3 +18,15 @@ def test_import_contracts_are_kept():
                             "HOME": str(REPO)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 kept, 0 broken" in r.stdout
+
+
+def test_the_stage_functions_configuration_gates_and_kubeflow_glue_type_check(tmp_path):
+    """mypy (with pydantic's plugin, [tool.mypy] in pyproject.toml) on what `make lint` checks."""
+    import re
+
+    targets = re.search(r"^MYPY_TARGETS := (.+)$", (REPO / "Makefile").read_text(), re.M).group(1).split()
+    assert "src/synthgate/gates" in targets and "src/synthgate/kubeflow" in targets
+    r = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), *targets], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Success: no issues found" in r.stdout

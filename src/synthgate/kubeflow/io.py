@@ -310,7 +310,7 @@ def model_name(name: str, registered: Any = None) -> str:
 
 def published_out(artifact: Any, result: Any) -> str:
     """The published dataset's record (name, version, URI, manifest) -> JSON at ``artifact.path``."""
-    data = asdict(result) if is_dataclass(result) else dict(vars(result))
+    data = asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(vars(result))
     data = json.loads(json.dumps(data, default=str))
     path = Path(artifact.path)
     path.parent.mkdir(parents=True, exist_ok=True)
