@@ -100,6 +100,23 @@ def source_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> bool:
+    """Set each dotted key of ``overrides`` in ``data`` (nested dicts), in place; the one override
+    rule of every shell (CLI options, Kubeflow parameters): ``None`` is "not given" (the value in
+    ``data`` stays) and :data:`CLEAR` sets null. Returns whether anything was set."""
+    changed = False
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = None if value is CLEAR else value
+        changed = True
+    return changed
+
+
 def load_params(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Params:
     """Read ``params.yaml`` (if present), apply dotted-key ``overrides``, and validate.
 
@@ -118,17 +135,8 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         origin = str(path)
-    for key, value in source_overrides(overrides or {}).items():
-        if value is None:
-            continue
-        if value is CLEAR:
-            value = None
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-        origin = f"{origin} (with command-line options)" if "command-line" not in origin else origin
+    if apply_overrides(data, source_overrides(overrides or {})):
+        origin = f"{origin} (with command-line options)"
     env_path = os.environ.get(ENV_SOURCE_PATH)
     if env_path and not (overrides or {}).get("data.source.path"):
         data.setdefault("data", {}).setdefault("source", {})["path"] = env_path

@@ -23,7 +23,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from synthgate.config import Params, parse_model
+from synthgate.config import Params, apply_overrides, parse_model
 from synthgate.errors import ConfigError, DataError
 
 #: Values of an explicit pipeline parameter that mean "not set: keep the value from params_json".
@@ -44,13 +44,9 @@ def params(params_json: str, overrides: dict[str, Any] | None = None) -> Params:
                           hint="pass the params as JSON, e.g. the pipeline's default value") from None
     if not isinstance(data, dict):
         raise ConfigError("params_json: top level must be a mapping of sections")
-    for key, value in (overrides or {}).items():
-        if isinstance(value, bool) or value not in UNSET:
-            node = data
-            parts = key.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-            node[parts[-1]] = value
+    # a KFP parameter cannot be null: its "not given" ("" or 0) becomes the shared rule's None
+    apply_overrides(data, {k: None if (not isinstance(v, bool) and v in UNSET) else v
+                           for k, v in (overrides or {}).items()})
     return parse_model(Params, data, "params_json")
 
 
