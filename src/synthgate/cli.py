@@ -587,17 +587,26 @@ def demo(
                                                 "publish and pull can be shown (the data card says so)")] = True,
     max_per_class: Annotated[int, typer.Option(
         min=0, help="at most this many images per class (below the params file's prepare.max_per_class, if "
-                    "set), so that the demo fits in 10 minutes on 2 CPU cores; 0: the params file's value")] = 2000,
+                    "set), so that the demo fits in 10 minutes on 2 CPU cores; 0: the params file's value")] = 1500,
+    max_steps: Annotated[int, typer.Option(
+        min=0, help="train at most this many steps (below the params file's train.steps), for the same "
+                    "reason; 0: the params file's value")] = 450,
 ) -> None:
     """Run the flow end to end on the default data (MedNIST): prepare -> validate -> train -> sample ->
     evaluate -> gate -> register -> promote -> publish -> pull (a verified dataset on disk)."""
     from synthgate import stages
 
     p = _params(params, {})
+    caps: dict[str, Any] = {}
     if max_per_class and (p.prepare.max_per_class is None or p.prepare.max_per_class > max_per_class):
-        p = _params(params, {"prepare.max_per_class": max_per_class})
-        console.print(f"demo: at most {max_per_class} images per class (--max-per-class; 0 takes the params "
-                      f"file's prepare.max_per_class), to fit in 10 minutes on 2 CPU cores")
+        caps["prepare.max_per_class"] = max_per_class
+    if max_steps and p.train.steps > max_steps:
+        caps["train.steps"] = max_steps
+    if caps:
+        p = _params(params, caps)
+        console.print(f"demo: at most {p.prepare.max_per_class} images per class and {p.train.steps} training steps "
+                      "(--max-per-class, --max-steps; 0 takes the params file's value), to fit in 10 minutes on 2 "
+                      "CPU cores")
     console.rule("[bold]1/9 prepare")
     ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, _reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
