@@ -162,6 +162,9 @@ def test_gate_decision(pipeline_run):
     assert out["artifacts"]["metrics"]["artifacts"][0]["metadata"]["gate_passed"] == 1.0
     evaluation = json.loads((run / "evaluate/evaluation/evaluation.json").read_text())
     assert gate["evaluation_hash"] == evaluation["evaluation_hash"]
+    # the KFP UI's HTML artifact of the gate step: the report with the verdict at the top
+    html = (run / "gate/report").read_text()
+    assert "Release gate: <span class=ok>PASSED</span>" in html and "<h2>Summary</h2>" in html
 
 
 def test_registered_and_promoted_in_mlflow(pipeline_run):
@@ -207,6 +210,9 @@ def test_strict_policy_fails_promotion_with_the_gate_reasons(pipeline_run, capfd
     assert ran == {"gate", "register"}, "prepare..evaluate come from the cache; promote fails; publish never runs"
     gate = json.loads((second / "gate/gate/gate.json").read_text())
     assert gate["passed"] is False
+    html = (second / "gate/report").read_text()
+    assert "Release gate: <span class=bad>FAILED</span>" in html
+    assert all(r["rule"] in html for r in gate["rules"] if not r["passed"])
     record = json.loads((second / "register/registered/registered.json").read_text())
     assert client.get_model_version(MODEL, record["version"]).tags["gate.passed"] == "false"
     assert client.get_registered_model(MODEL).aliases["approved"] == approved  # unchanged

@@ -266,8 +266,19 @@ def evaluation_out(evaluation: Any, report: Any, metrics: Any, result: Any) -> A
     return result
 
 
-def gate_out(gate: Any, metrics: Any, decision: Any) -> bool:
-    """The gate's verdict as metrics (1 = passed) and on the gate.json artifact; returns it."""
+def gate_out(gate: Any, metrics: Any, report: Any, decision: Any) -> bool:
+    """The gate's verdict as metrics (1 = passed), on the gate.json artifact and as the HTML artifact
+    the KFP UI renders: the report with the verdict at the top, or (an evaluation without a report)
+    a page with the verdict and the failing rules; returns the verdict."""
+    from synthgate.gates.decision import gated_report
+
+    target = Path(report.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    gated = gated_report(gate_json(gate))
+    if gated.exists():
+        shutil.copyfile(gated, target)
+    else:
+        target.write_text(_verdict_page(decision))
     metrics.log_metric("gate_passed", 1.0 if decision.passed else 0.0)
     metrics.log_metric("gate_rules", float(len(decision.rules)))
     metrics.log_metric("gate_failures", float(len(decision.failures)))
@@ -275,6 +286,17 @@ def gate_out(gate: Any, metrics: Any, decision: Any) -> bool:
     _set_metadata(gate, {"passed": bool(decision.passed), "failures": [r.rule for r in decision.failures],
                          "evaluation_hash": decision.evaluation_hash, "policy_hash": decision.policy_hash})
     return bool(decision.passed)
+
+
+def _verdict_page(decision: Any) -> str:
+    import html
+
+    rows = "".join(f"<li><b>{html.escape(r.rule)}</b>: {html.escape(r.reason)}</li>" for r in decision.failures)
+    verdict = "PASSED" if decision.passed else "FAILED"
+    return (f"<html><body><h1>Gate {verdict}</h1><p>evaluation {html.escape(str(decision.evaluation_hash))}, "
+            f"policy {html.escape(str(decision.policy_hash))}</p>"
+            f"{'<h2>Failing rules</h2><ul>' + rows + '</ul>' if rows else ''}"
+            "<p>The evaluation had no report.html.</p></body></html>")
 
 
 def registered_out(artifact: Any, registered: Any) -> str:

@@ -3,14 +3,16 @@ training image, calibrated against real held-out images, with the power measured
 
 Detectors (each a score where higher means more copy-like; :mod:`.search`, :mod:`.descriptor`):
 
-==============  ============================================================================
-``pixel``       Fisher z of the best full-resolution Pearson r over the 8 rotations/flips
-``smooth``      the same after smoothing both images (noise, dithering, compression)
-``margin``      z of the best minus z of the second-best training image
-``aligned``     z of the best correlation over shifts x scale/crop x small rotations
-``tiles``       z of the tile-wise re-aligned correlation (local deformations)
-``descriptor``  z of the cosine similarity of learned copy descriptors
-==============  ============================================================================
+==================  ========================================================================
+``pixel``           Fisher z of the best full-resolution Pearson r over the 8 rotations/flips
+``smooth``          the same after smoothing both images (noise, dithering, compression)
+``margin``          z of the best minus z of the second-best training image
+``smooth_margin``   the same margin after smoothing both images
+``aligned``         z of the best correlation over shifts x scale/crop x small rotations
+``aligned_margin``  z of the best minus z of the second-best training image after alignment
+``tiles``           z of the tile-wise re-aligned correlation (local deformations)
+``descriptor``      z of the cosine similarity of learned copy descriptors
+==================  ========================================================================
 
 For every detector the held-out scores form its null (:mod:`.null`); each synthetic image gets one
 p-value per detector and, combined (Bonferroni: the smallest times the number of detectors), one
@@ -50,7 +52,9 @@ DETECTORS: dict[str, str] = {
     "pixel": "full-resolution Pearson r over the 8 rotations/flips",
     "smooth": "Pearson r over the 8 rotations/flips after smoothing both images",
     "margin": "Fisher z of the best minus the second-best training image",
+    "smooth_margin": "Fisher z of the best minus the second-best training image after smoothing both images",
     "aligned": "best Pearson r over shifts, scale/crop and small rotations (template matching)",
+    "aligned_margin": "Fisher z of the best minus the second-best training image after alignment",
     "tiles": "tile-wise re-aligned Pearson r (local deformations)",
     "descriptor": "cosine similarity of the learned copy descriptors",
 }
@@ -70,8 +74,9 @@ class Scored:
 
     def scores(self) -> dict[str, np.ndarray]:
         s = self.search
-        return {"pixel": fisher_z(s.pixel), "smooth": fisher_z(s.smooth), "margin": s.margin,
-                "aligned": fisher_z(s.aligned), "tiles": fisher_z(s.tiles), "descriptor": fisher_z(self.descriptor)}
+        return {"pixel": fisher_z(s.pixel), "smooth": fisher_z(s.smooth), "margin": s.margin, "smooth_margin": s.smooth_margin,
+                "aligned": fisher_z(s.aligned), "aligned_margin": s.aligned_margin, "tiles": fisher_z(s.tiles),
+                "descriptor": fisher_z(self.descriptor)}
 
 
 class CopySearch:
@@ -217,7 +222,7 @@ def assemble(
                         "flagged": int(flagged[ms].sum()), "n_synthetic": int(ms.sum())}
     spec = engine.spec
     data: dict[str, Any] = {
-        "method": "per-image copy p-values against the real held-out null, six detectors combined (Bonferroni), "
+        "method": "per-image copy p-values against the real held-out null, eight detectors combined (Bonferroni), "
                   "flagged after a multiplicity correction over the synthetic set",
         "coverage": {"train_compared": int(len(train)), "train_size": int(train_size),
                      "full": bool(len(train) == train_size), "synthetic_compared": int(len(synthetic)),

@@ -38,7 +38,11 @@ def _null_plots(m: dict[str, Any], arrays: dict[str, Any], b64: Any) -> str:
     nulls = arrays["nulls"]
     n_det = len(nulls)
     per_image = m["flags"]["alpha"] / max(m["coverage"]["synthetic_size"], 1) / n_det
-    fig, axes = plt.subplots(2, 3, figsize=(12, 5.6), squeeze=False)
+    cols = 4
+    rows = -(-len(DETECTORS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(14, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel()[len(DETECTORS):]:
+        ax.axis("off")
     for ax, d in zip(axes.ravel(), DETECTORS, strict=False):
         held, syn = arrays["held_scores"][d], arrays["syn_scores"][d]
         both = np.concatenate([held, syn])
@@ -89,10 +93,11 @@ def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show
     cov, fl = m["coverage"], m["flags"]
     parts = ["<h2>Memorization and privacy</h2>"]
     parts.append(
-        "<p class=note>Every synthetic image is searched against every training image by six detectors (pixel "
-        "correlation over rotations/flips, the same after smoothing, the margin between the best and second-best "
-        "training image, template matching over shifts, scale/crop and small rotations, tile-wise re-alignment, and "
-        "a copy descriptor trained on the training split). The same scores of real held-out images "
+        f"<p class=note>Every synthetic image is searched against every training image by {len(DETECTORS)} detectors "
+        "(pixel correlation over rotations/flips, the same after smoothing, template matching over shifts, "
+        "scale/crop and small rotations, tile-wise re-alignment, a copy descriptor trained on the training split, "
+        "and the margins between the best and the second-best training image in plain, smoothed and aligned "
+        "correlation). The same scores of real held-out images "
         "(patients not in training) form each detector's null. A synthetic image's p-value is its score's tail "
         "probability under that null (exact inside the null's range, a fitted exponential tail with a bootstrap "
         "upper bound beyond it), combined over detectors (Bonferroni); images whose p-value survives a "

@@ -12,7 +12,8 @@ image it is most likely a copy of, and how close it is under four scores.
    **smooth**: the same after a median filter and a Gaussian blur of both images.
 3. **margin**: Fisher z of the best minus that of the second-best training image (a copy is much
    closer to its source than to anything else; the team's design notes, "Measured on real data",
-   measured this ratio's power on noisy and shifted copies).
+   measured this ratio's power on noisy and shifted copies). **smooth_margin** and
+   **aligned_margin**: the same for the smoothed and for the aligned score (the two best candidates).
 4. **aligned**: the central ``template`` x ``template`` part of the query, resampled at every
    (scale, rotation) of a grid (scale/crop about 0.85-1.15, rotations of a few degrees), correlated
    with every window of a candidate within ``max_shift`` pixels of its centre: one batched matrix
@@ -155,12 +156,14 @@ class SearchResult:
 
     pixel: np.ndarray  # max Pearson r over candidates x 8 transforms
     smooth: np.ndarray  # the same after smoothing both images
+    smooth_second: np.ndarray  # the same for the best other training image
     pixel_second: np.ndarray  # the same for the best other training image
     pixel_index: np.ndarray  # training index of the best
     pixel_transform: np.ndarray  # 0-7: rot90^k, k = t % 4, of the image (t < 4) or its mirror (t >= 4)
     aligned: np.ndarray  # best normalised cross-correlation over shifts x scales x rotations
     aligned_index: np.ndarray
     aligned_transform: np.ndarray  # (n, 5): dihedral, scale, rotation (deg), dy, dx
+    aligned_second: np.ndarray  # the same for the best other training image
     tiles: np.ndarray  # tile-wise re-aligned correlation
     tiles_index: np.ndarray
     candidates: np.ndarray  # (n, k) shortlisted training indices
@@ -169,6 +172,18 @@ class SearchResult:
     def margin(self) -> np.ndarray:
         """Fisher z of the best minus the second-best training image's correlation."""
         return fisher_z(self.pixel) - fisher_z(self.pixel_second)
+
+    @property
+    def smooth_margin(self) -> np.ndarray:
+        """The margin after smoothing both images: a noisy copy (speckle, grain) is close to its source
+        once the noise is smoothed away, and much closer to it than to any other training image."""
+        return fisher_z(self.smooth) - fisher_z(self.smooth_second)
+
+    @property
+    def aligned_margin(self) -> np.ndarray:
+        """The same margin after alignment: a shifted, re-cropped or rotated copy is much closer to its
+        source than to any other training image once both are aligned; an unseen patient's image is not."""
+        return fisher_z(self.aligned) - fisher_z(self.aligned_second)
 
     def take(self, idx: np.ndarray) -> SearchResult:
         return SearchResult(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
@@ -326,7 +341,8 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
     if chunk is None:
         per_query = k * spec.template ** 2 * (len(spec.variants) + side * side + 8) * 4
         chunk = max(1, min(256, memory_mb * 2**20 // max(per_query, 1)))
-    out = {f: np.zeros(n, np.float32) for f in ("pixel", "smooth", "pixel_second", "aligned", "tiles")}
+    out = {f: np.zeros(n, np.float32) for f in ("pixel", "smooth", "smooth_second", "pixel_second", "aligned",
+                                                 "aligned_second", "tiles")}
     idx = {f: np.zeros(n, np.int64) for f in ("pixel_index", "aligned_index", "tiles_index")}
     ptrans = np.zeros(n, np.int64)
     atrans = np.zeros((n, 5), np.float32)
@@ -351,7 +367,9 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         ptrans[i : i + c] = best_t.gather(1, top2.indices[:, :1])[:, 0].cpu().numpy()
         qs = _norm(dihedral8(smooth(q)).reshape(c, 8, -1))
         sm = torch.einsum("ctd,ckd->ckt", qs, index.smooth[cj]).abs().amax(dim=2).masked_fill(repeat, -2.0)
-        out["smooth"][i : i + c] = sm.amax(dim=1).cpu().numpy()
+        sm2 = torch.topk(sm, min(2, k), dim=1).values
+        out["smooth"][i : i + c] = sm2[:, 0].cpu().numpy()
+        out["smooth_second"][i : i + c] = (sm2[:, -1].clamp_min(-1.0) if k > 1 else torch.full((c,), -1.0)).cpu().numpy()
         # aligned: each candidate's best rotation/flip from the pixel score, then scale x rotation x shift
         tm = _warp_templates(d8, spec)  # (c, 8, V, T*T)
         tsel = tm[torch.arange(c, device=device)[:, None], best_t]  # (c, k, V, T*T)
@@ -383,6 +401,10 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
             out["aligned"][i : i + c] = torch.maximum(fb, pair[rows, best_pair]).cpu().numpy()
             idx["aligned_index"][i : i + c] = torch.where(better, cj.gather(1, top_r)[rows, farg],
                                                           cj[rows, best_pair]).cpu().numpy()
+        # the best other training image after alignment: the lower of the two refined candidates (the
+        # third candidate's coarse score is below both); -1 when the shortlist holds one image only
+        both = torch.maximum(fine, pair.gather(1, top_r)).masked_fill(repeat.gather(1, top_r), -1.0)
+        out["aligned_second"][i : i + c] = (both.min(dim=1).values if r2 > 1 else torch.full((c,), -1.0)).cpu().numpy()
         # tiles: the top candidates' aligned templates, re-aligned tile by tile
         r = min(tile_top, k)
         top = torch.topk(pair, r, dim=1).indices  # (c, r)
@@ -399,8 +421,8 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         idx["tiles_index"][i : i + c] = cj.gather(1, top)[rows, targ].cpu().numpy()
         if advance is not None:
             advance(c)
-    return SearchResult(out["pixel"], out["smooth"], out["pixel_second"], idx["pixel_index"], ptrans, out["aligned"],
-                        idx["aligned_index"], atrans, out["tiles"], idx["tiles_index"], cand)
+    return SearchResult(out["pixel"], out["smooth"], out["smooth_second"], out["pixel_second"], idx["pixel_index"], ptrans, out["aligned"],
+                        idx["aligned_index"], atrans, out["aligned_second"], out["tiles"], idx["tiles_index"], cand)
 
 
 def map_back(image: np.ndarray, dihedral: int, scale: float = 1.0, rotation: float = 0.0, dy: float = 0.0,
