@@ -21,7 +21,7 @@ help:
 	@echo "make test-fast unit tests only"
 	@echo "make repro     dvc repro (the same stages through DVC)"
 	@echo "make lint      ruff"
-	@echo "make mlflow    MLflow server (SQLite + local artifacts) on 127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make mlflow    MLflow server (SQLite + local artifacts, basic-auth; admin password in mlruns/credentials.env) on 127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
 	@echo "make images  build the CPU image ghcr.io/synthgate/synthgate:VERSION-cpu (podman or docker)"
 	@echo "make test-containers  build the image if needed and test it (CLI, stages, kfp DockerRunner)"
@@ -89,9 +89,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache data reports
 
 mlflow: $(STAMP)
-	mkdir -p mlruns/artifacts
-	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath mlruns)/mlflow.db \
-	  --artifacts-destination $(abspath mlruns)/artifacts --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+	$(BIN)/synthgate mlflow-serve --root mlruns --port $(MLFLOW_PORT)
 
 # Render every kustomize overlay (offline; output discarded): fails on any broken overlay.
 manifests: $(STAMP)

@@ -1,5 +1,5 @@
-"""Where each step runs: resources, GPU scheduling, the cluster's Secret and ConfigMap as environment,
-and caching. The cluster's names (Secret ``synthgate-s3``, ConfigMap ``synthgate-endpoints``, GPU
+"""Where each step runs: resources, GPU scheduling, the cluster's Secrets and ConfigMap as environment,
+and caching. The cluster's names (Secrets ``synthgate-s3`` and ``synthgate-mlflow-pipeline``, ConfigMap ``synthgate-endpoints``, GPU
 resource, node label and toleration; ServiceAccount ``synthgate-pipeline``, given at submit time)
 are :mod:`synthgate.kubeflow.cluster`'s, which match the manifests in ``k8s/``."""
 
@@ -14,12 +14,16 @@ from synthgate.kubeflow.cluster import (
     GPU_NODE_LABEL,
     GPU_RESOURCE,
     GPU_TOLERATIONS,
+    MLFLOW_SECRET,
+    MLFLOW_SECRET_KEYS,
     SECRET,
     SECRET_KEYS,
 )
 
 #: Steps that read or write S3 (the data source, MLflow's artifact store, the dataset store).
 S3_STEPS = frozenset({"prepare", "train", "train_distributed", "register", "promote", "publish"})
+#: Steps that log in to MLflow (runs, the registry): they get the pipeline's MLflow account.
+MLFLOW_STEPS = frozenset({"train", "train_distributed", "register", "promote", "publish"})
 #: Deterministic steps whose outputs KFP may reuse for equal inputs (sampling is seeded; a new model is
 #: a new input, so it reruns after every training run). Training is cached only when
 #: compiled with ``--cache-training``; register, promote and publish have side effects: never cached.
@@ -59,6 +63,9 @@ def configure(task: PipelineTask, step: str, gpu: bool, cache_training: bool = F
                                      config_map_key_to_env={k: k for k in CONFIG_MAP_KEYS})
     if step in S3_STEPS:
         kubernetes.use_secret_as_env(task, secret_name=SECRET, secret_key_to_env={k: k for k in SECRET_KEYS})
+    if step in MLFLOW_STEPS:
+        kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET,
+                                     secret_key_to_env={k: k for k in MLFLOW_SECRET_KEYS})
     if gpu and step in GPU_STEPS:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])

@@ -51,10 +51,47 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow server (SQLite store, local artifacts) on a free port of 127.0.0.1."""
-    from synthgate.registry.server import start_server, stop_server
+    """A real MLflow server (SQLite store, local artifacts, basic-auth as `make mlflow` runs it) on a
+    free port of 127.0.0.1; the session's MLflow clients (and the processes the tests start) log in
+    as its admin."""
+    from synthgate.registry.server import start_server, stop_server, use_credentials
 
     root = tmp_path_factory.mktemp("mlflow")
     uri, _ = start_server(root)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    use_credentials(root)
     yield uri
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     stop_server(root)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``synthgate ...`` in-process (``synthgate.cli.main``: the messages users see, without a
+    subprocess's start-up): (exit code, stdout, stderr with whitespace collapsed); ``env`` values
+    of None remove a variable."""
+    from synthgate.cli import main
+
+    def run(*args: str, env: dict[str, str | None] | None = None, cwd=None) -> tuple[int, str, str]:
+        with monkeypatch.context() as m:
+            m.setenv("COLUMNS", "200")
+            if cwd is not None:
+                m.chdir(cwd)
+            for k, v in (env or {}).items():
+                if v is None:
+                    m.delenv(k, raising=False)
+                else:
+                    m.setenv(k, v)
+            code = 0
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = int(e.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, " ".join(out.err.split())
+
+    return run

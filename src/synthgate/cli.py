@@ -433,6 +433,35 @@ def models(
     console.print(table)
 
 
+@app.command()
+def audit(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str | None, typer.Option(help="one version (default: every version)")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Print a model's audit trail (promotions, refusals, overrides, guard actions) and verify its hash
+    chain; exit 1 when an entry was changed, removed or replaced."""
+    from synthgate.registry.registry import audit_trail
+
+    table = Table(title=f"audit trail of {name}", title_justify="left")
+    for col in ("version", "#", "time", "user", "action", "detail", "chain"):
+        table.add_column(col)
+    broken = []
+    for v, checked in audit_trail(name, version, tracking_uri):
+        for c in checked:
+            f = c.fields
+            table.add_row(v, str(c.n), f.get("time", ""), f.get("user", ""), f.get("action", ""),
+                          (f.get("detail", "")[:90] + ("..." if len(f.get("detail", "")) > 90 else "")),
+                          "ok" if c.status == "ok" else (f"[yellow]{c.status}" if c.ok else f"[red]{c.status}"))
+            if not c.ok:
+                broken.append(f"version {v} entry {c.n} {c.status}")
+    console.print(table)
+    if broken:
+        raise SynthgateError("the audit trail does not verify:\n  " + "\n  ".join(broken),
+                             hint="the version's audit.N tags were edited in MLflow; compare with the guard's and "
+                                  "MLflow's logs")
+
+
 StoreOpt = Annotated[str | None, typer.Option("--store", help="a folder, file:///PATH or s3://BUCKET/PREFIX (default "
                                                        "params.yaml publish.store; S3 endpoint from AWS_ENDPOINT_URL)")]
 
@@ -669,6 +698,10 @@ def _demo_registry(p: Any, workdir: Path, model_dir: Path, evaluation: Path, gat
     if uri is None:
         uri, _ = srv.start_server(root, detach=True)
         started = True
+    if not os.environ.get("MLFLOW_TRACKING_URI") and (root / srv.CREDENTIALS).exists():
+        creds = srv.use_credentials(root)
+        console.print(f"MLflow at {uri} with authentication: admin '{creds.username}', password in {creds.path} "
+                      "(mode 0600)", highlight=False)
     try:
         reg = stages.register(model_dir, evaluation, gate_path, workdir / stages.DEFAULT_REGISTERED, None, uri)
         try:
@@ -709,6 +742,161 @@ def mlflow_stop(root: Annotated[Path, typer.Option(help="the demo's MLflow folde
     from synthgate.registry.server import stop_server
 
     console.print("stopped" if stop_server(root) else f"no server recorded under {root}")
+
+
+@app.command("mlflow-serve")
+def mlflow_serve(
+    root: Annotated[Path, typer.Option(help="folder of the stores and credentials")] = Path("mlruns"),
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="without authentication (anyone who reaches the port "
+                                                             "may do anything)")] = False,
+) -> None:
+    """Run the local MLflow server in the foreground (`make mlflow`), with authentication unless --no-auth."""
+    import time
+
+    from synthgate.registry import server as srv
+
+    uri, _ = srv.start_server(root, port, auth=not no_auth)
+    if not no_auth:
+        creds = srv.local_credentials(root, create=False)
+        console.print(f"MLflow at {uri}; admin '{creds.username}', password in {creds.path} (mode 0600). "
+                      f"For this shell: [bold]set -a; . {creds.path}; set +a[/]", highlight=False)
+    else:
+        console.print(f"MLflow at {uri} [red]without authentication[/]", highlight=False)
+    try:
+        while srv.running_server(root):
+            time.sleep(2)
+    finally:
+        srv.stop_server(root)
+
+
+access_app = typer.Typer(help="Registry users and roles (an MLflow server with authentication; admins and owners).",
+                         no_args_is_help=True)
+
+
+@access_app.command("add-user")
+def access_add_user(
+    user: Annotated[str, typer.Argument(help="user name")],
+    password_file: Annotated[Path | None, typer.Option(help="read the password from this file (default: generate "
+                                                            "one into USER.credentials.env, mode 0600)")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Create a registry user (admin only)."""
+    import secrets
+
+    from synthgate.registry import access
+    from synthgate.registry.client import tracking_uri as _uri
+
+    uri = _uri(tracking_uri)
+    if password_file is not None:
+        access.add_user(uri, user, password_file.read_text().strip())
+        console.print(f"created user {user}")
+        return
+    out = Path(f"{user}.credentials.env")
+    if out.exists():
+        raise SynthgateError(f"{out} exists", hint="move it away, or pass --password-file")
+    password = secrets.token_urlsafe(18)
+    access.add_user(uri, user, password)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"MLFLOW_TRACKING_USERNAME={user}\nMLFLOW_TRACKING_PASSWORD={password}\n")
+    console.print(f"created user {user}; credentials in {out} (mode 0600): hand them over, then delete the file")
+
+
+@access_app.command("grant")
+def access_grant(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    user: Annotated[str, typer.Option(help="user name")],
+    role: Annotated[str, typer.Option(help="consumer (READ), reviewer or pipeline (EDIT), owner (MANAGE)")],
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Give a user a role on one registered model."""
+    from synthgate.registry import access
+    from synthgate.registry.client import tracking_uri as _uri
+
+    console.print(f"{user} is {role} of {name} ({access.grant(_uri(tracking_uri), name, user, role)})")
+
+
+@access_app.command("revoke")
+def access_revoke(name: Annotated[str, typer.Argument(help="registered model name")],
+                  user: Annotated[str, typer.Option(help="user name")], tracking_uri: UriOpt = None) -> None:
+    """Remove a user's role on a registered model (the server's default permission applies again)."""
+    from synthgate.registry import access
+    from synthgate.registry.client import tracking_uri as _uri
+
+    access.revoke(_uri(tracking_uri), name, user)
+    console.print(f"revoked {user} on {name}")
+
+
+@access_app.command("list")
+def access_list(name: Annotated[str, typer.Argument(help="registered model name")], tracking_uri: UriOpt = None) -> None:
+    """Who may do what on a registered model."""
+    from rich.table import Table
+
+    from synthgate.registry import access
+    from synthgate.registry.client import tracking_uri as _uri
+
+    table = Table("user", "role", "MLflow permission")
+    for g in access.list_access(_uri(tracking_uri), name):
+        table.add_row(g.user, g.role, g.permission)
+    console.print(table)
+
+
+app.add_typer(access_app, name="access")
+
+guard_app = typer.Typer(help="The promotion guard: reverts a protected alias set on a version that failed its gate.",
+                        no_args_is_help=True)
+SecretOpt = Annotated[Path, typer.Option(help="file with the webhook's shared secret (at least 16 characters)")]
+
+
+@guard_app.command("serve")
+def guard_serve(
+    secret_file: SecretOpt,
+    tracking_uri: UriOpt = None,
+    alias: Annotated[list[str] | None, typer.Option(help="protected alias (repeatable; default: approved)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8089,
+    state: Annotated[Path, typer.Option(help="SQLite file: seen deliveries, last approved holders")] = Path(
+        "guard.db"),
+    sweep_every: Annotated[float, typer.Option(help="seconds between sweeps of every protected alias")] = 300.0,
+) -> None:
+    """Receive MLflow's registry webhooks (POST /webhook) and sweep the protected aliases."""
+    from synthgate.registry import guard as g
+    from synthgate.registry.client import tracking_uri as _uri
+
+    gd = g.Guard(_uri(tracking_uri), g.read_secret(secret_file), state, tuple(alias or ("approved",)))
+    console.print(f"guard on http://{host}:{port}/webhook for {_uri(tracking_uri)}; protected: "
+                  f"{', '.join(gd.aliases)}; sweeping every {sweep_every:.0f} s", highlight=False)
+    g.serve(gd, host, port, sweep_every)
+
+
+@guard_app.command("register-webhook")
+def guard_register_webhook(
+    url: Annotated[str, typer.Argument(help="the guard's webhook URL, e.g. http://synthgate-guard:8089/webhook")],
+    secret_file: SecretOpt,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Create (or replace) the MLflow webhook that delivers alias and tag events to the guard (admin)."""
+    from synthgate.registry import guard as g
+    from synthgate.registry.client import tracking_uri as _uri
+
+    wid = g.register_webhook(_uri(tracking_uri), url, g.read_secret(secret_file))
+    console.print(f"webhook {wid}: {', '.join(g.EVENTS)} -> {url}")
+
+
+@guard_app.command("sweep")
+def guard_sweep(tracking_uri: UriOpt = None,
+                alias: Annotated[list[str] | None, typer.Option(help="protected alias (repeatable)")] = None,
+                state: Annotated[Path, typer.Option(help="the guard's SQLite file")] = Path("guard.db")) -> None:
+    """Check every protected alias once (what the service does at start and every few minutes)."""
+    from synthgate.registry import guard as g
+    from synthgate.registry.client import tracking_uri as _uri
+
+    done = g.Guard(_uri(tracking_uri), "", state, tuple(alias or ("approved",))).sweep()  # no deliveries: no secret
+    console.print("\n".join(done) or "every protected alias holds a version that may hold it")
+
+
+app.add_typer(guard_app, name="guard")
 
 
 @app.command()
@@ -811,6 +999,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort | typer.Abort):
             sys.exit(1)
+        from synthgate.registry.access import refusal
+
+        denied = refusal(e)  # an MLflow 401/403 that no stage translated
+        if denied is not None:
+            err_console.print(f"[bold red]error:[/] {denied.message}", highlight=False)
+            if denied.hint:
+                err_console.print(f"[yellow]hint:[/] {denied.hint}", highlight=False)
+            sys.exit(denied.exit_code)
         if os.environ.get("SYNTHGATE_DEBUG"):
             raise
         err_console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e}", highlight=False)

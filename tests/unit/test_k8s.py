@@ -42,7 +42,8 @@ SCHEMALESS_KINDS = {"TrainJob", "PyTorchJob"}
 
 # Secrets the overlays reference but do not necessarily render: created by the operator (prod,
 # gpu) as k8s/README.md documents. The dev overlay renders both with placeholder values.
-OPERATOR_CREATED_SECRETS = {"synthgate-s3", "synthgate-postgres"}
+OPERATOR_CREATED_SECRETS = {"synthgate-s3", "synthgate-postgres", "synthgate-mlflow-auth", "synthgate-mlflow-metrics",
+                            "synthgate-guard"}
 
 # Names src/synthgate/monitoring/metrics.py exports (counters with their _total suffix).
 EXPORTED_METRICS = {
@@ -63,6 +64,9 @@ EXPORTED_METRICS = {
     "synthgate_train_fid",
     "synthgate_train_fid_best",
 }
+#: The promotion guard's metrics (its own registry: src/synthgate/registry/guard.py).
+GUARD_METRICS = {"synthgate_guard_reverts_total", "synthgate_guard_deliveries_total", "synthgate_guard_sweeps_total",
+                 "synthgate_guard_last_sweep_timestamp_seconds"}
 METRIC_RE = re.compile(r"\bsynthgate_[a-z0-9_]+")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", re.IGNORECASE)
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
@@ -182,7 +186,7 @@ def configmap_key_refs(docs: list[dict]) -> set[tuple[str, str]]:
 
 
 def is_placeholder(value: str) -> bool:
-    return "CHANGE_ME" in value or value in {"mlflow", "synthgate", "postgres"}
+    return "CHANGE_ME" in value or value in {"mlflow", "synthgate", "postgres", "admin"}
 
 
 def secret_values(doc: dict) -> dict[str, str]:
@@ -263,9 +267,10 @@ def test_overlays_are_the_expected_ones():
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=_id)
 def test_platform_objects_exist(overlay):
     docs = rendered(overlay)
-    assert set(by_kind(docs, "Deployment")) >= {"mlflow", "prometheus", "pushgateway"}
+    assert set(by_kind(docs, "Deployment")) >= {"mlflow", "prometheus", "pushgateway", "synthgate-guard"}
     assert set(by_kind(docs, "StatefulSet")) >= {"postgres", "minio"}
-    assert set(by_kind(docs, "Service")) >= {"mlflow", "minio", "postgres", "prometheus", "pushgateway"}
+    assert set(by_kind(docs, "Service")) >= {"mlflow", "minio", "postgres", "prometheus", "pushgateway",
+                                             "synthgate-guard"}
     assert "minio-buckets" in by_kind(docs, "Job")
     assert "synthgate" in by_kind(docs, "Namespace")
     configmaps = set(by_kind(docs, "ConfigMap"))
@@ -375,6 +380,22 @@ def test_mlflow_server_command(overlay):
     ref = env_lookup(server, "MLFLOW_S3_ENDPOINT_URL")["valueFrom"]["configMapKeyRef"]
     assert urlparse(endpoints[ref["key"]]).hostname.startswith("minio.")
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(names)
+    # basic-auth: the app, its configuration (written by an init container into an in-memory volume,
+    # with the auth database's URI), the admin password and the Flask secret from a Secret
+    assert flag("--app-name") == "basic-auth"
+    assert env_lookup(server, "MLFLOW_AUTH_CONFIG_PATH")["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env_lookup(server, key)["valueFrom"]["secretKeyRef"] == {"name": "synthgate-mlflow-auth", "key": key}
+    init = {c["name"]: c for c in pod["initContainers"]}
+    assert list(init) == ["db-upgrade", "auth-config"]
+    script = init["auth-config"]["command"][-1]
+    assert "CREATE DATABASE mlflow_auth" in script and "/mlflow_auth" in script and "0o600" in script
+    compile(script, "auth-config", "exec")  # the init container's Python is valid
+    (auth_vol,) = [v for v in pod["volumes"] if v["name"] == "auth"]
+    assert auth_vol["emptyDir"]["medium"] == "Memory"
+    scrape = yaml.safe_load(PROMETHEUS_FILE.read_text())["scrape_configs"]
+    (job,) = [j for j in scrape if j["job_name"] == "mlflow"]
+    assert job["basic_auth"]["password_file"].startswith("/etc/prometheus/mlflow/")
 
 
 # --------------------------------------------------------------------------- secrets
@@ -460,7 +481,7 @@ def test_operator_secrets_component_renders_from_gitignored_files(tmp_path):
     """The opt-in prod generator: works once the operator writes s3.env / postgres.env."""
     component = K8S / "components" / "operator-secrets"
     shutil.copytree(component, tmp_path / "operator-secrets")
-    for name in ("s3", "postgres"):
+    for name in ("s3", "postgres", "mlflow-auth", "mlflow-metrics", "guard"):
         shutil.copy(K8S / "components" / "dev-secrets" / f"{name}.example.env", tmp_path / "operator-secrets" / f"{name}.env")
     (tmp_path / "kustomization.yaml").write_text("components:\n  - operator-secrets\n")
     secrets = by_kind(kustomize(tmp_path), "Secret")
@@ -569,6 +590,10 @@ def test_exported_metric_names_match_the_code():
 
     names = {f"{m.name}_total" if m.type == "counter" else m.name for m in REGISTRY.collect()}
     assert names == EXPORTED_METRICS
+    from synthgate.registry.guard import Metrics
+
+    guard = {f"{m.name}_total" if m.type == "counter" else m.name for m in Metrics().registry.collect()}
+    assert guard == GUARD_METRICS
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=_id)
@@ -602,7 +627,8 @@ def test_alert_rules():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         metrics = set(METRIC_RE.findall(expr))
         assert metrics or re.search(r"\bup\{", expr), f"{rule['alert']}: no synthgate_ metric or up"
-        assert metrics <= EXPORTED_METRICS, f"{rule['alert']}: unknown {metrics - EXPORTED_METRICS}"
+        known = EXPORTED_METRICS | GUARD_METRICS
+        assert metrics <= known, f"{rule['alert']}: unknown {metrics - known}"
         if metrics:  # synthgate alerts name what failed: a stage, rule, dataset or model type
             assert "$labels." in rule["annotations"]["summary"] or 'stage="' in expr, rule["alert"]
     by_name = {rule["alert"]: rule["expr"] for rule in rules}

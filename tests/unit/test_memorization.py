@@ -92,6 +92,29 @@ def test_search_scores_an_inverted_copy_like_the_copy(indexed):
     assert (r.pixel_index == np.arange(5)).all() and r.pixel.min() > 0.999
 
 
+def test_margins_separate_rotated_and_noisy_copies_from_unseen_images(indexed):
+    """A copy is far closer to its source than to the next training image, after alignment (a
+    rotation between the search's grid points, with a shift) and after smoothing (heavy noise); an
+    unseen image is not. The margins are z(best) - z(second best) of the aligned and smoothed scores."""
+    from PIL import Image
+
+    train, index, spec = indexed
+    rng = np.random.default_rng(11)
+    rotated = np.stack([np.roll(np.asarray(Image.fromarray(train[i][..., 0]).rotate(5, resample=Image.BILINEAR)),
+                                2, axis=0)[..., None] for i in range(10)])
+    noisy = np.clip(train[10:20].astype(np.float64) * (1 + 0.2 * rng.standard_normal(train[10:20].shape)), 0,
+                    255).astype(np.uint8)
+    honest = _images(20, 8, size=32)
+    r = search(np.concatenate([rotated, noisy, honest]), index, spec)
+    assert (r.aligned_second <= r.aligned + 1e-6).all() and (r.smooth_second <= r.smooth + 1e-6).all()
+    assert r.aligned_margin[:10].min() > r.aligned_margin[20:].max()
+    assert r.smooth_margin[10:20].min() > r.smooth_margin[20:].max()
+    from synthgate.evaluation.memorization.evidence import DETECTORS, Scored
+
+    scores = Scored(r, np.zeros(len(r.pixel)), np.zeros(len(r.pixel), int)).scores()
+    assert set(scores) == set(DETECTORS) and {"aligned_margin", "smooth_margin"} <= set(scores)
+
+
 def test_map_back_undoes_the_found_transform(indexed):
     train, index, spec = indexed
     x = np.rot90(train[7], 1).copy()

@@ -224,13 +224,19 @@ def test_secrets_config_map_and_resources(compiled):
             assert cm["configMapName"] == "synthgate-endpoints"
             assert {(e["configMapKey"], e["envVar"]) for e in cm["keyToEnv"]} == {
                 (k, k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL")}
-            if step in ("prepare", "train", "train-distributed", "register", "promote", "publish"):
-                (sec,) = k8s[step]["secretAsEnv"]
-                assert sec["secretName"] == "synthgate-s3"
-                assert {(e["secretKey"], e["envVar"]) for e in sec["keyToEnv"]} == {
+            secrets = {sec["secretName"]: {(e["secretKey"], e["envVar"]) for e in sec["keyToEnv"]}
+                       for sec in k8s[step].get("secretAsEnv", [])}
+            s3 = step in ("prepare", "train", "train-distributed", "register", "promote", "publish")
+            mlflow = step in ("train", "train-distributed", "register", "promote", "publish")
+            assert set(secrets) == ({"synthgate-s3"} if s3 else set()) | (
+                {"synthgate-mlflow-pipeline"} if mlflow else set()), step
+            if s3:
+                assert secrets["synthgate-s3"] == {
                     ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")}
-            else:
-                assert "secretAsEnv" not in k8s[step]
+            if mlflow:  # the pipeline's MLflow account (the server runs basic-auth)
+                assert secrets["synthgate-mlflow-pipeline"] == {
+                    ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME"),
+                    ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD")}
 
 
 def test_every_step_runs_in_the_project_image_with_a_version_tag(compiled):

@@ -16,6 +16,11 @@ from pathlib import Path
 SECRET = "synthgate-s3"
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
+#: The Secret with the pipeline's MLflow account (the MLflow server runs basic-auth; created by the
+#: operator in the profile namespace, k8s/README.md), and its keys, which MLflow's clients read.
+MLFLOW_SECRET = "synthgate-mlflow-pipeline"
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
 #: The ConfigMap with the service endpoints (MLflow, S3/MinIO, Pushgateway; created by ``k8s/``).
 CONFIG_MAP = "synthgate-endpoints"
 #: Its keys that every pipeline step gets as environment variables of the same name.

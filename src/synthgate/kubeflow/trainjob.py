@@ -29,6 +29,8 @@ from synthgate.kubeflow.cluster import (
     GPU_NODE_SELECTOR,
     GPU_RESOURCE,
     GPU_TOLERATIONS,
+    MLFLOW_SECRET,
+    MLFLOW_SECRET_KEYS,
     NAMESPACE_FILE,
     SECRET,
     SECRET_KEYS,
@@ -95,14 +97,17 @@ def upload_model(model_dir: Path, uri: str) -> int:
 # the manifest
 
 
-def _env_refs(secret: str | None, secret_keys: tuple[str, ...], configmap: str | None,
-              configmap_keys: tuple[str, ...], extra: dict[str, str] | None) -> list[dict[str, Any]]:
+def _env_refs(refs: list[tuple[str, str | None, tuple[str, ...]]], extra: dict[str, str] | None) -> list[dict[str, Any]]:
+    """``extra`` as values, then each (``secretKeyRef``/``configMapKeyRef``, name, keys) as optional
+    references (a value given in ``extra`` wins: no duplicate names)."""
     extra = extra or {}
     env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in extra.items()]
-    for source, name, keys in (("secretKeyRef", secret, secret_keys), ("configMapKeyRef", configmap, configmap_keys)):
-        if name:  # a value given in ``extra`` wins over the Secret's/ConfigMap's (no duplicate names)
+    seen = set(extra)
+    for source, name, keys in refs:
+        if name:
             env += [{"name": k, "valueFrom": {source: {"name": name, "key": k, "optional": True}}}
-                    for k in keys if k not in extra]
+                    for k in keys if k not in seen]
+            seen.update(keys)
     return env
 
 
@@ -127,6 +132,8 @@ class TrainJobSpec:
     scratch_dir: str = "/scratch"
     secret: str | None = SECRET
     secret_keys: tuple[str, ...] = SECRET_KEYS
+    mlflow_secret: str | None = MLFLOW_SECRET
+    mlflow_secret_keys: tuple[str, ...] = MLFLOW_SECRET_KEYS
     configmap: str | None = CONFIG_MAP
     configmap_keys: tuple[str, ...] = ENDPOINT_KEYS
     env: dict[str, str] | None = None
@@ -154,8 +161,8 @@ def trainjob_manifest(spec: TrainJobSpec) -> dict[str, Any]:
     dataset to ``<scratch_dir>/dataset`` on a node-local ``emptyDir`` (:func:`fetch_dataset`;
     give that path as ``--dataset``) and the command runs in ``bash -c``.
 
-    The Secret and ConfigMap reach the container as ``env`` entries (``valueFrom``, optional
-    keys): the TrainJob API has no ``envFrom``. Node selector, toleration, volumes and a
+    The Secrets (S3; the pipeline's MLflow account, ``mlflow_secret``) and the ConfigMap reach the
+    container as ``env`` entries (``valueFrom``, optional keys): the TrainJob API has no ``envFrom``. Node selector, toleration, volumes and a
     ``/dev/shm`` large enough for NCCL go in ``podTemplateOverrides`` (Trainer v2.0/v2.1) or, with
     ``patch_api="runtimePatches"``, in the ``runtimePatches`` of newer Trainer releases.
 
@@ -204,7 +211,9 @@ def trainjob_manifest(spec: TrainJobSpec) -> dict[str, Any]:
         "numNodes": num_nodes,
         "numProcPerNode": gpus_per_node,
         "resourcesPerNode": {"limits": limits},
-        "env": _env_refs(spec.secret, spec.secret_keys, spec.configmap, spec.configmap_keys,
+        "env": _env_refs([("secretKeyRef", spec.secret, spec.secret_keys),
+                          ("secretKeyRef", spec.mlflow_secret, spec.mlflow_secret_keys),
+                          ("configMapKeyRef", spec.configmap, spec.configmap_keys)],
                          {"PYTHONUNBUFFERED": "1", **(env or {})}),
     }
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}]

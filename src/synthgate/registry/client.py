@@ -57,6 +57,9 @@ def unless_missing(e: BaseException, client: Any = None) -> None:
     """Return when ``e`` (from a registry lookup) says the model, version or alias does not exist;
     otherwise raise :class:`RegistryUnavailable` with MLflow's error code: an outage or a refused
     request is not "no such version"."""
+    from synthgate.registry.access import translate
+
+    translate(e)
     code = getattr(e, "error_code", None)
     if code in MISSING:
         return

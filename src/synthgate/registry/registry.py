@@ -18,6 +18,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
 from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.decision import check_record, load_evaluation
+from synthgate.registry.access import checked_access
 from synthgate.registry.client import connect, tracking_uri, unless_missing
 from synthgate.utils import read_json, sha256_file, utc_now
 
@@ -52,6 +54,12 @@ class Registered:
     run_id: str
     gate_passed: bool
     tracking_uri: str
+
+
+def _who() -> str:
+    """Who acts: the MLflow user when the server has authentication, else the OS user."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return f"{user} (mlflow)" if user else getpass.getuser()
 
 
 def _code_version() -> str | None:
@@ -161,6 +169,7 @@ def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str,
                             f"says {info.get(k)!r}: the evaluation is not of this model", hint=hint)
 
 
+@checked_access
 def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
              name: str | None = None) -> Registered:
     """Log a run and register the generator at ``model_dir`` as a new version."""
@@ -287,10 +296,10 @@ def write_record(r: Registered, path: Path) -> None:
 
 
 def _audit(client: Any, name: str, version: str, action: str, detail: str) -> None:
-    tags = client.get_model_version(name, version).tags
-    n = 1 + max([int(k.split(".")[1]) for k in tags if re.fullmatch(r"audit\.\d+\.action", k)] or [0])
-    for k, v in {"action": action, "user": getpass.getuser(), "time": utc_now(), "detail": detail}.items():
-        client.set_model_version_tag(name, version, f"audit.{n}.{k}", v)
+    """Append a hash-chained entry to the version's audit trail (:mod:`synthgate.registry.audit`)."""
+    from synthgate.registry.audit import append
+
+    append(client, name, version, action, _who(), utc_now(), detail)
 
 
 def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -345,6 +354,7 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
 REQUIRED_POLICY_TAG = "gate.required_policy_hash"
 
 
+@checked_access
 def pin_policy(name: str, policy: Path | None, uri: str | None = None) -> str:
     """Require every version of ``name`` to be gated with ``policy`` (``gates.yaml``; None: the
     defaults): ``promote``, ``publish`` and ``load_model`` then refuse a version gated with any
@@ -359,13 +369,14 @@ def pin_policy(name: str, policy: Path | None, uri: str | None = None) -> str:
     except Exception as e:
         unless_missing(e, client)
         raise DataError(f"no registered model {name!r}", hint="list them with `synthgate models`") from None
-    for k, v in {REQUIRED_POLICY_TAG: digest, "gate.required_policy_user": getpass.getuser(),
+    for k, v in {REQUIRED_POLICY_TAG: digest, "gate.required_policy_user": _who(),
                  "gate.required_policy_time": utc_now(),
                  "gate.required_policy_file": str(policy) if policy is not None else "(defaults)"}.items():
         client.set_registered_model_tag(name, k, v)
     return f"{name}: every version must now be gated with policy {digest[:16]} ({policy or 'the defaults'})"
 
 
+@checked_access
 def promote(name: str, version: str, alias: str = "approved", uri: str | None = None, force: bool = False,
             reason: str | None = None) -> str:
     """Set ``alias`` on the version if its verified gate passed (or, with ``force`` and a reason, anyway)."""
@@ -389,20 +400,44 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
             "" if pinned else f"; note: no required policy is pinned for {name}, so the version's own recorded policy "
                               f"was used (pin one with `synthgate pin-policy {name} --policy gates.yaml`)"))
     failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
-    if force:
-        client.set_registered_model_alias(name, alias, version)
+    if force:  # the override is recorded before the alias moves: the promotion guard reads it at once
         client.set_model_version_tag(name, version, "override.reason", reason or "")
-        client.set_model_version_tag(name, version, "override.user", getpass.getuser())
+        client.set_model_version_tag(name, version, "override.user", _who())
         client.set_model_version_tag(name, version, "override.time", utc_now())
         client.set_model_version_tag(name, version, "override.gate_sha256",
                                      client.get_model_version(name, version).tags.get("gate.sha256", ""))
         _audit(client, name, version, "override", f"alias {alias} despite gate "
                f"{'pass' if gate.get('passed') else 'failure'}: {reason}")
+        client.set_registered_model_alias(name, alias, version)
         return f"{name} version {version} is now @{alias} by OVERRIDE ({reason})"
     _audit(client, name, version, "refused", "gate failed: " + "; ".join(failing))
     raise PromotionRefused(f"{name} version {version} failed its gate; not promoted to @{alias}. Failing rules:\n  "
                            + "\n  ".join(failing),
                            hint="improve the generator, or override with --force --reason \"...\" (recorded)")
+
+
+def has_recorded_override(tags: dict[str, str]) -> bool:
+    """Whether a version's tags hold an override as ``promote --force --reason`` writes it: with its
+    reason, bound to this gate record (``override.gate_sha256``), and audited. A hand-set
+    ``override.reason`` tag is not one."""
+    audited = any(k.endswith(".action") and v == "override" for k, v in tags.items() if k.startswith("audit."))
+    return bool(tags.get("override.reason", "").strip() and audited
+                and tags.get("gate.sha256") and tags.get("override.gate_sha256") == tags.get("gate.sha256"))
+
+
+def approvable(client: Any, name: str, version: str) -> tuple[bool, str]:
+    """(may ``version`` hold a protected alias, why): its gate record verifies against the registry
+    (:func:`verify_version`) and passed, or failed with a recorded override."""
+    try:
+        gate, _ = verify_version(client, name, version)
+    except PromotionRefused as e:
+        return False, e.message
+    if gate.get("passed"):
+        return True, "gate passed"
+    if has_recorded_override(client.get_model_version(name, version).tags):
+        return True, "gate failed; recorded override"
+    failing = [r["rule"] for r in gate.get("rules", []) if not r.get("passed")]
+    return False, f"failed its gate ({', '.join(failing)}) and has no recorded override"
 
 
 def load_model(name: str, alias: str = "approved", uri: str | None = None) -> Any:
@@ -426,10 +461,7 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
     override: dict[str, Any] | None = None
     if not gate.get("passed"):
         tags = client.get_model_version(name, str(mv.version)).tags
-        audited = any(k.endswith(".action") and v == "override" for k, v in tags.items() if k.startswith("audit."))
-        # an override counts only as promote --force wrote it: with its reason, bound to this gate record, audited
-        if not (tags.get("override.reason", "").strip() and audited
-                and tags.get("override.gate_sha256") == tags.get("gate.sha256")):
+        if not has_recorded_override(tags):
             failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
             raise PromotionRefused(f"{name}@{alias} (version {mv.version}) failed its gate and has no recorded "
                                    "override; not loaded. Failing rules:\n  " + "\n  ".join(failing),
@@ -437,6 +469,23 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
         override = {k: tags.get(f"override.{k}", "") for k in ("reason", "user", "time")}
     with _tracking_env(tracking_uri(uri)), recorded_override(override):
         return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+
+
+@checked_access
+def audit_trail(name: str, version: str | None = None, uri: str | None = None) -> list[tuple[str, list[Any]]]:
+    """(version, its checked audit entries) for one version or every version of ``name``."""
+    from synthgate.registry.audit import verify
+
+    client = connect(uri)
+    try:
+        versions = ([client.get_model_version(name, version)] if version else
+                    client.search_model_versions(f"name='{name}'"))
+    except Exception as e:
+        unless_missing(e, client)
+        raise DataError(f"model {name!r} has no version {version!r}" if version else f"no model {name!r}",
+                        hint="list them with `synthgate models`") from None
+    return [(str(mv.version), verify(name, str(mv.version), mv.tags or {}))
+            for mv in sorted(versions, key=lambda m: int(m.version))]
 
 
 def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,304 @@
+"""The promotion guard: MLflow's registry enforces no approval, so this service does.
+
+MLflow (3.3+, SQL backends) delivers registry webhooks, HMAC-signed. ``synthgate guard serve`` receives
+them; when a **protected alias** (default ``approved``) lands on a version whose gate record does not
+verify, or verifies and failed without a recorded override (:func:`synthgate.registry.registry.approvable`,
+the same check as ``synthgate promote``), it moves the alias back to the version that held it
+before (the last one it saw approved) or removes it, within the time a delivery takes, and records
+that: an ``audit.N`` entry on the version (action ``guard-reverted``), the Prometheus counter
+``synthgate_guard_reverts_total`` and the alert ``SynthgateGuardReverted``. A tag change on a
+version that holds a protected alias (``gate.*``, ``evaluation_hash``, ``override.*``) is
+re-checked the same way.
+
+Deliveries are refused unless their signature verifies (``v1,`` base64 HMAC-SHA256 of
+``delivery_id.timestamp.payload`` with the shared secret, compared in constant time), their
+timestamp is within :data:`MAX_AGE_S` of the guard's clock and their delivery id was not seen
+before (SQLite, so a restart does not forget): a forged, stale or replayed delivery changes
+nothing. Because a delivery can be lost (the guard down, a network error), the guard also
+**sweeps** every registered model's protected aliases when it starts and every ``sweep_every``
+seconds.
+
+The guard logs in to MLflow with ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` of an
+account that may move aliases on every model (the admin, or an owner of each); the webhook's
+secret is given in a file, never on the command line.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the route handlers' annotations at run
+# time, and ``Request`` is imported inside :func:`app` (fastapi stays out of ``synthgate --help``).
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthgate.errors import SynthgateError
+
+log = logging.getLogger(__name__)
+
+#: A delivery older (or further in the future) than this many seconds is refused.
+MAX_AGE_S = 300
+#: The webhook events the guard subscribes to.
+EVENTS = ("model_version_alias.created", "model_version_tag.set", "model_version_tag.deleted")
+#: Tag keys whose change on a version that holds a protected alias triggers a re-check.
+WATCHED_TAGS = ("gate.", "evaluation_hash", "override.")
+SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
+
+
+class DeliveryRefused(SynthgateError):
+    """A webhook delivery that is not MLflow's, or not fresh."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, payload: str) -> str:
+    """MLflow's webhook signature (``mlflow.webhooks.delivery``): ``v1,`` + base64 HMAC-SHA256."""
+    mac = hmac.new(secret.encode(), f"{delivery_id}.{timestamp}.{payload}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def read_secret(path: Path) -> str:
+    secret = Path(path).read_text().strip()
+    if len(secret) < 16:
+        raise SynthgateError(f"{path}: the webhook secret needs at least 16 characters",
+                             hint="e.g. `openssl rand -hex 32 > guard.secret`")
+    return secret
+
+
+@dataclass
+class Metrics:
+    """The guard's Prometheus metrics, in their own registry (exported on ``/metrics``)."""
+
+    registry: Any = None
+    reverts: Any = None
+    deliveries: Any = None
+    sweeps: Any = None
+    last_sweep: Any = None
+
+    def __post_init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.reverts = Counter("synthgate_guard_reverts", "Protected aliases the guard moved back off a version "
+                               "that failed its gate", ["model", "alias"], registry=self.registry)
+        self.deliveries = Counter("synthgate_guard_deliveries", "Webhook deliveries received, by result",
+                                  ["result"], registry=self.registry)
+        self.sweeps = Counter("synthgate_guard_sweeps", "Sweeps of every protected alias", registry=self.registry)
+        self.last_sweep = Gauge("synthgate_guard_last_sweep_timestamp_seconds", "When the last sweep finished",
+                                registry=self.registry)
+
+
+@dataclass
+class Guard:
+    """The guard's logic, without the HTTP server (:func:`serve` adds it)."""
+
+    tracking_uri: str
+    secret: str
+    state: Path
+    aliases: tuple[str, ...] = ("approved",)
+    connect: Callable[[str], Any] | None = None
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        Path(self.state).parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, received REAL)")
+            db.execute("CREATE TABLE IF NOT EXISTS holders (model TEXT, alias TEXT, version TEXT, seen REAL, "
+                       "PRIMARY KEY (model, alias))")
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.state, timeout=30)
+
+    def _client(self) -> Any:
+        if self.connect is not None:
+            return self.connect(self.tracking_uri)
+        from synthgate.registry.client import connect
+
+        return connect(self.tracking_uri)
+
+    # --------------------------------------------------------------------- deliveries
+
+    def verify(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """The delivery's JSON payload, once its signature, freshness and novelty are checked;
+        :class:`DeliveryRefused` otherwise."""
+        h = {k.lower(): v for k, v in headers.items()}
+        sig, ts, did = (h.get(x.lower(), "") for x in (SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER))
+        if not (sig and ts and did):
+            self.metrics.deliveries.labels("unsigned").inc()
+            raise DeliveryRefused("unsigned delivery: signature, timestamp or delivery id missing")
+        payload = body.decode("utf-8", errors="replace")
+        if not hmac.compare_digest(sig, sign(self.secret, did, ts, payload)):
+            self.metrics.deliveries.labels("forged").inc()
+            raise DeliveryRefused("the signature does not verify")
+        try:
+            age = self.clock() - int(ts)
+        except ValueError:
+            self.metrics.deliveries.labels("forged").inc()
+            raise DeliveryRefused("the timestamp is not a number") from None
+        if abs(age) > MAX_AGE_S:
+            self.metrics.deliveries.labels("stale").inc()
+            raise DeliveryRefused(f"stale delivery ({age:.0f} s old; at most {MAX_AGE_S} s)")
+        with self._lock, self._db() as db:
+            db.execute("DELETE FROM deliveries WHERE received < ?", (self.clock() - 2 * MAX_AGE_S,))
+            try:
+                db.execute("INSERT INTO deliveries VALUES (?, ?)", (did, self.clock()))
+            except sqlite3.IntegrityError:
+                self.metrics.deliveries.labels("replayed").inc()
+                raise DeliveryRefused(f"delivery {did} was already received (a replay)", 409) from None
+        self.metrics.deliveries.labels("accepted").inc()
+        return dict(json.loads(payload))
+
+    def handle(self, event: dict[str, Any]) -> list[str]:
+        """Act on a verified delivery; return what was done (one line per reverted alias)."""
+        kind = f"{event.get('entity')}.{event.get('action')}"
+        data = event.get("data") or {}
+        name, version = str(data.get("name", "")), str(data.get("version", ""))
+        if kind == "model_version_alias.created" and data.get("alias") in self.aliases:
+            done = self.check(name, str(data["alias"]), version)
+            return [done] if done else []
+        if kind in ("model_version_tag.set", "model_version_tag.deleted") and str(data.get("key", "")).startswith(
+                WATCHED_TAGS):
+            aliases = self._client().get_registered_model(name).aliases or {}
+            return [d for a, v in aliases.items() if a in self.aliases and str(v) == version
+                    for d in [self.check(name, a, version)] if d]
+        return []
+
+    # --------------------------------------------------------------------- the check
+
+    def check(self, name: str, alias: str, version: str) -> str | None:
+        """Keep ``name@alias`` on ``version`` if it may hold it; otherwise move it back (or remove it)
+        and return what was done."""
+        from synthgate.registry.registry import _audit, approvable
+
+        client = self._client()
+        with self._lock:
+            current = (client.get_registered_model(name).aliases or {}).get(alias)
+            if current is None or str(current) != version:
+                return None  # moved on since the delivery was sent
+            ok, why = approvable(client, name, version)
+            if ok:
+                with self._db() as db:
+                    db.execute("INSERT OR REPLACE INTO holders VALUES (?, ?, ?, ?)", (name, alias, version, self.clock()))
+                return None
+            with self._db() as db:
+                row = db.execute("SELECT version FROM holders WHERE model = ? AND alias = ?", (name, alias)).fetchone()
+            previous = str(row[0]) if row and str(row[0]) != version else None
+            if previous is not None and not approvable(client, name, previous)[0]:
+                previous = None
+            if previous is not None:
+                client.set_registered_model_alias(name, alias, previous)
+                outcome = f"moved back to version {previous}"
+            else:
+                client.delete_registered_model_alias(name, alias)
+                outcome = "removed (no earlier approved holder)"
+            detail = f"alias {alias} {outcome}: version {version} {why}"
+            _audit(client, name, version, "guard-reverted", detail[:5000])
+        self.metrics.reverts.labels(name, alias).inc()
+        log.warning("guard: %s@%s: %s", name, alias, detail)
+        return f"{name}@{alias}: {detail}"
+
+    def sweep(self) -> list[str]:
+        """Check every protected alias of every registered model (a lost delivery is caught here)."""
+        client = self._client()
+        done = []
+        for rm in client.search_registered_models():
+            for alias, version in (rm.aliases or {}).items():
+                if alias in self.aliases:
+                    d = self.check(rm.name, alias, str(version))
+                    if d:
+                        done.append(d)
+        self.metrics.sweeps.inc()
+        self.metrics.last_sweep.set(self.clock())
+        return done
+
+
+def register_webhook(tracking_uri: str, url: str, secret: str, name: str = "synthgate-guard") -> str:
+    """Create (or replace) the MLflow webhook that delivers the guard's events to ``url``; its id."""
+    from synthgate.registry.client import connect
+
+    client = connect(tracking_uri)
+    for w in client.list_webhooks():
+        if w.name == name:
+            client.delete_webhook(w.webhook_id)
+    return str(client.create_webhook(name=name, url=url, events=list(EVENTS), secret=secret,
+                                     description="synthgate promotion guard").webhook_id)
+
+
+def app(guard: Guard) -> Any:
+    """The guard's HTTP API (FastAPI): ``POST /webhook``, ``GET /health``, ``GET /metrics``."""
+    from fastapi import FastAPI, Request, Response
+    from fastapi.responses import JSONResponse
+
+    api = FastAPI(title="synthgate guard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.post("/webhook")
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        try:
+            event = guard.verify(dict(request.headers), body)
+        except DeliveryRefused as e:
+            log.warning("guard: refused a delivery: %s", e.reason)
+            return JSONResponse({"refused": e.reason}, status_code=e.status)
+        try:
+            done = guard.handle(event)
+        except Exception as e:  # the sweep catches what a failed check missed
+            log.exception("guard: could not check a delivery")
+            return JSONResponse({"error": f"{type(e).__name__}: {e}"}, status_code=500)
+        return JSONResponse({"reverted": done})
+
+    @api.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+def serve(guard: Guard, host: str = "127.0.0.1", port: int = 8089, sweep_every: float = 300.0,
+          ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+    """Sweep once, then serve the webhook API and sweep every ``sweep_every`` seconds until ``stop``."""
+    import uvicorn
+
+    for done in guard.sweep():
+        log.warning("guard (start-up sweep): %s", done)
+    stop = stop or threading.Event()
+
+    def sweeper() -> None:
+        while not stop.wait(sweep_every):
+            try:
+                guard.sweep()
+            except Exception:
+                log.exception("guard: sweep failed")
+
+    threading.Thread(target=sweeper, daemon=True, name="guard-sweep").start()
+    server = uvicorn.Server(uvicorn.Config(app(guard), host=host, port=port, log_level="warning"))
+
+    def stopper() -> None:
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=stopper, daemon=True, name="guard-stop").start()
+    if ready is not None:
+        threading.Thread(target=lambda: (_wait_started(server), ready.set()), daemon=True).start()
+    server.run()
+
+
+def _wait_started(server: Any, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
