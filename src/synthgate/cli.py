@@ -847,6 +847,14 @@ app.add_typer(access_app, name="access")
 guard_app = typer.Typer(help="The promotion guard: reverts a protected alias set on a version that failed its gate.",
                         no_args_is_help=True)
 SecretOpt = Annotated[Path, typer.Option(help="file with the webhook's shared secret (at least 16 characters)")]
+PolicyOpt = Annotated[Path | None, typer.Option(help="gates.yaml every holder of a protected alias must be gated with "
+                                                     "(the guard's own copy; default: the registry's pin)")]
+
+
+def _policy_hash(policy: Path | None) -> str | None:
+    from synthgate.gates.policy import load_policy
+
+    return load_policy(policy).policy_hash() if policy is not None else None
 
 
 @guard_app.command("serve")
@@ -859,12 +867,16 @@ def guard_serve(
     state: Annotated[Path, typer.Option(help="SQLite file: seen deliveries, last approved holders")] = Path(
         "guard.db"),
     sweep_every: Annotated[float, typer.Option(help="seconds between sweeps of every protected alias")] = 300.0,
+    policy: PolicyOpt = None,
+    webhook_name: Annotated[str, typer.Option(help="MLflow webhook checked at every sweep ('' : not checked)")] = (
+        "synthgate-guard"),
 ) -> None:
     """Receive MLflow's registry webhooks (POST /webhook) and sweep the protected aliases."""
     from synthgate.registry import guard as g
     from synthgate.registry.client import tracking_uri as _uri
 
-    gd = g.Guard(_uri(tracking_uri), g.read_secret(secret_file), state, tuple(alias or ("approved",)))
+    gd = g.Guard(_uri(tracking_uri), g.read_secret(secret_file), state, tuple(alias or ("approved",)),
+                 _policy_hash(policy), webhook_name or None)
     console.print(f"guard on http://{host}:{port}/webhook for {_uri(tracking_uri)}; protected: "
                   f"{', '.join(gd.aliases)}; sweeping every {sweep_every:.0f} s", highlight=False)
     g.serve(gd, host, port, sweep_every)
@@ -887,12 +899,14 @@ def guard_register_webhook(
 @guard_app.command("sweep")
 def guard_sweep(tracking_uri: UriOpt = None,
                 alias: Annotated[list[str] | None, typer.Option(help="protected alias (repeatable)")] = None,
-                state: Annotated[Path, typer.Option(help="the guard's SQLite file")] = Path("guard.db")) -> None:
+                state: Annotated[Path, typer.Option(help="the guard's SQLite file")] = Path("guard.db"),
+                policy: PolicyOpt = None) -> None:
     """Check every protected alias once (what the service does at start and every few minutes)."""
     from synthgate.registry import guard as g
     from synthgate.registry.client import tracking_uri as _uri
 
-    done = g.Guard(_uri(tracking_uri), "", state, tuple(alias or ("approved",))).sweep()  # no deliveries: no secret
+    done = g.Guard(_uri(tracking_uri), "", state, tuple(alias or ("approved",)),  # no deliveries: no secret
+                   _policy_hash(policy)).sweep()
     console.print("\n".join(done) or "every protected alias holds a version that may hold it")
 
 

@@ -47,8 +47,8 @@ def test_roles_and_refusals(mlflow_server, model_dir, tmp_path, cli):  # noqa: F
     assert cli("models", name, "--tracking-uri", uri, env=carol)[0] == 0
     code, _, err = cli("promote", name, reg.version, "--tracking-uri", uri, env=carol)
     assert code != 0 and "Traceback" not in err
-    assert ("MLflow refused user 'carol' to move an alias of the model: that needs EDIT permission on registered "
-            f"model '{name}'") in err
+    assert ("MLflow refused user 'carol' to read or move an alias of the model (reading needs READ, setting EDIT, "
+            f"deleting MANAGE): that needs EDIT permission on registered model '{name}'") in err
     assert f"synthgate access grant {name} --user carol --role reviewer" in err
     admin = {k: os.environ[k] for k in LOGIN}
     os.environ.update(carol)

@@ -266,10 +266,9 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     client.set_model_version_tag(name, r.version, "gate.passed", "true")
     with pytest.raises(PromotionRefused) as e:
         promote(name, r.version, uri=server)
-    assert e.value.message == (
-        f"{name} version {r.version}: gate.json: the recorded verdict (passed=True, failing: none) differs from the "
-        "decision recomputed from the evaluation and the recorded policy (passed=False, failing: "
-        "memorization.max_flagged_copies): the gate record was modified or written by other code")
+    # the model still bundles the honest record: refused before the verdict is even recomputed
+    assert e.value.message == (f"{name} version {r.version}: the gate record bundled in the model is not the one "
+                               "registered with the version: the model served is not the model verified")
     assert "approved" not in (client.get_registered_model(name).aliases or {})
     assert client.get_model_version(name, r.version).tags["audit.1.action"] == "refused"
 
@@ -435,3 +434,38 @@ def test_an_outage_is_not_a_missing_version(tmp_path):
 
     with pytest.raises(DataError, match="model 'm' has no version '9'"):
         verify_version(Missing(), "m", "9")
+
+
+def test_the_records_served_are_the_records_verified(server, model_dir, tmp_path):
+    """A version whose model bundles other records than the ones registered with it (the run's copies
+    and the tags taken from an approved version, the bundle a memorizing generator's) is refused:
+    the model that would be served is not the model that was verified."""
+    import mlflow
+
+    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, GeneratorModel
+
+    client = connect(server)
+    name = "served-generator"
+    ok = register(model_dir, *_gated(tmp_path, "ok"), uri=server, name=name)
+    bad_eval, bad_gate = _gated(tmp_path, "bad", copies=3)
+    good_eval, good_gate = tmp_path / "ok" / "evaluation.json", tmp_path / "ok" / "gate" / "gate.json"
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(server)
+    mlflow.set_registry_uri(server)
+    try:
+        with mlflow.start_run():  # what an EDIT account can do with MlflowClient, without synthgate register
+            mlflow.log_artifact(str(good_eval), "evaluation")
+            mlflow.log_artifact(str(good_gate), "gate")
+            info = mlflow.pyfunc.log_model(name="generator", python_model=GeneratorModel(),
+                                           artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(bad_eval),
+                                                      GATE: str(bad_gate)})
+        mv = mlflow.register_model(info.model_uri, name)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    for k, v in client.get_model_version(name, ok.version).tags.items():
+        if k.startswith(("gate.", "evaluation_hash", "lineage.")):
+            client.set_model_version_tag(name, mv.version, k, v)
+    with pytest.raises(PromotionRefused, match="the gate record bundled in the model is not the one registered"):
+        promote(name, mv.version, uri=server)
+    assert "approved" not in (client.get_registered_model(name).aliases or {})

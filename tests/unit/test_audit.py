@@ -61,3 +61,38 @@ def test_entries_before_the_chain_are_named_as_such():
     c.tags = dict(old)
     audit.append(c, "m", "3", "refused", "u", "t2", "d2")
     assert _status(c.tags) == [(1, "before the chain"), (2, "ok")] and all(x.ok for x in audit.verify("m", "3", c.tags))
+
+
+def test_an_override_counts_only_with_a_chained_audit_entry(monkeypatch):
+    from synthgate.registry import registry
+
+    base = {"override.reason": "committee 7", "gate.sha256": "g" * 64, "override.gate_sha256": "g" * 64}
+    forged = {**base, "audit.x.action": "override"}  # named like an audit entry, outside the chain
+    assert not registry.has_recorded_override(forged, "m", "3")
+    unchained = {**base, "audit.1.action": "override", "audit.1.user": "u", "audit.1.time": "t", "audit.1.detail": "d",
+                 "audit.2.action": "refused", "audit.2.user": "u", "audit.2.time": "t", "audit.2.detail": "d",
+                 "audit.2.prev": audit.GENESIS}
+    unchained["audit.2.hash"] = audit.entry_hash("m", "3", 2, audit.GENESIS, {k: "d" if k == "detail" else "u"
+                                                                              for k in audit.FIELDS})
+    assert not registry.has_recorded_override(unchained, "m", "3")  # the override entry predates the chain
+    c = _Client()
+    c.tags = dict(base)
+    audit.append(c, "m", "3", "override", "rita (mlflow)", "t", "alias approved despite gate failure: committee 7")
+    assert registry.has_recorded_override(c.tags, "m", "3")
+    assert not registry.has_recorded_override({**c.tags, "override.gate_sha256": "h" * 64}, "m", "3")  # another record
+    assert not registry.has_recorded_override({**c.tags, "audit.1.detail": "edited"}, "m", "3")
+
+
+def test_approvable_fails_closed(monkeypatch):
+    from synthgate.registry import registry
+
+    def broken(client, name, version):
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(registry, "verify_version", broken)
+    ok, why = registry.approvable(object(), "m", "3")
+    assert not ok and why.startswith("cannot be verified (AttributeError")
+    monkeypatch.setattr(registry, "verify_version", lambda c, n, v: ({"passed": True, "policy_hash": "a" * 64}, {}))
+    assert registry.approvable(object(), "m", "3") == (True, "gate passed")
+    ok, why = registry.approvable(object(), "m", "3", policy_hash="b" * 64)
+    assert not ok and "not the required bbbbbbbbbbbbbbbb" in why

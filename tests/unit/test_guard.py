@@ -21,12 +21,31 @@ class _Client:
     def __init__(self):
         self.aliases = {"m": {}}
         self.tags = {}
+        self.webhook = True
 
     def get_registered_model(self, name):
         return _RM(name, dict(self.aliases[name]))
 
-    def search_registered_models(self):
-        return [_RM(n, dict(a)) for n, a in self.aliases.items()]
+    def search_registered_models(self, max_results=100, page_token=None):
+        """Pages of one model (the guard must follow the page tokens)."""
+        names = sorted(self.aliases)
+        i = int(page_token or 0)
+
+        class Page(list):
+            token = str(i + 1) if i + 1 < len(names) else None
+
+        return Page([_RM(names[i], dict(self.aliases[names[i]]))]) if names else Page()
+
+    def list_webhooks(self):
+        class W:
+            name = "synthgate-guard"
+
+            class status:  # noqa: N801
+                @staticmethod
+                def is_active():
+                    return True
+
+        return [W()] if self.webhook else []
 
     def set_registered_model_alias(self, name, alias, version):
         self.aliases[name][alias] = version
@@ -48,7 +67,12 @@ class _Client:
 def setup(tmp_path, monkeypatch):
     client = _Client()
     passed = {"1": True, "2": True, "3": False}
-    monkeypatch.setattr(registry, "approvable", lambda c, n, v: (passed[v], "ok" if passed[v] else "failed its gate (x)"))
+    def approvable(c, n, v, policy_hash=None):
+        if passed[v] is None:
+            raise AttributeError("'list' object has no attribute 'get'")  # what the real one now turns into a no
+        return passed[v], "ok" if passed[v] else "failed its gate (x)"
+
+    monkeypatch.setattr(registry, "approvable", approvable)
     now = [1_000_000.0]
     guard = g.Guard("http://mlflow", "s" * 32, tmp_path / "guard.db", connect=lambda uri: client, clock=lambda: now[0])
     return guard, client, passed, now
@@ -114,6 +138,31 @@ def test_a_gate_tag_edit_on_the_approved_version_is_checked(setup):
     assert guard.handle({**tag, "data": {**tag["data"], "key": "audit.3.action"}}) == []  # not a watched tag
     (done,) = guard.handle(tag)
     assert "approved" not in client.aliases["m"] and "version 2" in done
+
+
+def test_one_bad_model_does_not_stop_the_sweep_and_every_page_is_swept(setup):
+    guard, client, passed, _ = setup
+    guard.webhook_name = "synthgate-guard"
+    client.aliases = {"0000-x": {"approved": "4"}, "m": {"approved": "3"}}
+    passed["4"] = None  # checking it raises
+    (done,) = guard.sweep()  # "m" is on the second page, after the model that cannot be checked
+    assert done.startswith("m@approved") and "approved" not in client.aliases["m"]
+    assert guard.metrics.webhook_active._value.get() == 1.0 and guard.metrics.last_revert._value.get() > 0
+    client.webhook = False
+    guard.sweep()
+    assert guard.metrics.webhook_active._value.get() == 0.0
+
+
+def test_a_delivery_that_could_not_be_handled_may_be_retried(setup):
+    guard, *_ = setup
+    body = json.dumps({"entity": "x", "action": "y", "data": {}})
+    event = guard.verify(_signed(guard.secret, body, "r1"), body.encode())
+    guard.forget(event["_delivery_id"])
+    assert guard.verify(_signed(guard.secret, body, "r1"), body.encode())["entity"] == "x"  # not a replay
+    with pytest.raises(g.DeliveryRefused, match="not a JSON object"):
+        guard.verify(_signed(guard.secret, "[1]", "r2"), b"[1]")
+    with pytest.raises(g.DeliveryRefused, match="signature does not verify"):  # non-ASCII: refused, not a crash
+        guard.verify({**_signed(guard.secret, body, "r3"), "X-MLflow-Signature": "v1,\u00e9"}, body.encode())
 
 
 def test_a_short_secret_is_refused(tmp_path):

@@ -66,7 +66,8 @@ EXPORTED_METRICS = {
 }
 #: The promotion guard's metrics (its own registry: src/synthgate/registry/guard.py).
 GUARD_METRICS = {"synthgate_guard_reverts_total", "synthgate_guard_deliveries_total", "synthgate_guard_sweeps_total",
-                 "synthgate_guard_last_sweep_timestamp_seconds"}
+                 "synthgate_guard_last_sweep_timestamp_seconds", "synthgate_guard_last_revert_timestamp_seconds",
+                 "synthgate_guard_webhook_active"}
 METRIC_RE = re.compile(r"\bsynthgate_[a-z0-9_]+")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", re.IGNORECASE)
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
@@ -362,7 +363,8 @@ def test_mlflow_server_command(overlay):
         return cmd[cmd.index(name) + 1]
 
     uri = env_lookup(server, "MLFLOW_BACKEND_STORE_URI")["value"]
-    assert flag("--backend-store-uri") == "$(MLFLOW_BACKEND_STORE_URI)"
+    # read by `mlflow server` from the environment: never an argument (the password would be in `ps`)
+    assert "--backend-store-uri" not in cmd and not any("POSTGRES_PASSWORD" in a for a in cmd)
     assert uri.startswith("postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@postgres.")
     # $(VAR) only expands from variables defined earlier in the list.
     names = [e["name"] for e in server["env"]]
@@ -496,6 +498,18 @@ def test_operator_secrets_component_renders_from_gitignored_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- endpoints, RBAC
+
+def test_the_guard_enforces_the_repository_policy():
+    """The guard's own copy of the release policy is the repository's gates.yaml, mounted and passed."""
+    assert (K8S / "base" / "guard" / "gates.yaml").read_text() == (ROOT / "gates.yaml").read_text()
+    docs = rendered(K8S / "overlays" / "prod")
+    pod = by_kind(docs, "Deployment")["synthgate-guard"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"][:3] == ["synthgate", "guard", "serve"]
+    assert c["command"][c["command"].index("--policy") + 1] == "/etc/synthgate-guard-policy/gates.yaml"
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "policy"]
+    assert vol["configMap"]["name"].startswith("synthgate-guard-policy")
+
 
 def test_endpoints_point_at_rendered_services():
     base_env = parse_env_file(K8S / "base" / "endpoints.env")

@@ -42,16 +42,19 @@ class AccessDenied(SynthgateError):
     """MLflow refused a request: no or wrong credentials (401), or a missing permission (403)."""
 
 
-#: (REST endpoint pattern, HTTP verb or None) -> (what the request does, permission it needs)
+#: (REST endpoint pattern) -> (what the request does, permission it needs). MLflow's error names the
+#: endpoint but not the HTTP method: ``registered-models/alias`` serves reading an alias (READ), setting
+#: it (EDIT) and deleting it (MANAGE), so its message names all three.
 _ENDPOINTS: list[tuple[str, str, str]] = [
-    (r"registered-models/alias", "move an alias of the model", "EDIT"),
+    (r"registered-models/alias", "read or move an alias of the model (reading needs READ, setting EDIT, "
+                                 "deleting MANAGE)", "EDIT"),
     (r"model-versions/create", "register a model version", "EDIT"),
-    (r"model-versions/(set|delete)-tag", "change a model version's tags", "EDIT"),
-    (r"registered-models/(set|delete)-tag", "change the model's tags", "EDIT"),
-    (r"model-versions/update|registered-models/update", "edit a description", "EDIT"),
+    (r"model-versions/set-tag|registered-models/set-tag", "set a tag", "EDIT"),
+    (r"model-versions/delete-tag|registered-models/delete-tag", "delete a tag", "MANAGE"),
+    (r"model-versions/update|registered-models/update|registered-models/rename", "edit the model", "EDIT"),
     (r"model-versions/delete|registered-models/delete", "delete a model or version", "MANAGE"),
     (r"registered-models/create", "create a registered model", "EDIT"),
-    (r"runs/|experiments/|artifacts|logged-models", "log a run or its artifacts", "EDIT"),
+    (r"runs/|experiments/|artifacts|logged-models", "log or read a run or its artifacts", "experiment"),
     (r"users/permissions/(grant|revoke)", "grant or revoke a role", "MANAGE"),
     (r"users/|roles/", "manage users", "admin"),
     (r"", "read the registry", "READ"),
@@ -82,9 +85,14 @@ def refusal(e: BaseException, model: str | None = None) -> AccessDenied | None:
         return AccessDenied(f"the MLflow server rejected the credentials of user '{user}' (wrong password, or no "
                             "such user)", hint="check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD; an admin "
                                                "creates users with `synthgate access add-user`")
+    if needed == "experiment":
+        return AccessDenied(f"MLflow refused user '{user or 'of the current login'}' to {action}: that needs a "
+                            "permission on the run's experiment (EDIT to log, READ to read)",
+                            hint="an admin grants it with MLflow's permissions API "
+                                 "(/api/3.0/mlflow/users/permissions/grant, resource type experiment)")
     need = "an admin account" if needed == "admin" else f"{needed} permission{on}"
     role = {"READ": "consumer", "EDIT": "reviewer or pipeline", "MANAGE": "owner"}.get(needed)
-    return AccessDenied(f"MLflow refused user '{user or '(none)'}' to {action}: that needs {need}",
+    return AccessDenied(f"MLflow refused user '{user or 'of the current login'}' to {action}: that needs {need}",
                         hint=(f"an owner grants it: `synthgate access grant {model or 'MODEL'} --user {user or 'USER'} "
                               f"--role {role.split()[0]}`" if role else "ask an MLflow admin"))
 

@@ -82,6 +82,8 @@ class Metrics:
     deliveries: Any = None
     sweeps: Any = None
     last_sweep: Any = None
+    last_revert: Any = None
+    webhook_active: Any = None
 
     def __post_init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -94,6 +96,10 @@ class Metrics:
         self.sweeps = Counter("synthgate_guard_sweeps", "Sweeps of every protected alias", registry=self.registry)
         self.last_sweep = Gauge("synthgate_guard_last_sweep_timestamp_seconds", "When the last sweep finished",
                                 registry=self.registry)
+        self.last_revert = Gauge("synthgate_guard_last_revert_timestamp_seconds", "When the guard last moved a "
+                                 "protected alias back (0: never since it started)", registry=self.registry)
+        self.webhook_active = Gauge("synthgate_guard_webhook_active", "1 when MLflow's webhook to the guard exists "
+                                    "and is active (checked at every sweep)", registry=self.registry)
 
 
 @dataclass
@@ -104,6 +110,11 @@ class Guard:
     secret: str
     state: Path
     aliases: tuple[str, ...] = ("approved",)
+    #: the hash of the gate policy every holder of a protected alias must have been gated with (the
+    #: guard's own copy: a registry tag can be edited by anyone with EDIT); None: the registry's pin
+    policy_hash: str | None = None
+    #: the name of MLflow's webhook to the guard, checked at every sweep (None: not checked)
+    webhook_name: str | None = None
     connect: Callable[[str], Any] | None = None
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
@@ -137,7 +148,7 @@ class Guard:
             self.metrics.deliveries.labels("unsigned").inc()
             raise DeliveryRefused("unsigned delivery: signature, timestamp or delivery id missing")
         payload = body.decode("utf-8", errors="replace")
-        if not hmac.compare_digest(sig, sign(self.secret, did, ts, payload)):
+        if not hmac.compare_digest(sig.encode("utf-8", "replace"), sign(self.secret, did, ts, payload).encode()):
             self.metrics.deliveries.labels("forged").inc()
             raise DeliveryRefused("the signature does not verify")
         try:
@@ -155,8 +166,21 @@ class Guard:
             except sqlite3.IntegrityError:
                 self.metrics.deliveries.labels("replayed").inc()
                 raise DeliveryRefused(f"delivery {did} was already received (a replay)", 409) from None
+        try:
+            event = json.loads(payload)
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.metrics.deliveries.labels("malformed").inc()
+            raise DeliveryRefused("the payload is not a JSON object", 400) from None
         self.metrics.deliveries.labels("accepted").inc()
-        return dict(json.loads(payload))
+        event["_delivery_id"] = did
+        return event
+
+    def forget(self, delivery_id: str) -> None:
+        """Let MLflow's retry of a delivery that could not be handled through (it is not a replay)."""
+        with self._lock, self._db() as db:
+            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
 
     def handle(self, event: dict[str, Any]) -> list[str]:
         """Act on a verified delivery; return what was done (one line per reverted alias)."""
@@ -185,7 +209,7 @@ class Guard:
             current = (client.get_registered_model(name).aliases or {}).get(alias)
             if current is None or str(current) != version:
                 return None  # moved on since the delivery was sent
-            ok, why = approvable(client, name, version)
+            ok, why = approvable(client, name, version, self.policy_hash)
             if ok:
                 with self._db() as db:
                     db.execute("INSERT OR REPLACE INTO holders VALUES (?, ?, ?, ?)", (name, alias, version, self.clock()))
@@ -193,7 +217,7 @@ class Guard:
             with self._db() as db:
                 row = db.execute("SELECT version FROM holders WHERE model = ? AND alias = ?", (name, alias)).fetchone()
             previous = str(row[0]) if row and str(row[0]) != version else None
-            if previous is not None and not approvable(client, name, previous)[0]:
+            if previous is not None and not approvable(client, name, previous, self.policy_hash)[0]:
                 previous = None
             if previous is not None:
                 client.set_registered_model_alias(name, alias, previous)
@@ -204,19 +228,42 @@ class Guard:
             detail = f"alias {alias} {outcome}: version {version} {why}"
             _audit(client, name, version, "guard-reverted", detail[:5000])
         self.metrics.reverts.labels(name, alias).inc()
+        self.metrics.last_revert.set(self.clock())
         log.warning("guard: %s@%s: %s", name, alias, detail)
         return f"{name}@{alias}: {detail}"
 
     def sweep(self) -> list[str]:
-        """Check every protected alias of every registered model (a lost delivery is caught here)."""
+        """Check every protected alias of every registered model (a lost delivery is caught here); one
+        model that cannot be checked does not stop the others."""
         client = self._client()
         done = []
-        for rm in client.search_registered_models():
-            for alias, version in (rm.aliases or {}).items():
-                if alias in self.aliases:
-                    d = self.check(rm.name, alias, str(version))
+        token = None
+        while True:
+            page = client.search_registered_models(max_results=100, page_token=token)
+            for rm in page:
+                for alias, version in (rm.aliases or {}).items():
+                    if alias not in self.aliases:
+                        continue
+                    self.metrics.reverts.labels(rm.name, alias)  # the series exists from 0 on
+                    try:
+                        d = self.check(rm.name, alias, str(version))
+                    except Exception:
+                        log.exception("guard: could not check %s@%s", rm.name, alias)
+                        continue
                     if d:
                         done.append(d)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        if self.webhook_name:
+            try:
+                active = any(w.name == self.webhook_name and w.status.is_active() for w in client.list_webhooks())
+            except Exception:
+                active = False
+            self.metrics.webhook_active.set(1.0 if active else 0.0)
+            if not active:
+                log.error("guard: MLflow has no active webhook %r: deliveries stopped; only sweeps protect the "
+                          "aliases (re-run `synthgate guard register-webhook`)", self.webhook_name)
         self.metrics.sweeps.inc()
         self.metrics.last_sweep.set(self.clock())
         return done
@@ -236,14 +283,18 @@ def register_webhook(tracking_uri: str, url: str, secret: str, name: str = "synt
 
 def app(guard: Guard) -> Any:
     """The guard's HTTP API (FastAPI): ``POST /webhook``, ``GET /health``, ``GET /metrics``."""
-    from fastapi import FastAPI, Request, Response
+    from fastapi import Depends, FastAPI, Request, Response
     from fastapi.responses import JSONResponse
+
+    async def _body(request: Request) -> bytes:
+        return await request.body()
 
     api = FastAPI(title="synthgate guard", docs_url=None, redoc_url=None, openapi_url=None)
 
+    # plain (not async) handlers: FastAPI runs them in its thread pool, so a slow check (artifact
+    # downloads) never blocks /health or the other deliveries' reception
     @api.post("/webhook")
-    async def webhook(request: Request) -> Response:
-        body = await request.body()
+    def webhook(request: Request, body: bytes = Depends(_body)) -> Response:
         try:
             event = guard.verify(dict(request.headers), body)
         except DeliveryRefused as e:
@@ -251,17 +302,18 @@ def app(guard: Guard) -> Any:
             return JSONResponse({"refused": e.reason}, status_code=e.status)
         try:
             done = guard.handle(event)
-        except Exception as e:  # the sweep catches what a failed check missed
+        except Exception as e:  # MLflow retries (the id is forgotten, so the retry is no replay); so does the sweep
+            guard.forget(str(event.get("_delivery_id", "")))
             log.exception("guard: could not check a delivery")
             return JSONResponse({"error": f"{type(e).__name__}: {e}"}, status_code=500)
         return JSONResponse({"reverted": done})
 
     @api.get("/health")
-    async def health() -> dict[str, str]:
+    def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @api.get("/metrics")
-    async def metrics() -> Response:
+    def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -274,8 +326,11 @@ def serve(guard: Guard, host: str = "127.0.0.1", port: int = 8089, sweep_every: 
     """Sweep once, then serve the webhook API and sweep every ``sweep_every`` seconds until ``stop``."""
     import uvicorn
 
-    for done in guard.sweep():
-        log.warning("guard (start-up sweep): %s", done)
+    try:
+        for done in guard.sweep():
+            log.warning("guard (start-up sweep): %s", done)
+    except Exception:  # serve anyway: deliveries and the next sweep still protect the aliases
+        log.exception("guard: the start-up sweep failed")
     stop = stop or threading.Event()
 
     def sweeper() -> None:

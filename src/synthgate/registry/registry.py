@@ -326,6 +326,9 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
                                    "registered with the version (modified after registration)")
         gate = json.loads(gate_file.read_text())
         evaluation = json.loads(eval_file.read_text())
+        _check_bundled(client, mv, tags, Path(tmp) / "bundle")
+    if not isinstance(gate, dict) or not isinstance(evaluation, dict):
+        raise PromotionRefused(f"{name} version {version}: its gate record or evaluation is not a JSON object")
     recomputed = evaluation_hash(evaluation)
     if recomputed != tags["evaluation_hash"] or gate.get("evaluation_hash") != tags["evaluation_hash"]:
         raise PromotionRefused(
@@ -348,6 +351,43 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
                                f"recomputed from its evaluation and policy says {str(decision.passed).lower()}",
                                hint="re-gate the evaluation and register a new version")
     return gate, evaluation
+
+
+def _check_bundled(client: Any, mv: Any, tags: dict[str, str], tmp: Path) -> None:
+    """The records bundled in the version's model (what loading it checks, :mod:`.pyfunc`) must be the
+    ones registered with the version: otherwise the version served is not the version verified."""
+    import mlflow.artifacts
+    import yaml
+
+    from synthgate.registry.pyfunc import EVALUATION, GATE
+
+    where = f"{mv.name} version {mv.version}"
+    source = str(mv.source or "")
+    try:
+        if source.startswith("models:/m-"):
+            root = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+        else:
+            root = source
+        uris = {"tracking_uri": client.tracking_uri, "registry_uri": getattr(client, "_registry_uri", None)}
+        mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{root}/MLmodel", dst_path=str(tmp / "mlmodel"), **uris)).read_text())
+        paths = mlmodel["flavors"]["python_function"]["artifacts"]
+        files = {k: Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{paths[k]['path']}",
+                                                             dst_path=str(tmp / k), **uris)) for k in (EVALUATION, GATE)}
+    except Exception as e:
+        raise PromotionRefused(f"{where}: the model's bundled gate record and evaluation cannot be read "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+                               hint="register it with `synthgate register`, which bundles them") from None
+    if sha256_file(files[GATE]) != tags.get("gate.sha256"):
+        raise PromotionRefused(f"{where}: the gate record bundled in the model is not the one registered with the "
+                               "version: the model served is not the model verified")
+    try:
+        bundled = evaluation_hash(json.loads(files[EVALUATION].read_text()))
+    except Exception:
+        bundled = None
+    if bundled != tags.get("evaluation_hash"):
+        raise PromotionRefused(f"{where}: the evaluation bundled in the model is not the one registered with the "
+                               "version: the model served is not the model verified")
 
 
 #: Registered-model tag holding the hash of the gate policy every version of the model must be gated with.
@@ -416,27 +456,40 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
                            hint="improve the generator, or override with --force --reason \"...\" (recorded)")
 
 
-def has_recorded_override(tags: dict[str, str]) -> bool:
+def has_recorded_override(tags: dict[str, str], name: str | None = None, version: str | None = None) -> bool:
     """Whether a version's tags hold an override as ``promote --force --reason`` writes it: with its
-    reason, bound to this gate record (``override.gate_sha256``), and audited. A hand-set
-    ``override.reason`` tag is not one."""
-    audited = any(k.endswith(".action") and v == "override" for k, v in tags.items() if k.startswith("audit."))
-    return bool(tags.get("override.reason", "").strip() and audited
-                and tags.get("gate.sha256") and tags.get("override.gate_sha256") == tags.get("gate.sha256"))
+    reason, bound to this gate record (``override.gate_sha256``), and audited by an ``audit.N`` entry
+    with action ``override`` (with ``name`` and ``version``: an entry whose hash chain verifies). A
+    hand-set ``override.reason`` tag, or a tag merely named like an audit entry, is not one."""
+    from synthgate.registry.audit import entries, verify
+
+    if not (tags.get("override.reason", "").strip() and tags.get("gate.sha256")
+            and tags.get("override.gate_sha256") == tags.get("gate.sha256")):
+        return False
+    if name is None or version is None:
+        return any(e.get("action") == "override" for e in entries(tags).values())
+    return any(c.fields.get("action") == "override" and c.status == "ok" for c in verify(name, str(version), tags))
 
 
-def approvable(client: Any, name: str, version: str) -> tuple[bool, str]:
+def approvable(client: Any, name: str, version: str, policy_hash: str | None = None) -> tuple[bool, str]:
     """(may ``version`` hold a protected alias, why): its gate record verifies against the registry
-    (:func:`verify_version`) and passed, or failed with a recorded override."""
+    (:func:`verify_version`) and passed, or failed with a recorded override; with ``policy_hash``, it
+    must also have been gated with that policy (whatever the registry's tags say). Fails closed: any
+    error reading or checking the version means no."""
     try:
         gate, _ = verify_version(client, name, version)
+        if policy_hash and gate.get("policy_hash") != policy_hash:
+            return False, (f"was gated with policy {str(gate.get('policy_hash'))[:16]}, not the required "
+                           f"{policy_hash[:16]}")
+        if gate.get("passed"):
+            return True, "gate passed"
+        if has_recorded_override(client.get_model_version(name, version).tags, name, version):
+            return True, "gate failed; recorded override"
     except PromotionRefused as e:
         return False, e.message
-    if gate.get("passed"):
-        return True, "gate passed"
-    if has_recorded_override(client.get_model_version(name, version).tags):
-        return True, "gate failed; recorded override"
-    failing = [r["rule"] for r in gate.get("rules", []) if not r.get("passed")]
+    except Exception as e:  # a malformed or unreadable version never holds a protected alias
+        return False, f"cannot be verified ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    failing = [r["rule"] for r in gate.get("rules", []) if isinstance(r, dict) and not r.get("passed")]
     return False, f"failed its gate ({', '.join(failing)}) and has no recorded override"
 
 
@@ -461,7 +514,7 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
     override: dict[str, Any] | None = None
     if not gate.get("passed"):
         tags = client.get_model_version(name, str(mv.version)).tags
-        if not has_recorded_override(tags):
+        if not has_recorded_override(tags, name, str(mv.version)):
             failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
             raise PromotionRefused(f"{name}@{alias} (version {mv.version}) failed its gate and has no recorded "
                                    "override; not loaded. Failing rules:\n  " + "\n  ".join(failing),

@@ -150,8 +150,10 @@ def start_server(root: Path, port: int | None = None, detach: bool = False, time
         env.update({"MLFLOW_AUTH_CONFIG_PATH": str(_auth_config(root)), "MLFLOW_AUTH_ADMIN_PASSWORD": creds.password,
                     "MLFLOW_FLASK_SERVER_SECRET_KEY": _server_secret(root)})
         args += ["--app-name", "basic-auth"]
-    log = open(root / "server.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=detach, env=env)
+    log = os.fdopen(os.open(root / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    # umask 077: the stores the server creates (the auth database with its password hashes) are the owner's only
+    proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=detach, env=env,
+                            preexec_fn=lambda: os.umask(0o077))  # noqa: PLW1509 - no threads touch it before exec
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
