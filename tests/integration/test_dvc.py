@@ -64,8 +64,9 @@ def project(tmp_path, env, breast_path):
     params["sample"].update(per_class=20, steps=5)
     ev = params["evaluate"]
     ev["encoder"].update(epochs=1, max_train_per_class=100)
-    ev["utility"].update(epochs=1, max_train_per_class=50)
+    ev["utility"].update(epochs=1, max_train_per_class=50, seeds=[0, 1])  # the DVC wiring, not the statistics
     ev["memorization"].update(planted=10)
+    ev["memorization"]["descriptor"].update(steps=50)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q", "-b", "main"], root, env)
     _run(["git", "add", "-A"], root, env)

@@ -175,9 +175,10 @@ def test_grafana_dashboard_queries_exported_metrics():
     import re
 
     from synthgate.monitoring.metrics import REGISTRY
+    from synthgate.registry.guard import Metrics
 
     exported = set()
-    for family in REGISTRY.collect():
+    for family in [*REGISTRY.collect(), *Metrics().registry.collect()]:  # the stages' and the promotion guard's
         exported |= {family.name, family.name + "_total"}
     dashboard = json.loads(Path(REPO / "k8s/base/grafana/synthgate-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]

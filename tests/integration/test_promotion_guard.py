@@ -132,6 +132,10 @@ def test_the_guard_holds_the_gate_in_mlflow(mlflow_server, model_dir, tmp_path, 
         stop.set()
         thread.join(15)
 
+    for w in client.list_webhooks():  # the session's server serves other tests: no deliveries to a stopped guard
+        if w.name == "synthgate-guard":
+            client.delete_webhook(w.webhook_id)
+
     # every promotion, refusal, override and guard action is a hash-chained entry; an edit shows
     code, out, err = cli("audit", NAME, "--tracking-uri", uri)
     assert code == 0, err

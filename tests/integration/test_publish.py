@@ -239,8 +239,9 @@ def test_publish_refuses_an_edited_gate_record(mlflow_server, model_dir, samples
     client.set_model_version_tag(bad, version, "gate.passed", "true")
     client.set_registered_model_alias(bad, "approved", version)
     store = tmp_path / "store"
-    with pytest.raises(PromotionRefused, match=rf"{bad} version {version}: gate.json: the recorded verdict "
-                                               r"\(passed=True, failing: none\) differs from the decision recomputed"):
+    # the model still bundles the honest record: refused before the verdict is recomputed
+    with pytest.raises(PromotionRefused, match=rf"{bad} version {version}: the gate record bundled in the model is "
+                                               "not the one registered with the version"):
         publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
     assert list_datasets(store) == []
 

@@ -449,10 +449,9 @@ def test_the_records_served_are_the_records_verified(server, model_dir, tmp_path
     ok = register(model_dir, *_gated(tmp_path, "ok"), uri=server, name=name)
     bad_eval, bad_gate = _gated(tmp_path, "bad", copies=3)
     good_eval, good_gate = tmp_path / "ok" / "evaluation.json", tmp_path / "ok" / "gate" / "gate.json"
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(server)
-    mlflow.set_registry_uri(server)
-    try:
+    from synthgate.registry.registry import _tracking_env  # the environment, never mlflow.set_tracking_uri
+
+    with _tracking_env(server):
         with mlflow.start_run():  # what an EDIT account can do with MlflowClient, without synthgate register
             mlflow.log_artifact(str(good_eval), "evaluation")
             mlflow.log_artifact(str(good_gate), "gate")
@@ -460,9 +459,6 @@ def test_the_records_served_are_the_records_verified(server, model_dir, tmp_path
                                            artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(bad_eval),
                                                       GATE: str(bad_gate)})
         mv = mlflow.register_model(info.model_uri, name)
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
     for k, v in client.get_model_version(name, ok.version).tags.items():
         if k.startswith(("gate.", "evaluation_hash", "lineage.")):
             client.set_model_version_tag(name, mv.version, k, v)
