@@ -56,7 +56,7 @@ def fp32():
 def spy(monkeypatch):
     """Keeps the training task and data feed that ``train`` builds (test-only hooks)."""
     seen: dict[str, object] = {}
-    real_build, real_feed = T.build_task, T._Feed
+    real_build, real_feed = T.build_task, T.Feed
 
     def build_task(*args, **kwargs):
         seen["task"] = real_build(*args, **kwargs)
@@ -68,7 +68,7 @@ def spy(monkeypatch):
             seen["feed"] = self
 
     monkeypatch.setattr(T, "build_task", build_task)
-    monkeypatch.setattr(T, "_Feed", Feed)
+    monkeypatch.setattr(T, "Feed", Feed)
     return seen
 
 

@@ -34,11 +34,23 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthgate.errors import DataError
+from synthgate.evaluation.bounds import (  # noqa: F401  (re-exported: the bounds the utility report records)
+    PAIRED_SIDES,
+    auc_influence,
+    bound_components,
+    confidence_bound,
+    delong_variance,
+    finite,
+    min_seeds_for,
+    paired_design,
+    set_ratio,
+)
 from synthgate.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -48,152 +60,6 @@ if TYPE_CHECKING:
     from synthgate.evaluation.config import UtilityConfig
 
 log = logging.getLogger(__name__)
-
-#: Paired per-seed quantities and the side of the bound the gate reads: an upper bound for the
-#: gaps (smaller is better), a lower bound for the gains (larger is better).
-PAIRED_SIDES = {"auc_gap": "upper", "delta_syn": "upper", "augmented_gain": "lower", "transfer_gain": "lower"}
-
-
-def min_seeds_for(confidence: float) -> int:
-    """The fewest paired seeds for which a one-sided test at ``confidence`` can succeed at all
-    without a distributional assumption: the exact sign test and the Wilcoxon signed-rank test
-    both have the smallest one-sided p-value 0.5**n (every seed agreeing), so
-    ``n >= log2(1 / (1 - confidence))``: 5 at 0.95, 4 at 0.9, 7 at 0.99 (and at least 2, the
-    fewest a t-bound needs). Below it a paired-t bound leans on normality alone, and the report's
-    rank tests cannot reach the level (dumontschutte2021 S.5 used at least four repeats)."""
-    alpha = 1.0 - confidence
-    return max(2, math.ceil(math.log2(1.0 / alpha) - 1e-9))
-
-
-def auc_influence(y: np.ndarray, proba: np.ndarray, n_classes: int) -> np.ndarray:
-    """Each test image's influence on the macro one-vs-rest AUROC of :func:`classifier.auroc`
-    (binary: the AUROC of class 1), from DeLong's placement values (DeLong, DeLong and
-    Clarke-Pearson 1988): a positive's share of negatives it outscores (ties 1/2) and a negative's
-    share of positives that outscore it, centred on the AUROC and divided by the class's count.
-    The influences of several classifiers scored on the same test images add up with the weights
-    of any linear combination of their AUROCs (a mean of paired gaps, say), and
-    :func:`delong_variance` of the sum is DeLong's variance of that combination; for one binary
-    AUROC it is exactly DeLong's ``S10/m + S01/n``."""
-    y = np.asarray(y, dtype=np.int64)
-    proba = np.asarray(proba, dtype=np.float64)
-    psi = np.zeros(len(y), dtype=np.float64)
-    classes = [1] if n_classes == 2 else [k for k in range(n_classes) if k in set(y.tolist())]
-    if n_classes == 2 and len(np.unique(y)) < 2:
-        return psi
-    for k in classes:
-        score = proba[:, k]
-        pos, neg = y == k, y != k
-        sp, sn = np.sort(score[pos]), np.sort(score[neg])
-        m, n = len(sp), len(sn)
-        if m == 0 or n == 0:
-            continue
-        # V10: P(score_i > negative) + ties / 2, for each positive i; V01: the same seen from each negative
-        v10 = (np.searchsorted(sn, score[pos], "left") + np.searchsorted(sn, score[pos], "right")) / (2.0 * n)
-        v01 = 1.0 - (np.searchsorted(sp, score[neg], "left") + np.searchsorted(sp, score[neg], "right")) / (2.0 * m)
-        a = float(v10.mean())
-        psi[pos] += (v10 - a) / m
-        psi[neg] += (v01 - a) / n
-    return psi / len(classes)
-
-
-def delong_variance(y: np.ndarray, psi: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """Variance of an AUROC combination over draws of the test set, from the per-image influences
-    ``psi`` (:func:`auc_influence`): within each true class, ``n_c / (n_c - 1)`` times the sum of
-    squared deviations from the class mean (DeLong's estimator, stratified by class). With
-    ``groups`` (the patient of each test image) the patients are the independent units: the
-    influences are summed per patient first and their spread is taken over patients (the clustered
-    AUC variance of Obuchowski 1997), since images of one patient do not vary independently."""
-    y = np.asarray(y)
-    if groups is not None:
-        _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-        per = np.bincount(inv, weights=psi)
-        g = len(per)
-        return float(g / (g - 1) * np.sum((per - per.mean()) ** 2)) if g > 1 else float("inf")
-    total = 0.0
-    for k in np.unique(y):
-        v = psi[y == k]
-        if len(v) > 1:
-            total += float(len(v) / (len(v) - 1) * np.sum((v - v.mean()) ** 2))
-    return total
-
-
-def set_ratio(used: dict[int, int], pool: dict[int, int]) -> float:
-    """The largest, over classes, of ``used / (pool - used)``: how much the images one seed draws
-    overlap with another seed's draw from the same pool. Infinite when a seed uses a whole class
-    (nothing is resampled, so the variance of the pool itself cannot be estimated)."""
-    u = np.asarray([used[k] for k in sorted(used)], dtype=np.float64)
-    p = np.asarray([pool[k] for k in sorted(used)], dtype=np.float64)
-    keep = u > 0
-    if not np.any(keep):
-        return 0.0
-    rest = p[keep] - u[keep]
-    return float("inf") if np.any(rest <= 0) else float(np.max(u[keep] / rest))
-
-
-def bound_components(values: list[float] | np.ndarray, design: dict[str, Any] | None) -> dict[str, float]:
-    """The standard error of a mean of per-seed paired values and its three parts (squared):
-
-    - ``seeds``: ``sd^2 / K``, the paired-t term: training noise and the per-seed draws of the sets;
-    - ``sets``: for each training pool the seeds draw from (``design["components"]``: its per-seed
-      values and :func:`set_ratio`), ``ratio * var(values)``: the variance of the pool itself as a
-      sample of its population, which the seeds cannot average away. Seeds that draw a share ``f``
-      of a pool of ``N`` vary with variance about ``sigma^2 (1/(fN) - 1/N)`` around the pool's own
-      value, which varies with ``sigma^2 / N`` around the population's: ``f / (1 - f)`` times the
-      first (the corrected resampled t-test of Nadeau and Bengio 2003, Mach. Learn. 52:239);
-    - ``test``: DeLong's variance of the mean over the real test split (``design["test_variance"]``).
-
-    ``design=None`` gives the plain paired-t term alone (``sets`` and ``test`` 0)."""
-    v = np.asarray(values, dtype=np.float64)
-    k = len(v)
-    seeds = float(v.var(ddof=1)) / k if k > 1 else float("nan")
-    sets = 0.0
-    test = 0.0
-    if design is not None:
-        for comp in design.get("components", []):
-            cv = np.asarray(comp["values"], dtype=np.float64)
-            ratio = float("inf") if comp["ratio"] is None else float(comp["ratio"])
-            var = float(cv.var(ddof=1)) if len(cv) > 1 else float("nan")
-            sets += float("inf") if math.isinf(ratio) else ratio * var
-        test = float(design.get("test_variance", 0.0))
-    return {"seeds": seeds, "sets": sets, "test": test, "se": math.sqrt(seeds + sets + test)}
-
-
-def confidence_bound(values: list[float] | np.ndarray, confidence: float, side: str,
-                     design: dict[str, Any] | None = None) -> float:
-    """One-sided confidence bound of the mean of per-seed paired differences:
-    ``mean + t_{confidence, K-1} * se`` (``side="upper"``) or ``mean - ...`` (``"lower"``), with
-    scipy's Student t quantile and ``se`` from :func:`bound_components`. With ``design`` the bound
-    covers the estimand a reviewer asks about (the generator against real data of the same size,
-    over draws of the training and test sets); without it, the seeds' training noise alone (the
-    plain paired t). NaN with fewer than 2 finite values; infinite when a pool is not resampled."""
-    from scipy.stats import t
-
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2 or not np.all(np.isfinite(v)):
-        return float("nan")
-    se = bound_components(v, design)["se"]
-    if math.isnan(se):
-        return float("nan")
-    half = float(t.ppf(confidence, len(v) - 1)) * se
-    return float(v.mean() + half if side == "upper" else v.mean() - half)
-
-
-def _finite(x: float) -> float | None:
-    """``x``, or ``None`` where it is infinite or NaN (JSON has neither): a ratio of ``None`` means the
-    seeds do not resample that pool."""
-    return float(x) if math.isfinite(x) else None
-
-
-def paired_design(pools: list[tuple[str, list[float], float]], psi: list[np.ndarray], y_test: np.ndarray,
-                  test_groups: np.ndarray | None = None) -> dict[str, Any]:
-    """The variance record of one paired quantity (see :func:`bound_components`): ``pools`` as
-    (name, per-seed values, :func:`set_ratio`), ``psi`` the per-seed test-image influences of the
-    paired difference (:func:`auc_influence` of one setting minus the other's), averaged over seeds
-    for the test-set term."""
-    mean_psi = np.mean(np.stack(psi), axis=0) if psi else np.zeros(len(y_test))
-    return {"components": [{"name": n, "values": [float(x) for x in v], "ratio": _finite(r)} for n, v, r in pools],
-            "test_variance": _finite(delong_variance(y_test, mean_psi, test_groups)) if psi else 0.0}
-
 
 def train_settings(cfg: UtilityConfig) -> TrainSettings:
     """The downstream classifier's training settings from ``evaluate.utility``."""
@@ -283,18 +149,7 @@ def utility(
     matched counts from their images), the real pool's overlap counts patients, and the test-split
     variance treats patients as the independent units.
     """
-    from scipy.stats import mannwhitneyu, wilcoxon
-
-    from synthgate.evaluation.classifier import (
-        auroc,
-        classification_scores,
-        fit_head,
-        per_class_subsample,
-        per_class_take,
-        predict,
-        train_classifier,
-        validation_shortfall,
-    )
+    from synthgate.evaluation.classifier import per_class_subsample
 
     reporter = reporter or NullReporter()
     names = _names(n_classes, class_names)
@@ -312,6 +167,43 @@ def utility(
         keep = per_class_subsample(np.arange(len(yv)), yv, cfg.max_val_per_class, 0)
         xv, yv = xv[keep], yv[keep]
     xv = np.asarray(xv)
+    validation = _validation(yv, yr, n_classes, names, cfg)
+    order = [s for s in ("real", "real_full", "synthetic", "augmented", "transfer")
+             if s in settings or (s == "real_full" and need_full) or (s == "synthetic" and need_tstr)]
+    fitter = _Fitter(order, (xv, yv), (xt, yt), n_classes, cfg, device)
+    ratios: dict[str, float] = {}
+    sizes: dict[str, Any] = {}
+    with reporter.task("Utility: training downstream classifiers", len(cfg.seeds) * len(order)) as advance:
+        for seed in cfg.seeds:
+            sets = _seed_sets(int(seed), yr, ys, n_classes, cfg, need_syn, train_groups, ratios)
+            if not sizes:
+                sizes = {"matched_per_class": _counts(yr[sets.r_matched], n_classes, names),
+                         "real_full_per_class": _counts(yr[sets.full], n_classes, names),
+                         "synthetic_train_per_class": _counts(ys[sets.s_train], n_classes, names),
+                         "synthetic_held_out_per_class": _counts(ys[sets.s_test], n_classes, names)}
+            fitter.seed(int(seed), sets, (xr, yr), (xs, ys), advance)
+    paired, design = _paired(fitter, ratios, settings, [int(s) for s in cfg.seeds], test_groups)
+    st = fitter.settings
+    out: dict[str, Any] = {
+        "settings": _summary(fitter.runs), "runs": fitter.runs, "paired": paired,
+        "stats": _stats(fitter, paired, design, cfg),
+        "train_sizes": {**sizes, "resample_fraction": cfg.resample_fraction,
+                        "set_ratios": {k: finite(v) for k, v in ratios.items()}},
+        "validation": validation,
+        "training": {"arch": cfg.arch, **{k: getattr(st, k) for k in (
+            "max_steps", "batch_size", "lr", "weight_decay", "warmup", "schedule", "eval_every", "patience",
+            "min_delta", "balanced", "shift", "intensity", "flip", "min_val_per_class", "max_epochs")},
+            "val_images": int(len(yv))}}
+    if return_proba:
+        out["test_proba"] = fitter.proba
+    return out
+
+
+def _validation(yv: np.ndarray, yr: np.ndarray, n_classes: int, names: list[str], cfg: UtilityConfig
+                ) -> dict[str, Any]:
+    """Whether the validation split can drive early stopping; when not, the note says so (and logs it)."""
+    from synthgate.evaluation.classifier import validation_shortfall
+
     shortfall = validation_shortfall(yv, n_classes, np.unique(yr), cfg.min_val_per_class)
     validation: dict[str, Any] = {
         "per_class": _counts(yv, n_classes, names), "min_per_class": cfg.min_val_per_class,
@@ -323,138 +215,179 @@ def utility(
     }
     if shortfall is not None:
         log.warning("utility: %s", validation["note"])
-    st = train_settings(cfg)
-    order = [s for s in ("real", "real_full", "synthetic", "augmented", "transfer")
-             if s in settings or (s == "real_full" and need_full) or (s == "synthetic" and need_tstr)]
-    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in order}
-    proba: dict[str, list[np.ndarray]] = {s: [] for s in order}
-    psi_syn_test: list[np.ndarray] = []
-    delta_syn: list[float] = []
-    ratios: dict[str, float] = {}
-    sizes: dict[str, Any] = {}
+    return validation
 
-    def fit(x: np.ndarray, y: np.ndarray, seed: int) -> TrainedClassifier:
-        return train_classifier(x, y, xv, yv, arch=cfg.arch, n_classes=n_classes, seed=seed, device=device,
-                                settings=st)
 
-    def record(setting: str, trained: TrainedClassifier, seed: int, n_train: int) -> None:
-        p = predict(trained.model, xt, device)
-        proba[setting].append(p)
-        score = classification_scores(yt, p, n_classes, trained.threshold)
-        runs[setting].append({"seed": seed, **score, **trained.info(), "n_train": int(n_train)})
+@dataclass
+class _SeedSets:
+    """The training sets one seed draws (indices into the real and the synthetic training sets)."""
 
-    with reporter.task("Utility: training downstream classifiers", len(cfg.seeds) * len(order)) as advance:
-        for seed in cfg.seeds:
-            real_idx = np.arange(len(yr))
-            full = per_class_subsample(real_idx, yr, cfg.max_train_per_class, seed)
-            s_test, s_train = (np.arange(0), np.arange(0))
-            matched = {}
-            if need_syn:
-                s_all = per_class_subsample(np.arange(len(ys)), ys, cfg.max_train_per_class, seed)
-                s_test, s_train = _hold_out(s_all, ys, cfg.synthetic_test_fraction, seed)
-                syn_c = np.bincount(ys[s_train], minlength=n_classes)
-                held_c = np.bincount(ys[s_test], minlength=n_classes)
-                real_c = np.bincount(yr, minlength=n_classes)
-                pool_c = np.bincount(ys, minlength=n_classes)
-                # a share of the smaller pool, drawn afresh per seed: the seeds then vary over the
-                # training sets too, and the bound can account for the pools' own sampling variance
-                matched = {k: max(1, int(math.floor(cfg.resample_fraction * min(syn_c[k], real_c[k]))))
-                           for k in range(n_classes) if real_c[k] and syn_c[k]}
-                if not ratios:
-                    ratios = {
-                        "real": set_ratio(matched, {k: int(real_c[k]) for k in matched}),
-                        "synthetic": set_ratio(matched, {k: int(pool_c[k]) for k in matched}),
-                        "synthetic_held_out": set_ratio({k: matched[k] + int(held_c[k]) for k in matched},
-                                                        {k: int(pool_c[k]) for k in matched}),
-                        "synthetic_train": set_ratio({k: int(syn_c[k]) for k in range(n_classes) if syn_c[k]},
-                                                     {k: int(pool_c[k]) for k in range(n_classes) if syn_c[k]}),
-                    }
-            real_pool = real_idx
-            if matched and train_groups is not None:
-                # by patient: two seeds then share about resample_fraction of the patients, as set_ratio says
-                ug = np.unique(np.asarray(train_groups).astype(str))
-                order_g = np.random.default_rng([seed, 1]).permutation(len(ug))
-                n_sel = min(len(ug) - 1, max(1, int(round(cfg.resample_fraction * len(ug)))))
-                chosen = set(ug[order_g[:n_sel]].tolist())
-                gstr = np.asarray(train_groups).astype(str)
-                have = np.bincount(yr[np.isin(gstr, list(chosen))], minlength=n_classes)
-                for g in ug[order_g[n_sel:]]:  # a class none of the chosen patients has: add its patients
-                    if all(have[k] > 0 for k in matched):
-                        break
-                    cls_g = np.bincount(yr[gstr == g], minlength=n_classes)
-                    if any(have[k] == 0 and cls_g[k] > 0 for k in matched):
-                        chosen.add(str(g))
-                        have += cls_g
-                real_pool = real_idx[np.isin(gstr, list(chosen))]
-                avail = np.bincount(yr[real_pool], minlength=n_classes)
-                matched = {k: max(1, min(v, int(avail[k]))) for k, v in matched.items()}
-                if ratios.get("real_groups") is None:
-                    ratios["real"] = (float(len(chosen)) / (len(ug) - len(chosen))) if len(ug) > len(chosen) \
-                        else float("inf")
-                    ratios["real_groups"] = float(len(ug))
-            # matched sets in class order: position i holds the same class in both, so the two networks
-            # see the same initial weights, batch positions and augmentation draws (common random
-            # numbers): their AUC difference then varies with the images, not with the training noise
-            r_matched = _class_order(per_class_take(real_pool, yr, matched, seed), yr) if matched else real_idx[:0]
-            s_matched = _class_order(per_class_take(s_train, ys, matched, seed), ys) if matched else s_train
-            if not sizes:
-                sizes = {"matched_per_class": _counts(yr[r_matched], n_classes, names),
-                         "real_full_per_class": _counts(yr[full], n_classes, names),
-                         "synthetic_train_per_class": _counts(ys[s_train], n_classes, names),
-                         "synthetic_held_out_per_class": _counts(ys[s_test], n_classes, names)}
-            tstr = None
-            for setting in order:
-                if setting == "real":
-                    record(setting, fit(xr[r_matched], yr[r_matched], seed), seed, len(r_matched))
-                elif setting == "synthetic":
-                    tstr = fit(xs[s_matched], ys[s_matched], seed)
-                    record(setting, tstr, seed, len(s_matched))
-                    if len(s_test):
-                        p_syn = predict(tstr.model, xs[s_test], device)
-                        delta_syn.append(auroc(ys[s_test], p_syn, n_classes) - runs["synthetic"][-1]["auroc"])
-                        psi_syn_test.append(-auc_influence(yt, proba["synthetic"][-1], n_classes))
-                elif setting == "real_full":
-                    record(setting, fit(xr[full], yr[full], seed), seed, len(full))
-                elif setting == "augmented":
-                    xa = np.concatenate([xr[full], xs[s_train]])
-                    ya = np.concatenate([yr[full], ys[s_train]])
-                    record(setting, fit(xa, ya, seed), seed, len(ya))
-                else:  # transfer: the TSTR network's body frozen, its last layer refitted on the real set
-                    assert tstr is not None
-                    record(setting, fit_head(tstr.model, xr[full], yr[full], xv, yv, n_classes=n_classes,
-                                             device=device), seed, len(full))
-                advance(1)
+    full: np.ndarray  # real_full and augmented: the real training split (max_train_per_class)
+    s_test: np.ndarray  # the synthetic images held out for Delta_syn
+    s_train: np.ndarray  # the synthetic pool the matched set is drawn from
+    r_matched: np.ndarray  # real (matched): per class as many as s_matched, in class order
+    s_matched: np.ndarray  # synthetic (TSTR)
 
-    def auc(setting: str) -> np.ndarray:
-        return np.array([r["auroc"] for r in runs.get(setting, [])], dtype=np.float64)
 
-    seeds = [int(s) for s in cfg.seeds]
+def _seed_sets(seed: int, yr: np.ndarray, ys: np.ndarray, n_classes: int, cfg: UtilityConfig, need_syn: bool,
+               train_groups: np.ndarray | None, ratios: dict[str, float]) -> _SeedSets:
+    """Draw one seed's sets; the first seed also fills ``ratios`` (:func:`set_ratio` of each pool)."""
+    from synthgate.evaluation.classifier import per_class_subsample, per_class_take
+
+    real_idx = np.arange(len(yr))
+    full = per_class_subsample(real_idx, yr, cfg.max_train_per_class, seed)
+    s_test, s_train = (np.arange(0), np.arange(0))
+    matched: dict[int, int] = {}
+    if need_syn:
+        s_all = per_class_subsample(np.arange(len(ys)), ys, cfg.max_train_per_class, seed)
+        s_test, s_train = _hold_out(s_all, ys, cfg.synthetic_test_fraction, seed)
+        syn_c = np.bincount(ys[s_train], minlength=n_classes)
+        held_c = np.bincount(ys[s_test], minlength=n_classes)
+        real_c = np.bincount(yr, minlength=n_classes)
+        pool_c = np.bincount(ys, minlength=n_classes)
+        # a share of the smaller pool, drawn afresh per seed: the seeds then vary over the
+        # training sets too, and the bound can account for the pools' own sampling variance
+        matched = {k: max(1, int(math.floor(cfg.resample_fraction * min(syn_c[k], real_c[k]))))
+                   for k in range(n_classes) if real_c[k] and syn_c[k]}
+        if not ratios:
+            ratios.update({
+                "real": set_ratio(matched, {k: int(real_c[k]) for k in matched}),
+                "synthetic": set_ratio(matched, {k: int(pool_c[k]) for k in matched}),
+                "synthetic_held_out": set_ratio({k: matched[k] + int(held_c[k]) for k in matched},
+                                                {k: int(pool_c[k]) for k in matched}),
+                "synthetic_train": set_ratio({k: int(syn_c[k]) for k in range(n_classes) if syn_c[k]},
+                                             {k: int(pool_c[k]) for k in range(n_classes) if syn_c[k]}),
+            })
+    real_pool = real_idx
+    if matched and train_groups is not None:
+        real_pool, matched = _by_patient(seed, yr, n_classes, cfg, train_groups, matched, ratios)
+    # matched sets in class order: position i holds the same class in both, so the two networks
+    # see the same initial weights, batch positions and augmentation draws (common random
+    # numbers): their AUC difference then varies with the images, not with the training noise
+    r_matched = _class_order(per_class_take(real_pool, yr, matched, seed), yr) if matched else real_idx[:0]
+    s_matched = _class_order(per_class_take(s_train, ys, matched, seed), ys) if matched else s_train
+    return _SeedSets(full, s_test, s_train, r_matched, s_matched)
+
+
+def _by_patient(seed: int, yr: np.ndarray, n_classes: int, cfg: UtilityConfig, train_groups: np.ndarray,
+                matched: dict[int, int], ratios: dict[str, float]) -> tuple[np.ndarray, dict[int, int]]:
+    """The real pool drawn by patient: two seeds then share about ``resample_fraction`` of the
+    patients, as :func:`set_ratio` says; -> (the pool's indices, the matched counts it can give)."""
+    real_idx = np.arange(len(yr))
+    gstr = np.asarray(train_groups).astype(str)
+    ug = np.unique(gstr)
+    order_g = np.random.default_rng([seed, 1]).permutation(len(ug))
+    n_sel = min(len(ug) - 1, max(1, int(round(cfg.resample_fraction * len(ug)))))
+    chosen = set(ug[order_g[:n_sel]].tolist())
+    have = np.bincount(yr[np.isin(gstr, list(chosen))], minlength=n_classes)
+    for g in ug[order_g[n_sel:]]:  # a class none of the chosen patients has: add its patients
+        if all(have[k] > 0 for k in matched):
+            break
+        cls_g = np.bincount(yr[gstr == g], minlength=n_classes)
+        if any(have[k] == 0 and cls_g[k] > 0 for k in matched):
+            chosen.add(str(g))
+            have += cls_g
+    real_pool = real_idx[np.isin(gstr, list(chosen))]
+    avail = np.bincount(yr[real_pool], minlength=n_classes)
+    matched = {k: max(1, min(v, int(avail[k]))) for k, v in matched.items()}
+    if ratios.get("real_groups") is None:
+        ratios["real"] = (float(len(chosen)) / (len(ug) - len(chosen))) if len(ug) > len(chosen) else float("inf")
+        ratios["real_groups"] = float(len(ug))
+    return real_pool, matched
+
+
+class _Fitter:
+    """Trains every setting's classifier for a seed and records its test-split scores."""
+
+    def __init__(self, order: list[str], val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                 n_classes: int, cfg: UtilityConfig, device: torch.device) -> None:
+        self.order, self.val, self.test, self.n_classes, self.cfg, self.device = order, val, test, n_classes, cfg, device
+        self.settings = train_settings(cfg)
+        self.runs: dict[str, list[dict[str, Any]]] = {s: [] for s in order}
+        self.proba: dict[str, list[np.ndarray]] = {s: [] for s in order}
+        self.psi_syn_test: list[np.ndarray] = []  # Delta_syn's test-image influences, per seed
+        self.delta_syn: list[float] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> TrainedClassifier:
+        from synthgate.evaluation.classifier import train_classifier
+
+        return train_classifier(x, y, *self.val, arch=self.cfg.arch, n_classes=self.n_classes, seed=seed,
+                                device=self.device, settings=self.settings)
+
+    def record(self, setting: str, trained: TrainedClassifier, seed: int, n_train: int) -> None:
+        from synthgate.evaluation.classifier import classification_scores, predict
+
+        xt, yt = self.test
+        p = predict(trained.model, xt, self.device)
+        self.proba[setting].append(p)
+        score = classification_scores(yt, p, self.n_classes, trained.threshold)
+        self.runs[setting].append({"seed": seed, **score, **trained.info(), "n_train": int(n_train)})
+
+    def seed(self, seed: int, sets: _SeedSets, real: tuple[np.ndarray, np.ndarray],
+             syn: tuple[np.ndarray, np.ndarray], advance: Any) -> None:
+        from synthgate.evaluation.classifier import auroc, fit_head, predict
+
+        (xr, yr), (xs, ys), n = real, syn, self.n_classes
+        tstr = None
+        for setting in self.order:
+            if setting == "real":
+                self.record(setting, self.fit(xr[sets.r_matched], yr[sets.r_matched], seed), seed, len(sets.r_matched))
+            elif setting == "synthetic":
+                tstr = self.fit(xs[sets.s_matched], ys[sets.s_matched], seed)
+                self.record(setting, tstr, seed, len(sets.s_matched))
+                if len(sets.s_test):
+                    p_syn = predict(tstr.model, xs[sets.s_test], self.device)
+                    self.delta_syn.append(auroc(ys[sets.s_test], p_syn, n) - self.runs["synthetic"][-1]["auroc"])
+                    self.psi_syn_test.append(-auc_influence(self.test[1], self.proba["synthetic"][-1], n))
+            elif setting == "real_full":
+                self.record(setting, self.fit(xr[sets.full], yr[sets.full], seed), seed, len(sets.full))
+            elif setting == "augmented":
+                xa = np.concatenate([xr[sets.full], xs[sets.s_train]])
+                ya = np.concatenate([yr[sets.full], ys[sets.s_train]])
+                self.record(setting, self.fit(xa, ya, seed), seed, len(ya))
+            else:  # transfer: the TSTR network's body frozen, its last layer refitted on the real set
+                assert tstr is not None
+                self.record(setting, fit_head(tstr.model, xr[sets.full], yr[sets.full], *self.val, n_classes=n,
+                                              device=self.device), seed, len(sets.full))
+            advance(1)
+
+    def auc(self, setting: str) -> np.ndarray:
+        return np.array([r["auroc"] for r in self.runs.get(setting, [])], dtype=np.float64)
+
+    def psi_diff(self, a: str, b: str) -> list[np.ndarray]:
+        yt = self.test[1]
+        return [auc_influence(yt, pa, self.n_classes) - auc_influence(yt, pb, self.n_classes)
+                for pa, pb in zip(self.proba[a], self.proba[b], strict=True)]
+
+
+def _paired(f: _Fitter, ratios: dict[str, float], settings: set[str], seeds: list[int],
+            test_groups: np.ndarray | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The per-seed paired values of each comparison and their variance designs."""
+    yt = f.test[1]
     paired: dict[str, Any] = {"seeds": seeds}
-
-    def psi_diff(a: str, b: str) -> list[np.ndarray]:
-        return [auc_influence(yt, pa, n_classes) - auc_influence(yt, pb, n_classes)
-                for pa, pb in zip(proba[a], proba[b], strict=True)]
-
     design: dict[str, Any] = {}
-    if "real" in runs and "synthetic" in runs:
-        paired["auc_gap"] = (auc("real") - auc("synthetic")).tolist()
-        design["auc_gap"] = paired_design([("real (matched)", auc("real").tolist(), ratios["real"]),
-                                           ("synthetic (TSTR)", auc("synthetic").tolist(), ratios["synthetic"])],
-                                          psi_diff("real", "synthetic"), yt, test_groups)
-    if delta_syn and "synthetic" in settings:
-        paired["delta_syn"] = [float(d) for d in delta_syn]
+    if "real" in f.runs and "synthetic" in f.runs:
+        paired["auc_gap"] = (f.auc("real") - f.auc("synthetic")).tolist()
+        design["auc_gap"] = paired_design([("real (matched)", f.auc("real").tolist(), ratios["real"]),
+                                           ("synthetic (TSTR)", f.auc("synthetic").tolist(), ratios["synthetic"])],
+                                          f.psi_diff("real", "synthetic"), yt, test_groups)
+    if f.delta_syn and "synthetic" in settings:
+        paired["delta_syn"] = [float(d) for d in f.delta_syn]
         design["delta_syn"] = paired_design([("synthetic (TSTR and held out)", paired["delta_syn"],
-                                              ratios["synthetic_held_out"])], psi_syn_test, yt, test_groups)
+                                              ratios["synthetic_held_out"])], f.psi_syn_test, yt, test_groups)
     for s in ("augmented", "transfer"):
-        if s in runs and "real_full" in runs:
-            paired[f"{s}_gain"] = (auc(s) - auc("real_full")).tolist()
+        if s in f.runs and "real_full" in f.runs:
+            paired[f"{s}_gain"] = (f.auc(s) - f.auc("real_full")).tolist()
             # the same real split on both sides: the gain is conditional on it; the synthetic pool resampled
             design[f"{s}_gain"] = paired_design([("synthetic (added)", paired[f"{s}_gain"],
                                                   ratios.get("synthetic_train", float("inf")))],
-                                                psi_diff(s, "real_full"), yt, test_groups)
+                                                f.psi_diff(s, "real_full"), yt, test_groups)
     if design:
         paired["variance"] = design
+    return paired, design
 
+
+def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for s, rs in runs.items():
         out = {}
@@ -462,7 +395,15 @@ def utility(
             out[f"{metric}_mean"], out[f"{metric}_std"] = _mean_sd(np.array([r[metric] for r in rs]))
         out["steps_mean"] = float(np.mean([r["steps"] for r in rs]))
         summary[s] = out
+    return summary
 
+
+def _stats(f: _Fitter, paired: dict[str, Any], design: dict[str, Any], cfg: UtilityConfig) -> dict[str, Any]:
+    """Means, standard errors and their parts, the one-sided bounds (with enough seeds), and the
+    rank tests reported beside them."""
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    seeds = paired["seeds"]
     n_min = min_seeds_for(cfg.confidence)
     stats: dict[str, Any] = {"n_seeds": len(seeds), "confidence": cfg.confidence,
                              "min_seeds_for_confidence": n_min}
@@ -473,31 +414,20 @@ def utility(
         stats[key], stats[f"{key}_std"] = mean, sd
         side = PAIRED_SIDES[key]
         parts = bound_components(values, design.get(key))
-        stats[f"{key}_se"] = _finite(parts["se"])
-        stats[f"{key}_se_parts"] = {k: _finite(math.sqrt(v)) for k, v in parts.items() if k != "se"}
+        stats[f"{key}_se"] = finite(parts["se"])
+        stats[f"{key}_se_parts"] = {k: finite(math.sqrt(v)) for k, v in parts.items() if k != "se"}
         stats[f"{key}_{side}"] = (confidence_bound(values, cfg.confidence, side, design.get(key))
                                   if len(seeds) >= n_min else None)
-    if "real" in runs and "synthetic" in runs:
+    if "real" in f.runs and "synthetic" in f.runs:
         stats["mannwhitney_real_vs_synthetic_p"] = float(
-            mannwhitneyu(auc("real"), auc("synthetic"), alternative="two-sided").pvalue)
+            mannwhitneyu(f.auc("real"), f.auc("synthetic"), alternative="two-sided").pvalue)
     for s in ("augmented", "transfer"):
         if f"{s}_gain" in paired:
             gain = np.array(paired[f"{s}_gain"])
-            stats[f"{s}_wilcoxon_p"] = (float(wilcoxon(auc(s), auc("real_full"), alternative="greater").pvalue)
+            stats[f"{s}_wilcoxon_p"] = (float(wilcoxon(f.auc(s), f.auc("real_full"), alternative="greater").pvalue)
                                         if np.any(gain != 0) else 1.0)
     if len(seeds) < n_min:
         stats["note"] = (f"{len(seeds)} seed(s): a one-sided test at confidence {cfg.confidence:g} needs at least "
                          f"{n_min} (the smallest attainable sign/Wilcoxon p-value is 0.5^n = "
                          f"{0.5 ** len(seeds):.3f}); no confidence bounds, and the gate's utility rules fail")
-    out: dict[str, Any] = {
-        "settings": summary, "runs": runs, "paired": paired, "stats": stats,
-        "train_sizes": {**sizes, "resample_fraction": cfg.resample_fraction,
-                        "set_ratios": {k: _finite(v) for k, v in ratios.items()}},
-        "validation": validation,
-        "training": {"arch": cfg.arch, **{k: getattr(st, k) for k in (
-            "max_steps", "batch_size", "lr", "weight_decay", "warmup", "schedule", "eval_every", "patience",
-            "min_delta", "balanced", "shift", "intensity", "flip", "min_val_per_class", "max_epochs")},
-            "val_images": int(len(yv))}}
-    if return_proba:
-        out["test_proba"] = proba
-    return out
+    return stats

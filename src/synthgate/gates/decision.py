@@ -263,7 +263,7 @@ def _memorization_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: l
 
 
 def _valid_design(design: Any, n: int) -> bool:
-    """A paired quantity's variance record as :func:`synthgate.evaluation.utility.paired_design`
+    """A paired quantity's variance record as :func:`synthgate.evaluation.bounds.paired_design`
     writes it: pools with ``n`` per-seed values and a ratio (``None``: not resampled), and a finite,
     non-negative test-set variance."""
     import numpy as np
@@ -342,16 +342,16 @@ def _design_mismatch(key: str, values: list[float], design: dict[str, Any], util
 def _bound_rule(rule: str, values: Any, seeds: Any, threshold: float, cmp: str, what: str,
                 confidence: float, design: Any, util: dict[str, Any] | None = None, key: str = "") -> RuleResult:
     """One rule on the one-sided confidence bound of per-seed paired values (the upper bound for
-    ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.utility.confidence_bound`): the rule
+    ``<=``, the lower for ``>=``; :func:`synthgate.evaluation.bounds.confidence_bound`): the rule
     passes only when the bound, not the mean, is within the threshold. The bound's standard error
     covers the seeds, the sampling of the training pools (``design``, corrected resampled t) and
     of the test split (DeLong). Fewer seeds than the level needs
-    (:func:`~synthgate.evaluation.utility.min_seeds_for`), missing or non-finite values, or a
+    (:func:`~synthgate.evaluation.bounds.min_seeds_for`), missing or non-finite values, or a
     missing variance record (an evaluation whose bound would cover the seeds alone) fail as not
     measured."""
     import numpy as np
 
-    from synthgate.evaluation.utility import bound_components, confidence_bound, min_seeds_for
+    from synthgate.evaluation.bounds import bound_components, confidence_bound, min_seeds_for
 
     need = min_seeds_for(confidence)
     side = "upper" if cmp == "<=" else "lower"
@@ -406,7 +406,7 @@ def _utility_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[R
     """Utility rules on confidence bounds (dumontschutte2021 S.5; over seeds, training pools and the
     test split: :func:`_bound_rule`), at the policy's ``utility.confidence``; the Wilcoxon p and the
     seed count as plain thresholds."""
-    from synthgate.evaluation.utility import min_seeds_for
+    from synthgate.evaluation.bounds import min_seeds_for
 
     util = evaluation.get("utility") or {}
     stats = util.get("stats", {})

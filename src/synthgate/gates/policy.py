@@ -72,7 +72,7 @@ class UtilityRules(Strict):
 
     @model_validator(mode="after")
     def _enough_seeds_for_the_level(self) -> UtilityRules:
-        from synthgate.evaluation.utility import min_seeds_for
+        from synthgate.evaluation.bounds import min_seeds_for
 
         need = min_seeds_for(self.confidence)
         if self.min_seeds is not None and self.min_seeds < need:

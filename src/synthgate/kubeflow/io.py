@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,13 +307,9 @@ def registered_out(artifact: Any, registered: Any) -> str:
 
 def name_version(registered: Any) -> tuple[str, str]:
     """(model name, version) from a registered artifact's registered.json."""
-    path = registered_json(registered)
-    try:
-        data = json.loads(path.read_text())
-        return str(data["name"]), str(data["version"])
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: not a registered.json ({type(e).__name__})",
-                        hint="connect the register step's output") from None
+    from synthgate.registry.registry import read_record
+
+    return read_record(registered_json(registered), hint="connect the register step's output")
 
 
 def model_name(name: str, registered: Any = None) -> str:
@@ -327,9 +322,9 @@ def model_name(name: str, registered: Any = None) -> str:
 
 
 def published_out(artifact: Any, result: Any) -> str:
-    """The published dataset's record (name, version, URI, manifest) -> JSON at ``artifact.path``."""
-    data = asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(vars(result))
-    data = json.loads(json.dumps(data, default=str))
+    """The publication's record (:meth:`PublishResult.record`, as the CLI's ``published.json``) ->
+    JSON at ``artifact.path``; its name, version, URI and size as the artifact's metadata."""
+    data = json.loads(json.dumps(result.record(), default=str))
     path = Path(artifact.path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True))

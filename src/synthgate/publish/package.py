@@ -74,6 +74,22 @@ class PublishResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: resolve_and_sample, package, upload
 
+    def record(self) -> dict[str, Any]:
+        """``published.json``: what every shell (CLI, ``dvc.yaml``, the Kubeflow step) records of a
+        publication. The full manifest stays in the store, beside the dataset."""
+        return {"published": True, "name": self.name, "version": self.version, "uri": self.uri,
+                "num_images": self.num_images, "files": len(self.manifest.get("files", [])),
+                "model": self.manifest.get("model"), "bytes": self.bytes, "seconds": round(self.seconds, 3),
+                "already_published": self.already_published, "notes": list(self.notes),
+                "timings": dict(self.timings)}
+
+
+def not_published_record(reason: str) -> dict[str, Any]:
+    """``published.json`` when nothing holds the alias yet (``synthgate publish --if-approved``)."""
+    from synthgate.utils import utc_now
+
+    return {"published": False, "reason": reason, "checked": utc_now()}
+
 
 def check_name(value: str, what: str = "dataset name") -> str:
     """Names and versions become key prefixes: no ``/``, no ``..``, lower-case letters, digits, ``._-``."""

@@ -295,6 +295,22 @@ def write_record(r: Registered, path: Path) -> None:
                                    "ui": f"{r.tracking_uri}/#/models/{r.name}/versions/{r.version}"})
 
 
+def read_record(path: Path, hint: str = "run `synthgate register` first, or name the registered model"
+                ) -> tuple[str, str]:
+    """(model name, version) from a ``registered.json`` that :func:`write_record` wrote."""
+    import json
+
+    from synthgate.errors import DataError
+
+    try:
+        data = json.loads(Path(path).read_text())
+        return str(data["name"]), str(data["version"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: no registered.json", hint=hint) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a registered.json ({type(e).__name__})", hint=hint) from None
+
+
 def _audit(client: Any, name: str, version: str, action: str, detail: str) -> None:
     """Append a hash-chained entry to the version's audit trail (:mod:`synthgate.registry.audit`)."""
     from synthgate.registry.audit import append

@@ -1,0 +1,77 @@
+"""The ``synthgate`` command: one sub-command per stage. It parses, calls :mod:`synthgate.stages`
+and prints; it holds no logic of its own. Heavy imports stay inside the commands so that
+``synthgate --help`` is instant.
+
+The commands live in one module per group (``steps``, ``release``, ``demo``, ``server``,
+``kubeflow``); importing them registers them on :data:`app`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from synthgate import __version__
+from synthgate.cli._app import _setup, app, console, err_console
+from synthgate.errors import SynthgateError
+
+# isort: off
+# importing a group registers its commands; the order is the order of `synthgate --help`
+from synthgate.cli import steps, release, demo, server  # noqa: E402, F401
+# isort: on
+
+__all__ = ["app", "main", "_setup"]
+
+
+@app.command()
+def version() -> None:
+    """Print the synthgate version."""
+    console.print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _setup()
+    try:
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except SynthgateError as e:
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and unexpected failures
+        import click
+
+        # recent typer releases raise the exceptions of their own copy of click (typer._click), which
+        # subclass typer.TyperException rather than click's
+        if isinstance(e, click.exceptions.ClickException | typer.TyperException) and hasattr(e, "show"):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort | typer.Abort):
+            sys.exit(1)
+        from synthgate.registry.access import refusal
+
+        denied = refusal(e)  # an MLflow 401/403 that no stage translated
+        if denied is not None:
+            err_console.print(f"[bold red]error:[/] {denied.message}", highlight=False)
+            if denied.hint:
+                err_console.print(f"[yellow]hint:[/] {denied.hint}", highlight=False)
+            sys.exit(denied.exit_code)
+        if os.environ.get("SYNTHGATE_DEBUG"):
+            raise
+        err_console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e}", highlight=False)
+        err_console.print("[yellow]hint:[/] set SYNTHGATE_DEBUG=1 for the traceback and report it")
+        sys.exit(1)
+
+
+from synthgate.cli import kubeflow  # noqa: E402, F401  (pipeline and trainjob: after `version`, as before)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
