@@ -19,7 +19,7 @@
 
 Each split runs :func:`synthgate.evaluation.utility.utility` (settings ``real`` and
 ``synthetic``: the gate's default rules read the gap and Delta_syn) and the gate's own
-:func:`synthgate.gates.decision._utility_rules` with the policy in ``gates.yaml``. A degraded
+:func:`synthgate.gates.utility_rules.utility_rules` with the policy in ``gates.yaml``. A degraded
 set keeps the class counts, so its matched real networks are the honest run's (same seeds, same
 real subsets): only its TSTR networks are trained, and its gaps are paired with those. Prints both
 tables with the pass counts, the bounds and the seeds, and writes every split's numbers to
@@ -104,7 +104,7 @@ def judge(a: dict[str, tuple[np.ndarray, np.ndarray]], synthetic: tuple[np.ndarr
     so the same real subsets), and the paired gaps and their variance record are formed against
     them, as :func:`synthgate.evaluation.utility.utility` forms them."""
     from synthgate.evaluation.utility import PAIRED_SIDES, auc_influence, confidence_bound, paired_design
-    from synthgate.gates.decision import _utility_rules
+    from synthgate.gates.utility_rules import utility_rules as _utility_rules
 
     run_cfg = cfg if real is None else cfg.model_copy(update={"settings": ["synthetic"]})
     u = utility_fn(a["train"], a["val"], a["test"], synthetic, len(classes), run_cfg, torch.device("cpu"),

@@ -84,7 +84,7 @@ def test_an_override_counts_only_with_a_chained_audit_entry(monkeypatch):
 
 
 def test_approvable_fails_closed(monkeypatch):
-    from synthgate.registry import registry
+    from synthgate.registry import verify as registry
 
     def broken(client, name, version):
         raise AttributeError("'list' object has no attribute 'get'")

@@ -4,8 +4,8 @@ import pytest
 
 from synthgate.config import PrepareConfig, SourceConfig, ValidateConfig
 from synthgate.data.canonical import load_dataset
+from synthgate.data.dicom import read_dicom
 from synthgate.data.prepare import prepare
-from synthgate.data.sources import read_dicom
 from synthgate.data.validate import validate
 from synthgate.errors import DataError, ValidationFailed
 from tests.helpers import pattern, write_dicom

@@ -11,8 +11,9 @@ import pytest
 
 from synthgate.config import PrepareConfig, SourceConfig, SplitConfig, ValidateConfig
 from synthgate.data.canonical import load_dataset
+from synthgate.data.folders import read_folder
 from synthgate.data.prepare import grouped_splits, prepare
-from synthgate.data.sources import read_folder, read_source
+from synthgate.data.sources import read_source
 from synthgate.data.validate import group_check, validate
 from synthgate.errors import DataError, ValidationFailed
 from tests.helpers import make_folder, pattern, png_bytes, run_cli, write_dicom

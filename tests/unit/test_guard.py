@@ -7,7 +7,7 @@ import json
 import pytest
 
 from synthgate.registry import guard as g
-from synthgate.registry import registry
+from synthgate.registry import verify
 
 
 class _RM:
@@ -72,7 +72,7 @@ def setup(tmp_path, monkeypatch):
             raise AttributeError("'list' object has no attribute 'get'")  # what the real one now turns into a no
         return passed[v], "ok" if passed[v] else "failed its gate (x)"
 
-    monkeypatch.setattr(registry, "approvable", approvable)
+    monkeypatch.setattr(verify, "approvable", approvable)
     now = [1_000_000.0]
     guard = g.Guard("http://mlflow", "s" * 32, tmp_path / "guard.db", connect=lambda uri: client, clock=lambda: now[0])
     return guard, client, passed, now

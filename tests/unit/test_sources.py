@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from synthgate.config import SourceConfig
-from synthgate.data.sources import detect_type, read_folder, read_medmnist, read_source
+from synthgate.data.folders import read_folder
+from synthgate.data.medmnist import read_medmnist
+from synthgate.data.sources import detect_type, read_source
 from synthgate.errors import ConfigError, DataError
 from tests.helpers import make_folder, make_npz, pattern, png_bytes
 

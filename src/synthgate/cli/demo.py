@@ -47,7 +47,8 @@ def demo(
         console.print(f"demo: at most {p.prepare.max_per_class} images per class, {p.train.steps} training steps and "
                       f"{p.sample.steps} sampler steps (--max-per-class, --max-steps, --max-sample-steps; 0 takes "
                       "the params file's value), to fit in 10 minutes on 2 CPU cores")
-    r = run_demo(p, workdir, keep_server=keep_server, override=override, observer=_Printer(workdir),
+    r = run_demo(p, workdir, keep_server=keep_server, override=override,
+                 observer=_Printer(workdir, str(p.data.source.path)),
                  reporter=_reporter())
     console.rule("[bold green]done")
     v = r.validation.dataset
@@ -80,8 +81,8 @@ def demo(
 class _Printer:
     """Prints each stage of the demo as the stage commands do."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: Path, source: str) -> None:
+        self.workdir, self.source = workdir, source
 
     def stage(self, n: int, title: str) -> None:
         console.rule(f"[bold]{n}/{STAGES} {title}")
@@ -92,7 +93,7 @@ class _Printer:
 
     def done(self, stage: str, result: Any) -> None:
         if stage == "prepare":
-            _print_dataset(f"prepared {result.manifest['num_images']} images", result)
+            _print_dataset(f"prepared {result.manifest['num_images']} images from {self.source}", result)
         elif stage == "validate":
             _print_checks(result)
             if result.dropped:

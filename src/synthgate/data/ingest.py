@@ -42,7 +42,7 @@ def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
 
 def _resolve_missing(cfg: SourceConfig) -> Path:
     """Where the source path does not exist, fetch it through the field's own loaders."""
-    from synthgate.data.sources import download_medmnist, medmnist_info
+    from synthgate.data.medmnist import download_medmnist, medmnist_info
 
     kind = cfg.type
     path = Path(cfg.path)

@@ -1,7 +1,7 @@
 """NIfTI volumes (``.nii``/``.nii.gz``): each 3D volume becomes 2D slices.
 
 A NIfTI source is a folder of volumes and a label table (CSV, one row per volume: ``file,label``,
-optional ``split`` and ``group``/``patient``; :func:`synthgate.data.sources.read_label_table`).
+optional ``split`` and ``group``/``patient``; :func:`synthgate.data.folders.read_label_table`).
 MONAI's ``NibabelReader`` loads each volume reoriented to the closest canonical (RAS+) orientation,
 so ``data.source.volume.axis`` means the same anatomical direction in every volume whatever its
 affine (0 sagittal, 1 coronal, 2 axial). Per volume:
@@ -29,7 +29,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from synthgate.data.config import VolumeConfig
-from synthgate.data.sources import RawItem, SourceData, listed_file, read_label_table
+from synthgate.data.folders import listed_file, read_label_table
+from synthgate.data.sources import RawItem, SourceData
 from synthgate.errors import DataError
 from synthgate.utils import sha256_file, sha256_tree
 

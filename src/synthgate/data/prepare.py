@@ -213,107 +213,25 @@ def prepare(
     workers = cfg.workers or (os.cpu_count() or 1)
     chunks = _decode_all(items, geo, workers, reporter)
 
-    failed = [(ci * CHUNK + i, msg) for ci, ch in enumerate(chunks) for i, msg in ch.failed]
-    skipped: list[dict[str, str]] = []
-    if failed:
-        first, msg = failed[0]
-        if cfg.on_error == "fail":
-            more = f" ({len(failed) - 1} more unreadable)" if len(failed) > 1 else ""
-            raise DataError(
-                f"{items[first].source}: {msg}{more}",
-                hint="remove or replace the file, or set prepare.on_error: skip to leave unreadable images out",
-            )
-        skipped = [{"source": items[i].source, "error": m} for i, m in failed]
-        log.warning("skipped %d unreadable images, first: %s", len(failed), items[first].source)
-
+    failed, skipped = _failures(chunks, items, cfg)
     images = np.concatenate([c.images for c in chunks])
-    orig = np.concatenate([c.orig for c in chunks])
     keep = np.ones(len(items), bool)
     keep[[i for i, _ in failed]] = False
     class_index = {c: k for k, c in enumerate(data.classes)}
     labels = np.array([class_index[it.label] for it in items], dtype=np.int64)
-    source_hashes = [it.file_sha256 or h for it, h in zip(items, (h for c in chunks for h in c.source_sha256),
-                                                          strict=True)]
-    groups: np.ndarray | None = None  # the raw ids: they order the grouped split, then only their hash is kept
-    group_note = None
-    with_group = [it.group is not None for it in items]
-    if any(with_group):
-        if not all(with_group):
-            n_without = sum(not w for w in with_group)
-            raise DataError(f"{source.path}: {n_without} of {len(items)} image(s) have no patient group, while the "
-                            f"others have one ({data.group_source})", hint="give every image a group, or none")
-        groups = np.array([str(it.group) for it in items], dtype=object)
-    seed_note = f"seed={cfg.split.seed}"
-    grouped = " grouped by patient," if groups is not None else ""
-    if data.has_split:
-        splits = np.array([it.split for it in items], dtype=object)
-        split_note = f"source ({data.split_source})" if data.split_source else "source"
-        missing = [s for s in ("val", "test") if not np.any(splits == s)]
-        if missing:
-            # the source gives train (and maybe one held-out split): carve the rest out of its training split
-            tr = np.flatnonzero(splits == "train")
-            frac = {"val": cfg.split.val if "val" in missing else 0.0, "test": cfg.split.test if "test" in missing else 0.0}
-            sub = assign_splits(labels[tr], len(data.classes), frac["val"], frac["test"], cfg.split.seed,
-                                None if groups is None else groups[tr])
-            splits[tr] = sub
-            split_note += (f"; {' and '.join(missing)} carved from its training split (stratified,{grouped} "
-                           f"{seed_note} " + " ".join(f"{m}={frac[m]}" for m in missing) + ")")
-    else:
-        splits = assign_splits(labels, len(data.classes), cfg.split.val, cfg.split.test, cfg.split.seed, groups)
-        split_note = f"stratified,{grouped} {seed_note} val={cfg.split.val} test={cfg.split.test}"
+    groups = _raw_groups(items, data, source)  # the raw ids order the grouped split; only their hash is kept
+    splits, split_note = _splits(labels, items, data, cfg, groups)
     if data.has_split and not np.any(splits == "train"):
         raise DataError(f"{source.path}: the source's split ({data.split_source}) has no training images",
                         hint="mark the training images 'train' (or leave the split out and let prepare draw one)")
+    group_note = None
     if groups is not None:
-        empty = [sp for sp, frac in (("val", cfg.split.val), ("test", cfg.split.test))
-                 if (frac > 0 or data.has_split) and not np.any(splits == sp)]
-        if empty:
-            raise DataError(
-                f"{source.path}: {len(set(groups.tolist()))} patient group(s) ({data.group_source}): a split grouped by "
-                f"patient leaves the {' and '.join(empty)} split(s) empty",
-                hint="a held-out split needs patients of its own: more patients, larger split fractions, or check "
-                     "that the group source (e.g. every file's PatientID) is not the same for all images")
-        for sp in ("val", "test") if not data.has_split else ():  # a split prepare drew by patient
-            if not np.any(splits == sp):
-                continue
-            lacking = [data.classes[k] for k in range(len(data.classes))
-                       if np.any(labels == k) and not np.any((labels == k) & (splits == sp))]
-            if lacking:
-                k = data.classes.index(lacking[0])
-                n_pat = len(set(groups[labels == k].tolist()))
-                raise DataError(
-                    f"{source.path}: class {lacking[0]!r} has no {sp} image: its {int(np.sum(labels == k))} image(s) "
-                    f"belong to {n_pat} patient(s), all in other splits"
-                    + (f" (also without {sp} images: {', '.join(lacking[1:])})" if len(lacking) > 1 else ""),
-                    hint=f"a held-out split without a class cannot test it: more patients of that class, a larger "
-                         f"split.{sp}, or a source split that gives it {sp} patients")
+        _check_grouped_splits(splits, labels, groups, data, cfg, source)
         salt, salt_note = group_salt()
         raw_count = len(set(groups.tolist()))
         groups = hash_groups([str(g) for g in groups], salt)
         group_note = {"source": data.group_source, "hashed": f"HMAC-SHA256 with {salt_note}", "count": raw_count}
-    stats = image_stats(images)
-    meta = pd.DataFrame(
-        {
-            "split": splits.astype(str),
-            "label": labels,
-            "label_name": [it.label for it in items],
-            "sha256": [h for c in chunks for h in c.sha256],
-            "source": [it.source for it in items],
-            "source_sha256": source_hashes,
-            "orig_height": orig[:, 0],
-            "orig_width": orig[:, 1],
-            "orig_channels": orig[:, 2],
-            "height": np.full(len(items), geo.resolution, np.int64),
-            "width": np.full(len(items), geo.resolution, np.int64),
-            "channels": np.full(len(items), geo.channels, np.int64),
-            "mean": stats["mean"],
-            "std": stats["std"],
-            "min": stats["min"],
-            "max": stats["max"],
-            "nan_fraction": np.concatenate([c.nan_fraction for c in chunks]),
-            "delentropy": np.concatenate([c.delentropy for c in chunks]),
-        }
-    )
+    meta = _metadata(images, chunks, items, splits, labels, geo)
     if groups is not None:
         meta["group"] = groups.astype(str)
     tags_df = None
@@ -345,4 +263,117 @@ def prepare(
     return write_dataset(
         out, images, meta, data.classes, stage="prepare", config=config, inputs=data.inputs,
         extra=extra, dicom_tags=tags_df,
+    )
+
+
+def _failures(chunks: list[_Chunk], items: list[RawItem], cfg: PrepareConfig
+              ) -> tuple[list[tuple[int, str]], list[dict[str, str]]]:
+    """The unreadable images: an error naming the first (``on_error: fail``), or the list of those skipped."""
+    failed = [(ci * CHUNK + i, msg) for ci, ch in enumerate(chunks) for i, msg in ch.failed]
+    skipped: list[dict[str, str]] = []
+    if failed:
+        first, msg = failed[0]
+        if cfg.on_error == "fail":
+            more = f" ({len(failed) - 1} more unreadable)" if len(failed) > 1 else ""
+            raise DataError(
+                f"{items[first].source}: {msg}{more}",
+                hint="remove or replace the file, or set prepare.on_error: skip to leave unreadable images out",
+            )
+        skipped = [{"source": items[i].source, "error": m} for i, m in failed]
+        log.warning("skipped %d unreadable images, first: %s", len(failed), items[first].source)
+    return failed, skipped
+
+
+def _raw_groups(items: list[RawItem], data: SourceData, source: SourceConfig) -> np.ndarray | None:
+    """Every image's patient group as the source gave it, or None; every image or none must have one."""
+    with_group = [it.group is not None for it in items]
+    if not any(with_group):
+        return None
+    if not all(with_group):
+        n_without = sum(not w for w in with_group)
+        raise DataError(f"{source.path}: {n_without} of {len(items)} image(s) have no patient group, while the "
+                        f"others have one ({data.group_source})", hint="give every image a group, or none")
+    return np.array([str(it.group) for it in items], dtype=object)
+
+
+def _splits(labels: np.ndarray, items: list[RawItem], data: SourceData, cfg: PrepareConfig,
+            groups: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """The source's own split (the missing held-out splits carved from its training split), or a
+    stratified one (by patient with ``groups``); -> (split per image, how it was made)."""
+    seed_note = f"seed={cfg.split.seed}"
+    grouped = " grouped by patient," if groups is not None else ""
+    if not data.has_split:
+        splits = assign_splits(labels, len(data.classes), cfg.split.val, cfg.split.test, cfg.split.seed, groups)
+        return splits, f"stratified,{grouped} {seed_note} val={cfg.split.val} test={cfg.split.test}"
+    splits = np.array([it.split for it in items], dtype=object)
+    split_note = f"source ({data.split_source})" if data.split_source else "source"
+    missing = [s for s in ("val", "test") if not np.any(splits == s)]
+    if missing:
+        # the source gives train (and maybe one held-out split): carve the rest out of its training split
+        tr = np.flatnonzero(splits == "train")
+        frac = {"val": cfg.split.val if "val" in missing else 0.0, "test": cfg.split.test if "test" in missing else 0.0}
+        sub = assign_splits(labels[tr], len(data.classes), frac["val"], frac["test"], cfg.split.seed,
+                            None if groups is None else groups[tr])
+        splits[tr] = sub
+        split_note += (f"; {' and '.join(missing)} carved from its training split (stratified,{grouped} "
+                       f"{seed_note} " + " ".join(f"{m}={frac[m]}" for m in missing) + ")")
+    return splits, split_note
+
+
+def _check_grouped_splits(splits: np.ndarray, labels: np.ndarray, groups: np.ndarray, data: SourceData,
+                          cfg: PrepareConfig, source: SourceConfig) -> None:
+    """A split by patient must leave no held-out split empty, and (when prepare drew it) no class
+    without images in a held-out split."""
+    empty = [sp for sp, frac in (("val", cfg.split.val), ("test", cfg.split.test))
+             if (frac > 0 or data.has_split) and not np.any(splits == sp)]
+    if empty:
+        raise DataError(
+            f"{source.path}: {len(set(groups.tolist()))} patient group(s) ({data.group_source}): a split grouped by "
+            f"patient leaves the {' and '.join(empty)} split(s) empty",
+            hint="a held-out split needs patients of its own: more patients, larger split fractions, or check "
+                 "that the group source (e.g. every file's PatientID) is not the same for all images")
+    for sp in ("val", "test") if not data.has_split else ():  # a split prepare drew by patient
+        if not np.any(splits == sp):
+            continue
+        lacking = [data.classes[k] for k in range(len(data.classes))
+                   if np.any(labels == k) and not np.any((labels == k) & (splits == sp))]
+        if lacking:
+            k = data.classes.index(lacking[0])
+            n_pat = len(set(groups[labels == k].tolist()))
+            raise DataError(
+                f"{source.path}: class {lacking[0]!r} has no {sp} image: its {int(np.sum(labels == k))} image(s) "
+                f"belong to {n_pat} patient(s), all in other splits"
+                + (f" (also without {sp} images: {', '.join(lacking[1:])})" if len(lacking) > 1 else ""),
+                hint=f"a held-out split without a class cannot test it: more patients of that class, a larger "
+                     f"split.{sp}, or a source split that gives it {sp} patients")
+
+
+def _metadata(images: np.ndarray, chunks: list[_Chunk], items: list[RawItem], splits: np.ndarray,
+              labels: np.ndarray, geo: Geometry) -> pd.DataFrame:
+    """``metadata.parquet``: one row per image (split, label, hashes, source, geometry, statistics)."""
+    orig = np.concatenate([c.orig for c in chunks])
+    source_hashes = [it.file_sha256 or h for it, h in zip(items, (h for c in chunks for h in c.source_sha256),
+                                                          strict=True)]
+    stats = image_stats(images)
+    return pd.DataFrame(
+        {
+            "split": splits.astype(str),
+            "label": labels,
+            "label_name": [it.label for it in items],
+            "sha256": [h for c in chunks for h in c.sha256],
+            "source": [it.source for it in items],
+            "source_sha256": source_hashes,
+            "orig_height": orig[:, 0],
+            "orig_width": orig[:, 1],
+            "orig_channels": orig[:, 2],
+            "height": np.full(len(items), geo.resolution, np.int64),
+            "width": np.full(len(items), geo.resolution, np.int64),
+            "channels": np.full(len(items), geo.channels, np.int64),
+            "mean": stats["mean"],
+            "std": stats["std"],
+            "min": stats["min"],
+            "max": stats["max"],
+            "nan_fraction": np.concatenate([c.nan_fraction for c in chunks]),
+            "delentropy": np.concatenate([c.delentropy for c in chunks]),
+        }
     )

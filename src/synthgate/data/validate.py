@@ -293,66 +293,17 @@ def validate(
                 c.passed = True
                 c.summary = f"{len(empty)} constant image(s) dropped (validate.drop_empty)"
 
-    # -- duplicates across splits
     with reporter.task("Duplicates across splits", None):
-        dups = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
-                               cfg.near_duplicate_threshold, aligned=cfg.aligned_duplicates)
-    pairs = dups.pairs.copy()
-    pairs["source_a"] = ds.meta["source"].to_numpy()[pairs["index_a"].to_numpy()] if len(pairs) else []
-    pairs["source_b"] = ds.meta["source"].to_numpy()[pairs["index_b"].to_numpy()] if len(pairs) else []
-    pairs.to_csv(report_dir / "duplicates.csv", index=False)
-    n_exact = int((pairs["kind"] == "exact").sum())
-    n_near = int(pairs["kind"].isin(["near", "aligned"]).sum())
-    dup_details = {"exact_pairs": n_exact, "near_pairs": n_near,
-                   "aligned_pairs": int((pairs["kind"] == "aligned").sum()), "within_split_exact": dups.within_split_exact,
-                   "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv"}
-    if len(pairs) == 0:
-        checks.append(Check("no duplicates across splits", True,
-                            f"none (near-copy threshold r >= {cfg.near_duplicate_threshold})", details=dup_details))
-    else:
-        to_drop = dups.to_drop()
-        if cfg.drop_duplicates:
-            drop[to_drop] = True
-            dropped["duplicates"] = int(len(to_drop))
-            checks.append(Check(
-                "no duplicates across splits", True,
-                f"{n_exact} exact and {n_near} near-duplicate pair(s) across splits; dropped {len(to_drop)} "
-                "held-out image(s) (validate.drop_duplicates)", details=dup_details))
-        else:
-            ex = pairs.iloc[0]
-            checks.append(Check(
-                "no duplicates across splits", False,
-                f"{n_exact} exact and {n_near} near-duplicate pair(s) (r >= {cfg.near_duplicate_threshold}) "
-                f"span splits, e.g. {ex.source_a} ({ex.split_a}) ~ {ex.source_b} ({ex.split_b}); "
-                f"rerun with --drop-duplicates to drop the {len(to_drop)} held-out member(s); "
-                "all pairs in duplicates.csv",
-                details=dup_details))
-
-    # -- DICOM PHI
-    tags = ds.dicom_tags
-    phi_found = tags is not None and len(tags) > 0
+        checks.append(_duplicate_check(ds, frame, cfg, report_dir, drop, dropped))
     if "group" in ds.meta:
         checks.append(group_check(ds.meta["group"].astype(str).to_numpy(), frame["split"].astype(str).to_numpy(),
                                   ~drop))
+    tags = ds.dicom_tags
     deidentified = False
     if tags is not None:
-        if not phi_found:
-            checks.append(Check("no DICOM PHI", True, "no identifying tags present"))
-        else:
-            per_tag = tags.groupby("tag")["index"].nunique().sort_values(ascending=False)
-            listing = ", ".join(f"{t} ({n})" for t, n in per_tag.items())
-            n_img = int(tags["index"].nunique())
-            if cfg.deidentify:
-                deidentified = True
-                checks.append(Check("no DICOM PHI", True,
-                                    f"stripped identifying tags from {n_img} image(s): {listing}",
-                                    details={"tags_removed": per_tag.index.tolist()}))
-            else:
-                checks.append(Check(
-                    "no DICOM PHI", False,
-                    f"{n_img} of {len(ds.meta)} DICOM image(s) carry identifying tags: {listing}; refusing. "
-                    "Rerun with --deidentify (validate.deidentify: true) to strip them",
-                    details={"tags": per_tag.to_dict()}))
+        phi = _phi_check(tags, len(ds.meta), cfg)
+        checks.append(phi)
+        deidentified = bool(cfg.deidentify and len(tags) > 0)
 
     balance = {
         "counts": counts.set_index("class")[["train", "val", "test"]].to_dict(orient="index"),
@@ -374,25 +325,8 @@ def validate(
 
     result_ds: CanonicalDataset | None = None
     if passed:
-        keep = np.flatnonzero(~drop)
-        meta = ds.meta.iloc[keep].copy()
-        if deidentified:
-            meta["source"] = [_pseudonym(s) for s in meta["source"]]
-        extra = {k: v for k, v in ds.manifest.items()
-                 if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom",
-                          "groups")}
-        extra["deidentified"] = deidentified if tags is not None else None
-        extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json")}
-        if deidentified:
-            extra["skipped"] = [{**s, "source": _pseudonym(s["source"])} for s in extra.get("skipped") or []]
-        parent = {"stage": ds.manifest.get("stage"), "content_hash": ds.content_hash, "path": str(dataset)}
         with reporter.task("Writing validated dataset", None):
-            result_ds = write_dataset(
-                out, np.asarray(ds.images)[keep], meta, ds.classes, stage="validate",
-                config={**ds.manifest.get("config", {}), "validate": cfg.model_dump(mode="json")},
-                inputs=[parent], extra=extra,
-                dicom_tags=None if (deidentified or tags is None) else tags,
-            )
+            result_ds = _write_validated(ds, Path(dataset), out, report_dir, cfg, drop, dropped, deidentified)
         report["validated_dataset"] = {"path": str(out), "content_hash": result_ds.content_hash,
                                        "num_images": result_ds.manifest["num_images"]}
     else:
@@ -415,3 +349,75 @@ def validate(
         raise err
     log.info("validation passed: %d checks", len(checks))
     return result
+
+
+def _duplicate_check(ds: CanonicalDataset, frame: pd.DataFrame, cfg: ValidateConfig, report_dir: Path,
+                     drop: np.ndarray, dropped: dict[str, int]) -> Check:
+    """Exact, near and aligned duplicates across splits (all pairs in ``duplicates.csv``); with
+    ``drop_duplicates`` their held-out members are marked in ``drop``, else the check fails."""
+    dups = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
+                           cfg.near_duplicate_threshold, aligned=cfg.aligned_duplicates)
+    pairs = dups.pairs.copy()
+    pairs["source_a"] = ds.meta["source"].to_numpy()[pairs["index_a"].to_numpy()] if len(pairs) else []
+    pairs["source_b"] = ds.meta["source"].to_numpy()[pairs["index_b"].to_numpy()] if len(pairs) else []
+    pairs.to_csv(report_dir / "duplicates.csv", index=False)
+    n_exact = int((pairs["kind"] == "exact").sum())
+    n_near = int(pairs["kind"].isin(["near", "aligned"]).sum())
+    details = {"exact_pairs": n_exact, "near_pairs": n_near,
+               "aligned_pairs": int((pairs["kind"] == "aligned").sum()), "within_split_exact": dups.within_split_exact,
+               "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv"}
+    if len(pairs) == 0:
+        return Check("no duplicates across splits", True,
+                     f"none (near-copy threshold r >= {cfg.near_duplicate_threshold})", details=details)
+    to_drop = dups.to_drop()
+    if cfg.drop_duplicates:
+        drop[to_drop] = True
+        dropped["duplicates"] = int(len(to_drop))
+        return Check("no duplicates across splits", True,
+                     f"{n_exact} exact and {n_near} near-duplicate pair(s) across splits; dropped {len(to_drop)} "
+                     "held-out image(s) (validate.drop_duplicates)", details=details)
+    ex = pairs.iloc[0]
+    return Check("no duplicates across splits", False,
+                 f"{n_exact} exact and {n_near} near-duplicate pair(s) (r >= {cfg.near_duplicate_threshold}) "
+                 f"span splits, e.g. {ex.source_a} ({ex.split_a}) ~ {ex.source_b} ({ex.split_b}); "
+                 f"rerun with --drop-duplicates to drop the {len(to_drop)} held-out member(s); "
+                 "all pairs in duplicates.csv", details=details)
+
+
+def _phi_check(tags: pd.DataFrame, n_images: int, cfg: ValidateConfig) -> Check:
+    """DICOM PHI: none present passes; present fails unless ``deidentify`` strips it."""
+    if len(tags) == 0:
+        return Check("no DICOM PHI", True, "no identifying tags present")
+    per_tag = tags.groupby("tag")["index"].nunique().sort_values(ascending=False)
+    listing = ", ".join(f"{t} ({n})" for t, n in per_tag.items())
+    n_img = int(tags["index"].nunique())
+    if cfg.deidentify:
+        return Check("no DICOM PHI", True, f"stripped identifying tags from {n_img} image(s): {listing}",
+                     details={"tags_removed": per_tag.index.tolist()})
+    return Check("no DICOM PHI", False,
+                 f"{n_img} of {n_images} DICOM image(s) carry identifying tags: {listing}; refusing. "
+                 "Rerun with --deidentify (validate.deidentify: true) to strip them",
+                 details={"tags": per_tag.to_dict()})
+
+
+def _write_validated(ds: CanonicalDataset, dataset: Path, out: Path, report_dir: Path, cfg: ValidateConfig,
+                     drop: np.ndarray, dropped: dict[str, int], deidentified: bool) -> CanonicalDataset:
+    """The validated copy: without the dropped images, pseudonymised sources when de-identified."""
+    tags = ds.dicom_tags
+    keep = np.flatnonzero(~drop)
+    meta = ds.meta.iloc[keep].copy()
+    if deidentified:
+        meta["source"] = [_pseudonym(s) for s in meta["source"]]
+    extra = {k: v for k, v in ds.manifest.items()
+             if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom",
+                      "groups")}
+    extra["deidentified"] = deidentified if tags is not None else None
+    extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json")}
+    if deidentified:
+        extra["skipped"] = [{**s, "source": _pseudonym(s["source"])} for s in extra.get("skipped") or []]
+    parent = {"stage": ds.manifest.get("stage"), "content_hash": ds.content_hash, "path": str(dataset)}
+    return write_dataset(
+        out, np.asarray(ds.images)[keep], meta, ds.classes, stage="validate",
+        config={**ds.manifest.get("config", {}), "validate": cfg.model_dump(mode="json")},
+        inputs=[parent], extra=extra, dicom_tags=None if (deidentified or tags is None) else tags,
+    )

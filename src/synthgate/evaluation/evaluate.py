@@ -155,12 +155,8 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``synthetic_dir`` against ``real_dir``; write evaluation.json and report.html to ``out``."""
     from synthgate.data.complexity import delentropy
-    from synthgate.evaluation import fidelity as fid_mod
     from synthgate.evaluation.encoder import get_encoder
-    from synthgate.evaluation.memorization.descriptor import get_descriptor
-    from synthgate.evaluation.memorization.evidence import memorization_evidence
     from synthgate.evaluation.realism import realism
-    from synthgate.evaluation.report import render_report
     from synthgate.evaluation.utility import utility
     from synthgate.evaluation.variety import complexity, variety
 
@@ -202,18 +198,7 @@ def evaluate(
         f_test = enc.features(np.asarray(real.images[test_idx]))
         f_syn = enc.features(syn_images)
     with part("fidelity", "Fidelity (FID, KID, precision/recall, density/coverage)"):
-        overall = fid_mod.fidelity_metrics(f_ref, f_syn[s_idx], fc.k, fc.kid_subset_size, fc.kid_subsets, cfg.seed)
-        baseline = fid_mod.fidelity_metrics(f_ref, f_test, fc.k, fc.kid_subset_size, fc.kid_subsets, cfg.seed)
-        per_class: dict[str, Any] = {}
-        for k, c in enumerate(classes):
-            r = f_ref[y_real[ref_idx] == k]
-            s = f_syn[s_idx][y_syn[s_idx] == k]
-            if len(r) > fc.k and len(s) > fc.k:
-                per_class[c] = {"fid": fid_mod.fid(r, s), **fid_mod.prdc(r, s, fc.k), "n_synthetic": int(len(s))}
-            else:
-                per_class[c] = {"fid": None, "n_synthetic": int(len(s)),
-                                "note": f"fewer than k+1={fc.k + 1} images of this class"}
-        fidelity = {"overall": overall, "real_test_vs_train": baseline, "per_class": per_class}
+        fidelity = _fidelity(f_ref, f_test, f_syn[s_idx], y_real[ref_idx], y_syn[s_idx], classes, cfg)
         if cfg.inception_weights is not None:
             fidelity["inception_fid"] = _inception_fid(real, ref_idx, syn_images[s_idx], cfg.inception_weights,
                                                        test_idx)
@@ -223,20 +208,10 @@ def evaluate(
         comp = complexity(np.asarray(real.images[train_idx]), y_real[train_idx], syn_images, y_syn, classes,
                           real_de=real.meta["delentropy"].to_numpy()[train_idx], syn_de=delentropy(syn_images))
 
-    mc = cfg.memorization
-    held_idx = np.sort(np.concatenate([val_idx, test_idx]))  # every real image of a patient not in training
-    m_train = _sub(train_idx, mc.max_train, cfg.seed)
-    m_held = _sub(held_idx, mc.max_held_out, cfg.seed)
     test_imgs = np.asarray(real.images[test_idx])
-    with part("descriptor", "Copy descriptor"):
-        desc = get_descriptor(real, mc.descriptor, device, retrain=retrain_encoder, reporter=reporter)
-    with part("memorization", "Memorization"):
-        memorization, mem_arrays = memorization_evidence(
-            np.asarray(real.images[m_train]), np.asarray(real.images[m_held]), syn_images, train_size=len(train_idx),
-            cfg=mc, device=device, describe=desc.features, descriptor_identity=desc.identity(), syn_labels=y_syn,
-            held_labels=y_real[m_held], classes=classes, seed=cfg.seed, task=reporter.task)
-    for item in memorization["most_significant"]:  # training indices of the dataset (its file names stay out of
-        item["train_index"] = int(m_train[item["train_index"]])  # evaluation.json: they can name a patient)
+    memorization, mem_arrays, m_train = _memorization(real, syn_images, y_real, y_syn, train_idx,
+                                                      np.sort(np.concatenate([val_idx, test_idx])), cfg, device,
+                                                      retrain_encoder, reporter, part)
 
     util: dict[str, Any] | None = None
     groups = real.meta["group"].astype(str).to_numpy() if "group" in real.meta else None  # patients: clusters
@@ -255,27 +230,9 @@ def evaluate(
             real_res = realism(f_ref, y_real[ref_idx], f_syn, y_syn, classes, cfg.realism.k, cfg.realism.per_class)
 
     summary = _summary(fidelity, util, memorization, cfg)
-    data: dict[str, Any] = {
-        "format": FORMAT,
-        "created": utc_now(),
-        "synthgate_version": __version__,
-        "real": {"path": str(real_dir), "content_hash": real.content_hash, "counts": real.counts(),
-                 "classes": classes},
-        "synthetic": {"path": str(synthetic_dir), "content_hash": syn.content_hash,
-                      "num_images": int(len(syn_images)), "generator": syn.manifest.get("generator"),
-                      "standin": syn.manifest.get("standin"),
-                      "counts": {c: int((y_syn == k).sum()) for k, c in enumerate(classes)}},
-        "encoder": enc.identity(),
-        "device": str(device),
-        "config": cfg.model_dump(mode="json"),
-        "fidelity": fidelity,
-        "variety": var,
-        "complexity": {"per_class": comp["per_class"]},
-        "memorization": memorization,
-        "utility": util,
-        "realism": real_res,
-        "summary": summary,
-    }
+    data = _record(real_dir, synthetic_dir, real, syn, y_syn, classes, enc.identity(), device, cfg,
+                   {"fidelity": fidelity, "variety": var, "complexity": {"per_class": comp["per_class"]},
+                    "memorization": memorization, "utility": util, "realism": real_res, "summary": summary})
     data = _jsonable(data)
     data["evaluation_hash"] = evaluation_hash(data)
     start = time.perf_counter()
@@ -283,20 +240,94 @@ def evaluate(
               "y_real": y_real, "y_syn": y_syn, "memorization": mem_arrays, "f_ref": f_ref, "f_syn": f_syn[s_idx],
               "y_ref": y_real[ref_idx], "y_syn_sub": y_syn[s_idx], "m_train": m_train, "comp": comp,
               "realism": real_res, "train_sources": real.meta["source"].to_numpy()}
-    with atomic_directory(Path(out)) as tmp:
-        write_json_atomic(tmp / "evaluation.json", data)
-        (tmp / "report.html").write_text(render_report(data, arrays))
-        (tmp / PUBLIC_REPORT).write_text(render_report(data, arrays, public=True))
-        if real_res is not None and cfg.realism.filter != "none":
-            keep = np.flatnonzero(real_res["scores"]["global" if cfg.realism.filter == "global" else "per_class"] >= 1)
-            write_dataset(tmp / "filtered", syn_images[keep], syn.meta.iloc[keep].copy(), syn.classes,
-                          stage="realism-filter", config={"filter": cfg.realism.filter, "k": cfg.realism.k},
-                          inputs=[{"path": str(synthetic_dir), "content_hash": syn.content_hash}],
-                          extra={k: v for k, v in syn.manifest.items() if k in ("synthetic", "generator")})
+    _write(Path(out), data, arrays, real_res, cfg.realism, syn, syn_images, synthetic_dir)
     timings["report"] = round(time.perf_counter() - start, 3)
     data["timings"] = timings
     write_json_atomic(Path(out) / "evaluation.json", data)
     return EvaluationResult(Path(out) / "evaluation.json", Path(out) / "report.html", data)
+
+
+def _memorization(real: Any, syn_images: np.ndarray, y_real: np.ndarray, y_syn: np.ndarray, train_idx: np.ndarray,
+                  held_idx: np.ndarray, cfg: EvaluateConfig, device: Any, retrain: bool, reporter: Reporter,
+                  part: Any) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """The copy descriptor and the memorization evidence against the training split, calibrated on
+    ``held_idx`` (every real image of a patient not in training); -> (evidence, its arrays for the
+    report, the training indices searched)."""
+    from synthgate.evaluation.memorization.descriptor import get_descriptor
+    from synthgate.evaluation.memorization.evidence import memorization_evidence
+
+    mc = cfg.memorization
+    m_train = _sub(train_idx, mc.max_train, cfg.seed)
+    m_held = _sub(held_idx, mc.max_held_out, cfg.seed)
+    with part("descriptor", "Copy descriptor"):
+        desc = get_descriptor(real, mc.descriptor, device, retrain=retrain, reporter=reporter)
+    with part("memorization", "Memorization"):
+        memorization, mem_arrays = memorization_evidence(
+            np.asarray(real.images[m_train]), np.asarray(real.images[m_held]), syn_images, train_size=len(train_idx),
+            cfg=mc, device=device, describe=desc.features, descriptor_identity=desc.identity(), syn_labels=y_syn,
+            held_labels=y_real[m_held], classes=real.classes, seed=cfg.seed, task=reporter.task)
+    for item in memorization["most_significant"]:  # training indices of the dataset (its file names stay out of
+        item["train_index"] = int(m_train[item["train_index"]])  # evaluation.json: they can name a patient)
+    return memorization, mem_arrays, m_train
+
+
+def _fidelity(f_ref: np.ndarray, f_test: np.ndarray, f_syn: np.ndarray, y_ref: np.ndarray, y_syn: np.ndarray,
+              classes: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
+    """FID, KID and PRDC of the synthetic features against the training reference, the same for the real
+    test split (the baseline), and per class."""
+    from synthgate.evaluation import fidelity as fid_mod
+
+    fc = cfg.fidelity
+    overall = fid_mod.fidelity_metrics(f_ref, f_syn, fc.k, fc.kid_subset_size, fc.kid_subsets, cfg.seed)
+    baseline = fid_mod.fidelity_metrics(f_ref, f_test, fc.k, fc.kid_subset_size, fc.kid_subsets, cfg.seed)
+    per_class: dict[str, Any] = {}
+    for k, c in enumerate(classes):
+        r = f_ref[y_ref == k]
+        s = f_syn[y_syn == k]
+        if len(r) > fc.k and len(s) > fc.k:
+            per_class[c] = {"fid": fid_mod.fid(r, s), **fid_mod.prdc(r, s, fc.k), "n_synthetic": int(len(s))}
+        else:
+            per_class[c] = {"fid": None, "n_synthetic": int(len(s)),
+                            "note": f"fewer than k+1={fc.k + 1} images of this class"}
+    return {"overall": overall, "real_test_vs_train": baseline, "per_class": per_class}
+
+
+def _record(real_dir: Path, synthetic_dir: Path, real: Any, syn: Any, y_syn: np.ndarray, classes: list[str],
+            encoder: dict[str, Any], device: Any, cfg: EvaluateConfig, parts: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation.json`` before its hash: what was evaluated against what, with which settings, and
+    the ``parts`` (fidelity, variety, complexity, memorization, utility, realism, summary)."""
+    return {
+        "format": FORMAT,
+        "created": utc_now(),
+        "synthgate_version": __version__,
+        "real": {"path": str(real_dir), "content_hash": real.content_hash, "counts": real.counts(),
+                 "classes": classes},
+        "synthetic": {"path": str(synthetic_dir), "content_hash": syn.content_hash,
+                      "num_images": int(len(y_syn)), "generator": syn.manifest.get("generator"),
+                      "standin": syn.manifest.get("standin"),
+                      "counts": {c: int((y_syn == k).sum()) for k, c in enumerate(classes)}},
+        "encoder": encoder,
+        "device": str(device),
+        "config": cfg.model_dump(mode="json"),
+        **parts,
+    }
+
+
+def _write(out: Path, data: dict[str, Any], arrays: dict[str, Any], real_res: dict[str, Any] | None, rcfg: Any,
+           syn: Any, syn_images: np.ndarray, synthetic_dir: Path) -> None:
+    """``evaluation.json``, the full and the public report, and the realism-filtered set, all at once."""
+    from synthgate.evaluation.report import render_report
+
+    with atomic_directory(out) as tmp:
+        write_json_atomic(tmp / "evaluation.json", data)
+        (tmp / "report.html").write_text(render_report(data, arrays))
+        (tmp / PUBLIC_REPORT).write_text(render_report(data, arrays, public=True))
+        if real_res is not None and rcfg.filter != "none":
+            keep = np.flatnonzero(real_res["scores"]["global" if rcfg.filter == "global" else "per_class"] >= 1)
+            write_dataset(tmp / "filtered", syn_images[keep], syn.meta.iloc[keep].copy(), syn.classes,
+                          stage="realism-filter", config={"filter": rcfg.filter, "k": rcfg.k},
+                          inputs=[{"path": str(synthetic_dir), "content_hash": syn.content_hash}],
+                          extra={k: v for k, v in syn.manifest.items() if k in ("synthetic", "generator")})
 
 
 def _summary(fidelity: dict[str, Any], util: dict[str, Any] | None, memo: dict[str, Any],

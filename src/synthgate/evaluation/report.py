@@ -241,6 +241,35 @@ PUBLIC_NOTE = ("<div class=note>Public report: it shows no real image and no fil
                "<code>report.html</code>).</div>")
 
 
+def _summary_rows(s: dict[str, Any], m: dict[str, Any]) -> list[list[Any]]:
+    """The summary table: fidelity, the copy search, membership, and utility with its bounds."""
+    rows: list[list[Any]] = [
+        ["FID (encoder features)", s["fid"], f"real test vs train: {_fmt(s['fid_real_baseline'])}"],
+        ["precision / recall / F1", f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}", "k-NN manifolds"],
+        ["density / coverage", f"{s['density']:.3f} / {s['coverage']:.3f}", ""],
+        ["synthetic images flagged as copies", s["flagged_copies"],
+         f"{m['flags']['correction'].upper()} at {m['flags']['alpha']:g} over {m['coverage']['synthetic_size']} images; "
+         f"smallest copy p-value {_fmt(s['smallest_copy_p'])}"],
+        ["planted copies found (weakest kind)", s["planted_min_detection"],
+         f"{m['coverage']['train_compared']} of {m['coverage']['train_size']} training images searched"],
+        ["membership-inference AUC (descriptor / pixels)",
+         f"{_fmt(s['membership_auc'])} / {_fmt(s['membership_auc_pixel'])}", "0.5 = no leak"],
+    ]
+    if "auc_gap" in s:
+        level = s.get("utility_confidence")
+        bound = (f"one-sided {level:g} bound over {s.get('utility_seeds')} seeds, training sets and test split"
+                 if level else "bound")
+        rows += [["AUROC real (TRTR, matched) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}",
+                  f"real, whole training split: {_fmt(s.get('auc_real_full'))}"],
+                 ["utility gap AUC_real − AUC_syn (mean / upper bound)",
+                  f"{_fmt(s['auc_gap'])} / {_fmt(s.get('auc_gap_upper'))}", f"dumontschutte2021; {bound}"],
+                 ["Δsyn, label overfitting (mean / upper bound)",
+                  f"{_fmt(s.get('delta_syn'))} / {_fmt(s.get('delta_syn_upper'))}", "≈0 is good"],
+                 ["augmentation gain (mean / lower bound)",
+                  f"{_fmt(s.get('augmented_gain'))} / {_fmt(s.get('augmented_gain_lower'))}", "real+synthetic vs real"]]
+    return rows
+
+
 def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False) -> str:
     """The evaluation report. ``public``: the version that may leave the place where the real data
     is (registry, published package): every number, but no real image (samples, mean images, the
@@ -267,30 +296,7 @@ def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False)
         f"evaluation {data['evaluation_hash'][:16]} · synthgate {data['synthgate_version']} · {data['created']}</p>")
     if s.get("fidelity_utility_disagree"):
         parts.append(f"<div class=flag>{html.escape(s['fidelity_utility_note'])}</div>")
-    rows = [
-        ["FID (encoder features)", s["fid"], f"real test vs train: {_fmt(s['fid_real_baseline'])}"],
-        ["precision / recall / F1", f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}", "k-NN manifolds"],
-        ["density / coverage", f"{s['density']:.3f} / {s['coverage']:.3f}", ""],
-        ["synthetic images flagged as copies", s["flagged_copies"],
-         f"{m['flags']['correction'].upper()} at {m['flags']['alpha']:g} over {m['coverage']['synthetic_size']} images; "
-         f"smallest copy p-value {_fmt(s['smallest_copy_p'])}"],
-        ["planted copies found (weakest kind)", s["planted_min_detection"],
-         f"{m['coverage']['train_compared']} of {m['coverage']['train_size']} training images searched"],
-        ["membership-inference AUC (descriptor / pixels)",
-         f"{_fmt(s['membership_auc'])} / {_fmt(s['membership_auc_pixel'])}", "0.5 = no leak"],
-    ]
-    if "auc_gap" in s:
-        level = s.get("utility_confidence")
-        bound = (f"one-sided {level:g} bound over {s.get('utility_seeds')} seeds, training sets and test split"
-                 if level else "bound")
-        rows += [["AUROC real (TRTR, matched) / synthetic (TSTR)", f"{s['auc_real']:.4f} / {s['auc_synthetic']:.4f}",
-                  f"real, whole training split: {_fmt(s.get('auc_real_full'))}"],
-                 ["utility gap AUC_real − AUC_syn (mean / upper bound)",
-                  f"{_fmt(s['auc_gap'])} / {_fmt(s.get('auc_gap_upper'))}", f"dumontschutte2021; {bound}"],
-                 ["Δsyn, label overfitting (mean / upper bound)",
-                  f"{_fmt(s.get('delta_syn'))} / {_fmt(s.get('delta_syn_upper'))}", "≈0 is good"],
-                 ["augmentation gain (mean / lower bound)",
-                  f"{_fmt(s.get('augmented_gain'))} / {_fmt(s.get('augmented_gain_lower'))}", "real+synthetic vs real"]]
+    rows = _summary_rows(s, m)
     parts += ["<h2>Summary</h2>", _table(rows, ["measure", "value", "context"])]
 
     parts += ["<h2>Samples</h2>", _samples(a, classes, public=public)]

@@ -147,6 +147,31 @@ class TrainJobSpec:
     model_dir: str = JOB_MODEL_DIR
 
 
+def _command(spec: TrainJobSpec, args: list[str], env: dict[str, str] | None
+             ) -> tuple[list[str], list[str], dict[str, str] | None]:
+    """torchrun with synthgate's ``args``; in ``bash -c`` when the nodes first write the params file or
+    fetch the dataset, or node rank 0 uploads the model after torchrun. -> (command, args, env)."""
+    if not (spec.dataset_uri or spec.params_json is not None or spec.model_uri):
+        return list(TORCHRUN), list(args), env
+    lines = ["set -euo pipefail"]
+    extra: dict[str, str] = {}
+    if spec.params_json is not None:
+        lines.append(f'printf \'%s\' "${PARAMS_ENV}" > {JOB_PARAMS_FILE}')
+        extra[PARAMS_ENV] = spec.params_json
+    if spec.dataset_uri:
+        lines.append(f'synthgate trainjob fetch-dataset "$SYNTHGATE_DATASET_URI" {spec.scratch_dir}/dataset')
+        extra["SYNTHGATE_DATASET_URI"] = spec.dataset_uri
+    if spec.model_uri:  # node rank 0 holds global rank 0, the one that wrote the model
+        lines += [f'{" ".join(TORCHRUN)} "$@"',
+                  'if [ "${PET_NODE_RANK:-0}" = "0" ]; then',
+                  f'  synthgate trainjob upload-model {spec.model_dir} "${MODEL_URI_ENV}"',
+                  "fi"]
+        extra[MODEL_URI_ENV] = spec.model_uri
+    else:
+        lines.append(f'exec {" ".join(TORCHRUN)} "$@"')
+    return ["bash", "-c", "\n".join(lines) + "\n", "synthgate"], list(args), {**(env or {}), **extra}
+
+
 def trainjob_manifest(spec: TrainJobSpec) -> dict[str, Any]:
     """A Kubeflow Trainer v2 ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``) running
     ``synthgate <args>`` under torchrun on ``num_nodes`` nodes of ``gpus_per_node`` GPUs (the
@@ -183,27 +208,7 @@ def trainjob_manifest(spec: TrainJobSpec) -> dict[str, Any]:
         limits["cpu"] = spec.cpu
     if spec.memory:
         limits["memory"] = spec.memory
-    if spec.dataset_uri or spec.params_json is not None or spec.model_uri:
-        lines = ["set -euo pipefail"]
-        extra: dict[str, str] = {}
-        if spec.params_json is not None:
-            lines.append(f'printf \'%s\' "${PARAMS_ENV}" > {JOB_PARAMS_FILE}')
-            extra[PARAMS_ENV] = spec.params_json
-        if spec.dataset_uri:
-            lines.append(f'synthgate trainjob fetch-dataset "$SYNTHGATE_DATASET_URI" {spec.scratch_dir}/dataset')
-            extra["SYNTHGATE_DATASET_URI"] = spec.dataset_uri
-        if spec.model_uri:  # node rank 0 holds global rank 0, the one that wrote the model
-            lines += [f'{" ".join(TORCHRUN)} "$@"',
-                      'if [ "${PET_NODE_RANK:-0}" = "0" ]; then',
-                      f'  synthgate trainjob upload-model {spec.model_dir} "${MODEL_URI_ENV}"',
-                      "fi"]
-            extra[MODEL_URI_ENV] = spec.model_uri
-        else:
-            lines.append(f'exec {" ".join(TORCHRUN)} "$@"')
-        command, cmd_args = ["bash", "-c", "\n".join(lines) + "\n", "synthgate"], list(args)
-        env = {**(env or {}), **extra}
-    else:
-        command, cmd_args = list(TORCHRUN), list(args)
+    command, cmd_args, env = _command(spec, args, env)
     trainer: dict[str, Any] = {
         "image": spec.image,
         "command": command,

@@ -2,7 +2,7 @@
 
 MLflow (3.3+, SQL backends) delivers registry webhooks, HMAC-signed. ``synthgate guard serve`` receives
 them; when a **protected alias** (default ``approved``) lands on a version whose gate record does not
-verify, or verifies and failed without a recorded override (:func:`synthgate.registry.registry.approvable`,
+verify, or verifies and failed without a recorded override (:func:`synthgate.registry.verify.approvable`,
 the same check as ``synthgate promote``), it moves the alias back to the version that held it
 before (the last one it saw approved) or removes it, within the time a delivery takes, and records
 that: an ``audit.N`` entry on the version (action ``guard-reverted``), the Prometheus counter
@@ -202,7 +202,8 @@ class Guard:
     def check(self, name: str, alias: str, version: str) -> str | None:
         """Keep ``name@alias`` on ``version`` if it may hold it; otherwise move it back (or remove it)
         and return what was done."""
-        from synthgate.registry.registry import _audit, approvable
+        from synthgate.registry.registry import _audit
+        from synthgate.registry.verify import approvable
 
         client = self._client()
         with self._lock:

@@ -72,7 +72,7 @@ def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = N
     from synthgate.errors import DataError
     from synthgate.gates.decision import check_record, load_evaluation
     from synthgate.generators.model import read_generator_info
-    from synthgate.registry.registry import PromotionRefused, check_generator
+    from synthgate.registry.verify import PromotionRefused, check_generator
     from synthgate.utils import read_json, sha256_file
 
     hint = "register the generator with `synthgate register` (which bundles its evaluation and gate record)"

@@ -31,20 +31,24 @@ from typing import Any
 
 from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
-from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.access import checked_access
 from synthgate.registry.client import connect, tracking_uri, unless_missing
+from synthgate.registry.verify import (  # noqa: F401  (re-exported: the verification API of a version)
+    IDENTITY_FIELDS,
+    REQUIRED_POLICY_TAG,
+    PromotionRefused,
+    approvable,
+    check_generator,
+    has_recorded_override,
+    verify_version,
+)
 from synthgate.utils import read_json, sha256_file, utc_now
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "synthgate"
 PIP_REQUIREMENTS = [f"synthgate=={__version__}"]
-
-
-class PromotionRefused(SynthgateError):
-    exit_code = 1
 
 
 @dataclass
@@ -108,65 +112,6 @@ def default_model_name(evaluation: dict[str, Any]) -> str:
         stem = Path(desc).name or stem
     stem = re.sub(r"(\.tar\.gz|\.tgz|\.zip|\.npz|\.tar)$", "", stem, flags=re.I)
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + "-generator"
-
-
-#: The fields of a generator's identity that the sample manifest copies from ``synthgate_generator.json``
-#: (``evaluation["synthetic"]["generator"]``), compared when the weights' sha256 is not recorded.
-IDENTITY_FIELDS = ("name", "step", "dataset_content_hash")
-
-
-def _evaluated_weights_sha256(evaluation: dict[str, Any]) -> str | None:
-    """The sha256 of the weights that produced the evaluated samples, where it is recorded: in the
-    evaluation's generator record, else in the sample manifest's inputs (``synthgate sample`` writes
-    it there), read only when that manifest is at hand and describes the evaluated content."""
-    syn = evaluation.get("synthetic") or {}
-    gen = syn.get("generator") or {}
-    for key in ("weights_sha256", "sha256"):
-        if isinstance(gen, dict) and gen.get(key):
-            return str(gen[key])
-    manifest = Path(syn.get("path") or "-") / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        m = read_json(manifest)
-    except Exception:
-        return None
-    if not isinstance(m, dict) or m.get("content_hash") != syn.get("content_hash"):
-        return None
-    for inp in m.get("inputs") or []:
-        if isinstance(inp, dict) and inp.get("kind") == "generator" and inp.get("sha256"):
-            return str(inp["sha256"])
-    return None
-
-
-def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str, Any], where: str) -> None:
-    """Refuse to attach an evaluation to a model it was not made of: the evaluated generator's weights
-    sha256 (where recorded) must equal that of the weights in ``model_dir``, and its name, step and
-    training dataset hash must equal ``synthgate_generator.json``'s. An evaluation with no generator
-    identity (a stand-in of real images, a set made outside ``synthgate sample``) is refused: register
-    has no override, as nothing ties such an evaluation to any model."""
-    from synthgate.generators.model import INFO, weights_path
-
-    syn = evaluation.get("synthetic") or {}
-    gen = syn.get("generator")
-    hint = "evaluate samples of this model (`synthgate sample --model ...` then `synthgate evaluate`) and gate them"
-    if not isinstance(gen, dict) or not any(gen.get(k) is not None for k in IDENTITY_FIELDS):
-        what = (f"a stand-in ({syn['standin']}), not a generator's output" if syn.get("standin")
-                else "a synthetic set that records no generator")
-        raise DataError(f"{where}: the evaluation is of {what}; it cannot be registered as an evaluation of "
-                        f"{model_dir}", hint=hint)
-    weights = weights_path(Path(model_dir), str(info.get("type")))
-    evaluated = _evaluated_weights_sha256(evaluation)
-    if evaluated is not None:
-        actual = sha256_file(weights)
-        if evaluated != actual:
-            raise DataError(f"{where}: the evaluated samples come from generator weights with sha256 "
-                            f"{evaluated[:16]}..., but {weights} has sha256 {actual[:16]}...: the evaluation is "
-                            "not of this model", hint=hint)
-    for k in IDENTITY_FIELDS:
-        if gen.get(k) != info.get(k):
-            raise DataError(f"{where}: the evaluated generator's {k} is {gen.get(k)!r}, but {Path(model_dir) / INFO} "
-                            f"says {info.get(k)!r}: the evaluation is not of this model", hint=hint)
 
 
 @checked_access
@@ -298,7 +243,6 @@ def write_record(r: Registered, path: Path) -> None:
 def read_record(path: Path, hint: str = "run `synthgate register` first, or name the registered model"
                 ) -> tuple[str, str]:
     """(model name, version) from a ``registered.json`` that :func:`write_record` wrote."""
-    import json
 
     from synthgate.errors import DataError
 
@@ -316,98 +260,6 @@ def _audit(client: Any, name: str, version: str, action: str, detail: str) -> No
     from synthgate.registry.audit import append
 
     append(client, name, version, action, _who(), utc_now(), detail)
-
-
-def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Download the version's gate record and evaluation; check them against the version's tags."""
-    try:
-        mv = client.get_model_version(name, version)
-    except Exception as e:
-        unless_missing(e, client)
-        raise DataError(f"model {name!r} has no version {version!r}",
-                        hint="list them with `synthgate models`") from None
-    tags = mv.tags
-    if "gate.sha256" not in tags or "evaluation_hash" not in tags:
-        raise PromotionRefused(f"{name} version {version} has no gate record",
-                               hint="register it with `synthgate register` (which attaches the gate)")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            gate_file = Path(client.download_artifacts(mv.run_id, "gate/gate.json", tmp))
-            eval_file = Path(client.download_artifacts(mv.run_id, "evaluation/evaluation.json", tmp))
-        except Exception as e:
-            raise PromotionRefused(f"{name} version {version}: gate or evaluation record missing from run "
-                                   f"{mv.run_id} ({e})") from None
-        if sha256_file(gate_file) != tags["gate.sha256"]:
-            raise PromotionRefused(f"{name} version {version}: the stored gate record does not match the hash "
-                                   "registered with the version (modified after registration)")
-        gate = json.loads(gate_file.read_text())
-        evaluation = json.loads(eval_file.read_text())
-        _check_bundled(client, mv, tags, Path(tmp) / "bundle")
-    if not isinstance(gate, dict) or not isinstance(evaluation, dict):
-        raise PromotionRefused(f"{name} version {version}: its gate record or evaluation is not a JSON object")
-    recomputed = evaluation_hash(evaluation)
-    if recomputed != tags["evaluation_hash"] or gate.get("evaluation_hash") != tags["evaluation_hash"]:
-        raise PromotionRefused(
-            f"{name} version {version}: the stored evaluation hashes to {recomputed[:16]}, but the version was "
-            f"gated on {tags['evaluation_hash'][:16]}: the evaluation changed after gating",
-            hint="re-evaluate, re-gate and register a new version")
-    try:  # the verdict is recomputed, never trusted: gate.json's "passed" could have been edited
-        decision = check_record(gate, evaluation, f"{name} version {version}: gate.json")
-    except DataError as e:
-        raise PromotionRefused(e.message, hint="re-gate the evaluation and register a new version") from None
-    required = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG)
-    if required and decision.policy_hash != required:
-        raise PromotionRefused(
-            f"{name} version {version} was gated with policy {decision.policy_hash[:16]}, but the reviewers require "
-            f"policy {required[:16]} for {name} (registered-model tag {REQUIRED_POLICY_TAG})",
-            hint="re-gate the evaluation with the required gates.yaml and register a new version")
-    tagged = tags.get("gate.passed")
-    if tagged is not None and tagged != str(decision.passed).lower():
-        raise PromotionRefused(f"{name} version {version}: its gate.passed tag says {tagged}, but the decision "
-                               f"recomputed from its evaluation and policy says {str(decision.passed).lower()}",
-                               hint="re-gate the evaluation and register a new version")
-    return gate, evaluation
-
-
-def _check_bundled(client: Any, mv: Any, tags: dict[str, str], tmp: Path) -> None:
-    """The records bundled in the version's model (what loading it checks, :mod:`.pyfunc`) must be the
-    ones registered with the version: otherwise the version served is not the version verified."""
-    import mlflow.artifacts
-    import yaml
-
-    from synthgate.registry.pyfunc import EVALUATION, GATE
-
-    where = f"{mv.name} version {mv.version}"
-    source = str(mv.source or "")
-    try:
-        if source.startswith("models:/m-"):
-            root = client.get_logged_model(source.removeprefix("models:/")).artifact_location
-        else:
-            root = source
-        uris = {"tracking_uri": client.tracking_uri, "registry_uri": getattr(client, "_registry_uri", None)}
-        mlmodel = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{root}/MLmodel", dst_path=str(tmp / "mlmodel"), **uris)).read_text())
-        paths = mlmodel["flavors"]["python_function"]["artifacts"]
-        files = {k: Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{paths[k]['path']}",
-                                                             dst_path=str(tmp / k), **uris)) for k in (EVALUATION, GATE)}
-    except Exception as e:
-        raise PromotionRefused(f"{where}: the model's bundled gate record and evaluation cannot be read "
-                               f"({type(e).__name__}: {' '.join(str(e).split())[:200]})",
-                               hint="register it with `synthgate register`, which bundles them") from None
-    if sha256_file(files[GATE]) != tags.get("gate.sha256"):
-        raise PromotionRefused(f"{where}: the gate record bundled in the model is not the one registered with the "
-                               "version: the model served is not the model verified")
-    try:
-        bundled = evaluation_hash(json.loads(files[EVALUATION].read_text()))
-    except Exception:
-        bundled = None
-    if bundled != tags.get("evaluation_hash"):
-        raise PromotionRefused(f"{where}: the evaluation bundled in the model is not the one registered with the "
-                               "version: the model served is not the model verified")
-
-
-#: Registered-model tag holding the hash of the gate policy every version of the model must be gated with.
-REQUIRED_POLICY_TAG = "gate.required_policy_hash"
 
 
 @checked_access
@@ -470,43 +322,6 @@ def promote(name: str, version: str, alias: str = "approved", uri: str | None = 
     raise PromotionRefused(f"{name} version {version} failed its gate; not promoted to @{alias}. Failing rules:\n  "
                            + "\n  ".join(failing),
                            hint="improve the generator, or override with --force --reason \"...\" (recorded)")
-
-
-def has_recorded_override(tags: dict[str, str], name: str | None = None, version: str | None = None) -> bool:
-    """Whether a version's tags hold an override as ``promote --force --reason`` writes it: with its
-    reason, bound to this gate record (``override.gate_sha256``), and audited by an ``audit.N`` entry
-    with action ``override`` (with ``name`` and ``version``: an entry whose hash chain verifies). A
-    hand-set ``override.reason`` tag, or a tag merely named like an audit entry, is not one."""
-    from synthgate.registry.audit import entries, verify
-
-    if not (tags.get("override.reason", "").strip() and tags.get("gate.sha256")
-            and tags.get("override.gate_sha256") == tags.get("gate.sha256")):
-        return False
-    if name is None or version is None:
-        return any(e.get("action") == "override" for e in entries(tags).values())
-    return any(c.fields.get("action") == "override" and c.status == "ok" for c in verify(name, str(version), tags))
-
-
-def approvable(client: Any, name: str, version: str, policy_hash: str | None = None) -> tuple[bool, str]:
-    """(may ``version`` hold a protected alias, why): its gate record verifies against the registry
-    (:func:`verify_version`) and passed, or failed with a recorded override; with ``policy_hash``, it
-    must also have been gated with that policy (whatever the registry's tags say). Fails closed: any
-    error reading or checking the version means no."""
-    try:
-        gate, _ = verify_version(client, name, version)
-        if policy_hash and gate.get("policy_hash") != policy_hash:
-            return False, (f"was gated with policy {str(gate.get('policy_hash'))[:16]}, not the required "
-                           f"{policy_hash[:16]}")
-        if gate.get("passed"):
-            return True, "gate passed"
-        if has_recorded_override(client.get_model_version(name, version).tags, name, version):
-            return True, "gate failed; recorded override"
-    except PromotionRefused as e:
-        return False, e.message
-    except Exception as e:  # a malformed or unreadable version never holds a protected alias
-        return False, f"cannot be verified ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-    failing = [r["rule"] for r in gate.get("rules", []) if isinstance(r, dict) and not r.get("passed")]
-    return False, f"failed its gate ({', '.join(failing)}) and has no recorded override"
 
 
 def load_model(name: str, alias: str = "approved", uri: str | None = None) -> Any:
