@@ -80,7 +80,7 @@ def build(gpu: bool = True, cache_training: bool = False, params_json: str | Non
             source_uri: Raw images: a path in the pod, s3://bucket/key (MinIO via the ConfigMap), or with dvc_repo the path inside that repository. Empty: data.source.path of params_json.
             dvc_repo: A DVC repository URL (git); source_uri is then fetched with `dvc get` at dvc_rev.
             dvc_rev: Git revision (tag, branch, commit) of dvc_repo.
-            generator_type: diffusion or gan. Empty: generator.type of params_json.
+            generator_type: diffusion, gan or latent. Empty: generator.type of params_json.
             generator_size: tiny, small or base. Empty: generator.size of params_json.
             train_steps: Training steps. 0: train.steps of params_json.
             samples_per_class: Synthetic images per class. 0: sample.per_class of params_json.

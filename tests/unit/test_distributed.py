@@ -146,6 +146,28 @@ def test_gan_ddp_with_gradient_penalty_keeps_ranks_identical(tmp_path):
     assert images.shape == (2, 16, 16, 1)
 
 
+@pytest.mark.slow
+def test_latent_ddp_ranks_share_rank_0s_autoencoder_and_stay_identical(tmp_path):
+    """Rank 0 trains the autoencoder into the cache; the other rank loads it (they agree on its
+    sha256 before the first step) and both denoisers stay in step."""
+    ds = make_dataset(tmp_path / "ds")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({
+        "generator": {"type": "latent", "size": "tiny", "denoiser": "unet",
+                      "autoencoder": {"steps": 6, "batch_size": 4, "cache_dir": str(tmp_path / "ae")}},
+        "train": {"steps": 3, "batch_size": 3, "log_every": 3, "checkpoint_every": 3, "sample_grid_every": 0,
+                  "mlflow": False, "device": "cpu"}}))
+    log = torchrun(tmp_path, [["latent", ["train", "--params", str(path), "--dataset", str(ds.root), "--out", "lat"]]])
+    assert "world size 2" in log and log.count("Training the KL autoencoder") == 1  # rank 0 trained it, once
+    lat = rank_states(tmp_path, "latent")
+    assert lat[0]["losses"][0] != lat[1]["losses"][0]
+    assert_same_state(lat[0]["state"], lat[1]["state"])
+    assert len(list((tmp_path / "ae").iterdir())) == 1
+    images = load_generator(tmp_path / "lat" / "model", "cpu").sample(np.array([0, 1]), SampleConfig(per_class=1,
+                                                                                                   steps=2))
+    assert images.shape == (2, 16, 16, 1)
+
+
 def test_a_plain_process_has_an_inert_context():
     ctx = setup("cpu", env={})
     assert ctx == DistContext(device=torch.device("cpu")) and not ctx.enabled and ctx.is_main

@@ -112,7 +112,7 @@ def train(
         "data/validated"
     ),
     out: Annotated[Path, typer.Option(help="run folder: checkpoints/, grids/, model/")] = Path("models/generator"),
-    model_type: Annotated[str | None, typer.Option("--type", help="diffusion | gan")] = None,
+    model_type: Annotated[str | None, typer.Option("--type", help="diffusion | gan | latent")] = None,
     size: Annotated[str | None, typer.Option(help="tiny | small | base")] = None,
     steps: Annotated[int | None, typer.Option(help="training steps")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step")] = None,
@@ -123,7 +123,7 @@ def train(
     checkpoint_uri: Annotated[str | None, typer.Option(
         help="s3://BUCKET/PREFIX or a folder: mirror checkpoints there and resume from it (a restarted pod)")] = None,
 ) -> None:
-    """Train a class-conditional generator (diffusion or cpD-GAN); resumes after a kill."""
+    """Train a class-conditional generator (diffusion, cpD-GAN or latent diffusion); resumes after a kill."""
     from synthgate import stages
 
     p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,

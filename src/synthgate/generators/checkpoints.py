@@ -32,12 +32,15 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_FORMAT = "synthgate.checkpoint/v1"
 #: Generator settings that change the network or its noise schedule; a checkpoint must match them.
 FINGERPRINT_FIELDS = ("type", "size", "prediction_type", "beta_schedule", "num_train_timesteps", "z_dim")
+#: ... and for the latent family, its autoencoder and denoiser (the autoencoder's weights are checked too)
+LATENT_FINGERPRINT_FIELDS = ("autoencoder", "denoiser", "patch_size")
 
 
 def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: list[str], dataset_hash: str
                 ) -> dict[str, Any]:
     g = gcfg.model_dump(mode="json")
-    return {**{f"generator.{k}": g[k] for k in FINGERPRINT_FIELDS}, "resolution": resolution, "channels": channels,
+    fields = FINGERPRINT_FIELDS + (LATENT_FINGERPRINT_FIELDS if gcfg.type == "latent" else ())
+    return {**{f"generator.{k}": g[k] for k in fields}, "resolution": resolution, "channels": channels,
             "classes": list(classes), "dataset_content_hash": dataset_hash}
 
 

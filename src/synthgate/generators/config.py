@@ -7,6 +7,7 @@ channels at ``size: base``). Diffusion defaults follow the DDPM recipe of diffus
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -15,6 +16,27 @@ from synthgate.generators.family import FAMILIES
 from synthgate.strict import Strict
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+class AutoencoderConfig(Strict):
+    """The latent family's autoencoder (niehues2024: KL-f8 / VQ-f8; benitodelvalle): trained on the
+    real training split once per dataset version and these settings, then cached and frozen."""
+
+    kind: Literal["kl", "vq"] = Field("kl", description="kl: diffusers AutoencoderKL | vq: VQModel")
+    downsample: Literal[4, 8] = Field(4, description="spatial downsampling factor (resolution / latent side)")
+    latent_channels: int = Field(4, ge=1, le=64)
+    codebook_size: int = Field(256, ge=2, description="vq: codebook entries")
+    steps: int = Field(2000, ge=1, description="optimisation steps")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate")
+    recon: Literal["l1", "l2"] = Field("l1", description="pixel reconstruction loss")
+    ms_ssim_weight: float = Field(0.2, ge=0.0, description="weight of 1 - MS-SSIM (torchmetrics) in the loss")
+    kl_weight: float = Field(1e-6, ge=0.0, description="kl: weight of the KL term")
+    discriminator_weight: float = Field(0.0, ge=0.0, description="weight of a PatchGAN hinge loss (0: off)")
+    discriminator_start: int = Field(500, ge=0, description="step from which the patch discriminator trains")
+    seed: int = 0
+    cache_dir: Path = Field(Path("data/autoencoders"), description="trained autoencoders, keyed by dataset content "
+                                                                   "hash and these settings")
 
 
 class GeneratorConfig(Strict):
@@ -40,6 +62,10 @@ class GeneratorConfig(Strict):
     g_lr: float = Field(0.005, gt=0.0, description="GAN generator learning rate (Adam)")
     d_lr: float = Field(0.005, gt=0.0, description="GAN discriminator learning rate (Adam)")
     betas: tuple[float, float] = Field((0.0, 0.99), description="GAN Adam betas (prog-GAN)")
+    # latent (niehues2024, xing2023, benitodelvalle): a diffusion model on an autoencoder's latents
+    autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
+    denoiser: Literal["unet", "dit"] = Field("unet", description="latent: UNet2DModel | DiTTransformer2DModel")
+    patch_size: int = Field(2, ge=1, description="latent DiT: patch side in latent pixels (divides the latent side)")
 
     @field_validator("type")
     @classmethod

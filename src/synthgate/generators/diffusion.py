@@ -77,22 +77,23 @@ def build_unet(gcfg: GeneratorConfig, resolution: int, channels: int, n_classes:
     )
 
 
-def build_scheduler(gcfg: GeneratorConfig) -> Any:
-    """The training noise schedule (a ``DDPMScheduler``); samplers are built from its config."""
+def build_scheduler(gcfg: GeneratorConfig, pixel: bool = True) -> Any:
+    """The training noise schedule (a ``DDPMScheduler``); samplers are built from its config.
+    ``pixel``: the data lie in [-1, 1] and predictions are clipped there (not so for latents)."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
         num_train_timesteps=gcfg.num_train_timesteps,
         beta_schedule=BETA_SCHEDULES[gcfg.beta_schedule],
         prediction_type=gcfg.prediction_type,
-        clip_sample=True,
+        clip_sample=pixel,
     )
 
 
 def make_sampler(scheduler_config: Any, sampler: str) -> Any:
     """DDPM / DDIM / DPM-Solver++ (2nd order, multistep) over the training schedule, trailing spacing."""
     kwargs: dict[str, Any] = {"timestep_spacing": "trailing"}
-    if sampler == "dpmsolver++":
+    if sampler == "dpmsolver++" and scheduler_config.clip_sample:
         # Pixel-space model: keep the solver's data (x0) predictions inside [-1, 1] with dynamic
         # thresholding (Saharia et al.), as DDPM/DDIM do with clip_sample. Without it the x0
         # prediction at t~T under the cosine schedule (alpha_bar ~ 0) explodes and the images saturate.
@@ -125,18 +126,22 @@ def diffusion_loss(
 def sample_images(
     unet: nn.Module, scheduler_config: Any, labels: np.ndarray, cfg: SampleConfig, *,
     null_class: int, device: torch.device, amp: bool = False, reporter: Reporter | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None, out_shape: tuple[int, int] | None = None,
+    noise_tag: str = "diffusion",
 ) -> np.ndarray:
     """Sample one image per label with classifier-free guidance -> uint8 (N, H, W, C).
 
     Conditional and unconditional predictions are computed in one batch and combined as
     ``uncond + guidance_scale * (cond - uncond)``; with ``guidance_scale == 1`` only the
-    conditional half is evaluated.
+    conditional half is evaluated. ``decode`` maps the denoised tensors to images in [-1, 1] (a
+    latent model's autoencoder; ``out_shape``: the images' side and channels), else they are the images.
     """
     reporter = reporter or NullReporter()
     res, ch = int(unet.config.sample_size), int(unet.config.in_channels)
     n = len(labels)
     if n == 0:
-        return np.zeros((0, res, res, ch), np.uint8)
+        side, channels = out_shape or (res, ch)
+        return np.zeros((0, side, side, channels), np.uint8)
     if cfg.steps > scheduler_config.num_train_timesteps:
         raise ConfigError(
             f"sample.steps: {cfg.steps} is more than the model's {scheduler_config.num_train_timesteps} training timesteps",
@@ -148,19 +153,20 @@ def sample_images(
     with reporter.task(f"Sampling {n} images ({cfg.sampler}, {cfg.steps} steps)", n) as advance:
         for start in range(0, n, cfg.batch_size):
             y = torch.as_tensor(labels[start : start + cfg.batch_size], dtype=torch.long, device=device)
-            x = per_image_noise((ch, res, res), cfg.seed, start, len(y), "diffusion").to(device)
+            x = per_image_noise((ch, res, res), cfg.seed, start, len(y), noise_tag).to(device)
             yy = torch.cat([y, torch.full_like(y, null_class)]) if guided else y
             gen = make_generator(device, cfg.seed, "ddpm-step", start)
             sched.set_timesteps(cfg.steps, device=device)
             for t in sched.timesteps:
                 inp = sched.scale_model_input(x, t)
+                tt = t.expand(len(yy))  # one timestep per image (a DiT takes no scalar)
                 with autocast(device, amp):
-                    pred = unet(torch.cat([inp, inp]) if guided else inp, t, class_labels=yy).sample.float()
+                    pred = unet(torch.cat([inp, inp]) if guided else inp, tt, class_labels=yy).sample.float()
                 if guided:
                     cond, uncond = pred.chunk(2)
                     pred = uncond + cfg.guidance_scale * (cond - uncond)
                 x = sched.step(pred, t, x, generator=gen).prev_sample
-            out.append(to_uint8(x))
+            out.append(to_uint8(decode(x) if decode is not None else x))
             advance(len(y))
     return np.concatenate(out)
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "diffusion": "synthgate.generators.diffusion",  # class-conditional DDPM UNet (diffusers)
     "gan": "synthgate.generators.gan",  # cpD-GAN (dumontschutte2021)
+    "latent": "synthgate.generators.latent",  # KL/VQ autoencoder + UNet/DiT denoiser (niehues2024, benitodelvalle)
 }
 
 

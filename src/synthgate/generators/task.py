@@ -81,6 +81,16 @@ class TrainTask(abc.ABC):
         ``modules``, the optimisers, the EMA and sampling on the plain modules
         (:func:`synthgate.generators.distributed.wrap_task` calls this on every rank)."""
 
+    def prepare(self, ds: Any, reporter: Any) -> None:
+        """Fit what the task needs from the training data before its first step (the latent family:
+        its autoencoder, trained or taken from the cache). Rank 0 calls it first, then the others
+        (who find rank 0's result in the cache); nothing by default."""
+        return None
+
+    def prepared_identity(self) -> str | None:
+        """What :meth:`prepare` fitted, as a hash every rank must agree on (None: nothing)."""
+        return None
+
     def save_extras(self) -> dict[str, Any]:
         """What the family's :meth:`~synthgate.generators.family.GeneratorFamily.write` needs beside
         the network (e.g. the noise schedule)."""

@@ -155,6 +155,12 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
     ds, images, labels = _train_split(dataset_dir, gcfg)
     torch.manual_seed(tcfg.seed)  # the same on every rank: identical initial weights
     task = build_task(gcfg, tcfg, ds.resolution, ds.channels, len(ds.classes), ctx.device)
+    if ctx.is_main:  # e.g. the latent family's autoencoder: rank 0 trains and caches it, the others load it
+        task.prepare(ds, reporter)
+    ctx.barrier()
+    if not ctx.is_main:
+        task.prepare(ds, reporter)
+    _agree_on_prepared(task, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(out_dir, tcfg.keep_checkpoints,
                         fingerprint(gcfg, ds.resolution, ds.channels, ds.classes, ds.content_hash), ctx, on_checkpoint)
@@ -222,6 +228,20 @@ def _train_split(dataset_dir: Path, gcfg: GeneratorConfig) -> tuple[CanonicalDat
         )
     check_resolution(gcfg, ds.resolution)
     return ds, np.ascontiguousarray(ds.images[idx]), labels
+
+
+def _agree_on_prepared(task: TrainTask, ctx: DistContext) -> None:
+    """Every rank must train on what rank 0 prepared (the latent family: the same autoencoder, read
+    from a cache every node sees)."""
+    if not ctx.enabled:
+        return
+    mine = task.prepared_identity()
+    chosen = ctx.broadcast(mine)
+    if not ctx.all_true(mine == chosen):
+        raise ConfigError(
+            f"rank {ctx.rank} prepared {str(mine)[:16]}, rank 0 {str(chosen)[:16]} (the latent family's autoencoder): "
+            "the ranks would train on different latents",
+            hint="put generator.autoencoder.cache_dir on storage every node shares (a ReadWriteMany volume)")
 
 
 def _resume(ckpt: Checkpointer, task: TrainTask, tcfg: TrainConfig, ctx: DistContext, reporter: Reporter
