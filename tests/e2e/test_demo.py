@@ -17,6 +17,7 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     params["train"].update(steps=40, checkpoint_every=20)
     params["sample"].update(per_class=30, steps=10)
     params["evaluate"]["encoder"]["epochs"] = 2
+    params["evaluate"]["memorization"].setdefault("descriptor", {})["steps"] = 100
     params["evaluate"]["utility"].update(epochs=2, max_train_per_class=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     r = run_cli("demo", "--stop-server", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None}, timeout=1500)

@@ -116,11 +116,9 @@ def test_bad_inputs_name_what_is_wrong(ds, tmp_path):
         load_generator(model, "cpu")
 
 
-def test_the_cli_trains_and_samples_a_latent_model(tmp_path):
+def test_the_cli_trains_and_samples_a_latent_model(tmp_path, cli):
     """`synthgate train --type latent` with the autoencoder settings from params.yaml, then `synthgate sample`."""
     import yaml
-
-    from tests.helpers import run_cli
 
     make_dataset(tmp_path / "ds", {"lung": 12, "bone": 10}, res=16, val_every=4)
     params = {"generator": {"size": "tiny", "denoiser": "dit", "patch_size": 2,
@@ -129,10 +127,10 @@ def test_the_cli_trains_and_samples_a_latent_model(tmp_path):
                         "device": "cpu"},
               "sample": {"per_class": 2, "steps": 2, "device": "cpu"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    r = run_cli("train", "--dataset", "ds", "--type", "latent", "--out", "run", cwd=tmp_path)
-    assert r.code == 0, r.output
-    assert "trained 2 steps" in r.stdout
+    code, out, err = cli("train", "--dataset", "ds", "--type", "latent", "--out", "run", cwd=tmp_path)
+    assert code == 0, err
+    assert "trained 2 steps" in out
     assert (tmp_path / "data" / "autoencoders").is_dir()  # generator.autoencoder.cache_dir, relative to the project
-    r = run_cli("sample", "--model", "run/model", "--out", "samples", "--real", "ds", cwd=tmp_path)
-    assert r.code == 0, r.output
-    assert "sampled 4 synthetic images" in r.stdout
+    code, out, err = cli("sample", "--model", "run/model", "--out", "samples", "--real", "ds", cwd=tmp_path)
+    assert code == 0, err
+    assert "sampled 4 synthetic images" in out

@@ -134,3 +134,14 @@ def test_end_to_end_with_mlflow_prometheus_and_sampling(dataset, tmp_path, monke
     opened = load_dataset(tmp_path / "syn")
     assert len(opened.images) == len(dataset.split_indices("train")) and opened.classes == dataset.classes
     assert opened.manifest["generator"]["dataset_content_hash"] == dataset.content_hash
+
+
+def test_a_time_budget_stops_at_a_log_step_and_saves_there(dataset, tmp_path):
+    """train.max_seconds: the run stops at the first step past the budget, checkpoints and saves the
+    model of that step (benchmarks compare families at equal wall-clock budgets)."""
+    r = train(dataset.root, tiny(), quick(steps=10, log_every=5, checkpoint_every=5, max_seconds=1e-6),
+              tmp_path / "run")
+    assert r.steps == 1 and [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000001.pt"]
+    assert load_generator(r.model_dir, "cpu").info["step"] == 1
+    unlimited = train(dataset.root, tiny(), quick(steps=4, log_every=2, max_seconds=3600), tmp_path / "long")
+    assert unlimited.steps == 4

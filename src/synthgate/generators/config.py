@@ -112,6 +112,10 @@ class TrainConfig(Strict):
     fid_min_delta: float = Field(
         0.0, ge=0.0, description="an evaluation improves when FID drops below best - fid_min_delta"
     )
+    max_seconds: float | None = Field(
+        None, gt=0.0, description="stop (checkpoint and save) once training has taken this long (null: no limit); "
+                                  "for comparisons at equal wall-clock budgets (benchmarks/generators.py)"
+    )
     data_on_gpu: Literal["auto", "always", "never"] = Field(
         "auto", description="hold the training images on the GPU (auto: when they take < 25% of free memory)"
     )

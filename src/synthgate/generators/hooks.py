@@ -95,6 +95,31 @@ class FidHook(Hook):
         state.stop = bool(self.ctx.broadcast(state.fid.stopped_at is not None))
 
 
+class TimeBudgetHook(Hook):
+    """``train.max_seconds``: after every step (under DDP every log step, where rank 0 decides for
+    all), whether the training time since the loop started has reached the budget; every rank stops
+    there (and logs, checkpoints, saves)."""
+
+    def __init__(self, tcfg: TrainConfig, ctx: DistContext, reporter: Reporter) -> None:
+        import time
+
+        self.tcfg, self.ctx, self.reporter, self._clock = tcfg, ctx, reporter, time.perf_counter
+        self.start = self._clock()
+
+    def due(self, step: int) -> bool:
+        if not self.ctx.enabled:  # one process: a clock read, no collective
+            return self._clock() - self.start >= (self.tcfg.max_seconds or float("inf"))
+        return _every(step, self.tcfg.log_every, self.tcfg.steps)
+
+    def __call__(self, step: int, state: TrainState) -> None:
+        elapsed = self._clock() - self.start
+        out = bool(self.ctx.broadcast(self.tcfg.max_seconds is not None and elapsed >= self.tcfg.max_seconds))
+        if out and step < self.tcfg.steps:
+            self.reporter.info(f"time budget reached at step {step}: {elapsed:.1f} s >= train.max_seconds "
+                               f"{self.tcfg.max_seconds:g}")
+            state.stop = True
+
+
 class LogHook(Hook):
     """Mean losses over the steps since the last log and over the ranks, and the throughput:
     to the progress reporter, Prometheus and MLflow."""

@@ -71,7 +71,16 @@ from synthgate.generators.distributed import DistContext, setup, wrap_task
 from synthgate.generators.early_stop import FidMonitor, FidState
 from synthgate.generators.family import get_family
 from synthgate.generators.feed import Clock, Feed
-from synthgate.generators.hooks import GRIDS, CheckpointHook, FidHook, GridHook, Hook, LogHook, TrainState  # noqa: F401
+from synthgate.generators.hooks import (  # noqa: F401  (GRIDS re-exported)
+    GRIDS,
+    CheckpointHook,
+    FidHook,
+    GridHook,
+    Hook,
+    LogHook,
+    TimeBudgetHook,
+    TrainState,
+)
 from synthgate.generators.task import TrainTask
 from synthgate.generators.tracking import MlflowRun, TrainTracker, flat
 from synthgate.progress import NullReporter, Reporter
@@ -184,7 +193,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
     state.run_id = ctx.broadcast(tracker.run_id) if tcfg.mlflow else None
     clock = Clock(ctx.device)
     log = LogHook(tcfg, ctx, clock, tracker, reporter)
-    hooks: list[Hook] = ([FidHook(monitor, task, tcfg, ctx, tracker, reporter)] if use_fid else []) + [
+    hooks: list[Hook] = ([FidHook(monitor, task, tcfg, ctx, tracker, reporter)] if use_fid else []) + (
+        [TimeBudgetHook(tcfg, ctx, reporter)] if tcfg.max_seconds is not None else []) + [
         log, CheckpointHook(ckpt, task, gcfg, tcfg),
         GridHook(out_dir, task, gcfg, tcfg, len(ds.classes), ctx, tracker)]
     status = "FAILED"
