@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,8 +240,10 @@ def get_autoencoder(ds: CanonicalDataset, acfg: AutoencoderConfig, size: str, de
         held, split = ds.split_indices("val"), "val"
     if len(train) == 0:
         raise DataError(f"{ds.root}: no training images to train the autoencoder on")
+    start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's streams stay
         model, history = train_autoencoder(train, acfg, size, device, reporter)
+    seconds = time.perf_counter() - start
     quality = reconstruction_quality(model, acfg.kind, np.asarray(ds.images[held]), device) if len(held) else {}
     with atomic_directory(cache) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
@@ -251,6 +254,7 @@ def get_autoencoder(ds: CanonicalDataset, acfg: AutoencoderConfig, size: str, de
                 "dataset_content_hash": ds.content_hash, "weights_sha256": sha,
                 "scaling_factor": scaling_factor(model, acfg.kind, train, device),
                 "reconstruction": {**quality, "split": split}, "train_images": int(len(train)),
+                "train_seconds": round(seconds, 1), "device": str(device),
                 "config": acfg.model_dump(mode="json"), "history": history, "created": utc_now()}
         write_json_atomic(tmp / INFO, info)
     reporter.info(f"autoencoder {info['autoencoder_id']}: {split} PSNR {quality.get('psnr', float('nan')):.2f} dB, "
