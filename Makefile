@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
 # what `make lint` type-checks (tests/unit/test_layers.py runs the same in `make test`)
-MYPY_TARGETS := src/synthgate/stages.py src/synthgate/demo.py src/synthgate/config.py src/synthgate/gates src/synthgate/kubeflow
+MYPY_TARGETS := src/synthgate/stages.py src/synthgate/demo.py src/synthgate/cli components src/synthgate/config.py src/synthgate/gates src/synthgate/kubeflow
 SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 

@@ -71,13 +71,13 @@ def run_family(name: str, params_path: Path, base: dict[str, Any], real: Path, w
                 "ae_psnr": rec.get("psnr"), "ae_ms_ssim": rec.get("ms_ssim")}
     p = load_params(params_path, {**base, **FAMILIES[name], "train.max_seconds": left})
     t0 = time.perf_counter()
-    tr = stages.train(p, real, work / name / "run", resume=False)
+    tr = stages.train(p, dataset=real, out=work / name / "run", resume=False)
     row |= {"train_steps": tr.steps, "train_images_per_second": tr.images_per_second,
             "train_seconds": round(time.perf_counter() - t0 + ae_seconds, 1)}
     t0 = time.perf_counter()
-    syn = stages.sample(p, tr.model_dir, work / name / "samples", real)
+    syn = stages.sample(p, model=tr.model_dir, out=work / name / "samples", real=real)
     row["sample_images_per_second"] = syn.manifest["num_images"] / (time.perf_counter() - t0)
-    ev = stages.evaluate(p, real, syn.root, work / name / "evaluation")
+    ev = stages.evaluate(p, real=real, synthetic=syn.root, out=work / name / "evaluation")
     s = ev.data["summary"]
     row |= {k: s.get(k) for k in ("fid", "fid_real_baseline", "precision", "recall", "auc_real", "auc_synthetic",
                                   "auc_gap", "auc_gap_upper", "flagged_copies", "planted_min_detection")}
@@ -137,8 +137,8 @@ def main() -> None:
             "evaluate.encoder.cache_dir": str(work / "encoders"),
             "evaluate.memorization.descriptor.cache_dir": str(work / "encoders"), **_overrides(args.set)}
     p = load_params(args.params, base)
-    ds = stages.prepare(p, work / "prepared")
-    real = stages.validate(p, ds.root, work / "validated", work / "validation").dataset.root
+    ds = stages.prepare(p, out=work / "prepared")
+    real = stages.validate(p, dataset=ds.root, out=work / "validated", report_dir=work / "validation").dataset.root
     rows = []
     for name in (["diffusion"] if "diffusion" not in args.families else []) + args.families:
         t0 = time.perf_counter()

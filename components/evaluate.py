@@ -13,5 +13,5 @@ def evaluate(params_json: str, real: Input[Dataset], synthetic: Input[Dataset], 
     from synthgate.kubeflow import io as kfp_io
 
     kfp_io.evaluation_out(evaluation, report, metrics, stages.evaluate(
-        kfp_io.params(params_json), kfp_io.folder(real), kfp_io.folder(synthetic), kfp_io.folder(evaluation),
-        kfp_io.reporter()))
+        kfp_io.params(params_json), real=kfp_io.folder(real), synthetic=kfp_io.folder(synthetic),
+        out=kfp_io.folder(evaluation), reporter=kfp_io.reporter()))

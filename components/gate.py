@@ -16,5 +16,5 @@ def gate(gate_policy_yaml: str, evaluation: Input[Artifact], gate: Output[Artifa
     from synthgate.kubeflow import io as kfp_io
 
     return kfp_io.gate_out(gate, metrics, report, stages.gate(
-        kfp_io.evaluation_json(evaluation), kfp_io.text_file(gate_policy_yaml, "gates.yaml"),
-        kfp_io.gate_json(gate)))
+        evaluation=kfp_io.evaluation_json(evaluation), policy=kfp_io.text_file(gate_policy_yaml, "gates.yaml"),
+        out=kfp_io.gate_json(gate)))

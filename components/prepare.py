@@ -15,4 +15,4 @@ def prepare(params_json: str, source_uri: str, dvc_repo: str, dvc_rev: str, reso
 
     kfp_io.dataset_out(dataset, stages.prepare(
         kfp_io.source_params(params_json, source_uri, dvc_repo, dvc_rev, {"prepare.resolution": resolution}),
-        kfp_io.folder(dataset), kfp_io.reporter()))
+        out=kfp_io.folder(dataset), reporter=kfp_io.reporter()))

@@ -11,4 +11,4 @@ def promote(alias: str, tracking_uri: str, registered: Input[Artifact]) -> str:
     from synthgate import stages
     from synthgate.kubeflow import io as kfp_io
 
-    return stages.promote(*kfp_io.name_version(registered), alias, kfp_io.optional(tracking_uri))
+    return stages.promote(*kfp_io.name_version(registered), alias=alias, tracking_uri=kfp_io.optional(tracking_uri))

@@ -19,5 +19,6 @@ def publish(params_json: str, samples_per_class: int, store: str, alias: str, mo
 
     return kfp_io.published_out(publication, stages.publish(
         kfp_io.params(params_json, {"sample.per_class": samples_per_class}),
-        kfp_io.model_name(model_name, registered), store, alias, kfp_io.optional_folder(samples),
-        kfp_io.optional_folder(evaluation), None, kfp_io.optional(tracking_uri), kfp_io.reporter()))
+        model=kfp_io.model_name(model_name, registered), store=store, alias=alias,
+        samples=kfp_io.optional_folder(samples), evaluation=kfp_io.optional_folder(evaluation),
+        tracking_uri=kfp_io.optional(tracking_uri), reporter=kfp_io.reporter()))

@@ -15,5 +15,6 @@ def register(model_name: str, tracking_uri: str, generator: Input[Model], evalua
     from synthgate.kubeflow import io as kfp_io
 
     return kfp_io.registered_out(registered, stages.register(
-        kfp_io.folder(generator), kfp_io.evaluation_json(evaluation), kfp_io.gate_json(gate),
-        kfp_io.registered_json(registered), kfp_io.optional(model_name), kfp_io.optional(tracking_uri)))
+        model=kfp_io.folder(generator), evaluation=kfp_io.evaluation_json(evaluation), gate=kfp_io.gate_json(gate),
+        record=kfp_io.registered_json(registered), name=kfp_io.optional(model_name),
+        tracking_uri=kfp_io.optional(tracking_uri)))

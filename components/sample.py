@@ -12,5 +12,5 @@ def sample(params_json: str, samples_per_class: int, generator: Input[Model], re
     from synthgate.kubeflow import io as kfp_io
 
     kfp_io.dataset_out(synthetic, stages.sample(
-        kfp_io.params(params_json, {"sample.per_class": samples_per_class}), kfp_io.folder(generator),
-        kfp_io.folder(synthetic), kfp_io.folder(real), kfp_io.reporter()))
+        kfp_io.params(params_json, {"sample.per_class": samples_per_class}), model=kfp_io.folder(generator),
+        out=kfp_io.folder(synthetic), real=kfp_io.folder(real), reporter=kfp_io.reporter()))

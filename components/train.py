@@ -20,5 +20,5 @@ def train(params_json: str, generator_type: str, generator_size: str, train_step
     kfp_io.model_out(generator, stages.train(
         kfp_io.params(params_json, {"generator.type": generator_type, "generator.size": generator_size,
                                     "train.steps": train_steps}),
-        kfp_io.folder(dataset), kfp_io.workdir("synthgate-train-"), kfp_io.reporter(), True,
+        dataset=kfp_io.folder(dataset), out=kfp_io.workdir("synthgate-train-"), reporter=kfp_io.reporter(), resume=True,
         checkpoint_uri=kfp_io.run_scoped(checkpoint_uri, generator), tracking_uri=kfp_io.optional(tracking_uri)))

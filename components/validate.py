@@ -13,5 +13,5 @@ def validate(params_json: str, dataset: Input[Dataset], validated: Output[Datase
     from synthgate.kubeflow import io as kfp_io
 
     kfp_io.validation_out(validated, report, data_docs, stages.validate(
-        kfp_io.params(params_json), kfp_io.folder(dataset), kfp_io.folder(validated), kfp_io.folder(report),
-        kfp_io.reporter()))
+        kfp_io.params(params_json), dataset=kfp_io.folder(dataset), out=kfp_io.folder(validated),
+        report_dir=kfp_io.folder(report), reporter=kfp_io.reporter()))

@@ -120,46 +120,48 @@ def run_demo(params: Params, workdir: Path, *, policy: Path | None = Path("gates
     rep = reporter or NullReporter()
     p = params
     obs.stage(1, "prepare")
-    ds = stages.prepare(p, workdir / stages.DEFAULT_PREPARED, rep)
+    ds = stages.prepare(p, out=workdir / stages.DEFAULT_PREPARED, reporter=rep)
     obs.done("prepare", ds)
     obs.stage(2, "validate")
-    validation = stages.validate(p, ds.root, workdir / stages.DEFAULT_VALIDATED,
-                                 workdir / stages.DEFAULT_VALIDATION_REPORT, rep)
+    validation = stages.validate(p, dataset=ds.root, out=workdir / stages.DEFAULT_VALIDATED,
+                                 report_dir=workdir / stages.DEFAULT_VALIDATION_REPORT, reporter=rep)
     obs.done("validate", validation)
     if validation.dataset is None:  # stages.validate raises when a check fails; never None here
         raise SynthgateError("validation wrote no dataset", hint="see the validation report")
     real = validation.dataset.root
     obs.stage(3, f"train ({p.generator.type}, size {p.generator.size}, {p.train.steps} steps)")
-    tr = stages.train(p, real, workdir / stages.DEFAULT_GENERATOR, rep, resume=False)
+    tr = stages.train(p, dataset=real, out=workdir / stages.DEFAULT_GENERATOR, reporter=rep, resume=False)
     obs.done("train", tr)
     obs.stage(4, "sample")
-    syn = stages.sample(p, tr.model_dir, workdir / stages.DEFAULT_SAMPLES, real, rep)
+    syn = stages.sample(p, model=tr.model_dir, out=workdir / stages.DEFAULT_SAMPLES, real=real, reporter=rep)
     obs.done("sample", syn)
     obs.stage(5, "evaluate")
-    ev = stages.evaluate(p, real, syn.root, workdir / stages.DEFAULT_EVALUATION, rep)
+    ev = stages.evaluate(p, real=real, synthetic=syn.root, out=workdir / stages.DEFAULT_EVALUATION, reporter=rep)
     obs.done("evaluate", ev)
     obs.stage(6, f"gate ({policy if policy is not None and policy.exists() else 'built-in defaults'})")
     gate_path = workdir / stages.DEFAULT_GATE
-    decision = stages.gate(ev.path, policy if policy is not None and policy.exists() else None, gate_path)
+    decision = stages.gate(evaluation=ev.path, out=gate_path,
+                           policy=policy if policy is not None and policy.exists() else None)
     obs.done("gate", decision)
     obs.stage(7, "register and promote (MLflow)")
     root = workdir / "mlruns"
     uri, started = _registry(root, obs)
     try:
-        reg = stages.register(tr.model_dir, ev.path, gate_path, workdir / stages.DEFAULT_REGISTERED, None, uri)
+        reg = stages.register(model=tr.model_dir, evaluation=ev.path, gate=gate_path,
+                              record=workdir / stages.DEFAULT_REGISTERED, tracking_uri=uri)
         obs.done("register", reg)
         promotion = _promote(reg, uri, override, obs)
         obs.done("promote", promotion)
         obs.stage(8, f"publish ({p.publish.store})")
         store = p.publish.store if "://" in p.publish.store else str(workdir / p.publish.store)
-        pub = stages.publish(p, reg.name, store, promotion.alias, syn.root, ev.path.parent, None, uri, rep,
-                             f"v{reg.version}")
+        pub = stages.publish(p, model=reg.name, store=store, alias=promotion.alias, samples=syn.root,
+                             evaluation=ev.path.parent, tracking_uri=uri, reporter=rep, version=f"v{reg.version}")
         obs.done("publish", pub)
         obs.stage(9, "pull and verify")
         target = workdir / "data" / "pulled" / f"{pub.name}-{pub.version}"
         if target.exists():
             shutil.rmtree(target)
-        pulled = stages.pull(f"{pub.name}:{pub.version}", target, store, uri, False, rep)
+        pulled = stages.pull(f"{pub.name}:{pub.version}", to=target, store=store, tracking_uri=uri, reporter=rep)
         obs.done("pull", pulled)
     finally:
         if started and not keep_server:
@@ -193,13 +195,13 @@ def _promote(reg: Registered, uri: str, override: bool, obs: DemoObserver) -> Pr
 
     alias = "approved"
     try:
-        return Promotion(alias, stages.promote(reg.name, reg.version, alias, uri))
+        return Promotion(alias, stages.promote(reg.name, reg.version, alias=alias, tracking_uri=uri))
     except SynthgateError as e:
         refused = " ".join(line.strip() for line in e.message.splitlines())
         obs.note(f"promote refused: {e.message}", "error")
         if not override:
             raise SynthgateError("the gate failed, so nothing can be published (demo run with --no-override)",
                                  hint="improve the generator (params.yaml train/generator) and run again") from None
-    status = stages.promote(reg.name, reg.version, alias, uri, True, OVERRIDE_REASON)
+    status = stages.promote(reg.name, reg.version, alias=alias, tracking_uri=uri, force=True, reason=OVERRIDE_REASON)
     obs.note(f"demo override recorded in MLflow: {OVERRIDE_REASON}", "warning")
     return Promotion(alias, status, refused, OVERRIDE_REASON)

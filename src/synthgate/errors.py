@@ -29,6 +29,8 @@ class DataError(SynthgateError):
 
 
 class ValidationFailed(SynthgateError):
-    """A dataset failed validation; the report says which checks failed."""
+    """A dataset failed validation; the report says which checks failed. ``result`` is the
+    ``ValidationResult`` with every check, when validation got that far."""
 
     exit_code = 1
+    result: object | None = None

@@ -2,6 +2,8 @@
 
 Each takes typed configuration and paths and returns a typed result; none parses arguments or
 prints. Every stage reports its duration and outcome to Prometheus (``synthgate.monitoring``).
+Arguments after the first (the configuration, or the thing acted on) are keyword-only, so every call
+names what it passes and a reordered signature cannot silently swap two paths.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _tracked(fn: F) -> F:
 
 
 @_tracked
-def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
+def ingest(params: Params, *, out: Path = DEFAULT_RAW) -> dict[str, Any]:
     """Raw source -> ``out`` (a DVC-tracked copy with ``ingest.json``)."""
     from synthgate.data.ingest import ingest as _ingest
 
@@ -63,7 +65,7 @@ def ingest(params: Params, out: Path = DEFAULT_RAW) -> dict[str, Any]:
 
 
 @_tracked
-def prepare(params: Params, out: Path = DEFAULT_PREPARED, reporter: Reporter | None = None) -> CanonicalDataset:
+def prepare(params: Params, *, out: Path = DEFAULT_PREPARED, reporter: Reporter | None = None) -> CanonicalDataset:
     """Raw source (``params.data.source``) -> canonical dataset at ``out``."""
     from synthgate.data.prepare import prepare as _prepare
 
@@ -73,6 +75,7 @@ def prepare(params: Params, out: Path = DEFAULT_PREPARED, reporter: Reporter | N
 @_tracked
 def validate(
     params: Params,
+    *,
     dataset: Path = DEFAULT_PREPARED,
     out: Path = DEFAULT_VALIDATED,
     report_dir: Path = DEFAULT_VALIDATION_REPORT,
@@ -87,6 +90,7 @@ def validate(
 @_tracked
 def train(
     params: Params,
+    *,
     dataset: Path = DEFAULT_VALIDATED,
     out: Path = DEFAULT_GENERATOR,
     reporter: Reporter | None = None,
@@ -131,6 +135,7 @@ def train(
 @_tracked
 def sample(
     params: Params,
+    *,
     model: Path = DEFAULT_GENERATOR / "model",
     out: Path = DEFAULT_SAMPLES,
     real: Path | None = DEFAULT_VALIDATED,
@@ -145,6 +150,7 @@ def sample(
 @_tracked
 def evaluate(
     params: Params,
+    *,
     real: Path = DEFAULT_VALIDATED,
     synthetic: Path = DEFAULT_SAMPLES,
     out: Path = DEFAULT_EVALUATION,
@@ -159,6 +165,7 @@ def evaluate(
 
 @_tracked
 def gate(
+    *,
     evaluation: Path = DEFAULT_EVALUATION / "evaluation.json",
     policy: Path | None = DEFAULT_POLICY,
     out: Path = DEFAULT_GATE,
@@ -187,6 +194,7 @@ def _dataset_label(evaluation: Path) -> str:
 
 @_tracked
 def register(
+    *,
     model: Path = DEFAULT_GENERATOR / "model",
     evaluation: Path = DEFAULT_EVALUATION / "evaluation.json",
     gate: Path = DEFAULT_GATE,
@@ -206,7 +214,7 @@ def register(
 
 
 @_tracked
-def promote(name: str, version: str, alias: str = "approved", tracking_uri: str | None = None,
+def promote(name: str, version: str, *, alias: str = "approved", tracking_uri: str | None = None,
             force: bool = False, reason: str | None = None) -> str:
     """Set ``alias`` on a model version only if its verified gate passed (or ``force`` with a reason)."""
     from synthgate.registry.registry import promote as _promote
@@ -214,7 +222,7 @@ def promote(name: str, version: str, alias: str = "approved", tracking_uri: str 
     return _promote(name, version, alias, tracking_uri, force, reason)
 
 
-def pin_policy(name: str, policy: Path | None, tracking_uri: str | None = None) -> str:
+def pin_policy(name: str, *, policy: Path | None, tracking_uri: str | None = None) -> str:
     """Require every version of a registered model to be gated with ``policy`` (reviewers)."""
     from synthgate.registry.registry import pin_policy as _pin
 
@@ -224,6 +232,7 @@ def pin_policy(name: str, policy: Path | None, tracking_uri: str | None = None) 
 @_tracked
 def publish(
     params: Params,
+    *,
     model: str,
     store: str | None = None,
     alias: str | None = None,
@@ -254,6 +263,7 @@ def publish(
 @_tracked
 def pull(
     ref: str,
+    *,
     to: Path,
     store: str = DEFAULT_STORE,
     tracking_uri: str | None = None,
@@ -267,7 +277,7 @@ def pull(
     return _pull(ref, Path(to), store, tracking_uri=tracking_uri, allow_revoked=allow_revoked, reporter=reporter)
 
 
-def standin(real: Path, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:
+def standin(real: Path, *, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:
     """Split the real test split in two: one half stands in for a generator's output."""
     from synthgate.evaluation.evaluate import make_standin
 

@@ -115,7 +115,7 @@ def prepare_step(raw_dir: str, resolution: int, dataset: dsl.Output[dsl.Dataset]
     from synthgate.config import load_params
 
     params = load_params(None, {"data.source.path": raw_dir, "prepare.resolution": resolution})
-    ds = stages.prepare(params, Path(dataset.path))
+    ds = stages.prepare(params, out=Path(dataset.path))
     dataset.metadata["num_images"] = int(ds.manifest["num_images"])
     return int(ds.manifest["num_images"])
 
@@ -132,7 +132,7 @@ def validate_step(dataset: dsl.Input[dsl.Dataset], min_images_per_class: int,
     from synthgate.config import load_params
 
     params = load_params(None, {"validate.min_images_per_class": min_images_per_class})
-    result = stages.validate(params, Path(dataset.path), Path(validated.path), Path(report.path))
+    result = stages.validate(params, dataset=Path(dataset.path), out=Path(validated.path), report_dir=Path(report.path))
     return json.dumps({"passed": result.passed, "num_images": len(result.dataset.images), "uid": os.getuid(),
                        "python": sys.executable})
 

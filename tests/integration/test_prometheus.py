@@ -98,10 +98,10 @@ def test_stages_push_and_prometheus_alerts(prometheus, tmp_path, monkeypatch):
     e["real"]["path"] = str(tmp_path / "MedNIST")
     e["evaluation_hash"] = evaluation_hash(e)
     (tmp_path / "evaluation.json").write_text(json.dumps(e))
-    decision = stages.gate(tmp_path / "evaluation.json", None, tmp_path / "gate.json")
+    decision = stages.gate(evaluation=tmp_path / "evaluation.json", policy=None, out=tmp_path / "gate.json")
     assert not decision.passed
     with pytest.raises(DataError):  # a stage that fails: pulling a dataset that does not exist
-        stages.pull("nothing-here", tmp_path / "out", str(tmp_path / "empty-store"))
+        stages.pull("nothing-here", to=tmp_path / "out", store=str(tmp_path / "empty-store"))
 
     pushed = _get(f"{pushgateway}/metrics")
     assert 'synthgate_gate_passed{dataset="mednist",instance="",job="synthgate",stage="gate"} 0' in pushed

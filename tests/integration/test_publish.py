@@ -410,7 +410,7 @@ def test_params_publish_section_drives_the_stage(mlflow_server, model_dir, sampl
     name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
     p = Params.model_validate({"publish": {"store": str(tmp_path / "pstore"), "png": False, "shard_size": 100,
                                            "licence": "CC BY 4.0"}})
-    r = stages.publish(p, name, samples=samples.root, tracking_uri=mlflow_server)
+    r = stages.publish(p, model=name, samples=samples.root, tracking_uri=mlflow_server)
     assert r.manifest["dataset"]["shards"] == 2 and not any(f["path"].startswith("png/") for f in r.manifest["files"])
     assert "CC BY 4.0" in (tmp_path / "pstore" / r.name / "v1" / "DATACARD.md").read_text()
 
@@ -426,11 +426,11 @@ def test_training_checkpoints_mirrored_to_s3_and_restored(s3_env, tmp_path):
     uri = f"s3://{BUCKET}/checkpoints/run-1"
     params = Params(generator=tiny(), train=quick(steps=4, checkpoint_every=2))
     with single_thread():
-        stages.train(params, ds.root, tmp_path / "pod1", checkpoint_uri=uri)
+        stages.train(params, dataset=ds.root, out=tmp_path / "pod1", checkpoint_uri=uri)
         keys = [o["Key"] for o in _s3_client(s3_env).list_objects_v2(Bucket=BUCKET, Prefix="checkpoints/run-1/")
                 ["Contents"]]
         assert sorted(keys) == [f"checkpoints/run-1/checkpoints/step_0000000{s}.pt{x}" for s in (2, 4)
                                 for x in ("", ".sha256")]
-        more = stages.train(Params(generator=tiny(), train=quick(steps=6, checkpoint_every=2)), ds.root,
-                            tmp_path / "pod2", checkpoint_uri=uri)
+        more = stages.train(Params(generator=tiny(), train=quick(steps=6, checkpoint_every=2)), dataset=ds.root,
+                            out=tmp_path / "pod2", checkpoint_uri=uri)
     assert more.resumed_from == 4 and more.steps == 6

@@ -30,17 +30,17 @@ def _remote(mirror_dir):
 
 def test_restarted_pod_resumes_from_the_mirror_bit_identically(dataset, tmp_path):
     mirror = tmp_path / "mirror"
-    full = stages.train(_params(steps=6, checkpoint_every=2), dataset.root, tmp_path / "full")
+    full = stages.train(_params(steps=6, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "full")
     # pod 1: trains 4 steps, its disk is then lost
-    first = stages.train(_params(steps=4, checkpoint_every=2), dataset.root, tmp_path / "pod1",
+    first = stages.train(_params(steps=4, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "pod1",
                          checkpoint_uri=str(mirror))
     assert first.steps == 4
     assert _remote(mirror) == ["step_00000002.pt", "step_00000002.pt.sha256",
                                "step_00000004.pt", "step_00000004.pt.sha256"]
     # pod 2: an empty disk, the same mirror
     rep = RecordingReporter()
-    second = stages.train(_params(steps=6, checkpoint_every=2), dataset.root, tmp_path / "pod2", rep,
-                          checkpoint_uri=str(mirror))
+    second = stages.train(_params(steps=6, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "pod2",
+                          reporter=rep, checkpoint_uri=str(mirror))
     assert second.resumed_from == 4 and second.steps == 6
     assert any("restored step_00000004.pt" in m for m in rep.messages)
     a, b = read_checkpoint(full.checkpoint)["task"], read_checkpoint(second.checkpoint)["task"]
@@ -54,7 +54,8 @@ def test_restarted_pod_resumes_from_the_mirror_bit_identically(dataset, tmp_path
 
 def test_incomplete_and_corrupted_uploads(dataset, tmp_path):
     mirror_dir = tmp_path / "mirror"
-    stages.train(_params(steps=4, checkpoint_every=2), dataset.root, tmp_path / "pod1", checkpoint_uri=str(mirror_dir))
+    stages.train(_params(steps=4, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "pod1",
+                 checkpoint_uri=str(mirror_dir))
     ck = mirror_dir / "checkpoints"
     (ck / "step_00000006.pt").write_bytes(b"half an upload")  # no .sha256: never completed
     m = CheckpointMirror(str(mirror_dir))
@@ -79,7 +80,7 @@ def test_a_failed_upload_warns_and_training_goes_on(dataset, tmp_path, monkeypat
 
     monkeypatch.setattr(stores.FileStore, "put_file", refuse)
     rep = RecordingReporter()
-    r = stages.train(_params(steps=2, checkpoint_every=2), dataset.root, tmp_path / "o", rep,
+    r = stages.train(_params(steps=2, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "o", reporter=rep,
                      checkpoint_uri=str(tmp_path / "mirror"))
     assert r.steps == 2 and np.isfinite(r.final_loss) and list_checkpoints(tmp_path / "o")
     assert any("not mirrored" in m and "store unreachable" in m for m in rep.messages)
@@ -88,16 +89,17 @@ def test_a_failed_upload_warns_and_training_goes_on(dataset, tmp_path, monkeypat
 
 def test_no_resume_clears_the_mirror_and_torchrun_is_refused(dataset, tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
-    stages.train(_params(steps=4, checkpoint_every=2), dataset.root, tmp_path / "a", checkpoint_uri=str(mirror))
-    again = stages.train(_params(steps=2, checkpoint_every=2), dataset.root, tmp_path / "b", resume=False,
+    stages.train(_params(steps=4, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "a",
+                 checkpoint_uri=str(mirror))
+    again = stages.train(_params(steps=2, checkpoint_every=2), dataset=dataset.root, out=tmp_path / "b", resume=False,
                          checkpoint_uri=str(mirror))
     assert again.resumed_from == 0 and _remote(mirror) == ["step_00000002.pt", "step_00000002.pt.sha256"]
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--checkpoint-uri works in a single training process") as e:
-        stages.train(_params(steps=2), dataset.root, tmp_path / "c", checkpoint_uri=str(mirror))
+        stages.train(_params(steps=2), dataset=dataset.root, out=tmp_path / "c", checkpoint_uri=str(mirror))
     assert "every node mounts" in e.value.hint
 
 
 def test_bad_store_uri_is_refused(dataset, tmp_path):
     with pytest.raises(StoreError, match="unsupported scheme 'gs'"):
-        stages.train(_params(steps=2), dataset.root, tmp_path / "o", checkpoint_uri="gs://bucket/ckpt")
+        stages.train(_params(steps=2), dataset=dataset.root, out=tmp_path / "o", checkpoint_uri="gs://bucket/ckpt")

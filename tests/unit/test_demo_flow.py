@@ -2,6 +2,7 @@
 ``published.json`` schema that every shell writes. The stages are replaced by recorders here; the
 e2e test (tests/e2e/test_demo.py) runs the real ones."""
 
+import inspect
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,12 +42,15 @@ def _fake_stages(monkeypatch, tmp_path, gate_passes: bool):
     ds = SimpleNamespace(root=tmp_path / "ds", manifest={"num_images": 3})
 
     def rec(name, value):
+        real = inspect.signature(getattr(stages, name))
+
         def f(*a, **k):
+            real.bind(*a, **k)  # the fake takes what the real stage takes: keyword-only stays keyword-only
             calls.append((name, a, k))
             return value(*a, **k) if callable(value) else value
         return f
 
-    def promote(name, version, alias, uri, force=False, reason=None):
+    def promote(name, version, *, alias, tracking_uri, force=False, reason=None):
         calls.append(("promote", force, reason))
         if not force and not gate_passes:
             raise SynthgateError(f"refusing to promote {name} version {version}:\n  the gate failed")
@@ -73,11 +77,11 @@ def test_the_flow_runs_every_stage_in_order_with_the_stages_default_paths(monkey
     assert [c[0] for c in calls] == ["prepare", "validate", "train", "sample", "evaluate", "gate", "register",
                                      "promote", "publish", "pull"]
     assert [n for kind, n in obs.events if kind == "stage"] == list(range(1, demo.STAGES + 1))
-    assert calls[0][1][1] == tmp_path / stages.DEFAULT_PREPARED
-    assert calls[6][1][3] == tmp_path / stages.DEFAULT_REGISTERED
+    assert calls[0][2]["out"] == tmp_path / stages.DEFAULT_PREPARED
+    assert calls[6][2]["record"] == tmp_path / stages.DEFAULT_REGISTERED
     assert r.promotion.refused is None and r.promotion.override_reason is None
     assert r.ui == "http://127.0.0.1:1/#/models/m-generator/versions/1"
-    assert calls[-2][1][2] == str(tmp_path / "data/published")  # the params file's store, under the workdir
+    assert calls[-2][2]["store"] == str(tmp_path / "data/published")  # the params file's store, under the workdir
 
 
 def test_a_failed_gate_is_promoted_only_by_a_recorded_override(monkeypatch, tmp_path):

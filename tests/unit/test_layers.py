@@ -25,7 +25,7 @@ def test_the_stage_functions_configuration_gates_and_kubeflow_glue_type_check(tm
     import re
 
     targets = re.search(r"^MYPY_TARGETS := (.+)$", (REPO / "Makefile").read_text(), re.M).group(1).split()
-    assert "src/synthgate/gates" in targets and "src/synthgate/kubeflow" in targets
+    assert {"src/synthgate/gates", "src/synthgate/kubeflow", "src/synthgate/cli", "components"} <= set(targets)
     r = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), *targets], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -50,3 +50,23 @@ def test_no_function_over_100_lines_and_no_module_over_450():
                     long_functions.append(f"{path.relative_to(src)}::{node.name} ({n} lines)")
     assert not long_functions, long_functions
     assert not long_modules, long_modules
+
+
+def test_stage_arguments_after_the_first_are_keyword_only():
+    """Every stage names what it is passed (docs/ARCHITECTURE.md): only the configuration or the thing
+    acted on (and ``promote``'s version) is positional, so a reordered signature cannot swap two paths
+    in a shell that calls it. mypy (above) checks each call site in the CLI and the components."""
+    import inspect
+
+    import synthgate.stages as stages
+
+    positional_ok = {"promote": 2, "gate": 0, "register": 0}
+    checked = []
+    for name, fn in vars(stages).items():
+        if not inspect.isfunction(fn) or name.startswith("_") or fn.__module__ != stages.__name__:
+            continue
+        kinds = [p.kind for p in inspect.signature(fn).parameters.values()]
+        positional = sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
+        assert positional <= positional_ok.get(name, 1), f"stages.{name}: {positional} positional parameters"
+        checked.append(name)
+    assert {"prepare", "validate", "train", "sample", "evaluate", "gate", "register", "publish", "pull"} <= set(checked)

@@ -16,6 +16,7 @@ from synthgate.cli._print import (
     _print_training,
 )
 from synthgate.demo import MAX_PER_CLASS, MAX_SAMPLE_STEPS, MAX_STEPS, STAGES, demo_caps, run_demo
+from synthgate.errors import SynthgateError
 
 
 @app.command()
@@ -52,6 +53,8 @@ def demo(
                  reporter=_reporter())
     console.rule("[bold green]done")
     v = r.validation.dataset
+    if v is None:  # run_demo stops at a failed validation; a passed one always wrote its dataset
+        raise SynthgateError("validation wrote no dataset", hint="see the validation report")
     console.print(f"canonical dataset   {r.dataset.root}")
     console.print(f"validated dataset   {v.root}  ({v.manifest['num_images']} images)")
     console.print(f"metadata            {v.root / 'metadata.parquet'}")

@@ -26,7 +26,8 @@ def register(
     """Register the generator as a new MLflow model version with its evaluation and gate record."""
     from synthgate import stages
 
-    r = stages.register(model, evaluation, gate_record, record, name, tracking_uri)
+    r = stages.register(model=model, evaluation=evaluation, gate=gate_record, record=record, name=name,
+                        tracking_uri=tracking_uri)
     console.print(f"registered {r.name} version {r.version} (run {r.run_id}); gate "
                   + ("[green]passed" if r.gate_passed else "[red]failed"))
     console.print(f"  MLflow UI  {r.tracking_uri}/#/models/{r.name}/versions/{r.version}")
@@ -44,7 +45,7 @@ def promote(
     """Set an alias on a model version, only if its verified gate passed."""
     from synthgate import stages
 
-    console.print(stages.promote(name, version, alias, tracking_uri, force, reason))
+    console.print(stages.promote(name, version, alias=alias, tracking_uri=tracking_uri, force=force, reason=reason))
 
 
 @app.command("pin-policy")
@@ -57,7 +58,7 @@ def pin_policy(
     """Reviewers: require a gate policy for every version of a model (promote, publish and load check it)."""
     from synthgate import stages
 
-    console.print(stages.pin_policy(name, policy, tracking_uri))
+    console.print(stages.pin_policy(name, policy=policy, tracking_uri=tracking_uri))
 
 
 @app.command()
@@ -142,9 +143,10 @@ def publish(
         model = read_record(stages.DEFAULT_REGISTERED, hint="name the registered model: `synthgate publish NAME` "
                                                             "(see `synthgate models`)")[0]
     try:
-        r = stages.publish(p, model, store, alias, samples if samples and samples.exists() else None,
-                           evaluation if evaluation and evaluation.exists() else None, name, tracking_uri,
-                           _reporter(), dataset_version)
+        r = stages.publish(p, model=model, store=store, alias=alias,
+                           samples=samples if samples and samples.exists() else None,
+                           evaluation=evaluation if evaluation and evaluation.exists() else None, name=name,
+                           tracking_uri=tracking_uri, reporter=_reporter(), version=dataset_version)
     except NothingApproved as e:
         if not if_approved:
             raise
@@ -179,7 +181,8 @@ def pull(
     from synthgate import stages
 
     p = _params(params, {})
-    r = stages.pull(ref, to, store or p.publish.store, tracking_uri, allow_revoked, _reporter())
+    r = stages.pull(ref, to=to, store=store or p.publish.store, tracking_uri=tracking_uri,
+                    allow_revoked=allow_revoked, reporter=_reporter())
     for note in r.notes:
         err_console.print(f"[bold yellow]warning:[/] {note}")
     console.print(f"pulled [bold]{r.name}:{r.version}[/] into {r.path}: {r.num_files} files verified (sha256)"

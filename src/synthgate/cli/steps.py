@@ -33,7 +33,7 @@ def ingest(
 
     p = _params(params, {"data.source.path": str(source) if source else None,
                          "data.source.labels": str(labels) if labels else None})
-    rec = stages.ingest(p, out)
+    rec = stages.ingest(p, out=out)
     console.print(f"ingested {rec['original_path']} ({rec['type']}) -> {out / rec['path']}")
 
 
@@ -63,7 +63,7 @@ def prepare(
                          "data.source.labels": str(labels) if labels else None, "prepare.resolution": resolution,
                          "data.source.group_pattern": group_pattern,
                          "prepare.channels": channels, "prepare.max_per_class": max_per_class})
-    ds = stages.prepare(p, out, _reporter())
+    ds = stages.prepare(p, out=out, reporter=_reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
 
 
@@ -89,14 +89,15 @@ def validate(
 ) -> None:
     """Check a canonical dataset (Great Expectations, cross-split duplicates, DICOM PHI)."""
     from synthgate import stages
+    from synthgate.data.validate import ValidationResult
     from synthgate.errors import ValidationFailed
 
     p = _params(params, {"validate.drop_duplicates": drop_duplicates, "validate.drop_empty": drop_empty,
                          "validate.deidentify": deidentify, "validate.min_images_per_class": min_images_per_class})
     try:
-        result = stages.validate(p, dataset, out, report, _reporter())
+        result = stages.validate(p, dataset=dataset, out=out, report_dir=report, reporter=_reporter())
     except ValidationFailed as e:
-        if getattr(e, "result", None) is not None:
+        if isinstance(e.result, ValidationResult):
             _print_checks(e.result)
         raise
     _print_checks(result)
@@ -128,7 +129,8 @@ def train(
 
     p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,
                          "train.batch_size": batch_size, "train.device": device, "train.compile": compile_})
-    result = stages.train(p, dataset, out, _reporter(), resume, checkpoint_uri=checkpoint_uri)
+    result = stages.train(p, dataset=dataset, out=out, reporter=_reporter(), resume=resume,
+                          checkpoint_uri=checkpoint_uri)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; rank 0 speaks for the run
         _print_training(result)
 
@@ -163,7 +165,7 @@ def sample(
         how_many["sample.total"] = CLEAR if total is None else total
     p = _params(params, {**how_many, "sample.sampler": sampler, "sample.steps": steps,
                          "sample.guidance_scale": guidance_scale, "sample.device": device})
-    ds = stages.sample(p, model, out, real if real.exists() else None, _reporter())
+    ds = stages.sample(p, model=model, out=out, real=real if real.exists() else None, reporter=_reporter())
     _print_dataset(f"sampled {ds.manifest['num_images']} synthetic images", ds)
 
 
@@ -182,7 +184,8 @@ def evaluate(
     from synthgate import stages
 
     p = _params(params, {"evaluate.device": device})
-    _print_evaluation(stages.evaluate(p, real, synthetic, out, _reporter(), retrain_encoder))
+    _print_evaluation(stages.evaluate(p, real=real, synthetic=synthetic, out=out, reporter=_reporter(),
+                                      retrain_encoder=retrain_encoder))
 
 
 @app.command()
@@ -197,7 +200,8 @@ def gate(
     """Apply the release policy (gates.yaml) to an evaluation; write gate.json."""
     from synthgate import stages
 
-    d = stages.gate(evaluation, policy if policy.exists() or str(policy) != "gates.yaml" else None, out)
+    d = stages.gate(evaluation=evaluation, out=out,
+                    policy=policy if policy.exists() or str(policy) != "gates.yaml" else None)
     _print_gate(d, out)
     if strict and not d.passed:
         err_console.print(f"[bold red]gate failed:[/] {len(d.failures)} rule(s): "
@@ -219,7 +223,7 @@ def standin(
     """Make a stand-in 'synthetic' set from real held-out images (to test the evaluation)."""
     from synthgate import stages
 
-    r, s = stages.standin(real, out_real, out_synthetic, seed)
+    r, s = stages.standin(real, out_real=out_real, out_synthetic=out_synthetic, seed=seed)
     console.print(f"real {r}\nstand-in synthetic {s}")
 
 

@@ -345,7 +345,7 @@ def validate(
             hint=f"details in {report_dir / 'validation.json'}"
             + (f" and the data docs at {index_html}" if index_html.exists() else ""),
         )
-        err.result = result  # type: ignore[attr-defined]
+        err.result = result
         raise err
     log.info("validation passed: %d checks", len(checks))
     return result
