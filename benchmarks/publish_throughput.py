@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--endpoint", default=None, help="a real S3 endpoint (default: moto on 127.0.0.1)")
     args = ap.parse_args()
 
+    from synthgate.config import PublishConfig
     from synthgate.publish.package import build_package, publish
     from synthgate.publish.pull import pull
 
@@ -165,7 +166,7 @@ def main() -> None:
     try:
         for kind, store in (("s3", f"s3://{bucket}/datasets"), ("file", str(tmp / "store"))):
             t0 = time.perf_counter()
-            r = publish("bench-generator", store, samples=ds.root, workers=args.workers)
+            r = publish("bench-generator", store, samples=ds.root, config=PublishConfig(workers=args.workers))
             t_pub = time.perf_counter() - t0
             t0 = time.perf_counter()
             p = pull(r.name, tmp / f"pulled-{kind}", store, workers=args.workers)

@@ -255,9 +255,7 @@ def publish(
     return _publish(model, store or cfg.store, alias=alias or cfg.alias,
                     samples=Path(samples) if samples else None,
                     evaluation=Path(evaluation) if evaluation else None, name=name, version=version,
-                    tracking_uri=tracking_uri, sample_config=params.sample, licence=cfg.licence,
-                    intended_use=cfg.intended_use, shard_size=cfg.shard_size, png=cfg.png, workers=cfg.workers,
-                    reporter=reporter)
+                    tracking_uri=tracking_uri, sample_config=params.sample, config=cfg, reporter=reporter)
 
 
 @_tracked

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthgate.config import Params
+from synthgate.config import Params, PublishConfig
 from synthgate.errors import ConfigError, DataError
 from synthgate.publish.package import PublishRefused, publish
 from synthgate.publish.pull import DatasetRevoked, VerificationFailed, list_datasets, pull
@@ -121,7 +121,7 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
 def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, tmp_path):
     name, version = _registered(tmp_path, mlflow_server, model_dir, samples)
     store = f"s3://{BUCKET}/datasets"
-    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=50)
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, config=PublishConfig(shard_size=50))
     assert (r.name, r.version, r.num_images) == (f"{name.removesuffix('-generator')}-synthetic", "v1", 120)
     assert r.manifest["samples_source"] == "evaluated" and r.manifest["dataset"]["shards"] == 3
     paths = {f["path"] for f in r.manifest["files"]}
@@ -152,7 +152,7 @@ def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, 
     assert f"{name} version 1" in card and "| a | 60 |" in card and "memorization.max_flagged_copies" in card
     assert json.loads((out / "pull.json").read_text())["status"] == "approved"
     # publishing the same content again is a no-op; a completed target is not pulled into again
-    again = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=50)
+    again = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, config=PublishConfig(shard_size=50))
     assert again.already_published
     with pytest.raises(DataError, match="is not empty"):
         pull(r.name, out, store, tracking_uri=mlflow_server)
@@ -325,7 +325,7 @@ def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_d
 def test_interrupted_pull_resumes(mlflow_server, model_dir, samples, tmp_path, monkeypatch):
     name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
     store = tmp_path / "store"
-    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, shard_size=40)
+    r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, config=PublishConfig(shard_size=40))
     total = sum(f["size"] for f in r.manifest["files"])
     big = max(r.manifest["files"], key=lambda f: f["size"])["path"]
     real_get = FileStore.get_file

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from synthgate import __version__
+from synthgate.config import PublishConfig
 from synthgate.errors import ConfigError, DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.datacard import datacard
@@ -200,6 +201,7 @@ def _verify_staging(store: Store, files: list[dict[str, Any]], local_root: Path,
 def publish(
     model: str,
     store: str | Path,
+    *,
     alias: str = "approved",
     samples: Path | None = None,
     evaluation: Path | None = None,
@@ -207,15 +209,14 @@ def publish(
     version: str | None = None,
     tracking_uri: str | None = None,
     sample_config: Any = None,
-    licence: str = "see the source dataset's licence",
-    intended_use: str = ("Method development, teaching and benchmarking of image analysis models where the real "
-                         "images cannot be shared."),
-    shard_size: int = 5000,
-    png: bool = True,
-    workers: int = 16,
+    config: PublishConfig | None = None,
     reporter: Reporter | None = None,
 ) -> PublishResult:
-    """Publish the dataset of ``model``'s version at ``alias`` into ``store`` (see the module docstring)."""
+    """Publish the dataset of ``model``'s version at ``alias`` into ``store`` (see the module docstring).
+    ``config`` (``params.publish``) gives the shards, PNGs, transfers and the data card's licence and
+    intended use; its ``store`` and ``alias`` are the caller's to apply."""
+    cfg = config or PublishConfig()
+    shard_size, png, workers = cfg.shard_size, cfg.png, cfg.workers
     from synthgate.monitoring.metrics import PUBLISHED_IMAGES, TRANSFER_BYTES, TRANSFER_FILES
     from synthgate.registry.client import connect
     from synthgate.registry.client import tracking_uri as resolve_uri
@@ -255,7 +256,7 @@ def publish(
             "override": mv.tags.get("override.reason"),
             "training_dataset_hash": mv.tags.get("lineage.training_dataset_hash"),
         }
-        (pkg / "DATACARD.md").write_text(datacard(name, version, info, model_info, gate, ev, licence, intended_use))
+        (pkg / "DATACARD.md").write_text(datacard(name, version, info, model_info, gate, ev, cfg.licence, cfg.intended_use))
         files = [{"path": p.relative_to(pkg).as_posix(), "size": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(pkg.rglob("*")) if p.is_file()]
         manifest = _manifest(name, version, info, model_info, gate, ev, mv.tags, files)
