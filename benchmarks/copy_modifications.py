@@ -40,6 +40,18 @@ KINDS: dict[str, str] = {
     "median_3": "3x3 median filter",
     "gamma_1.5_shift_2": "gamma 1.5 and shifted by (2, 2) px (at 64x64)",
     "keystone": "perspective tilt: top edge narrowed by 8% (at 64x64)",
+    # rician_0.1 was measured in the smoothing-scale sweep that chose smooth()'s 1.5 px (2026-12-02):
+    # a design input like poisson_dose_20. The three after it were added before any run on them.
+    "rician_0.1": "Rician (magnitude MR) noise, sigma 0.1 of full scale",
+    "bias_field_0.3": "a smooth multiplicative intensity field (MR bias field), 0.7x to 1.3x",
+    "gibbs_k0.5": "k-space truncated to the central half per axis (Gibbs ringing, partial resolution)",
+    "stripes": "additive periodic stripes (amplitude 12 grey levels, period 6 px at 64x64), random phase",
+    # bias_field_0.3 (2/5 gates failed) and shear_0.12 (4/5) then passed the gate on PneumoniaMNIST; an
+    # exceedance test at the null's maximum was tried after seeing them and not kept (it cost more in
+    # Bonferroni than it found: shear 3/5, bias field 2/5). The three below were added before any run.
+    "ghosting_0.2": "an MR ghost: 20% of the image added back shifted by half the field of view (vertically)",
+    "defocus_disk_2": "defocus: mean over a disk of radius 2 px (at 64x64)",
+    "window_clip": "re-windowed: clipped to its 10th-90th percentiles and stretched to 0-255",
 }
 IN_DESCRIPTOR_AUGMENTATIONS = ("jpeg_q30", "gaussian_blur", "elastic")
 
@@ -146,6 +158,44 @@ def modify(kind: str, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         quad = (d, 0, 0, h, h, h, h - d, 0)  # source corners: upper-left, lower-left, lower-right, upper-right
         return _np(_pil(x).transform((h, h), Image.Transform.QUAD, quad, resample=Image.Resampling.BILINEAR,
                                      fillcolor=med))
+    if kind == "rician_0.1":
+        f = x[..., 0].astype(np.float64) / 255.0
+        re_, im = f + 0.1 * rng.standard_normal(f.shape), 0.1 * rng.standard_normal(f.shape)
+        return np.clip(np.rint(255 * np.hypot(re_, im)), 0, 255).astype(np.uint8)[..., None]
+    if kind == "bias_field_0.3":
+        yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, h), indexing="ij")
+        a, b, c = rng.uniform(-1, 1, 3)
+        field = a * yy + b * xx + c * (yy**2 + xx**2 - 2 / 3)
+        field = 1 + 0.3 * field / max(1e-6, float(np.abs(field).max()))
+        return np.clip(np.rint(x[..., 0] * field), 0, 255).astype(np.uint8)[..., None]
+    if kind == "gibbs_k0.5":
+        k = np.fft.fftshift(np.fft.fft2(x[..., 0].astype(np.float64)))
+        keep = np.zeros_like(k)
+        lo, hi = h // 4, h - h // 4
+        keep[lo:hi, lo:hi] = k[lo:hi, lo:hi]
+        out = np.real(np.fft.ifft2(np.fft.ifftshift(keep)))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)[..., None]
+    if kind == "stripes":
+        period = 6 * px
+        phase = rng.uniform(0, 2 * np.pi)
+        s = 12 * np.sin(2 * np.pi * np.arange(h) / period + phase)
+        return np.clip(np.rint(x[..., 0].astype(np.float32) + s[:, None]), 0, 255).astype(np.uint8)[..., None]
+    if kind == "ghosting_0.2":
+        f = x[..., 0].astype(np.float32)
+        return np.clip(np.rint(0.8 * f + 0.2 * np.roll(f, h // 2, axis=0)), 0, 255).astype(np.uint8)[..., None]
+    if kind == "defocus_disk_2":
+        from scipy.ndimage import convolve
+
+        r = max(1.0, 2 * px)
+        ri = int(np.ceil(r))
+        yy, xx = np.mgrid[-ri : ri + 1, -ri : ri + 1]
+        disk = (yy**2 + xx**2 <= r * r).astype(np.float32)
+        out = convolve(x[..., 0].astype(np.float32), disk / disk.sum(), mode="nearest")
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)[..., None]
+    if kind == "window_clip":
+        f = x[..., 0].astype(np.float32)
+        lo, hi = np.percentile(f, [10, 90])
+        return np.clip(np.rint((np.clip(f, lo, hi) - lo) / max(hi - lo, 1.0) * 255), 0, 255).astype(np.uint8)[..., None]
     raise ValueError(f"unknown modification {kind!r}")
 
 
