@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -90,7 +91,7 @@ GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diff
 
 
 def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
-                approve: bool = True, policy=None, **extra) -> tuple[str, str]:
+                approve: bool = True, policy=None, generator: dict | None = None, **extra) -> tuple[str, str]:
     """Register a version gated on ``samples`` under a fresh model name; promote it if asked."""
     from synthgate.evaluation.evaluate import evaluation_hash
     from synthgate.gates.decision import gate
@@ -104,7 +105,7 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
     e = _evaluation(**over, **extra)
     e["real"]["path"] = str(d / "MedNIST")
     e["synthetic"].update(path=str(samples.root), content_hash=samples.content_hash, num_images=120,
-                          counts={"a": 60, "b": 60}, generator=dict(GENERATOR))
+                          counts={"a": 60, "b": 60}, generator=dict(generator or GENERATOR))
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
     (d / "report.html").write_text("<html><body>report with real training images</body></html>")
@@ -195,6 +196,33 @@ def test_fresh_samples_when_evaluated_set_absent(mlflow_server, model_dir, sampl
     assert r.manifest["samples_source"] == "fresh" and r.num_images == 6
     assert r.manifest["dataset"]["counts"] == {"a": 3, "b": 3}
     assert any("sampled afresh" in n for n in r.notes)  # and the data card says these were not scanned
+
+
+def test_a_latent_model_is_registered_loaded_from_the_registry_and_sampled_afresh(mlflow_server, samples, tmp_path):
+    """Issue 16: the latent family (a denoiser with its bundled autoencoder) goes through register,
+    promote, publish (sampling from the registered model, not from the run's folder) and pull."""
+    from synthgate.generators.config import AutoencoderConfig, GeneratorConfig, SampleConfig
+    from synthgate.generators.model import read_generator_info
+    from synthgate.generators.train import train
+    from tests.unit.generators_helpers import make_dataset, quick
+
+    ds = make_dataset(tmp_path / "ds", {"a": 8, "b": 8}, res=16, val_every=4)
+    gcfg = GeneratorConfig(type="latent", size="tiny", autoencoder=AutoencoderConfig(
+        kind="kl", steps=10, batch_size=8, cache_dir=tmp_path / "autoencoders"))
+    run = train(ds.root, gcfg, quick(steps=2, checkpoint_every=2), tmp_path / "run")
+    info = read_generator_info(run.model_dir)
+    name, version = _registered(tmp_path, mlflow_server, run.model_dir, samples, generator={
+        "model_dir": "model", **{k: info.get(k) for k in ("name", "type", "step", "dataset_content_hash")}})
+    shutil.rmtree(run.model_dir)  # fresh samples must come from the registry's copy
+    cfg = SampleConfig(per_class=2, sampler="ddim", steps=2, device="cpu", batch_size=4)
+    r = publish(name, tmp_path / "store", samples=None, tracking_uri=mlflow_server, sample_config=cfg)
+    assert r.manifest["samples_source"] == "fresh" and r.num_images == 4
+    assert r.manifest["model"] == {**r.manifest["model"], "name": name, "version": version}
+    assert r.manifest["model"]["training_dataset_hash"] == ds.content_hash
+    run_params = connect(mlflow_server).get_run(r.manifest["model"]["run_id"]).data.params
+    assert run_params["generator.type"] == "latent"
+    p = pull(r.name, tmp_path / "pulled", tmp_path / "store", tracking_uri=mlflow_server)
+    assert p.status == "approved" and (p.path / "labels.csv").read_text().count("\n") == 5  # header + 4 images
 
 
 def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir, samples, tmp_path):
