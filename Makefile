@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip
 CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
 # what `make lint` type-checks (tests/unit/test_layers.py runs the same in `make test`)
-MYPY_TARGETS := src/synthgate/stages.py src/synthgate/demo.py src/synthgate/cli components src/synthgate/config.py src/synthgate/gates src/synthgate/kubeflow
+MYPY_TARGETS := src/synthgate/stages.py src/synthgate/demo.py src/synthgate/cli components src/synthgate/evaluation/readers src/synthgate/config.py src/synthgate/gates src/synthgate/kubeflow
 SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
@@ -43,15 +43,19 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 # Debian packages the tests start on 127.0.0.1: Prometheus and its Pushgateway (promtool checks the
-# shipped alert rules). Installed with apt-get (as root, or through sudo) when missing.
+# shipped alert rules), and chromium with its chromedriver (the reader-study browser test; Selenium
+# drives the system browser, nothing is downloaded at run time). Installed with apt-get (as root, or
+# through sudo) when missing.
+DEBS := prometheus prometheus-pushgateway chromium chromium-driver
 $(SYSDEPS): | $(STAMP)
-	@if ! command -v prometheus >/dev/null || ! command -v prometheus-pushgateway >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-pushgateway >/dev/null || \
+	    ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
-	  echo "installing prometheus prometheus-pushgateway (apt-get)"; \
+	  echo "installing $(DEBS) (apt-get)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q prometheus prometheus-pushgateway >/dev/null; } || \
-	  echo "WARNING: could not install prometheus; its integration test will be skipped"; \
+	  $$SUDO apt-get install -y -q $(DEBS) >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(DEBS) >/dev/null; } || \
+	  echo "WARNING: could not install $(DEBS); the tests that need them will be skipped"; \
 	fi
 	touch $@
 

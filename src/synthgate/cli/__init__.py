@@ -2,7 +2,7 @@
 and prints; it holds no logic of its own. Heavy imports stay inside the commands so that
 ``synthgate --help`` is instant.
 
-The commands live in one module per group (``steps``, ``release``, ``demo``, ``server``,
+The commands live in one module per group (``steps``, ``release``, ``demo``, ``server``, ``readers``,
 ``kubeflow``); importing them registers them on :data:`app`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from synthgate.errors import SynthgateError
 
 # isort: off
 # importing a group registers its commands; the order is the order of `synthgate --help`
-from synthgate.cli import steps, release, demo, server  # noqa: E402, F401
+from synthgate.cli import steps, release, demo, server, readers  # noqa: E402, F401
 # isort: on
 
 __all__ = ["app", "main", "_setup"]
