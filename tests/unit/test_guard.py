@@ -169,3 +169,51 @@ def test_a_short_secret_is_refused(tmp_path):
     (tmp_path / "s").write_text("short\n")
     with pytest.raises(Exception, match="at least 16 characters"):
         g.read_secret(tmp_path / "s")
+
+
+def test_a_flood_of_events_on_one_alias_is_merged_and_no_change_is_lost(setup, monkeypatch):
+    """Issue 17: 40 tag events at once on the approved alias cost a few checks, not 40; a bad version
+    set while a check runs is still caught (the waiting check reads the alias's current holder)."""
+    import threading
+    import time
+
+    guard, client, passed, _ = setup
+    client.aliases["m"]["approved"] = "1"
+    guard.sweep()
+    calls, gate = [], threading.Event()
+    slow = verify.approvable
+
+    def approvable(c, n, v, policy_hash=None):
+        calls.append(v)
+        gate.wait(5)
+        return slow(c, n, v, policy_hash)
+
+    monkeypatch.setattr(verify, "approvable", approvable)
+    client.aliases["m"]["approved"] = "3"  # a failed version, then a flood of tag events about it
+    tag = {"entity": "model_version_tag", "action": "set", "data": {"name": "m", "version": "3", "key": "gate.passed"}}
+    threads = [threading.Thread(target=guard.handle, args=(tag,)) for _ in range(40)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert client.aliases["m"]["approved"] == "1"
+    assert len(calls) <= 4 and guard.metrics.coalesced._value.get() >= 36, (len(calls), calls)
+    # no lost update: while a check of version 1 runs, the alias moves to 3; that delivery's check
+    # waits for the running one and then sees 3
+    gate.clear()
+    calls.clear()
+    first = threading.Thread(target=guard.check, args=("m", "approved", "1"))
+    first.start()
+    while not calls:
+        time.sleep(0.01)
+    client.aliases["m"]["approved"] = "3"
+    second = threading.Thread(target=guard.handle, args=({"entity": "model_version_alias", "action": "created",
+                                                          "data": {"name": "m", "alias": "approved", "version": "3"}},))
+    second.start()
+    time.sleep(0.2)
+    gate.set()
+    first.join(10)
+    second.join(10)
+    assert client.aliases["m"]["approved"] == "1" and "3" in calls

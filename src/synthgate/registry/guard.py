@@ -84,6 +84,7 @@ class Metrics:
     last_sweep: Any = None
     last_revert: Any = None
     webhook_active: Any = None
+    coalesced: Any = None
 
     def __post_init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -98,6 +99,8 @@ class Metrics:
                                 registry=self.registry)
         self.last_revert = Gauge("synthgate_guard_last_revert_timestamp_seconds", "When the guard last moved a "
                                  "protected alias back (0: never since it started)", registry=self.registry)
+        self.coalesced = Counter("synthgate_guard_coalesced_checks", "Checks merged into one already waiting for the "
+                                 "same model and alias (a flood of events)", registry=self.registry)
         self.webhook_active = Gauge("synthgate_guard_webhook_active", "1 when MLflow's webhook to the guard exists "
                                     "and is active (checked at every sweep)", registry=self.registry)
 
@@ -119,6 +122,10 @@ class Guard:
     clock: Callable[[], float] = time.time
     metrics: Metrics = field(default_factory=Metrics)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (model, alias) pairs with a check waiting for ``_lock``: a flood of events on one alias is
+    #: merged into that one check, which reads the alias's holder once it runs
+    _pending: set[tuple[str, str]] = field(default_factory=set)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         Path(self.state).parent.mkdir(parents=True, exist_ok=True)
@@ -199,17 +206,34 @@ class Guard:
 
     # --------------------------------------------------------------------- the check
 
-    def check(self, name: str, alias: str, version: str) -> str | None:
-        """Keep ``name@alias`` on ``version`` if it may hold it; otherwise move it back (or remove it)
-        and return what was done."""
+    def check(self, name: str, alias: str, version: str | None = None) -> str | None:
+        """Keep ``name@alias`` on the version that holds it now if it may hold it; otherwise move it back
+        (or remove it) and return what was done. ``version`` is the holder the delivery named; the
+        check reads the current holder, so events merged into a waiting check (a flood of tag events
+        on one alias) lose nothing: every change made before the check reads the alias is seen by it,
+        and one made after finds no check waiting and queues its own."""
         from synthgate.registry.registry import _audit
         from synthgate.registry.verify import approvable
 
-        client = self._client()
+        key = (name, alias)
+        with self._pending_lock:
+            if key in self._pending:
+                self.metrics.coalesced.inc()
+                return None
+            self._pending.add(key)
+        try:
+            client = self._client()
+        except Exception:
+            with self._pending_lock:
+                self._pending.discard(key)
+            raise
         with self._lock:
+            with self._pending_lock:
+                self._pending.discard(key)  # from here on, a new event queues a new check
             current = (client.get_registered_model(name).aliases or {}).get(alias)
-            if current is None or str(current) != version:
-                return None  # moved on since the delivery was sent
+            if current is None:
+                return None  # removed since the delivery was sent
+            version = str(current)
             ok, why = approvable(client, name, version, self.policy_hash)
             if ok:
                 with self._db() as db:
