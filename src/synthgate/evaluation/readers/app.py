@@ -8,6 +8,7 @@ readers and their progress.
 
 # No ``from __future__ import annotations``: FastAPI reads the route handlers' annotations at run
 # time, and ``Request`` is imported inside :func:`app` (fastapi stays out of ``synthgate --help``).
+import hmac
 import html
 import threading
 import time
@@ -38,7 +39,7 @@ def _page(title: str, body: str) -> str:
 def app(study: Study, answers: Answers) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+    from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
     api = FastAPI(title="synthgate reader study", docs_url=None, redoc_url=None, openapi_url=None)
     size = int(study.manifest.get("display_size", 256))
@@ -77,7 +78,9 @@ def app(study: Study, answers: Answers) -> Any:
         reader = answers.reader(token)
         if reader is None or image_id not in reader.order:
             return unknown()
-        return FileResponse(study.root / "images" / f"{image_id}.png", media_type="image/png", headers=no_store)
+        # the bytes only: no Last-Modified or ETag, which would tell images apart by when they were written
+        return Response((study.root / "images" / f"{image_id}.png").read_bytes(), media_type="image/png",
+                        headers=no_store)
 
     @api.post("/r/{token}/answer")
     async def answer(token: str, request: Request) -> Any:
@@ -100,7 +103,7 @@ def app(study: Study, answers: Answers) -> Any:
 
     @api.get("/admin/{token}", response_class=HTMLResponse)
     def admin_page(token: str) -> HTMLResponse:
-        if token != admin:
+        if not hmac.compare_digest(token.encode(), admin.encode()):
             return unknown()
         rows = "".join(f"<tr><td>{html.escape(r.name)}</td><td>{r.answered} / {len(r.order)}</td>"
                        f"<td>{'finished' if r.finished else 'in progress'}</td></tr>" for r in answers.readers())
