@@ -60,8 +60,15 @@ def test_a_study_is_blinded_balanced_and_keeps_its_key_apart(sets, tmp_path):
     assert "REAL PATIENT IMAGES" in (s.root / "README.txt").read_text()
     manifest = json.loads((s.root / "study.json").read_text())
     assert "real" not in json.dumps(manifest["images"]) and manifest["contains_patient_images"] is True
-    again = create_study(real.root, syn.root, tmp_path / "study2", n=12, seed=3)
-    assert sorted(v["index"] for v in again.key().values()) == sorted(v["index"] for v in key.values())  # seeded
+    # the draw is the seed and the key's secret salt: reproducible by whoever holds the key, not from the seed
+    salt = json.loads((s.root / KEY).read_text())["draw_salt"]
+    same = create_study(real.root, syn.root, tmp_path / "study2", n=12, seed=3, salt=salt)
+    assert sorted(v["index"] for v in same.key().values()) == sorted(v["index"] for v in key.values())
+    assert [same.key()[i]["real"] for i in same.ids] == [key[i]["real"] for i in s.ids]
+    other = create_study(real.root, syn.root, tmp_path / "study3", n=12, seed=3, salt=salt + 1)
+    assert [other.key()[i]["index"] for i in other.ids] != [key[i]["index"] for i in s.ids]
+    sizes = {p.stat().st_size for p in (s.root / "images").iterdir()}
+    assert len(sizes) == 1  # uncompressed: a file's size says nothing of its content
 
 
 def test_bad_inputs_are_refused_by_name(sets, tmp_path):
@@ -80,7 +87,13 @@ def test_bad_inputs_are_refused_by_name(sets, tmp_path):
     with pytest.raises(DataError, match=r"the synthetic set has too few images of class bone \(1 of 2\) for a study "
                                         r"balanced per class"):
         create_study(real.root, few_bone.root, tmp_path / "g", n=8)
-    assert create_study(real.root, few_bone.root, tmp_path / "g", n=8, balanced=False).manifest["n"] == 8
+    with pytest.raises(DataError, match=r"too few images of class bone \(1 of 2\) for a study in the real test "
+                                        r"split's class proportions"):
+        create_study(real.root, few_bone.root, tmp_path / "g", n=8, balanced=False)
+    with pytest.raises(DataError, match="the real and the synthetic dataset are the same dataset"):
+        create_study(real.root, real.root, tmp_path / "h", n=8)
+    with pytest.raises(ConfigError, match="gives 0 real images: a study needs both"):
+        create_study(real.root, syn.root, tmp_path / "i", n=2, real_fraction=0.2)
     big = _dataset(tmp_path / "big", {"train": 10}, res=32, stage="sample")
     with pytest.raises(DataError, match="the real images are 16x16x1 and the synthetic ones 32x32x1"):
         create_study(real.root, big.root, tmp_path / "d", n=8)
@@ -155,6 +168,8 @@ def test_five_readers_get_the_wilcoxon_test_and_fewer_get_accuracy_and_spread(se
         assert v["TR"] + v["FS"] == 4 and v["TS"] + v["FR"] == 4 and v["n"] == 8
     assert json.loads((s.root / "reader_study.json").read_text())["accuracy"]["readers"] == 5
     assert set(res["per_class"]) == set(CLASSES)
+    for k in ("TR", "FR", "TS", "FS", "n"):  # per class, pooled over the readers: adds up to the readers' sums
+        assert sum(c[k] for c in res["per_class"].values()) == sum(v[k] for v in res["per_reader"].values())
 
 
 def _start(study):
@@ -234,3 +249,32 @@ def test_the_commands_create_add_readers_and_refuse_an_unfinished_analysis(sets,
     assert r.code == 0 and f"ann: http://host:1/r/{token}" in r.stdout, r.output
     r = run_cli("reader-study", "analyze", str(study))
     assert r.code == 2 and "no reader has finished the study (0 of 1; ann 0/8)" in r.stderr, r.output
+
+
+def test_the_wilcoxon_test_ranks_exact_ties_and_leaves_readers_at_chance_out():
+    """Accuracies in hundredths: 0.56 and 0.44 are equally far from 0.5 (whole-number differences, not
+    floats), and readers at exactly 0.5 do not count toward the five a test needs."""
+    from scipy.stats import wilcoxon
+
+    from synthgate.evaluation.readers.analyze import _group_stats
+
+    right = np.array([53, 47, 53, 56, 44, 50, 50, 50])
+    r = _group_stats(right, np.full(8, 100))
+    assert r["readers_at_chance"] == 3 and r["wilcoxon"]["readers_tested"] == 5
+    assert r["wilcoxon"]["p"] == pytest.approx(wilcoxon([6, -6, 6, 12, -12], alternative="greater").pvalue)
+    assert r["wilcoxon"]["statistic"] == 8.5  # the tied |6|s and |12|s share their ranks
+    few = _group_stats(np.array([50, 50, 60, 40, 55, 50]), np.full(6, 100))
+    assert few["wilcoxon"] is None and "3 reader(s) away from exactly 0.5 (of 6 finished)" in few["note"]
+
+
+def test_time_per_image_is_measured_on_the_server(sets, tmp_path):
+    real, syn = sets
+    s = create_study(real.root, syn.root, tmp_path / "study", n=8)
+    store = Answers(s)
+    r = store.add_reader("ann")
+    store.shown(r.token, r.order[0])
+    store.answer(r.token, r.order[0], "real")
+    store.answer(r.token, r.order[1], "real")  # never shown (answered through the API): no time
+    rows = dict(store._db.execute("SELECT image_id, seconds FROM answers"))
+    assert rows[r.order[0]] is not None and rows[r.order[0]] >= 0 and rows[r.order[1]] is None
+    store.close()

@@ -33,25 +33,39 @@ def confusion(key: dict[str, dict[str, Any]], answers: dict[str, dict[str, Any]]
     return {"TR": tr, "FR": fr, "TS": ts, "FS": fs, "n": n, "accuracy": (tr + ts) / n if n else None}
 
 
-def _group_stats(acc: np.ndarray) -> dict[str, Any]:
+def _pooled(key: dict[str, dict[str, Any]], per_reader: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """TR/FR/TS/FS and accuracy of ``key``'s images, summed over the readers' answers."""
+    parts = [confusion(key, {i: a for i, a in answers.items() if i in key}) for answers in per_reader]
+    out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in ("TR", "FR", "TS", "FS", "n")}
+    out["accuracy"] = (out["TR"] + out["TS"]) / out["n"] if out["n"] else None
+    return out
+
+
+def _group_stats(right: np.ndarray, n: np.ndarray) -> dict[str, Any]:
+    """Over readers with ``right`` correct answers of ``n`` each."""
     from scipy import stats
 
+    acc = right / n
     out: dict[str, Any] = {"readers": int(len(acc)), "mean": float(acc.mean()),
                            "std": float(acc.std(ddof=1)) if len(acc) > 1 else None}
     if len(acc) > 1:
         half = float(stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc)))
         out["ci95"] = [out["mean"] - half, out["mean"] + half]
-    if len(acc) >= MIN_READERS_FOR_TEST:
-        diff = acc - 0.5
-        if np.all(diff == 0):
-            out["wilcoxon"] = {"alternative": "accuracy > 0.5", "statistic": 0.0, "p": 1.0}
-        else:
-            w = stats.wilcoxon(diff, alternative="greater", zero_method="wilcox")
-            out["wilcoxon"] = {"alternative": "accuracy > 0.5", "statistic": float(w.statistic), "p": float(w.pvalue)}
+        out["ci95_note"] = "a t interval over the readers, for this set of images (not over draws of images)"
+    # on whole numbers, so that readers equally far from chance tie exactly (0.56 - 0.5 != 0.5 - 0.44 in floats)
+    diff = (2 * right - n).astype(np.int64)
+    nonzero = int((diff != 0).sum())
+    out["readers_at_chance"] = int(len(diff) - nonzero)
+    if nonzero >= MIN_READERS_FOR_TEST:
+        w = stats.wilcoxon(diff, alternative="greater", zero_method="wilcox")
+        out["wilcoxon"] = {"alternative": "accuracy > 0.5 (readers tell synthetic from real better than chance)",
+                           "statistic": float(w.statistic), "p": float(w.pvalue), "readers_tested": nonzero,
+                           "zero_method": "wilcox (readers at exactly 0.5 are left out)"}
     else:
         out["wilcoxon"] = None
-        out["note"] = (f"{len(acc)} reader(s) finished: fewer than {MIN_READERS_FOR_TEST}, so no test (as the paper "
-                       "does); accuracy and spread only")
+        out["note"] = (f"{nonzero} reader(s) away from exactly 0.5 (of {len(acc)} finished): fewer than "
+                       f"{MIN_READERS_FOR_TEST}, so no test (as the paper does with 5 or fewer readers); accuracy and "
+                       "spread only")
     return out
 
 
@@ -70,14 +84,13 @@ def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10) -
         raise DataError(f"{st.root}: no reader has finished the study ({len(finished)} of {len(readers)}; "
                         f"{progress})", hint="analyze once at least one reader has answered every image")
     per_reader = {r.name: confusion(key, answers.get(r.name, {})) for r in finished}
-    acc = np.array([v["accuracy"] for v in per_reader.values()], np.float64)
+    right = np.array([v["TR"] + v["TS"] for v in per_reader.values()], np.int64)
+    n = np.array([v["n"] for v in per_reader.values()], np.int64)
     classes = sorted({v["class"] for v in key.values()})
     per_class = {}
     for c in classes:
-        ids = {i for i, v in key.items() if v["class"] == c}
-        right = [(a["answer"] == "real") == key[i]["real"] for r in finished
-                 for i, a in answers.get(r.name, {}).items() if i in ids]
-        per_class[c] = {"accuracy": float(np.mean(right)) if right else None, "answers": len(right)}
+        sub = {i: v for i, v in key.items() if v["class"] == c}
+        per_class[c] = _pooled(sub, [answers.get(r.name, {}) for r in finished])
     called_synthetic = []
     for i, v in key.items():
         votes = [answers.get(r.name, {}).get(i, {}).get("answer") for r in finished]
@@ -88,7 +101,7 @@ def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10) -
         "study": str(st.root), "n_images": len(key), "n_real": sum(v["real"] for v in key.values()),
         "readers_added": len(readers), "readers_finished": len(finished),
         "unfinished": {r.name: f"{r.answered}/{len(r.order)}" for r in readers if not r.finished},
-        "per_reader": per_reader, "accuracy": _group_stats(acc),
+        "per_reader": per_reader, "accuracy": _group_stats(right, n),
         "confusion_mean": {k: float(np.mean([v[k] for v in per_reader.values()])) for k in ("TR", "FR", "TS", "FS")},
         "per_class": per_class, "most_called_synthetic": called_synthetic[:top],
         "synthetic": st.manifest.get("synthetic"), "display_size": st.manifest.get("display_size"),

@@ -60,13 +60,13 @@ def app(study: Study, answers: Answers) -> Any:
         if image is None:
             return HTMLResponse(_page("Thank you", f"<h1>Thank you, {html.escape(reader.name)}</h1>"
                                       f"<p>All {n} images are answered. You can close this page.</p>"), headers=no_store)
+        answers.shown(token, image)
         conf = "".join(f"<label><input type='radio' name='confidence' value='{c}' id='c{c}'>{c}</label>"
                        for c in range(1, 6))
         body = (f"<p class='progress'>{html.escape(reader.name)}: image {reader.answered + 1} of {n}</p>"
                 f"<img src='/r/{token}/image/{image}' width='{size}' height='{size}' alt='image to read'>"
                 f"<form method='post' action='/r/{token}/answer'>"
                 f"<input type='hidden' name='image_id' value='{image}'>"
-                f"<input type='hidden' name='shown_at' value='{time.time():.3f}'>"
                 f"<p>Is this image real or synthetic?</p>"
                 f"<button type='submit' name='answer' value='real' id='real'>Real (R)</button>"
                 f"<button type='submit' name='answer' value='synthetic' id='synthetic'>Synthetic (S)</button>"
@@ -88,10 +88,8 @@ def app(study: Study, answers: Answers) -> Any:
         form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
         try:
             confidence = int(form["confidence"]) if form.get("confidence") else None
-            shown_at = float(form["shown_at"]) if form.get("shown_at") else None
-            seconds = max(0.0, time.time() - shown_at) if shown_at else None
             await run_in_threadpool(answers.answer, token, form.get("image_id", ""), form.get("answer", ""),
-                                    confidence, seconds)
+                                    confidence)
         except ValueError:
             return HTMLResponse(_page("Not recorded", "<h1>Not recorded</h1><p>a malformed answer</p>"),
                                 status_code=400)

@@ -1,8 +1,10 @@
 """The readers and their answers, in the study's ``answers.sqlite`` (survives reloads and restarts).
 
-Each reader has a personal token (their link) and their own order of the study's images (seeded by
-the study's seed and the reader's number, so order effects average out over readers). An answer is
-final: a second answer for the same image, or one for an image not in the reader's list, is refused.
+Each reader has a personal token (their link) and their own order of the study's images (drawn from
+the operating system's randomness and kept here, so order effects average out over readers and no
+reader can derive another's order or the key from the study's seed). An answer is final: a second
+answer for the same image, or one for an image not in the reader's list, is refused. The time a
+reader took is measured on the server, from when the image was first shown to the answer.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from synthgate.errors import DataError
 from synthgate.evaluation.readers.study import Study
@@ -23,8 +24,10 @@ from synthgate.utils import utc_now
 DB = "answers.sqlite"
 ANSWERS = ("real", "synthetic")
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS readers (token TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, number INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS readers (token TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, number INTEGER UNIQUE NOT NULL,
                                     image_order TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shown (token TEXT NOT NULL, image_id TEXT NOT NULL, first_shown REAL NOT NULL,
+                                  PRIMARY KEY (token, image_id));
 CREATE TABLE IF NOT EXISTS answers (token TEXT NOT NULL REFERENCES readers(token), image_id TEXT NOT NULL,
                                     answer TEXT NOT NULL, confidence INTEGER, seconds REAL, created TEXT NOT NULL,
                                     PRIMARY KEY (token, image_id));
@@ -70,12 +73,18 @@ class Answers:
             if self._db.execute("SELECT 1 FROM readers WHERE name = ?", (name,)).fetchone():
                 raise DataError(f"a reader named {name!r} already exists in this study",
                                 hint="`synthgate reader-study readers` lists them with their links")
-            number = self._db.execute("SELECT COUNT(*) FROM readers").fetchone()[0]
-            rng = np.random.default_rng([int(self.study.manifest["seed"]), 1000 + number])
-            order = [self.study.ids[i] for i in rng.permutation(len(self.study.ids))]
+            order = list(self.study.ids)
+            secrets.SystemRandom().shuffle(order)
             token = secrets.token_urlsafe(18)
-            self._db.execute("INSERT INTO readers VALUES (?, ?, ?, ?, ?)",
-                             (token, name, number, json.dumps(order), utc_now()))
+            try:  # BEGIN IMMEDIATE: two `add-reader` processes at once cannot take one number
+                self._db.execute("BEGIN IMMEDIATE")
+                number = self._db.execute("SELECT COALESCE(MAX(number), -1) + 1 FROM readers").fetchone()[0]
+                self._db.execute("INSERT INTO readers VALUES (?, ?, ?, ?, ?)",
+                                 (token, name, number, json.dumps(order), utc_now()))
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                raise DataError(f"a reader named {name!r} already exists in this study") from None
         return Reader(token, name, order, 0)
 
     def reader(self, token: str) -> Reader | None:
@@ -93,8 +102,12 @@ class Answers:
         done = {r[0] for r in self._db.execute("SELECT image_id FROM answers WHERE token = ?", (reader.token,))}
         return next((i for i in reader.order if i not in done), None)
 
-    def answer(self, token: str, image_id: str, answer: str, confidence: int | None = None,
-               seconds: float | None = None) -> None:
+    def shown(self, token: str, image_id: str) -> None:
+        """Remember when ``image_id`` was first shown to the reader (a reload keeps the first time)."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO shown VALUES (?, ?, ?)", (token, image_id, time.time()))
+
+    def answer(self, token: str, image_id: str, answer: str, confidence: int | None = None) -> None:
         reader = self.reader(token)
         if reader is None:
             raise AnswerRefused("unknown reader link", status=404)
@@ -105,6 +118,9 @@ class Answers:
         if confidence is not None and not 1 <= confidence <= 5:
             raise AnswerRefused(f"confidence {confidence}: expected 1 (a guess) to 5 (certain)", status=400)
         with self._lock:
+            first = self._db.execute("SELECT first_shown FROM shown WHERE token = ? AND image_id = ?",
+                                     (token, image_id)).fetchone()
+            seconds = max(0.0, time.time() - first[0]) if first else None
             try:
                 self._db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?)",
                                  (token, image_id, answer, confidence, seconds, utc_now()))

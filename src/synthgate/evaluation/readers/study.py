@@ -6,9 +6,10 @@ A study folder holds:
 - ``study.json``: what readers may see: the opaque image ids, the display size, the seed, and the
   sha256 of the key (a key edited after creation is refused by :func:`load_study`);
 - ``images/<id>.png``: the images, each under an id that says nothing of its origin (random, not
-  derived from the seed; PNGs written alike, without metadata);
-- ``key/key.json``: which id is real, its class and where it came from (mode 0600); the web app never
-  serves this folder, and only ``analyze`` reads it;
+  derived from the seed; uncompressed PNGs of one size, without metadata);
+- ``key/key.json``: which id is real, its class and where it came from, and the secret salt mixed
+  with the recorded seed in the draw (mode 0600); the web app never serves this folder, and only
+  ``analyze`` reads it;
 - ``key/admin.token``: the admin page's token (0600);
 - ``answers.sqlite``: the readers and their answers (:mod:`.store`);
 - ``README.txt``: the study holds real patient images and stays where the real data may be.
@@ -62,9 +63,10 @@ class Study:
 
 
 def _per_class(counts: dict[int, int], n: int, classes: list[str], what: str, balanced: bool,
-               rng: np.random.Generator) -> dict[int, int]:
-    """How many images of each class: ``n`` split evenly over the classes (the remainder to random
-    classes), or in proportion to ``counts`` when not ``balanced``."""
+               class_order: list[int], proportions: dict[int, int]) -> dict[int, int]:
+    """How many images of each class: ``n`` split evenly over the classes (the remainder to the
+    first classes of ``class_order``), or in ``proportions`` (the real test split's) when not
+    ``balanced``; both origins get the same split for the same ``n``."""
     total = sum(counts.values())
     if total < n:
         raise DataError(f"the {what} holds {total} images; the study asks for {n} of them",
@@ -72,25 +74,29 @@ def _per_class(counts: dict[int, int], n: int, classes: list[str], what: str, ba
     keys = sorted(counts)
     if balanced:
         base = {k: n // len(keys) for k in keys}
-        for k in rng.permutation(keys)[: n - sum(base.values())]:
-            base[int(k)] += 1
+        for k in class_order[: n - sum(base.values())]:
+            base[k] += 1
     else:
-        base = {k: int(np.floor(n * counts[k] / total)) for k in keys}
+        whole = sum(proportions.values())
+        base = {k: int(np.floor(n * proportions[k] / whole)) for k in keys}
         rest = n - sum(base.values())
-        for k in sorted(keys, key=lambda k: -(n * counts[k] / total - base[k]))[:rest]:
+        for k in sorted(keys, key=lambda k: (-(n * proportions[k] / whole - base[k]), class_order.index(k)))[:rest]:
             base[k] += 1
     short = [f"{classes[k]} ({counts[k]} of {base[k]})" for k in keys if counts[k] < base[k]]
     if short:
-        raise DataError(f"the {what} has too few images of class {', '.join(short)} for a study balanced per class",
-                        hint="ask for fewer images (--n), or --unbalanced to draw in proportion to the classes")
+        how = "balanced per class" if balanced else "in the real test split's class proportions"
+        raise DataError(f"the {what} has too few images of class {', '.join(short)} for a study {how}",
+                        hint="ask for fewer images (--n)" + (", or --unbalanced to draw in the real test split's "
+                                                             "proportions" if balanced else ""))
     return base
 
 
 def create_study(real: Path, synthetic: Path, out: Path, *, n: int = 100, real_fraction: float = 0.5,
-                 balanced: bool = True, seed: int = 0, display_size: int = 256) -> Study:
-    """A blinded study of ``n`` images from the real dataset's test split and the synthetic set."""
+                 balanced: bool = True, seed: int = 0, display_size: int = 256, salt: int | None = None) -> Study:
+    """A blinded study of ``n`` images from the real dataset's test split and the synthetic set.
+    The draw is seeded by ``seed`` and a secret ``salt`` (random unless given; kept in the key), so
+    ``seed`` and the key's salt reproduce it."""
     from synthgate.data.canonical import load_dataset
-    from synthgate.figures import save_png
 
     if n < 2 or not 0 < real_fraction < 1:
         raise ConfigError(f"a study needs n >= 2 and 0 < real_fraction < 1 (got n={n}, real_fraction={real_fraction})")
@@ -103,17 +109,29 @@ def create_study(real: Path, synthetic: Path, out: Path, *, n: int = 100, real_f
                         hint="sample the generator at the real dataset's resolution")
     if r.classes != s.classes:
         raise DataError(f"the real classes {r.classes} and the synthetic classes {s.classes} differ")
-    rng = np.random.default_rng(seed)
+    if r.content_hash == s.content_hash:
+        raise DataError(f"the real and the synthetic dataset are the same dataset (content hash {r.content_hash[:16]})")
+    # the draw mixes the recorded seed with a secret salt kept in the key: the organiser can redo it,
+    # a reader who knows the seed, n and the classes cannot (numpy's draws do not depend on pool sizes)
+    salt = secrets.randbits(64) if salt is None else int(salt)
+    rng = np.random.default_rng([seed, salt])
     test = r.split_indices("test")
     if not len(test):
         raise DataError(f"{real}: no test split; a reader study shows unseen real images (the test split)")
     n_real = int(round(n * real_fraction))
+    if not 0 < n_real < n:
+        raise ConfigError(f"n={n} with real_fraction={real_fraction} gives {n_real} real images: a study needs both "
+                          "real and synthetic images")
     picks: list[tuple[str, Any, int]] = []
+    # one class order for the remainders and the real test split's proportions for both origins, so that
+    # a class's share does not hint at where its images come from
+    class_order = [int(k) for k in rng.permutation(len(r.classes))]
+    proportions = {c: int((r.labels()[test] == c).sum()) for c in range(len(r.classes))}
     for origin, ds, pool, k in (("real", r, test, n_real), ("synthetic", s, np.arange(len(s.meta)), n - n_real)):
         labels = ds.labels()[pool]
         counts = {c: int((labels == c).sum()) for c in range(len(ds.classes))}
         what = "real test split" if origin == "real" else "synthetic set"
-        for c, m in _per_class(counts, k, ds.classes, what, balanced, rng).items():
+        for c, m in _per_class(counts, k, ds.classes, what, balanced, class_order, proportions).items():
             for i in rng.choice(pool[labels == c], m, replace=False):
                 picks.append((origin, ds, int(i)))
     order = rng.permutation(len(picks))
@@ -123,12 +141,12 @@ def create_study(real: Path, synthetic: Path, out: Path, *, n: int = 100, real_f
     for j in order:
         origin, ds, i = picks[j]
         image_id = secrets.token_hex(6)
-        save_png(out / "images" / f"{image_id}.png", np.asarray(ds.images[i]))
+        _save_uncompressed(out / "images" / f"{image_id}.png", np.asarray(ds.images[i]))
         key[image_id] = {"real": origin == "real", "class": ds.classes[int(ds.labels()[i])],
                          "dataset": str(ds.root), "dataset_content_hash": ds.content_hash, "index": i}
         ids.append(image_id)
     (out / "key").mkdir(mode=0o700, exist_ok=True)
-    raw = json.dumps({"images": key}, indent=1).encode()
+    raw = json.dumps({"images": key, "draw_salt": salt}, indent=1).encode()
     _write_private(out / KEY, raw)
     _write_private(out / ADMIN_TOKEN, secrets.token_urlsafe(24).encode())
     manifest = {"format": FORMAT, "created": utc_now(), "n": len(ids), "n_real": n_real, "seed": seed,
@@ -141,6 +159,15 @@ def create_study(real: Path, synthetic: Path, out: Path, *, n: int = 100, real_f
     (out / "study.json").write_text(json.dumps(manifest, indent=1))
     (out / "README.txt").write_text(NOTICE)
     return Study(out, manifest)
+
+
+def _save_uncompressed(path: Path, image: np.ndarray) -> None:
+    """PNG without compression: every image of a study has the same file size (a compressed size
+    would tell smooth images from noisy ones, and so often synthetic from real)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, compress_level=0)
 
 
 def _write_private(path: Path, data: bytes) -> None:
