@@ -67,7 +67,7 @@ EXPORTED_METRICS = {
 #: The promotion guard's metrics (its own registry: src/synthgate/registry/guard.py).
 GUARD_METRICS = {"synthgate_guard_reverts_total", "synthgate_guard_deliveries_total", "synthgate_guard_sweeps_total",
                  "synthgate_guard_last_sweep_timestamp_seconds", "synthgate_guard_last_revert_timestamp_seconds",
-                 "synthgate_guard_webhook_active"}
+                 "synthgate_guard_webhook_active", "synthgate_guard_coalesced_checks_total"}
 METRIC_RE = re.compile(r"\bsynthgate_[a-z0-9_]+")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", re.IGNORECASE)
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}

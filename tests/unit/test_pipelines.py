@@ -8,6 +8,7 @@ import ast
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,13 +32,19 @@ def _load(path: Path) -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    """Every pipeline compiled into a fresh folder (name -> (spec, platform config))."""
+def compiled_dir(tmp_path_factory):
+    """Every pipeline compiled once into a fresh folder (each compile takes seconds)."""
     from pipelines.compile import compile_all
 
     out = tmp_path_factory.mktemp("compiled")
-    files = compile_all(out)
-    return {f.name: _load(f) for f in files}
+    compile_all(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(compiled_dir):
+    """name -> (spec, platform config) of every compiled pipeline."""
+    return {f.name: _load(f) for f in sorted(compiled_dir.glob("*.yaml"))}
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -69,10 +76,11 @@ def test_committed_yaml_is_up_to_date():
     assert "up to date" in r.stdout
 
 
-def test_check_names_stale_and_missing_files(tmp_path, capsys):
-    from pipelines.compile import compile_all, main, stale
+def test_check_names_stale_and_missing_files(compiled_dir, tmp_path, capsys):
+    from pipelines.compile import main, stale
 
-    compile_all(tmp_path)
+    for f in compiled_dir.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
     (tmp_path / "synthesis.yaml").write_text((tmp_path / "synthesis.yaml").read_text().replace("approved", "ok"))
     (tmp_path / "publish.yaml").unlink()
     assert sorted(stale(tmp_path)) == ["publish.yaml", "synthesis.yaml"]
@@ -82,10 +90,10 @@ def test_check_names_stale_and_missing_files(tmp_path, capsys):
     assert not (tmp_path / "publish.yaml").exists()  # --check writes nothing
 
 
-def test_compile_is_deterministic(tmp_path):
+def test_compile_is_deterministic(compiled_dir, tmp_path):
     from pipelines.compile import compile_all
 
-    a = {p.name: p.read_bytes() for p in compile_all(tmp_path / "a")}
+    a = {p.name: p.read_bytes() for p in sorted(compiled_dir.glob("*.yaml"))}
     b = {p.name: p.read_bytes() for p in compile_all(tmp_path / "b")}
     assert set(a) == {"synthesis.yaml", "synthesis-cpu.yaml", "publish.yaml", "publish-cpu.yaml"}
     assert a == b
