@@ -42,8 +42,11 @@ def browser():
 
 
 def test_two_readers_finish_a_study_in_chromium_and_analyze_counts_their_answers(browser, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    IGNORED = (NoSuchElementException, StaleElementReferenceException)  # the page is replaced mid-read
 
     real = _dataset(tmp_path / "real", {"train": 6, "test": 8})
     syn = _dataset(tmp_path / "syn", {"train": 10}, seed=7, stage="sample")
@@ -79,7 +82,8 @@ def test_two_readers_finish_a_study_in_chromium_and_analyze_counts_their_answers
             body.send_keys(choice[0])
         else:
             browser.find_element(By.ID, choice).click()
-        WebDriverWait(browser, 10).until(lambda d: "Thank you" in d.page_source or progress() != before)
+        WebDriverWait(browser, 10, ignored_exceptions=IGNORED).until(
+            lambda d: "Thank you" in d.page_source or progress() != before)
 
     try:
         browser.get(f"{base}/r/{ann.token}")

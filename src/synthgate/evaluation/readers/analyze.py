@@ -64,8 +64,8 @@ def _group_stats(right: np.ndarray, n: np.ndarray) -> dict[str, Any]:
     else:
         out["wilcoxon"] = None
         out["note"] = (f"{nonzero} reader(s) away from exactly 0.5 (of {len(acc)} finished): fewer than "
-                       f"{MIN_READERS_FOR_TEST}, so no test (as the paper does with 5 or fewer readers); accuracy and "
-                       "spread only")
+                       f"{MIN_READERS_FOR_TEST}, so no test; accuracy and spread only (the paper tested with 9 and 11 "
+                       "readers and reported accuracy and spread with 5)")
     return out
 
 
