@@ -288,3 +288,40 @@ def test_a_patient_in_train_and_a_held_out_split_is_refused(real, tmp_path):
         evaluate(grouped.root, standin.root, _cfg(tmp), tmp_path / "e")
     assert "grouped by patient" in e.value.hint
     assert not (tmp_path / "e").exists()
+
+
+def test_a_reader_study_goes_into_the_evaluation_its_reports_and_the_gate(real, tmp_path, monkeypatch):
+    """Issue 19: the study of these datasets, answered by six readers, in evaluation.json (readers anonymous), in
+    both reports, and judged by fidelity.max_reader_accuracy; a study of other images is refused before any work."""
+    from synthgate.evaluation.readers.store import Answers
+    from synthgate.evaluation.readers.study import create_study
+    from synthgate.gates.decision import gate
+    from synthgate.gates.policy import GatePolicy
+
+    ds, standin, tmp = real
+    study = create_study(ds.root, standin.root, tmp_path / "study", n=20, seed=1)
+    key, store = study.key(), Answers(study)
+    for k in range(6):  # readers who call every image right: they tell synthetic from real
+        r = store.add_reader(f"Dr. Name{k}")
+        for i in r.order:
+            store.answer(r.token, i, "real" if key[i]["real"] else "synthetic")
+    store.close()
+    res = evaluate(ds.root, standin.root, _cfg(tmp, utility={"enabled": False}, reader_study=study.root),
+                   tmp_path / "e")
+    rd = res.data["readers"]
+    assert rd["readers_finished"] == 6 and res.data["summary"]["reader_accuracy"] == 1.0
+    assert "Dr. Name" not in (tmp_path / "e" / "evaluation.json").read_text()
+    for name in ("report.html", "report_public.html"):
+        page = (tmp_path / "e" / name).read_text()
+        assert "<h2>Reader study</h2>" in page and "reader 6" in page and "Dr. Name" not in page
+    policy = GatePolicy.model_validate({"fidelity": {"max_reader_accuracy": 0.6}})
+    [rule] = [x for x in gate(res.path, policy, tmp_path / "gate.json").rules if x.rule == "fidelity.max_reader_accuracy"]
+    assert not rule.passed and rule.value == 1.0
+    # another synthetic set than the study's: refused before the encoder is trained
+    import synthgate.evaluation.encoder as encoder
+
+    monkeypatch.setattr(encoder, "get_encoder", lambda *a, **k: pytest.fail("work began before the check"))
+    imgs, labels = _replay(ds, "exact")
+    other = _synthetic(tmp_path / "other", imgs[:40], labels[:40], ds.classes)
+    with pytest.raises(DataError, match="its readers judged other images"):
+        evaluate(ds.root, other.root, _cfg(tmp, utility={"enabled": False}, reader_study=study.root), tmp_path / "x")

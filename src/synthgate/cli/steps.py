@@ -179,11 +179,13 @@ def evaluate(
     ),
     retrain_encoder: Annotated[bool, typer.Option(help="train a new reference encoder")] = False,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    reader_study: Annotated[Path | None, typer.Option(help="a finished reader study of these datasets (its "
+                                                             "readers' accuracy goes in the evaluation)")] = None,
 ) -> None:
     """Fidelity, variety, complexity, memorization/privacy and utility of a synthetic dataset."""
     from synthgate import stages
 
-    p = _params(params, {"evaluate.device": device})
+    p = _params(params, {"evaluate.device": device, "evaluate.reader_study": reader_study})
     _print_evaluation(stages.evaluate(p, real=real, synthetic=synthetic, out=out, reporter=_reporter(),
                                       retrain_encoder=retrain_encoder))
 

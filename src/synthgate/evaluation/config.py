@@ -141,6 +141,10 @@ class EvaluateConfig(Strict):
     memorization: MemorizationConfig = MemorizationConfig()
     utility: UtilityConfig = UtilityConfig()
     realism: RealismConfig = RealismConfig()
+    reader_study: Path | None = Field(
+        None, description="a reader study folder (`synthgate reader-study create`) of these datasets: its readers' "
+        "accuracy goes in evaluation.json (section readers) for the gate rule fidelity.max_reader_accuracy"
+    )
     inception_weights: Path | None = Field(
         None, description="FID Inception weights file; adds standard Inception-FID next to the encoder FID"
     )

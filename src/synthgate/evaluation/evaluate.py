@@ -20,6 +20,7 @@ from synthgate.devices import resolve_device
 from synthgate.errors import DataError
 from synthgate.evaluation.config import EvaluateConfig
 from synthgate.evaluation.hashing import evaluation_hash  # noqa: F401 (re-exported)
+from synthgate.evaluation.inception import _inception_fid, check_inception_weights  # noqa: F401 (re-exported)
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import atomic_directory, utc_now, write_json_atomic
 
@@ -171,20 +172,12 @@ def evaluate(
         timings[name] = round(time.perf_counter() - start, 3)
 
     device = resolve_device(cfg.device, "evaluate.device")
-    if cfg.inception_weights is not None:
-        check_inception_weights(cfg.inception_weights)  # before the expensive parts
-    real = load_dataset(real_dir)
-    syn = load_dataset(synthetic_dir)
-    check_compatible(real, syn)
+    real, syn, readers = _inputs(Path(real_dir), Path(synthetic_dir), cfg)  # every check before any work
     classes = real.classes
     n_classes = len(classes)
     y_real = real.labels()
     y_syn = _relabel(syn, real)
     train_idx, val_idx, test_idx = (real.split_indices(s) for s in ("train", "val", "test"))
-    if len(train_idx) == 0 or len(test_idx) == 0:
-        raise DataError(f"{real.root}: the real dataset needs train and test splits to evaluate against",
-                        hint="prepare it with split.test > 0")
-    check_groups(real, train_idx)  # before any work: the held-out baseline must be patient-disjoint
     syn_images = np.asarray(syn.images)
 
     with part("encoder", "Reference encoder"):
@@ -229,10 +222,12 @@ def evaluate(
         with part("realism", "Realism scores"):
             real_res = realism(f_ref, y_real[ref_idx], f_syn, y_syn, classes, cfg.realism.k, cfg.realism.per_class)
 
-    summary = _summary(fidelity, util, memorization, cfg)
+    summary = _summary(fidelity, util, memorization, cfg) | (
+        {"reader_accuracy": readers["accuracy"]["mean"]} if readers else {})
     data = _record(real_dir, synthetic_dir, real, syn, y_syn, classes, enc.identity(), device, cfg,
                    {"fidelity": fidelity, "variety": var, "complexity": {"per_class": comp["per_class"]},
-                    "memorization": memorization, "utility": util, "realism": real_res, "summary": summary})
+                    "memorization": memorization, "utility": util, "realism": real_res, "summary": summary,
+                    "readers": readers})
     data = _jsonable(data)
     data["evaluation_hash"] = evaluation_hash(data)
     start = time.perf_counter()
@@ -245,6 +240,22 @@ def evaluate(
     data["timings"] = timings
     write_json_atomic(Path(out) / "evaluation.json", data)
     return EvaluationResult(Path(out) / "evaluation.json", Path(out) / "report.html", data)
+
+
+def _inputs(real_dir: Path, synthetic_dir: Path, cfg: EvaluateConfig) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The two datasets, checked, and the reader study's evidence (``None`` without one)."""
+    from synthgate.evaluation.readers.evidence import reader_evidence
+
+    if cfg.inception_weights is not None:
+        check_inception_weights(cfg.inception_weights)
+    real, syn = load_dataset(real_dir), load_dataset(synthetic_dir)
+    check_compatible(real, syn)
+    if len(real.split_indices("train")) == 0 or len(real.split_indices("test")) == 0:
+        raise DataError(f"{real.root}: the real dataset needs train and test splits to evaluate against",
+                        hint="prepare it with split.test > 0")
+    check_groups(real, real.split_indices("train"))  # the held-out baseline must be patient-disjoint
+    readers = reader_evidence(cfg.reader_study, real.content_hash, syn.content_hash) if cfg.reader_study else None
+    return real, syn, readers
 
 
 def _memorization(real: Any, syn_images: np.ndarray, y_real: np.ndarray, y_syn: np.ndarray, train_idx: np.ndarray,
@@ -369,76 +380,4 @@ def _summary(fidelity: dict[str, Any], util: dict[str, Any] | None, memo: dict[s
                 + " (xing2023: fidelity does not imply utility); judge release on utility and privacy")
         else:
             out["fidelity_utility_disagree"] = False
-    return out
-
-
-INCEPTION_HINT = ("use the CUDA image (ghcr.io/synthgate/synthgate:VERSION-cuda: torchvision and torch-fidelity "
-                  "installed), or unset evaluate.inception_weights; the reference-encoder FID is computed either way")
-
-
-def check_inception_weights(weights: Path) -> str:
-    """Refuse, before any work, an Inception-FID that cannot run: no weights file, a file that is not a
-    plain state dict (read with ``weights_only=True``; torch-fidelity itself unpickles it fully), or
-    an environment without torch-fidelity (it needs torchvision, which the CPU environment must not
-    have). Returns the file's sha256: the identity recorded next to the score."""
-    import torch
-
-    from synthgate.errors import ConfigError
-    from synthgate.utils import sha256_file
-
-    weights = Path(weights)
-    if not weights.is_file():
-        raise DataError(f"{weights}: Inception weights file not found",
-                        hint="unset evaluate.inception_weights, or put the pt_inception-2015-12-05 weights there")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{weights}: not a PyTorch weights file ({str(e).splitlines()[0][:200]})",
-                        hint="give the FID Inception weights (pt_inception-2015-12-05-6726825d.pth)") from None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{weights}: not a state dict of tensors",
-                        hint="give the FID Inception weights (pt_inception-2015-12-05-6726825d.pth)")
-    try:
-        import torch_fidelity.feature_extractor_inceptionv3  # noqa: F401
-    except Exception as e:  # ImportError, or torchvision failing to load next to this torch
-        raise ConfigError(
-            "evaluate.inception_weights: standard Inception-FID needs torch-fidelity (and torchvision), which this "
-            f"environment does not have ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
-            hint=INCEPTION_HINT) from None
-    return sha256_file(weights)
-
-
-def _inception_fid(real: CanonicalDataset, idx: np.ndarray, syn: np.ndarray, weights: Path,
-                   test_idx: np.ndarray | None = None) -> dict[str, Any]:
-    """Standard Inception-FID (torchmetrics with torch-fidelity's FID Inception network, weights from a
-    local file: ``feature_extractor_weights_path``) of ``syn`` against ``real.images[idx]``, and, as
-    the baseline, of the real ``test_idx`` images against the same reference. Grey images are repeated
-    to 3 channels; torch-fidelity resizes to 299x299 as the TF original does."""
-    import torch
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    sha = check_inception_weights(weights)
-    try:
-        m = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights),
-                                     reset_real_features=False)
-    except RuntimeError as e:  # load_state_dict: missing/unexpected keys, shapes
-        raise DataError(f"{weights}: not the FID Inception-v3 weights ({str(e).splitlines()[0][:200]})",
-                        hint="give pt_inception-2015-12-05-6726825d.pth (torch-fidelity's FID Inception)") from None
-
-    def rgb(x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-        return t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
-
-    def fake_fid(images: np.ndarray) -> float:
-        m.reset()  # keeps the real statistics (reset_real_features=False)
-        for i in range(0, len(images), 256):
-            m.update(rgb(images[i : i + 256]), real=False)
-        return float(m.compute())
-
-    for i in range(0, len(idx), 256):
-        m.update(rgb(np.asarray(real.images[idx[i : i + 256]])), real=True)
-    out: dict[str, Any] = {"fid": fake_fid(syn), "weights": str(weights), "weights_sha256": sha,
-                           "n_real": int(len(idx)), "n_synthetic": int(len(syn))}
-    if test_idx is not None and len(test_idx) >= 2:
-        out["real_test_vs_train"] = fake_fid(np.asarray(real.images[test_idx]))
     return out

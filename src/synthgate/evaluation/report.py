@@ -344,6 +344,9 @@ def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False)
         parts += _utility_section(u)
     else:
         parts.append("<p>not run (evaluate.utility.enabled: false)</p>")
+    from synthgate.evaluation.readers.report import readers_section
+
+    parts += readers_section(data.get("readers"))
     r = data.get("realism")
     if r:
         parts += ["<h2>Realism score</h2>", "<p class=note>benitodelvalle Eq. 11: kept when R ≥ 1.</p>",

@@ -84,9 +84,22 @@ class UtilityRules(Strict):
 
 
 class FidelityRules(Strict):
+    """Fidelity rules: plain thresholds on the evaluation's numbers, and the reader study's rule,
+    which passes only when the readers demonstrably cannot tell the synthetic images from real ones:
+    the one-sided upper confidence bound (at ``reader_confidence``, over readers and images) of their
+    mean accuracy within ``max_reader_accuracy``, with at least ``min_readers`` who finished."""
+
     max_fid_ratio: float | None = Field(None, gt=0, description="FID / FID(real test vs real train)")
     min_precision: float | None = Field(None, ge=0, le=1)
     min_recall: float | None = Field(None, ge=0, le=1)
+    max_reader_accuracy: float | None = Field(
+        None, gt=0.5, le=1, description="upper confidence bound of the readers' accuracy at telling synthetic from "
+        "real (evaluate.reader_study; 0.5 = chance)")
+    reader_confidence: float = Field(0.95, gt=0.5, lt=1, description="level of that bound (not a rule)")
+    min_readers: int = Field(5, ge=2, description="readers who finished the study, at least (part of that rule)")
+
+    #: fields of the reader rule, not plain thresholds
+    READER_FIELDS: ClassVar[tuple[str, ...]] = ("max_reader_accuracy", "reader_confidence", "min_readers")
 
 
 class SampleRules(Strict):

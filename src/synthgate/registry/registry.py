@@ -115,6 +115,18 @@ def default_model_name(evaluation: dict[str, Any]) -> str:
 
 
 @checked_access
+def _reader_tags(readers: dict[str, Any] | None) -> dict[str, str]:
+    """The reader study's headline on the version (its whole record is in the logged evaluation.json)."""
+    if not readers:
+        return {"reader_study": "none"}
+    a, w = readers["accuracy"], (readers["accuracy"].get("wilcoxon") or {})
+    return {"reader_study": f"{readers['readers_finished']} readers, {readers['n_images']} images, study "
+                            f"{str(readers['study_sha256'])[:16]}",
+            "reader_study.accuracy_mean": f"{a['mean']:.4f}",
+            "reader_study.accuracy_upper_95": f"{(readers.get('accuracy_bound_95') or {}).get('upper', float('nan')):.4f}",
+            "reader_study.wilcoxon_p": f"{w['p']:.4g}" if "p" in w else "not tested (fewer than 5 readers)"}
+
+
 def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
              name: str | None = None) -> Registered:
     """Log a run and register the generator at ``model_dir`` as a new version."""
@@ -192,6 +204,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
         "lineage.synthgate_version": __version__,
     }
+    tags |= _reader_tags(evaluation.get("readers"))
     for r in decision.rules:
         tags[f"gate.rule.{r.rule}"] = f"{'pass' if r.passed else 'FAIL'}: {r.value} {r.comparison} {r.threshold}"
     for k, v in tags.items():

@@ -33,6 +33,10 @@ def confusion(key: dict[str, dict[str, Any]], answers: dict[str, dict[str, Any]]
     return {"TR": tr, "FR": fr, "TS": ts, "FS": fs, "n": n, "accuracy": (tr + ts) / n if n else None}
 
 
+def _right(truth: dict[str, Any], answer: dict[str, Any] | None) -> bool:
+    return answer is not None and answer["answer"] == ("real" if truth["real"] else "synthetic")
+
+
 def _pooled(key: dict[str, dict[str, Any]], per_reader: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """TR/FR/TS/FS and accuracy of ``key``'s images, summed over the readers' answers."""
     parts = [confusion(key, {i: a for i, a in answers.items() if i in key}) for answers in per_reader]
@@ -104,8 +108,12 @@ def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10) -
         "per_reader": per_reader, "accuracy": _group_stats(right, n),
         "confusion_mean": {k: float(np.mean([v[k] for v in per_reader.values()])) for k in ("TR", "FR", "TS", "FS")},
         "per_class": per_class, "most_called_synthetic": called_synthetic[:top],
-        "synthetic": st.manifest.get("synthetic"), "display_size": st.manifest.get("display_size"),
-        "resolution": st.manifest.get("resolution"),
+        "synthetic": st.manifest.get("synthetic"), "real": st.manifest.get("real"),
+        "display_size": st.manifest.get("display_size"), "resolution": st.manifest.get("resolution"),
+        "key_sha256": st.manifest.get("key_sha256"),
+        # per finished reader, 1 where the answer was right, in study.json's image order (the gate's bound
+        # resamples readers and images from it)
+        "correct": {r.name: [int(_right(key[i], answers.get(r.name, {}).get(i))) for i in st.ids] for r in finished},
     }
     write_json_atomic(Path(out) if out else st.root / RESULT, result)
     return result
