@@ -130,6 +130,47 @@ def test_median_filter_matches_torch_median():
     assert torch.equal(median3x3(x), ref)
 
 
+def test_median_filter_chunks_give_the_same_result():
+    x = torch.rand(150, 12, 12)  # more than one chunk, the last one partial
+    assert torch.equal(median3x3(x, chunk=64), median3x3(x, chunk=1000))
+
+
+def test_the_fast_blur_and_aligned_scores_equal_their_plain_definitions():
+    """The banded-matrix blur equals a separable conv2d with replicate padding, and the aligned scores
+    from box sums equal the |NCC| of every normalised window; a constant window scores 0."""
+    import math
+
+    import torch.nn.functional as F
+
+    from synthgate.evaluation.memorization import filters
+    from synthgate.evaluation.memorization.search import _aligned_scores, _norm, _patches
+
+    x = torch.rand(7, 40, 40) * 255
+    m = median3x3(x)
+    sigma = 1.5
+    radius = int(math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    y = F.pad(m[:, None], (radius,) * 4, mode="replicate")
+    ref = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[:, 0]
+    assert torch.allclose(filters.smooth(x), ref, atol=1e-3)
+
+    spec = make_spec(32)
+    c, kk, v = 2, 3, len(spec.variants)
+    ref_imgs = (torch.rand(c * kk, 32, 32) * 255).round()
+    ref_imgs[1] = 77.0  # a constant candidate
+    tsel = _norm(torch.randn(c, kk, v, spec.template**2))
+    got = _aligned_scores(tsel, ref_imgs, spec)
+    h, tt, ms = 32, spec.template, spec.max_shift
+    off = (h - tt) // 2 - ms
+    region = ref_imgs[:, off : off + tt + 2 * ms, off : off + tt + 2 * ms]
+    win = _norm(_patches(region, tt).transpose(1, 2), dim=1).view(c, kk, -1, (2 * ms + 1) ** 2)
+    want = torch.einsum("ckvd,ckdp->ckvp", tsel, win).abs()
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.equal(got[0, 1], torch.zeros_like(got[0, 1]))
+
+
 def test_search_refuses_images_of_another_size(indexed):
     _, index, spec = indexed
     with pytest.raises(ValueError, match=r"queries are \(16, 16\), training images \(32, 32\)"):

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from synthgate.data.complexity import to_gray
+from synthgate.evaluation.memorization.filters import median3x3, smooth  # noqa: F401 (median3x3 re-exported)
 from synthgate.evaluation.memorization.stats import fisher_z
 
 
@@ -93,39 +94,6 @@ def dihedral8(x: torch.Tensor) -> torch.Tensor:
         y = torch.flip(x, dims=(-1,)) if flip else x
         out.extend(torch.rot90(y, k, dims=(-2, -1)) for k in range(4))
     return torch.stack(out, 1)
-
-
-#: Devillard's 19-exchange network for the median of 9 values.
-_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
-            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
-
-
-def median3x3(x: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> 3x3 median filter (edges replicated), by a sorting network on the 9 shifted views."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-    p = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
-    for a, b in _MEDIAN9:
-        p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
-    return p[4].contiguous()
-
-
-def smooth(x: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) -> the same after a 3x3 median filter and a Gaussian blur of sigma = 1.5 px, times H/64 above
-    64x64 (edges replicated): removes impulse noise (dead pixels, salt and pepper) and suppresses pixel
-    noise, dithering and compression artefacts while keeping the image's content. Pixel noise is per
-    pixel, so the scale has a floor in pixels: 1.5 px doubled the smoothed margin's hits on Poisson
-    (photon) noise at 20 counts against the 0.75 px used until 2026-12-02 and was at least as good on
-    speckle, Rician and Gaussian noise (PneumoniaMNIST, 30 copies each; issue 13's note)."""
-    x = median3x3(x)
-    sigma = 1.5 * max(1.0, x.shape[-1] / 64)
-    radius = int(math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    y = F.pad(x[:, None], (radius, radius, radius, radius), mode="replicate")
-    y = F.conv2d(F.conv2d(y, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-    return y[:, 0]
 
 
 def coarse(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -233,10 +201,10 @@ def _warp_templates(d8: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
     theta = torch.tensor([[[s * math.cos(math.radians(r)) * frac, -s * math.sin(math.radians(r)) * frac, 0.0],
                            [s * math.sin(math.radians(r)) * frac, s * math.cos(math.radians(r)) * frac, 0.0]]
                           for s, r in variants], dtype=q.dtype, device=q.device)
-    grid = F.affine_grid(theta, [len(variants), 1, t, t], align_corners=False)
+    grid = F.affine_grid(theta, [len(variants), 1, t, t], align_corners=False).reshape(1, len(variants) * t, t, 2)
     d8 = d8.reshape(c * 8, 1, h, w)
-    out = F.grid_sample(d8.repeat_interleave(len(variants), 0), grid.repeat(c * 8, 1, 1, 1), mode="bilinear",
-                        padding_mode="border", align_corners=False)
+    out = F.grid_sample(d8, grid.expand(c * 8, -1, -1, -1), mode="bilinear", padding_mode="border",
+                        align_corners=False)
     return _norm(out.reshape(c, 8, len(variants), t * t))
 
 
@@ -269,8 +237,9 @@ def _refine(d8: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dih: torch.Te
                          torch.stack([sc * torch.sin(an) * frac, sc * torch.cos(an) * frac,
                                       (2 * oy[None] / h).expand(b, nv)], -1)], -2).reshape(b * nv, 2, 3)
     src = d8[torch.arange(b, device=q.device), dih]  # (b, H, W)
-    grid = F.affine_grid(theta, [b * nv, 1, t, t], align_corners=False)
-    warped = F.grid_sample(src.repeat_interleave(nv, 0)[:, None], grid, mode="bilinear", padding_mode="border",
+    # the nv grids of one query side by side in one sampling grid: each image is sampled where it lies
+    grid = F.affine_grid(theta, [b * nv, 1, t, t], align_corners=False).reshape(b, nv * t, t, 2)
+    warped = F.grid_sample(src[:, None], grid, mode="bilinear", padding_mode="border",
                            align_corners=False).reshape(b, nv, t * t)
     off = (h - t) // 2
     ys = (off + dy).long().clamp(0, h - t)
@@ -282,13 +251,40 @@ def _refine(d8: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dih: torch.Te
     return torch.einsum("bvd,bd->bv", _norm(warped), _norm(win)).abs().amax(dim=1)
 
 
-def _windows(ref: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
-    """(k, H, W) -> (k, T*T, P): the normalised template-sized windows at every shift within max_shift."""
+def _aligned_scores(tsel: torch.Tensor, ref: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
+    """|normalised cross-correlation| of templates (c, k, V, T*T), each of zero mean and unit norm,
+    with their candidates (c*k, H, W) at every shift within max_shift -> (c, k, V, P). The windows are
+    not normalised one by one: for such a template t, t . (w - mean w) = t . w, and each window's norm
+    comes from box sums of its region (integral images), so the windows are only read once, by the
+    matrix product, a few candidates at a time (together 5x faster on the CPU than normalising every
+    window of a chunk, ``benchmarks/copy_search_speed.py``).
+    A window without contrast (a constant one) scores 0."""
+    c, k = tsel.shape[:2]
     h = ref.shape[-1]
     t, ms = spec.template, spec.max_shift
     off = (h - t) // 2 - ms
     region = ref[:, off : off + t + 2 * ms, off : off + t + 2 * ms]
-    return _norm(_patches(region, t).transpose(1, 2), dim=1)
+    region = region - region.mean(dim=(1, 2), keepdim=True)  # small sums: t . w stays exact for flat windows
+    # every window of a few candidates at a time, so that they are written and read while in the CPU's cache
+    flat = tsel.reshape(c * k, -1, t * t)
+    num = torch.empty(c * k, flat.shape[1], (2 * ms + 1) ** 2, dtype=tsel.dtype, device=tsel.device)
+    step = 4 if tsel.device.type == "cpu" else len(flat)
+    for i in range(0, len(flat), step):
+        torch.bmm(flat[i : i + step], _patches(region[i : i + step], t).transpose(1, 2), out=num[i : i + step])
+    num = num.view(c, k, -1, num.shape[-1])
+    r = region.double()
+    s1, s2 = _box_sums(r, t), _box_sums(r * r, t)
+    var = (s2 - s1 * s1 / (t * t)).reshape(c, k, 1, -1)  # sum of squared deviations, in grey levels^2
+    # uint8 images: a window that is not constant has var >= 1 - 1/(t t)
+    return torch.where(var > 0.5, num / var.clamp_min(0.5).sqrt().to(num.dtype), torch.zeros_like(num)).abs()
+
+
+def _box_sums(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(b, L, L) -> (b, (L-size+1)^2): the sum of every size x size window, in the order of
+    :func:`_patches` (row-major over the window's top-left corner)."""
+    i = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    box = i[:, size:, size:] - i[:, :-size, size:] - i[:, size:, :-size] + i[:, :-size, :-size]
+    return box.reshape(len(x), -1)
 
 
 def _patches(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -376,8 +372,7 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         # aligned: each candidate's best rotation/flip from the pixel score, then scale x rotation x shift
         tm = _warp_templates(d8, spec)  # (c, 8, V, T*T)
         tsel = tm[torch.arange(c, device=device)[:, None], best_t]  # (c, k, V, T*T)
-        win = _windows(index.images[cj.reshape(-1)], spec).view(c, k, -1, side * side)
-        s = torch.einsum("ckvd,ckdp->ckvp", tsel, win).abs().reshape(c, k, -1)
+        s = _aligned_scores(tsel, index.images[cj.reshape(-1)], spec).reshape(c, k, -1)
         pair, arg = s.max(dim=2)  # (c, k)
         pair = pair.masked_fill(repeat, -2.0)
         best_pair = pair.argmax(dim=1)
