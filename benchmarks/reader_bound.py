@@ -14,6 +14,12 @@ computed from 4 million draws. The baseline in the same run is the t bound over 
 accuracies alone (``analyze``'s interval, one-sided), which ignores the images' share of the
 variance. The table prints, per cell, each bound's coverage with its Clopper-Pearson 95% interval
 (nominal: at least 0.95) and the mean bound, so that the price of soundness is visible.
+
+A second table runs the whole rule (:func:`synthgate.gates.reader_rules.reader_rule`, with
+``max_reader_accuracy`` 0.65 at 0.95) on studies of readers at chance (it should pass, given enough
+readers and images), of readers who tell a little (it should fail), and of readers at chance with one
+or two experts among them (logit skill 4, accuracy about 0.98: the mean alone hides them; the
+per-reader tests must fail the study).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from synthgate.evaluation.readers.bound import accuracy_bound  # noqa: E402
+from synthgate.gates.policy import FidelityRules  # noqa: E402
+from synthgate.gates.reader_rules import reader_rule  # noqa: E402
 
 CONFIDENCE = 0.95
 
@@ -84,6 +92,39 @@ def main() -> None:
               f"{c[a + ' hi']:.3f}] | {c[a + ' mean bound']:.3f} | {c[b + ' coverage']:.3f} [{c[b + ' lo']:.3f}, "
               f"{c[b + ' hi']:.3f}] | {c[b + ' mean bound']:.3f} | "
               f"{c[a + ' mean bound'] / c[b + ' mean bound']:.3f} |", flush=True)
+    rule_table(max(100, args.reps // 4))
+
+
+def rule_pass_rate(readers: int, images: int, skills: list[float], sd_image: float, reps: int, seed: int) -> float:
+    """Share of simulated studies that pass the rule; ``skills`` the readers' logit skills (cycled)."""
+    rng = np.random.default_rng(seed)
+    policy = FidelityRules(max_reader_accuracy=0.65)
+    passed = 0
+    skill = np.resize(np.asarray(skills, np.float64), readers)[:, None]
+    for _ in range(reps):
+        z = skill + rng.normal(0, sd_image, (1, images))
+        m = (rng.random((readers, images)) < 1 / (1 + np.exp(-z))).astype(int)
+        rules: list = []
+        reader_rule({"readers": {"correct": m.tolist(), "n_images": images, "n_real": images // 2,
+                                 "readers_added": readers, "readers_finished": readers}}, policy, rules, [])
+        passed += rules[0].passed
+    return passed / reps
+
+
+def rule_table(reps: int) -> None:
+    print(f"\nthe whole rule (max_reader_accuracy 0.65, confidence 0.95), {reps} simulated studies per cell; image "
+          "ease sd 1.0 (logit)")
+    print("| readers | images | readers' logit skills | true mean accuracy | passed |")
+    print("| --- | --- | --- | --- | --- |")
+    cases = [("all 0 (at chance)", [0.0]), ("all 0.4 (inside the margin)", [0.4]),
+             ("all 1.2 (outside the margin)", [1.2]), ("one 4.0 (an expert), the rest 0", None),
+             ("all -0.85 (below chance)", [-0.85])]
+    for r, i in ((5, 100), (10, 100), (10, 200)):
+        for k, (label, skills) in enumerate(cases):
+            sk = skills if skills is not None else [4.0] + [0.0] * (r - 1)
+            truth = float(np.mean([_true_mean(s, 0.0, 1.0, np.random.default_rng(9)) for s in sk]))
+            rate = rule_pass_rate(r, i, sk, 1.0, reps, seed=100 + k)
+            print(f"| {r} | {i} | {label} | {truth:.3f} | {rate:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -314,7 +314,7 @@ def test_a_reader_study_goes_into_the_evaluation_its_reports_and_the_gate(real, 
     for name in ("report.html", "report_public.html"):
         page = (tmp_path / "e" / name).read_text()
         assert "<h2>Reader study</h2>" in page and "reader 6" in page and "Dr. Name" not in page
-    policy = GatePolicy.model_validate({"fidelity": {"max_reader_accuracy": 0.6}})
+    policy = GatePolicy.model_validate({"fidelity": {"max_reader_accuracy": 0.6, "min_images": 20}})
     [rule] = [x for x in gate(res.path, policy, tmp_path / "gate.json").rules if x.rule == "fidelity.max_reader_accuracy"]
     assert not rule.passed and rule.value == 1.0
     # another synthetic set than the study's: refused before the encoder is trained

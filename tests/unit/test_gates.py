@@ -286,7 +286,7 @@ def test_utility_rules_with_too_few_seeds_for_the_level_fail_naming_the_minimum(
 
 
 # --------------------------------------------------------------------------- gates that cannot fail
-LEVELS = {"confidence", "false_alarm_rate", "correction", "reader_confidence", "min_readers"}  # levels, not rules
+LEVELS = {"confidence", "false_alarm_rate", "correction", "reader_confidence", "min_readers", "min_images"}  # levels, not rules
 NO_MEMORIZATION = {"memorization": dict.fromkeys(k for k in GatePolicy().memorization.model_dump() if k not in LEVELS)}
 ALL_NULL = {group: dict.fromkeys(k for k in rules if k not in LEVELS)
             for group, rules in GatePolicy().model_dump().items()}

@@ -254,7 +254,7 @@ def _inputs(real_dir: Path, synthetic_dir: Path, cfg: EvaluateConfig) -> tuple[A
         raise DataError(f"{real.root}: the real dataset needs train and test splits to evaluate against",
                         hint="prepare it with split.test > 0")
     check_groups(real, real.split_indices("train"))  # the held-out baseline must be patient-disjoint
-    readers = reader_evidence(cfg.reader_study, real.content_hash, syn.content_hash) if cfg.reader_study else None
+    readers = reader_evidence(cfg.reader_study, real, syn) if cfg.reader_study else None
     return real, syn, readers
 
 

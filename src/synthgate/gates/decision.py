@@ -31,6 +31,7 @@ from synthgate.errors import DataError
 from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.memorization_rules import memorization_rules
 from synthgate.gates.policy import GatePolicy
+from synthgate.gates.reader_rules import reader_rule
 from synthgate.gates.rules import RuleResult, get, threshold_rules
 from synthgate.gates.utility_rules import utility_rules
 from synthgate.utils import read_json, utc_now, write_json_atomic
@@ -127,43 +128,7 @@ def _fidelity_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[
     }
     threshold_rules("fidelity", policy.fidelity.model_dump(exclude=set(policy.fidelity.READER_FIELDS)), measured,
                     rules, skipped)
-    _reader_rule(evaluation, policy, rules, skipped)
-
-
-def _reader_rule(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],
-                 skipped: list[str]) -> None:
-    """``fidelity.max_reader_accuracy``: the upper bound of the readers' mean accuracy, recomputed
-    from the recorded readers x images matrix of right answers."""
-    from synthgate.evaluation.readers.bound import accuracy_bound
-
-    f = policy.fidelity
-    rule = "fidelity.max_reader_accuracy"
-    if f.max_reader_accuracy is None:
-        skipped.append(rule)
-        return
-    readers = evaluation.get("readers")
-    correct = readers.get("correct") if isinstance(readers, dict) else None
-    if not isinstance(readers, dict) or not correct:
-        rules.append(RuleResult(rule, False, None, f.max_reader_accuracy, "<=",
-                                "no reader study in the evaluation (evaluate.reader_study): the readers' accuracy is "
-                                "not measured, so this rule cannot pass"))
-        return
-    if len(correct) < f.min_readers:
-        rules.append(RuleResult(rule, False, None, f.max_reader_accuracy, "<=",
-                                f"{len(correct)} reader(s) finished the study, fewer than the {f.min_readers} the policy "
-                                "asks for (fidelity.min_readers): too few to bound their accuracy"))
-        return
-    b = accuracy_bound(correct, f.reader_confidence)
-    ok = b["upper"] <= f.max_reader_accuracy
-    w = (readers.get("accuracy") or {}).get("wilcoxon") or {}
-    p = f"; one-sided Wilcoxon p {w['p']:.3g}" if "p" in w else ""
-    rules.append(RuleResult(
-        rule, bool(ok), b["upper"], f.max_reader_accuracy, "<=",
-        f"readers' accuracy {b['mean']:.3f} over {b['readers']} readers and {b['images']} images, upper "
-        f"{f.reader_confidence:g} bound {b['upper']:.3f} {'within' if ok else 'violates'} <= "
-        f"{f.max_reader_accuracy:g}{p}" + ("" if ok else ": the readers tell the synthetic images from real ones "
-                                           "better than the policy allows, or too few readers or images to show "
-                                           "they cannot")))
+    reader_rule(evaluation, policy.fidelity, rules, skipped)
 
 
 def _sample_rules(evaluation: dict[str, Any], policy: GatePolicy, rules: list[RuleResult],

@@ -84,22 +84,25 @@ class UtilityRules(Strict):
 
 
 class FidelityRules(Strict):
-    """Fidelity rules: plain thresholds on the evaluation's numbers, and the reader study's rule,
-    which passes only when the readers demonstrably cannot tell the synthetic images from real ones:
-    the one-sided upper confidence bound (at ``reader_confidence``, over readers and images) of their
-    mean accuracy within ``max_reader_accuracy``, with at least ``min_readers`` who finished."""
+    """Fidelity rules: plain thresholds on the evaluation's numbers, and the reader study's rule
+    (:mod:`synthgate.gates.reader_rules`): the readers' mean accuracy within [1 - max, max] on its
+    confidence bounds over readers and images, no reader alone better or worse than chance, in a
+    study half real that every reader added finished."""
 
     max_fid_ratio: float | None = Field(None, gt=0, description="FID / FID(real test vs real train)")
     min_precision: float | None = Field(None, ge=0, le=1)
     min_recall: float | None = Field(None, ge=0, le=1)
     max_reader_accuracy: float | None = Field(
-        None, gt=0.5, le=1, description="upper confidence bound of the readers' accuracy at telling synthetic from "
-        "real (evaluate.reader_study; 0.5 = chance)")
-    reader_confidence: float = Field(0.95, gt=0.5, lt=1, description="level of that bound (not a rule)")
+        None, gt=0.5, lt=1, description="confidence bounds of the readers' accuracy at telling synthetic from real "
+        "within [1 - this, this] (evaluate.reader_study; 0.5 = chance)")
+    reader_confidence: float = Field(0.95, gt=0.5, lt=1, description="level of those bounds and of the per-reader "
+                                     "tests (not a rule)")
     min_readers: int = Field(5, ge=2, description="readers who finished the study, at least (part of that rule)")
+    min_images: int = Field(50, ge=2, description="images in the study, at least (part of that rule)")
 
     #: fields of the reader rule, not plain thresholds
-    READER_FIELDS: ClassVar[tuple[str, ...]] = ("max_reader_accuracy", "reader_confidence", "min_readers")
+    READER_FIELDS: ClassVar[tuple[str, ...]] = ("max_reader_accuracy", "reader_confidence", "min_readers",
+                                                "min_images")
 
 
 class SampleRules(Strict):

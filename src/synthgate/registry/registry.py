@@ -114,7 +114,6 @@ def default_model_name(evaluation: dict[str, Any]) -> str:
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + "-generator"
 
 
-@checked_access
 def _reader_tags(readers: dict[str, Any] | None) -> dict[str, str]:
     """The reader study's headline on the version (its whole record is in the logged evaluation.json)."""
     if not readers:
@@ -123,10 +122,12 @@ def _reader_tags(readers: dict[str, Any] | None) -> dict[str, str]:
     return {"reader_study": f"{readers['readers_finished']} readers, {readers['n_images']} images, study "
                             f"{str(readers['study_sha256'])[:16]}",
             "reader_study.accuracy_mean": f"{a['mean']:.4f}",
-            "reader_study.accuracy_upper_95": f"{(readers.get('accuracy_bound_95') or {}).get('upper', float('nan')):.4f}",
-            "reader_study.wilcoxon_p": f"{w['p']:.4g}" if "p" in w else "not tested (fewer than 5 readers)"}
+            "reader_study.accuracy_bounds_95": "[{lower:.4f}, {upper:.4f}]".format(
+                **(readers.get("accuracy_bounds_95") or {"lower": float("nan"), "upper": float("nan")})),
+            "reader_study.wilcoxon_p": f"{w['p']:.4g}" if "p" in w else "not tested (fewer than 5 readers away from 0.5)"}
 
 
+@checked_access
 def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
              name: str | None = None) -> Registered:
     """Log a run and register the generator at ``model_dir`` as a new version."""

@@ -73,8 +73,9 @@ def _group_stats(right: np.ndarray, n: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10) -> dict[str, Any]:
-    """The study's result, written to ``out`` (default: ``reader_study.json`` in the study folder)."""
+def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10, write: bool = True) -> dict[str, Any]:
+    """The study's result, written to ``out`` (default: ``reader_study.json`` in the study folder)
+    unless ``write`` is false."""
     st = study if isinstance(study, Study) else load_study(Path(study))
     key = st.key()  # refuses an edited key
     store = Answers(st)
@@ -111,11 +112,12 @@ def analyze_study(study: Study | Path, out: Path | None = None, top: int = 10) -
         "synthetic": st.manifest.get("synthetic"), "real": st.manifest.get("real"),
         "display_size": st.manifest.get("display_size"), "resolution": st.manifest.get("resolution"),
         "key_sha256": st.manifest.get("key_sha256"),
-        # per finished reader, 1 where the answer was right, in study.json's image order (the gate's bound
-        # resamples readers and images from it)
+        # per finished reader, 1 where the answer was right, in study.json's image order (the gate's bounds
+        # and per-reader tests are computed from it)
         "correct": {r.name: [int(_right(key[i], answers.get(r.name, {}).get(i))) for i in st.ids] for r in finished},
     }
-    write_json_atomic(Path(out) if out else st.root / RESULT, result)
+    if write:
+        write_json_atomic(Path(out) if out else st.root / RESULT, result)
     return result
 
 
