@@ -8,8 +8,9 @@ of every file), and as the baseline, in the same run, a plain sequential boto3 l
 and downloads the same package files (no staging, no verification). Prints images/s, MB/s and
 the ratio synthgate / plain.
 
-The registry checks (approval at publish, revocation at pull) are stubbed out here: they are a
-few MLflow calls (~0.1 s) and not what this measures; the integration tests run them for real.
+The registry checks at publish are stubbed out here (a few MLflow calls, ~0.1 s, not what this
+measures; the integration tests run them for real); the gatekeeper's signature is real (a local key,
+``trust_stub.py``) and pull verifies it, every file and the images' content.
 
     python benchmarks/publish_throughput.py                 # 10,000 x 64x64x1, moto + folder
     python benchmarks/publish_throughput.py --n 200 --size 16
@@ -44,18 +45,20 @@ def _dataset(root: Path, n: int, size: int, classes: int):
     return write_dataset(root, images, meta, names, stage="sample", config={}, inputs=[], extra={"synthetic": True})
 
 
-def _stub_registry(content_hash: str) -> None:
+def _stub_registry(content_hash: str, tmp: Path) -> None:
+    """The registry stubbed; the gatekeeper replaced by a local key that signs for real (trust_stub.py)."""
+    from trust_stub import local_gatekeeper, stub_release
+
     import synthgate.publish.package as package
-    import synthgate.publish.pull as pull_mod
     import synthgate.registry.client as client
 
     mv = SimpleNamespace(version="1", run_id="bench", tags={"lineage.synthetic_content_hash": content_hash,
                                                              "gate.sha256": "x"})
     gate = {"passed": True, "rules": [], "policy_hash": "bench", "evaluation_hash": "bench"}
-    package.approved_version = lambda c, m, a: (mv, gate, {"summary": {}, "encoder": {}})
+    package.approved_version = lambda c, m, a: (mv, gate, {"summary": {}, "encoder": {}}, stub_release())
     package._download_run_file = lambda *a: None
     client.connect = lambda uri=None, **k: None
-    pull_mod.revocation_status = lambda manifest, uri: (True, "benchmark: registry check stubbed")
+    local_gatekeeper(tmp)
 
 
 def _plain_package(samples: Path, out: Path, shard_size: int = 5000) -> None:
@@ -129,7 +132,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="synthgate-bench-"))
     ds = _dataset(tmp / "samples", args.n, args.size, args.classes)
-    _stub_registry(ds.content_hash)
+    _stub_registry(ds.content_hash, tmp)
     t0 = time.perf_counter()
     _plain_package(ds.root, tmp / "plain-package")
     t_plain_pack = time.perf_counter() - t0

@@ -18,6 +18,8 @@ from synthgate.kubeflow.cluster import (
     MLFLOW_SECRET_KEYS,
     SECRET,
     SECRET_KEYS,
+    TRUST_CONFIG_MAP,
+    TRUST_CONFIG_MAP_KEY,
 )
 
 #: Steps that read or write S3 (the data source, MLflow's artifact store, the dataset store).
@@ -66,6 +68,9 @@ def configure(task: PipelineTask, step: str, gpu: bool, cache_training: bool = F
     if step in MLFLOW_STEPS:
         kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET,
                                      secret_key_to_env={k: k for k in MLFLOW_SECRET_KEYS})
+        # the gatekeeper's public key: register, promote and publish verify releases with it
+        kubernetes.use_config_map_as_env(task, config_map_name=TRUST_CONFIG_MAP,
+                                         config_map_key_to_env={TRUST_CONFIG_MAP_KEY: TRUST_CONFIG_MAP_KEY})
     if gpu and step in GPU_STEPS:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])

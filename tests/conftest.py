@@ -54,12 +54,16 @@ def mlflow_server(tmp_path_factory):
     """A real MLflow server (SQLite store, local artifacts, basic-auth as `make mlflow` runs it) on a
     free port of 127.0.0.1; the session's MLflow clients (and the processes the tests start) log in
     as its admin."""
-    from synthgate.registry.server import start_server, stop_server, use_credentials
+    from synthgate.registry.server import start_gatekeeper, start_server, stop_server, use_credentials
 
     root = tmp_path_factory.mktemp("mlflow")
     uri, _ = start_server(root)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "SYNTHGATE_GATEKEEPER_URL", "SYNTHGATE_TRUST_ROOT")
+    saved = {k: os.environ.get(k) for k in keys}
     use_credentials(root)
+    # the gatekeeper beside it (a process of its own, logged in as the admin), trusted by the session
+    os.environ["SYNTHGATE_GATEKEEPER_URL"] = start_gatekeeper(root, uri, None)
+    os.environ["SYNTHGATE_TRUST_ROOT"] = str(root / "gatekeeper" / "trust.json")
     yield uri
     for k, v in saved.items():
         if v is None:
@@ -67,6 +71,12 @@ def mlflow_server(tmp_path_factory):
         else:
             os.environ[k] = v
     stop_server(root)
+
+
+@pytest.fixture(autouse=True)
+def _pull_state(tmp_path, monkeypatch):
+    """Each test's own record of what this machine has pulled (newest serials, revocations seen)."""
+    monkeypatch.setenv("SYNTHGATE_PULL_STATE", str(tmp_path / ".pull-state.json"))
 
 
 @pytest.fixture

@@ -196,3 +196,30 @@ def fake_memorization(m: int = 600, copies: int = 0, planted_rate: float = 1.0, 
             "membership": {"members": n_null, "non_members": n_null, "descriptor": {"auc": 0.51, "se": 0.02, "p": 0.3},
                            "pixel": {"auc": 0.49, "se": 0.02, "p": 0.7}},
             "pixel_shift": {"shift": -0.01, "se": 0.005, "n_boot": 2000}, "per_class": {}}
+
+
+def gatekeeper_process(tracking_uri: str) -> tuple[str, subprocess.Popen]:
+    """A second gatekeeper on the session's key and state, started with this process's environment (the
+    S3 settings of a test): (URL, process); the caller terminates it."""
+    import os
+    import shutil
+    import sys
+    import time
+    import urllib.request
+
+    from synthgate.registry.server import free_port
+
+    home = Path(os.environ["SYNTHGATE_TRUST_ROOT"]).parent
+    port = free_port()
+    exe = shutil.which("synthgate", path=str(Path(sys.executable).parent)) or "synthgate"
+    proc = subprocess.Popen([exe, "gatekeeper", "serve", "--home", str(home), "--port", str(port), "--tracking-uri",
+                             tracking_uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1):
+                return url, proc
+        except Exception:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"the test's gatekeeper did not start on {url}")

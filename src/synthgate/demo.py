@@ -146,6 +146,7 @@ def run_demo(params: Params, workdir: Path, *, policy: Path | None = Path("gates
     obs.stage(7, "register and promote (MLflow)")
     root = workdir / "mlruns"
     uri, started = _registry(root, obs)
+    _gatekeeper(root, uri, policy, obs)
     try:
         reg = stages.register(model=tr.model_dir, evaluation=ev.path, gate=gate_path,
                               record=workdir / stages.DEFAULT_REGISTERED, tracking_uri=uri)
@@ -187,6 +188,25 @@ def _registry(root: Path, obs: DemoObserver) -> tuple[str, bool]:
         obs.note(f"MLflow at {uri} with authentication: admin '{creds.username}', password in {creds.path} "
                  "(mode 0600)")
     return uri, started
+
+
+def _gatekeeper(root: Path, uri: str, policy: Path | None, obs: DemoObserver) -> None:
+    """The gatekeeper consumers trust: with ``$MLFLOW_TRACKING_URI`` given, ``$SYNTHGATE_GATEKEEPER_URL`` with
+    ``$SYNTHGATE_TRUST_ROOT``; else a local one beside the local server (its key under ``root/gatekeeper``, made once), whose trust root
+    this process then verifies with."""
+    from synthgate.registry import server as srv
+    from synthgate.registry.gatekeeper_app import URL_ENV
+    from synthgate.trust.keys import TRUST_ENV, TRUST_FILE
+
+    if os.environ.get("MLFLOW_TRACKING_URI") and os.environ.get(URL_ENV) and os.environ.get(TRUST_ENV):
+        return  # a given registry with its given gatekeeper; a local server gets its own local gatekeeper
+    if not (root / srv.CREDENTIALS).exists():
+        raise SynthgateError(f"the local gatekeeper needs the local server's admin ({root / srv.CREDENTIALS}); "
+                             f"with $MLFLOW_TRACKING_URI set, also set {URL_ENV} and {TRUST_ENV}")
+    url = srv.start_gatekeeper(root, uri, policy if policy is not None and policy.exists() else None)
+    os.environ[URL_ENV] = url
+    os.environ[TRUST_ENV] = str((root / "gatekeeper" / TRUST_FILE).resolve())
+    obs.note(f"gatekeeper at {url} signs releases; consumers verify with {os.environ[TRUST_ENV]}")
 
 
 def _promote(reg: Registered, uri: str, override: bool, obs: DemoObserver) -> Promotion:

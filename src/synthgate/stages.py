@@ -215,18 +215,20 @@ def register(
 
 @_tracked
 def promote(name: str, version: str, *, alias: str = "approved", tracking_uri: str | None = None,
-            force: bool = False, reason: str | None = None) -> str:
-    """Set ``alias`` on a model version only if its verified gate passed (or ``force`` with a reason)."""
+            force: bool = False, reason: str | None = None, gatekeeper: str | None = None) -> str:
+    """Ask the gatekeeper to release a model version (it recomputes the verdict under the pinned policy,
+    signs, and moves ``alias``); ``force`` with a reason asks for an owner's override."""
     from synthgate.registry.registry import promote as _promote
 
-    return _promote(name, version, alias, tracking_uri, force, reason)
+    return _promote(name, version, alias, tracking_uri, force, reason, gatekeeper)
 
 
-def pin_policy(name: str, *, policy: Path | None, tracking_uri: str | None = None) -> str:
-    """Require every version of a registered model to be gated with ``policy`` (reviewers)."""
+def pin_policy(name: str, *, policy: Path | None, tracking_uri: str | None = None,
+               gatekeeper: str | None = None) -> str:
+    """Pin the policy the gatekeeper releases a registered model's versions under (owners)."""
     from synthgate.registry.registry import pin_policy as _pin
 
-    return _pin(name, policy, tracking_uri)
+    return _pin(name, policy, tracking_uri, gatekeeper)
 
 
 @_tracked
@@ -242,12 +244,14 @@ def publish(
     tracking_uri: str | None = None,
     reporter: Reporter | None = None,
     version: str | None = None,
+    gatekeeper: str | None = None,
 ) -> PublishResult:
-    """The version of registered ``model`` that holds ``alias`` -> a published synthetic dataset.
+    """The version of registered ``model`` that holds ``alias`` -> a published synthetic dataset,
+    signed by the gatekeeper.
 
-    Takes the evaluated sample set when it is the one the version was gated on (content hash equal
-    to the version's lineage tag), else samples ``params.sample`` from the registered model.
-    Refused when no version holds ``alias`` or the version's gate record does not verify.
+    Publishes the evaluated sample set (content hash equal to the version's lineage tag), less the
+    images flagged as copies; anything else is refused. Refused when no version holds ``alias``, the
+    version holds no release attestation, or the gatekeeper does not sign the staged package.
     ``store`` and ``alias`` default to ``params.publish``."""
     from synthgate.publish.package import publish as _publish
 
@@ -255,7 +259,7 @@ def publish(
     return _publish(model, store or cfg.store, alias=alias or cfg.alias,
                     samples=Path(samples) if samples else None,
                     evaluation=Path(evaluation) if evaluation else None, name=name, version=version,
-                    tracking_uri=tracking_uri, sample_config=params.sample, config=cfg, reporter=reporter)
+                    tracking_uri=tracking_uri, config=cfg, reporter=reporter, gatekeeper=gatekeeper)
 
 
 @_tracked
@@ -266,13 +270,17 @@ def pull(
     store: str = DEFAULT_STORE,
     tracking_uri: str | None = None,
     allow_revoked: bool = False,
+    allow_rollback: bool = False,
+    trust_root: Path | None = None,
     reporter: Reporter | None = None,
 ) -> PullResult:
-    """``NAME[:VERSION]`` from ``store`` -> ``to``, every file verified against the manifest, refused
-    when its model version no longer holds the alias it was published under (unless ``allow_revoked``)."""
+    """``NAME[:VERSION]`` from ``store`` -> ``to``: the gatekeeper's signature (against the trust root),
+    every file and the images verified; refused when revoked (unless ``allow_revoked``), older than
+    the newest signed version seen (unless ``allow_rollback``) or signed for another model."""
     from synthgate.publish.pull import pull as _pull
 
-    return _pull(ref, Path(to), store, tracking_uri=tracking_uri, allow_revoked=allow_revoked, reporter=reporter)
+    return _pull(ref, Path(to), store, tracking_uri=tracking_uri, allow_revoked=allow_revoked, reporter=reporter,
+                 trust_root=trust_root, allow_rollback=allow_rollback)
 
 
 def standin(real: Path, *, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:

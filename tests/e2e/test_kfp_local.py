@@ -84,6 +84,14 @@ def pipeline_run(tmp_path_factory, mlflow_server):
     pipe = synthesis.build(gpu=False, cache_training=True)
     params_json = _tiny_params(tmp, source)
     store = tmp / "store"
+    # the gatekeeper decides under the policy an owner pinned for the model, not the pipeline's gate_policy_yaml:
+    # the admin (an owner) creates the model and pins the permissive policy through the gatekeeper
+    from synthgate.registry.client import connect
+    from synthgate.registry.registry import pin_policy
+
+    connect(mlflow_server).create_registered_model(MODEL)
+    (tmp / "permissive.yaml").write_text(yaml.safe_dump(PERMISSIVE_POLICY))
+    pin_policy(MODEL, tmp / "permissive.yaml", mlflow_server)
     start = time.perf_counter()
     try:
         with _quiet():
@@ -194,6 +202,9 @@ def test_strict_policy_fails_promotion_with_the_gate_reasons(pipeline_run, capfd
 
     client = MlflowClient(tracking_uri=pipeline_run.uri, registry_uri=pipeline_run.uri)
     approved = client.get_registered_model(MODEL).aliases["approved"]
+    from synthgate.registry.registry import pin_policy
+
+    pin_policy(MODEL, Path("gates.yaml"), pipeline_run.uri)  # the owner pins the repository's policy
     capfd.readouterr()
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match=r"Inner task failed: .*promote"), _quiet():
@@ -202,7 +213,7 @@ def test_strict_policy_fails_promotion_with_the_gate_reasons(pipeline_run, capfd
                           checkpoint_uri=str(pipeline_run.checkpoints))  # the same train inputs: cached
     print(f"\nkfp.local strict rerun: {time.perf_counter() - start:.1f} s")
     out = capfd.readouterr().out
-    assert "failed its gate; not promoted to @approved" in out
+    assert "failed its gate under the pinned policy" in out and "not released" in out
     assert "utility.min_seeds" in out  # one utility seed: the strict policy wants 3
     second = _run_dirs(pipeline_run.root)[-1]
     assert second != pipeline_run.run

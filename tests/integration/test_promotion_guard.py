@@ -81,7 +81,7 @@ def test_the_guard_holds_the_gate_in_mlflow(mlflow_server, model_dir, tmp_path, 
         (entry,) = reverted_entries()
         tags = client.get_model_version(NAME, bad.version).tags
         assert f"moved back to version {good.version}" in tags[f"{entry}.detail"]
-        assert "failed its gate (memorization." in tags[f"{entry}.detail"]
+        assert "release attestation: no signed attestation" in tags[f"{entry}.detail"]
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert f'synthgate_guard_reverts_total{{alias="approved",model="{NAME}"}} 1.0' in metrics
 
@@ -139,7 +139,7 @@ def test_the_guard_holds_the_gate_in_mlflow(mlflow_server, model_dir, tmp_path, 
     # every promotion, refusal, override and guard action is a hash-chained entry; an edit shows
     code, out, err = cli("audit", NAME, "--tracking-uri", uri)
     assert code == 0, err
-    for action in ("promoted", "guard-reverted", "override"):
+    for action in ("signed-passed", "guard-reverted", "signed-override"):
         assert action in out
     tags = client.get_model_version(NAME, bad.version).tags
     n = next(k.split(".")[1] for k, v in tags.items() if k.endswith(".action") and v == "guard-reverted")

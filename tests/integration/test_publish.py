@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from synthgate.config import Params, PublishConfig
-from synthgate.errors import ConfigError, DataError
+from synthgate.errors import ConfigError, DataError, SynthgateError
 from synthgate.publish.package import PublishRefused, publish
 from synthgate.publish.pull import DatasetRevoked, VerificationFailed, list_datasets, pull
 from synthgate.registry.client import connect
 from synthgate.registry.registry import PromotionRefused, promote, register
 from synthgate.stores import FileStore, StoreError, open_store
+from synthgate.utils import sha256_file
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,12 +44,21 @@ def s3():
 
 
 @pytest.fixture
-def s3_env(s3, monkeypatch):
+def s3_env(s3, monkeypatch, request):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return s3
+    if "mlflow_server" in request.fixturenames:  # a gatekeeper that reads the store (it checks staged packages)
+        from tests.helpers import gatekeeper_process
+
+        url, proc = gatekeeper_process(request.getfixturevalue("mlflow_server"))
+        monkeypatch.setenv("SYNTHGATE_GATEKEEPER_URL", url)
+        yield s3
+        proc.terminate()
+        proc.wait(timeout=30)
+        return
+    yield s3
 
 
 def _s3_client(url):
@@ -68,6 +78,8 @@ def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "model"
     save_generator(out, build_unet(gcfg, 16, 1, 2), gcfg, resolution=16, channels=1, classes=["a", "b"],
                    dataset_hash="d" * 64, step=1, extras={"scheduler": build_scheduler(gcfg)})
+    # what `synthgate sample` records: the sampled weights' sha256 (the gatekeeper binds the release to it)
+    GENERATOR["weights_sha256"] = sha256_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     return out
 
 
@@ -93,6 +105,7 @@ GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diff
 def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
                 approve: bool = True, policy=None, generator: dict | None = None, **extra) -> tuple[str, str]:
     """Register a version gated on ``samples`` under a fresh model name; promote it if asked."""
+    from synthgate.data.canonical import pixel_hashes
     from synthgate.evaluation.evaluate import evaluation_hash
     from synthgate.gates.decision import gate
     from synthgate.gates.policy import GatePolicy
@@ -105,7 +118,8 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
     e = _evaluation(**over, **extra)
     e["real"]["path"] = str(d / "MedNIST")
     e["synthetic"].update(path=str(samples.root), content_hash=samples.content_hash, num_images=120,
-                          counts={"a": 60, "b": 60}, generator=dict(generator or GENERATOR))
+                          counts={"a": 60, "b": 60}, generator=dict(generator or GENERATOR),
+                          image_sha256=pixel_hashes(np.asarray(samples.images)))
     e["evaluation_hash"] = evaluation_hash(e)
     (d / "evaluation.json").write_text(json.dumps(e))
     (d / "report.html").write_text("<html><body>report with real training images</body></html>")
@@ -114,6 +128,13 @@ def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = T
     (d / "report_public.html").write_text(f"<html><body>{PUBLIC_MARK} public report</body></html>")
     gate(d / "evaluation.json", policy or GatePolicy(), d / "gate.json")
     r = register(model_dir, d / "evaluation.json", d / "gate.json", uri=uri, name=name)
+    if policy is not None:  # the gatekeeper decides under its pin, set by an owner (the admin), never the registrant's
+        import yaml
+
+        from synthgate.registry.registry import pin_policy
+
+        (d / "policy.yaml").write_text(yaml.safe_dump(policy.model_dump(mode="json")))
+        pin_policy(name, d / "policy.yaml", uri)
     if approve and passing:
         promote(name, r.version, uri=uri)
     return name, r.version
@@ -186,23 +207,21 @@ def test_images_flagged_as_copies_are_never_released(mlflow_server, model_dir, s
     assert "an honest generator fails these rules with probability at most 0.01" in card
 
 
-def test_fresh_samples_when_evaluated_set_absent(mlflow_server, model_dir, samples, tmp_path):
-    from synthgate.generators.config import SampleConfig
-
+def test_only_the_attested_samples_are_published(mlflow_server, model_dir, samples, tmp_path):
+    """What is published is what was signed: without the evaluated set at hand, publish refuses to sample
+    afresh (the copy search never scanned fresh images; the gatekeeper would refuse them anyway)."""
     name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
-    store = tmp_path / "store"
-    cfg = SampleConfig(per_class=3, sampler="ddim", steps=2, device="cpu", batch_size=8)
-    r = publish(name, store, samples=None, tracking_uri=mlflow_server, sample_config=cfg)
-    assert r.manifest["samples_source"] == "fresh" and r.num_images == 6
-    assert r.manifest["dataset"]["counts"] == {"a": 3, "b": 3}
-    assert any("sampled afresh" in n for n in r.notes)  # and the data card says these were not scanned
+    with pytest.raises(PublishRefused, match="no sample set was given as the sample set .* was gated on"):
+        publish(name, tmp_path / "store", samples=None, tracking_uri=mlflow_server)
+    assert not (tmp_path / "store").exists() or not list_datasets(tmp_path / "store")
 
 
-def test_a_latent_model_is_registered_loaded_from_the_registry_and_sampled_afresh(mlflow_server, samples, tmp_path):
+def test_a_latent_model_is_registered_released_published_and_pulled(mlflow_server, samples, tmp_path):
     """Issue 16: the latent family (a denoiser with its bundled autoencoder) goes through register,
-    promote, publish (sampling from the registered model, not from the run's folder) and pull."""
-    from synthgate.generators.config import AutoencoderConfig, GeneratorConfig, SampleConfig
-    from synthgate.generators.model import read_generator_info
+    promote (the gatekeeper hashes the registry's copy of the weights, not the run's folder), publish
+    and pull."""
+    from synthgate.generators.config import AutoencoderConfig, GeneratorConfig
+    from synthgate.generators.model import read_generator_info, weights_path
     from synthgate.generators.train import train
     from tests.unit.generators_helpers import make_dataset, quick
 
@@ -212,17 +231,17 @@ def test_a_latent_model_is_registered_loaded_from_the_registry_and_sampled_afres
     run = train(ds.root, gcfg, quick(steps=2, checkpoint_every=2), tmp_path / "run")
     info = read_generator_info(run.model_dir)
     name, version = _registered(tmp_path, mlflow_server, run.model_dir, samples, generator={
-        "model_dir": "model", **{k: info.get(k) for k in ("name", "type", "step", "dataset_content_hash")}})
-    shutil.rmtree(run.model_dir)  # fresh samples must come from the registry's copy
-    cfg = SampleConfig(per_class=2, sampler="ddim", steps=2, device="cpu", batch_size=4)
-    r = publish(name, tmp_path / "store", samples=None, tracking_uri=mlflow_server, sample_config=cfg)
-    assert r.manifest["samples_source"] == "fresh" and r.num_images == 4
+        "model_dir": "model", **{k: info.get(k) for k in ("name", "type", "step", "dataset_content_hash")},
+        "weights_sha256": sha256_file(weights_path(run.model_dir, "latent"))})
+    shutil.rmtree(run.model_dir)  # the release is checked against the registry's copy
+    r = publish(name, tmp_path / "store", samples=samples.root, tracking_uri=mlflow_server)
+    assert r.manifest["samples_source"] == "evaluated" and r.num_images == 120
     assert r.manifest["model"] == {**r.manifest["model"], "name": name, "version": version}
     assert r.manifest["model"]["training_dataset_hash"] == ds.content_hash
     run_params = connect(mlflow_server).get_run(r.manifest["model"]["run_id"]).data.params
     assert run_params["generator.type"] == "latent"
     p = pull(r.name, tmp_path / "pulled", tmp_path / "store", tracking_uri=mlflow_server)
-    assert p.status == "approved" and (p.path / "labels.csv").read_text().count("\n") == 5  # header + 4 images
+    assert p.status == "approved" and (p.path / "labels.csv").read_text().count("\n") == 121  # header + 120 images
 
 
 def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir, samples, tmp_path):
@@ -232,7 +251,7 @@ def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir,
         publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
     bad, version = _registered(tmp_path, mlflow_server, model_dir, samples, passing=False)
     connect(mlflow_server).set_registered_model_alias(bad, "approved", version)  # bypassing synthgate promote
-    with pytest.raises(PublishRefused, match="gate failed .*memorization.max_flagged_copies"):
+    with pytest.raises(PublishRefused, match="(?s)holds @approved but is not released: .*no signed attestation"):
         publish(bad, store, samples=samples.root, tracking_uri=mlflow_server)
     assert list_datasets(store) == []
     # for `dvc repro`: "nothing approved yet" is recorded and exits 0; a failed gate still fails
@@ -242,7 +261,7 @@ def test_publish_refuses_unapproved_and_hand_set_alias(mlflow_server, model_dir,
     assert res.code == 0 and "not published" in res.stderr
     assert json.loads(rec.read_text())["published"] is False
     res = run_cli("publish", bad, "--if-approved", "--store", str(store), "--tracking-uri", mlflow_server)
-    assert res.code == 1 and "its gate failed" in res.stderr
+    assert res.code == 1 and "is not released" in res.stderr
     with pytest.raises(DataError, match="no registered model 'nope'"):
         publish("nope", store, tracking_uri=mlflow_server)
 
@@ -294,20 +313,26 @@ def test_tampered_truncated_and_missing_objects(mlflow_server, s3_env, model_dir
 
 
 def test_revoked_version_is_not_pulled(mlflow_server, model_dir, samples, tmp_path):
+    """A revocation is a signed statement: a moved or deleted alias revokes nothing; the gatekeeper's
+    revocation of the model version (or of the dataset) stops every later pull; --allow-revoked is recorded."""
+    from synthgate.registry.gatekeeper_app import call
+
     name, _ = _registered(tmp_path, mlflow_server, model_dir, samples)
     store = tmp_path / "store"
     r = publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
     connect(mlflow_server).delete_registered_model_alias(name, "approved")
-    with pytest.raises(DatasetRevoked, match=f"{r.name}:v1 is revoked: {name} has no version @approved"):
-        pull(r.name, tmp_path / "out", store, tracking_uri=mlflow_server)
+    assert pull(r.name, tmp_path / "still", store).status == "approved"  # an alias is not a revocation
+    call("/v1/revocations", {"subject": f"{name}/1", "model": name, "reason": "a copy found by a reader"})
+    with pytest.raises(DatasetRevoked, match=f"(?s){r.name}:v1 .*{name} version 1.* was revoked at .* a copy found"):
+        pull(r.name, tmp_path / "out", store)
     assert not (tmp_path / "out").exists()
-    p = pull(f"{r.name}:v1", tmp_path / "out", store, tracking_uri=mlflow_server, allow_revoked=True)
+    p = pull(f"{r.name}:v1", tmp_path / "out", store, allow_revoked=True)
     assert p.status == "revoked (allowed)"
-    assert json.loads((tmp_path / "out" / "pull.json").read_text())["why"] == f"{name} has no version @approved any more"
+    assert "a copy found by a reader" in json.loads((tmp_path / "out" / "pull.json").read_text())["why"]
     # through the CLI: refused with the reason, exit 1, no traceback
     res = run_cli("pull", r.name, "--to", str(tmp_path / "cli"), "--store", str(store), "--tracking-uri",
                    mlflow_server)
-    assert res.code == 1 and "is revoked" in res.stderr and "Traceback" not in res.stderr
+    assert res.code == 1 and "was revoked" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("crash_at", ["copy", "manifest"])
@@ -427,8 +452,8 @@ def test_bad_names_targets_buckets_and_credentials(mlflow_server, s3_env, tmp_pa
     full.mkdir()
     (full / "x.txt").write_text("mine")
     FileStore(store).put_bytes("d-synthetic/v1/manifest.json", json.dumps({"model": {}, "files": []}).encode())
-    with pytest.raises(DataError, match=f"{full} is not empty"):
-        pull("d-synthetic", full, store, allow_revoked=True, tracking_uri=mlflow_server)
+    with pytest.raises(SynthgateError, match="no version of d-synthetic in .* carries a valid gatekeeper signature"):
+        pull("d-synthetic", full, store, allow_revoked=True, tracking_uri=mlflow_server)  # unsigned: never chosen
     assert (full / "x.txt").read_text() == "mine"
 
 

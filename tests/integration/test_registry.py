@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthgate.errors import DataError
+from synthgate.errors import DataError, SynthgateError
 from synthgate.gates.decision import gate
 from synthgate.gates.policy import GatePolicy
 from synthgate.registry.client import RegistryUnavailable, connect
 from synthgate.registry.registry import PromotionRefused, list_versions, promote, register
+from synthgate.utils import sha256_file
 from tests.unit.test_gates import _evaluation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,6 +44,8 @@ def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "model"
     save_generator(out, build_unet(gcfg, 16, 1, 2), gcfg, resolution=16, channels=1, classes=["a", "b"],
                    dataset_hash="d" * 64, step=1, extras={"scheduler": build_scheduler(gcfg)})
+    # what `synthgate sample` records: the sampled weights' sha256 (the gatekeeper binds the release to it)
+    GENERATOR["weights_sha256"] = sha256_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     return out
 
 
@@ -91,7 +94,8 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
 
     assert "now @approved (gate passed)" in promote(name, "1", uri=server)
     assert client.get_registered_model(name).aliases["approved"] == "1"
-    assert client.get_model_version(name, "1").tags["audit.1.action"] == "promoted"
+    assert client.get_model_version(name, "1").tags["audit.1.action"] == "signed-passed"
+    assert "release.attestation" in client.get_model_version(name, "1").tags
 
     # the registered pyfunc samples images from the registry by alias
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
@@ -117,7 +121,7 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     assert "OVERRIDE" in msg
     t = client.get_model_version(name, bad.version).tags
     assert t["override.reason"] == "committee decision 42" and t["override.user"]
-    assert t["audit.2.action"] == "override"
+    assert t["audit.2.action"] == "signed-override"
     assert client.get_registered_model(name).aliases["approved"] == bad.version
 
     # tampering with the stored evaluation after gating is caught
@@ -139,7 +143,7 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
 
 def test_unknown_version_and_missing_gate_record(server, model_dir, tmp_path):
     client = connect(server)
-    with pytest.raises(DataError, match="model 'nope' has no version '1'"):
+    with pytest.raises(PromotionRefused, match="model 'nope' has no version '1'"):
         promote("nope", "1", uri=server)
     client.create_registered_model("hand-made")
     run_id = client.create_run(client.create_experiment("manual")).info.run_id
@@ -211,6 +215,7 @@ def _sampled(tmp: Path, tag: str, weights_sha256: str) -> tuple[Path, Path]:
     ev, gt = _gated(tmp, tag)
     e = json.loads(ev.read_text())
     e["synthetic"].update(path=str(syn.root), content_hash=syn.content_hash)
+    e["synthetic"]["generator"].pop("weights_sha256", None)  # only the sample manifest records them here
     e["evaluation_hash"] = evaluation_hash(e)
     ev.write_text(json.dumps(e))
     gate(ev, GatePolicy(), gt)
@@ -267,8 +272,8 @@ def test_edited_gate_record_is_refused_at_register_and_promote(server, model_dir
     with pytest.raises(PromotionRefused) as e:
         promote(name, r.version, uri=server)
     # the model still bundles the honest record: refused before the verdict is even recomputed
-    assert e.value.message == (f"{name} version {r.version}: the gate record bundled in the model is not the one "
-                               "registered with the version: the model served is not the model verified")
+    assert (f"{name} version {r.version}: the gate record bundled in the model is not the one "
+            "registered with the version: the model served is not the model verified") in e.value.message
     assert "approved" not in (client.get_registered_model(name).aliases or {})
     assert client.get_model_version(name, r.version).tags["audit.1.action"] == "refused"
 
@@ -306,30 +311,28 @@ def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir
     assert [c.name for c in sig.inputs.inputs][:2] == ["class", "count"]
     assert sig.outputs.inputs[0].type == np.dtype(np.uint8) and sig.outputs.inputs[0].shape == (-1, 16, 16, 1)
 
-    # the alias moved by hand (MLflow itself allows it): the model refuses to load
+    # the alias moved by hand (MLflow itself allows it): nothing the gatekeeper signed, so nothing loads
     client.set_registered_model_alias(name, "approved", bad.version)
     with pytest.raises(PromotionRefused) as e:
         mlflow.pyfunc.load_model(f"models:/{name}@approved")
-    assert "failed its release gate and has no recorded override" in e.value.message
-    assert "memorization.max_flagged_copies" in e.value.message
-    with pytest.raises(PromotionRefused, match="failed its gate and has no recorded override"):
+    assert "no release attestation signed by the gatekeeper verifies for these weights" in e.value.message
+    with pytest.raises(SynthgateError, match="release attestation: no signed attestation"):
         load_model(name, "approved", server)
-    # MLflow's own configuration channels cannot carry an override: the environment ...
+    # MLflow's own configuration channels carry nothing that counts: the environment ...
     monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"gate_override": {"reason": "x"}}))
-    with pytest.raises(PromotionRefused, match="failed its release gate"):
+    with pytest.raises(PromotionRefused, match="no release attestation"):
         mlflow.pyfunc.load_model(f"models:/{name}@approved")
     monkeypatch.delenv("MLFLOW_PYFUNC_INFERENCE_CONFIG")
-    # ... nor does an override tag set by hand (not written by promote --force: no audit entry, no gate binding)
+    # ... nor an override tag set by hand
     client.set_model_version_tag(name, bad.version, "override.reason", "trust me")
-    with pytest.raises(PromotionRefused, match="failed its gate and has no recorded override"):
+    with pytest.raises(SynthgateError, match="no signed attestation"):
         load_model(name, "approved", server)
 
-    # an override recorded by `synthgate promote --force --reason` is honoured by synthgate's loader
+    # an override signed by the gatekeeper (the admin is an owner) loads through both paths, with a warning
     promote(name, bad.version, uri=server, force=True, reason="committee decision 7")
     images = load_model(name, "approved", server).predict(pd.DataFrame({"class": ["a"], "count": [2], "steps": [2]}))
     assert images.shape == (2, 16, 16, 1)
-    with pytest.raises(PromotionRefused):  # the plain path still refuses: the override lives in the registry
-        mlflow.pyfunc.load_model(f"models:/{name}@approved")
+    assert mlflow.pyfunc.load_model(f"models:/{name}@approved") is not None
 
     # an approved version loads through both paths and samples
     promote(name, ok.version, uri=server)
@@ -338,11 +341,23 @@ def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir
     assert load_model(name, "approved", server) is not None
 
 
+def _verified(weights: str, verdict: str = "passed"):
+    from synthgate.trust.attest import RELEASE, Verified, statement
+
+    return Verified(statement(RELEASE, "m/1", weights, {"verdict": verdict, "override": {"reason": "x"}}), "k", "e")
+
+
 def test_the_bundled_records_are_checked(model_dir, tmp_path):
     from synthgate.registry.pyfunc import verify_bundle
 
+    weights = sha256_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
     ev, gate_path = _gated(tmp_path, "ok")
-    assert verify_bundle({"model_dir": str(model_dir), "evaluation": str(ev), "gate": str(gate_path)}).passed
+    ok = {"model_dir": str(model_dir), "evaluation": str(ev), "gate": str(gate_path)}
+    assert verify_bundle(ok, _verified(weights)).passed
+    with pytest.raises(PromotionRefused, match="the weights were swapped after signing"):
+        verify_bundle(ok, _verified("f" * 64))  # a release of other weights
+    with pytest.raises(PromotionRefused, match="no release attestation signed by the gatekeeper"):
+        verify_bundle(ok)  # a model folder outside the registry: no release to find
     with pytest.raises(PromotionRefused, match="carries no evaluation and no gate record"):
         verify_bundle({"model_dir": str(model_dir)})
     bad_ev, bad_gate = _gated(tmp_path, "bad", copies=3)
@@ -350,32 +365,32 @@ def test_the_bundled_records_are_checked(model_dir, tmp_path):
     record["passed"] = True  # an edited verdict
     bad_gate.write_text(json.dumps(record))
     with pytest.raises(PromotionRefused, match="the recorded verdict .* differs from the decision recomputed"):
-        verify_bundle({"model_dir": str(model_dir), "evaluation": str(bad_ev), "gate": str(bad_gate)})
+        verify_bundle({"model_dir": str(model_dir), "evaluation": str(bad_ev), "gate": str(bad_gate)}, _verified(weights))
     import shutil
 
     swapped = tmp_path / "swapped"
     shutil.copytree(model_dir, swapped)
-    weights = swapped / "unet" / "diffusion_pytorch_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # other weights under the same description
+    w = swapped / "unet" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)  # other weights under the same description
     with pytest.raises(PromotionRefused, match="the weights were replaced after training"):
-        verify_bundle({"model_dir": str(swapped), "evaluation": str(ev), "gate": str(gate_path)})
+        verify_bundle({"model_dir": str(swapped), "evaluation": str(ev), "gate": str(gate_path)}, _verified(weights))
     other, other_gate = _gated(tmp_path, "other", synthetic__generator={**GENERATOR, "step": 99})
     with pytest.raises(PromotionRefused, match="step"):
-        verify_bundle({"model_dir": str(model_dir), "evaluation": str(other), "gate": str(other_gate)})
+        verify_bundle({"model_dir": str(model_dir), "evaluation": str(other), "gate": str(other_gate)},
+                      _verified(weights))
     ev2, gate2 = _gated(tmp_path, "bad2", copies=3)
     bundle = {"model_dir": str(model_dir), "evaluation": str(ev2), "gate": str(gate2)}
-    with pytest.raises(PromotionRefused, match="must be the registry's record"):
-        verify_bundle(bundle, override="yes")
-    with pytest.raises(PromotionRefused, match="failed its release gate"):
-        verify_bundle(bundle, override={"reason": " "})  # an override without a reason is none
-    assert not verify_bundle(bundle, override={"reason": "committee decision 7"}).passed
+    with pytest.raises(PromotionRefused, match="its release attestation is no override"):
+        verify_bundle(bundle, _verified(weights))
+    assert not verify_bundle(bundle, _verified(weights, "override")).passed
 
 
-def test_a_pinned_policy_stops_a_registrant_who_gates_with_a_lax_one(server, model_dir, tmp_path, monkeypatch):
+def test_the_gatekeeper_decides_under_its_own_pinned_policy(server, model_dir, tmp_path, monkeypatch):
     """A memorizing generator gated with a policy of the registrant's own (copies allowed) passes its
-    own gate; once the reviewers pin the required policy, promote, load_model and publish's check
-    (verify_version) refuse it, and a version gated with the required policy still promotes."""
-    from synthgate.registry.registry import REQUIRED_POLICY_TAG, load_model, pin_policy
+    own gate, but the gatekeeper recomputes the verdict under its pinned policy and refuses it; a
+    pin written into the registry's tags by hand changes nothing; a pin set through the gatekeeper by
+    an owner does, and is signed."""
+    from synthgate.registry.registry import REQUIRED_POLICY_TAG, pin_policy
 
     client = connect(server)
     name = "pinned-generator"
@@ -386,25 +401,23 @@ def test_a_pinned_policy_stops_a_registrant_who_gates_with_a_lax_one(server, mod
     gate(ev, lax, d / "lax_gate" / "gate.json")
     sneaky = register(model_dir, ev, d / "lax_gate" / "gate.json", uri=server, name=name)
     assert sneaky.gate_passed  # by its own policy
-    msg = promote(name, sneaky.version, uri=server)
-    assert "(gate passed)" in msg and "no required policy is pinned" in msg  # the reviewer is told
-
-    policy_file = tmp_path / "gates.yaml"
-    policy_file.write_text("{}\n")  # the defaults
-    out = pin_policy(name, policy_file, server)
-    assert GatePolicy().policy_hash()[:16] in out
-    assert client.get_registered_model(name).tags[REQUIRED_POLICY_TAG] == GatePolicy().policy_hash()
-    with pytest.raises(PromotionRefused, match="was gated with policy .* but the reviewers require policy"):
+    with pytest.raises(PromotionRefused, match="(?s)failed its gate under the pinned policy .*max_flagged_copies"):
         promote(name, sneaky.version, uri=server)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server)
-    with pytest.raises(PromotionRefused, match="the reviewers require policy"):
-        load_model(name, "approved", server)  # the alias it got before the pin no longer loads
+    client.set_registered_model_tag(name, REQUIRED_POLICY_TAG, lax.policy_hash())  # the old pin: a tag anyone edits
+    with pytest.raises(PromotionRefused, match="failed its gate under the pinned policy"):
+        promote(name, sneaky.version, uri=server)
 
+    lax_file = tmp_path / "lax.yaml"
+    lax_file.write_text("memorization:\n  max_flagged_copies: 1000000\n")
+    assert lax.policy_hash()[:16] in pin_policy(name, lax_file, server)  # the admin is an owner
+    assert "gate.pinned_policy" in client.get_registered_model(name).tags  # the signed pin, shown in the UI
+    assert "(gate passed)" in promote(name, sneaky.version, uri=server)
+    pin_policy(name, None, server)  # back to the defaults
+    with pytest.raises(PromotionRefused, match="failed its gate under the pinned policy"):
+        promote(name, sneaky.version, uri=server)
     honest = register(model_dir, *_gated(tmp_path, "honest"), uri=server, name=name)
-    msg = promote(name, honest.version, uri=server)
-    assert "(gate passed)" in msg and "no required policy" not in msg
-    with pytest.raises(DataError, match="no registered model 'nope'"):
+    assert "(gate passed)" in promote(name, honest.version, uri=server)
+    with pytest.raises(SynthgateError, match="no registered model 'nope'"):
         pin_policy("nope", None, server)
 
 

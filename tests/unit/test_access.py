@@ -85,3 +85,22 @@ def test_local_credentials_are_private_and_stable(tmp_path):
     assert e.value.hint == f"chmod 600 {c.path}"
     with pytest.raises(SynthgateError, match="no MLflow credentials"):
         local_credentials(tmp_path / "other", create=False)
+
+
+def test_search_filters_cannot_be_broken_out_of():
+    """Issue #33: a model named ``q' OR name LIKE '%`` made `synthgate models` fail for everyone."""
+    from synthgate.errors import DataError
+    from synthgate.registry.client import equals_filter
+
+    assert equals_filter("name", "q' OR name LIKE '%") == "name = \"q' OR name LIKE '%\""
+    assert equals_filter("name", 'a "b"') == "name = 'a \"b\"'"
+    with pytest.raises(DataError, match="holds both kinds of quote and cannot be searched for safely"):
+        equals_filter("name", "a'\"")
+
+
+def test_access_list_names_reviewers_and_the_pipeline_alike():
+    from synthgate.registry.access import Grant
+
+    assert Grant("rita", "EDIT", False).role == "reviewer/pipeline"
+    assert Grant("carol", "READ", False).role == "consumer" and Grant("o", "MANAGE", False).role == "owner"
+    assert Grant("admin", "MANAGE", True).role == "admin"

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
     ("sample_throughput.py", ["--n", "4", "--size", "tiny", "--resolution", "16", "--channels", "1",
                               "--classes", "2", "--batch", "4", "--fast-steps", "3"]),
     ("publish_throughput.py", ["--n", "60", "--size", "16", "--workers", "4"]),
+    ("pull_verification.py", ["--n", "60", "--size", "16", "--repeats", "1", "--workers", "4"]),
     ("memorization_scan.py", ["--queries", "20", "--reference", "200", "--size", "16", "--chunk", "8"]),
     ("copy_search_speed.py", ["--queries", "20", "--train", "200", "--size", "32", "--images", "none"]),
 ])

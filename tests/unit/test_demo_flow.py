@@ -50,7 +50,7 @@ def _fake_stages(monkeypatch, tmp_path, gate_passes: bool):
             return value(*a, **k) if callable(value) else value
         return f
 
-    def promote(name, version, *, alias, tracking_uri, force=False, reason=None):
+    def promote(name, version, *, alias, tracking_uri, force=False, reason=None, gatekeeper=None):
         calls.append(("promote", force, reason))
         if not force and not gate_passes:
             raise SynthgateError(f"refusing to promote {name} version {version}:\n  the gate failed")
@@ -67,6 +67,8 @@ def _fake_stages(monkeypatch, tmp_path, gate_passes: bool):
     monkeypatch.setattr(stages, "publish", rec("publish", SimpleNamespace(name="m-synthetic", version="v1")))
     monkeypatch.setattr(stages, "pull", rec("pull", SimpleNamespace()))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # a given registry: no local server started
+    monkeypatch.setenv("SYNTHGATE_GATEKEEPER_URL", "http://127.0.0.1:2")  # ... and a given gatekeeper
+    monkeypatch.setenv("SYNTHGATE_TRUST_ROOT", str(tmp_path / "trust.json"))
     return calls
 
 

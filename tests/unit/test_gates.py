@@ -286,7 +286,7 @@ def test_utility_rules_with_too_few_seeds_for_the_level_fail_naming_the_minimum(
 
 
 # --------------------------------------------------------------------------- gates that cannot fail
-LEVELS = {"confidence", "false_alarm_rate", "correction", "reader_confidence", "min_readers", "min_images"}  # levels, not rules
+LEVELS = {"confidence", "false_alarm_rate", "correction", "planted_kinds", "reader_confidence", "min_readers", "min_images"}  # levels, not rules
 NO_MEMORIZATION = {"memorization": dict.fromkeys(k for k in GatePolicy().memorization.model_dump() if k not in LEVELS)}
 ALL_NULL = {group: dict.fromkeys(k for k in rules if k not in LEVELS)
             for group, rules in GatePolicy().model_dump().items()}
@@ -450,3 +450,22 @@ def test_membership_and_shift_rules_decide_on_the_lower_bound():
     e = _evaluation(memorization__membership__descriptor={"auc": 0.7, "se": 0.01, "p": 1e-9})
     r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.max_membership_auc")
     assert not r.passed and r.value == pytest.approx(0.7 - 3.26 * 0.01, abs=2e-3)
+
+
+def test_the_policy_decides_which_planted_kinds_are_ruled_not_the_evaluation():
+    """Issue #33, attack 2: an evaluation that marks a failing planted kind ``ruled: false`` still fails,
+    and one that leaves out a kind the policy rules on fails as not measured."""
+    from synthgate.evaluation.memorization.planted import KINDS, NOT_RULED
+    from synthgate.gates.policy import RULED_PLANTED_KINDS
+
+    assert set(RULED_PLANTED_KINDS) == set(KINDS) - set(NOT_RULED)
+    e = _evaluation(memorization__planted__noise__p_values=[0.5] * 100)
+    e["memorization"]["planted"]["noise"]["ruled"] = False
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert not r.passed and "noise" in r.reason
+    del e["memorization"]["planted"]["noise"]
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert not r.passed and "planted copies of kind(s) noise" in r.reason and "not measured" in r.reason
+    narrow = GatePolicy.model_validate({"memorization": {"planted_kinds": ["exact"]}})
+    r = next(x for x in decide(e, narrow).rules if x.rule == "memorization.min_planted_detection")
+    assert r.passed

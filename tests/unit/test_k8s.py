@@ -43,7 +43,10 @@ SCHEMALESS_KINDS = {"TrainJob", "PyTorchJob"}
 # Secrets the overlays reference but do not necessarily render: created by the operator (prod,
 # gpu) as k8s/README.md documents. The dev overlay renders both with placeholder values.
 OPERATOR_CREATED_SECRETS = {"synthgate-s3", "synthgate-postgres", "synthgate-mlflow-auth", "synthgate-mlflow-metrics",
-                            "synthgate-guard"}
+                            "synthgate-guard", "synthgate-gatekeeper"}
+# ConfigMaps the operator creates (k8s/README.md, "Gatekeeper"): the gatekeeper's public key, which is
+# per deployment; a rendered placeholder would overwrite the real one at every apply.
+OPERATOR_CREATED_CONFIGMAPS = {"synthgate-trust-root": "SYNTHGATE_TRUST_ROOT"}
 
 # Names src/synthgate/monitoring/metrics.py exports (counters with their _total suffix).
 EXPORTED_METRICS = {
@@ -447,6 +450,9 @@ def test_secret_and_configmap_references_resolve(path):
             assert name in OPERATOR_CREATED_SECRETS, f"Secret {name} is neither rendered nor operator-created"
     configmaps = by_kind(docs, "ConfigMap")
     for name, key in configmap_key_refs(docs):
+        if name in OPERATOR_CREATED_CONFIGMAPS and name not in configmaps:
+            assert key == OPERATOR_CREATED_CONFIGMAPS[name], f"ConfigMap {name} has no key {key}"
+            continue
         assert key in (configmaps[name].get("data") or {}), f"ConfigMap {name} lacks {key}"
 
 
@@ -454,6 +460,8 @@ def test_operator_created_secrets_are_documented():
     readme = README.read_text()
     for name in OPERATOR_CREATED_SECRETS:
         assert f"kubectl -n synthgate create secret generic {name}" in readme
+    for name, key in OPERATOR_CREATED_CONFIGMAPS.items():
+        assert f"create configmap {name} --from-file={key}=" in readme
     assert f"kubectl -n {PROFILE_NAMESPACE} create secret generic synthgate-s3" in readme
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
                 "POSTGRES_USER", "POSTGRES_PASSWORD"):
@@ -483,7 +491,7 @@ def test_operator_secrets_component_renders_from_gitignored_files(tmp_path):
     """The opt-in prod generator: works once the operator writes s3.env / postgres.env."""
     component = K8S / "components" / "operator-secrets"
     shutil.copytree(component, tmp_path / "operator-secrets")
-    for name in ("s3", "postgres", "mlflow-auth", "mlflow-metrics", "guard"):
+    for name in ("s3", "postgres", "mlflow-auth", "mlflow-metrics", "guard", "gatekeeper"):
         shutil.copy(K8S / "components" / "dev-secrets" / f"{name}.example.env", tmp_path / "operator-secrets" / f"{name}.env")
     (tmp_path / "kustomization.yaml").write_text("components:\n  - operator-secrets\n")
     secrets = by_kind(kustomize(tmp_path), "Secret")

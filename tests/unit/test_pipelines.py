@@ -228,14 +228,19 @@ def test_secrets_config_map_and_resources(compiled):
             res = container["resources"]
             for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
                 assert res.get(key), f"{name}: {step} has no {key}"
-            (cm,) = k8s[step]["configMapAsEnv"]
-            assert cm["configMapName"] == "synthgate-endpoints"
-            assert {(e["configMapKey"], e["envVar"]) for e in cm["keyToEnv"]} == {
-                (k, k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL")}
+            cms = {cm["configMapName"]: {(e["configMapKey"], e["envVar"]) for e in cm["keyToEnv"]}
+                   for cm in k8s[step]["configMapAsEnv"]}
+            assert cms["synthgate-endpoints"] == {
+                (k, k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL",
+                                 "SYNTHGATE_GATEKEEPER_URL")}
             secrets = {sec["secretName"]: {(e["secretKey"], e["envVar"]) for e in sec["keyToEnv"]}
                        for sec in k8s[step].get("secretAsEnv", [])}
             s3 = step in ("prepare", "train", "train-distributed", "register", "promote", "publish")
             mlflow = step in ("train", "train-distributed", "register", "promote", "publish")
+            # the gatekeeper's trust root (its public key) wherever a step talks to the registry
+            assert set(cms) == {"synthgate-endpoints"} | ({"synthgate-trust-root"} if mlflow else set()), step
+            if mlflow:
+                assert cms["synthgate-trust-root"] == {("SYNTHGATE_TRUST_ROOT", "SYNTHGATE_TRUST_ROOT")}
             assert set(secrets) == ({"synthgate-s3"} if s3 else set()) | (
                 {"synthgate-mlflow-pipeline"} if mlflow else set()), step
             if s3:

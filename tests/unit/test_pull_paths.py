@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from synthgate.publish import pull as pull_mod
 from synthgate.publish.pull import MARKER, VerificationFailed, pull, safe_destination
 from synthgate.stores import FileStore
 
@@ -20,12 +19,29 @@ PAYLOAD = b"written by a malicious manifest\n"
 
 
 @pytest.fixture(autouse=True)
-def approved(monkeypatch):
-    """No MLflow here: every dataset counts as still approved."""
-    monkeypatch.setattr(pull_mod, "revocation_status", lambda manifest, uri: (True, "approved (test)"))
+def signer(monkeypatch, tmp_path_factory):
+    """A gatekeeper's key that signs the manifests below (a signed manifest still may not write outside
+    the target: the check holds even if the gatekeeper were fooled), trusted through the environment."""
+    from synthgate.trust.keys import generate_key, load_signer
+
+    key, trust = generate_key(tmp_path_factory.mktemp("gatekeeper"))
+    monkeypatch.setenv("SYNTHGATE_TRUST_ROOT", str(trust))
+    monkeypatch.setenv("SYNTHGATE_GATEKEEPER_URL", "http://127.0.0.1:1")  # down: revocations are offline
+    return load_signer(key)
 
 
-def _publish(store: Path, paths: list[str]) -> None:
+def _sign(st: FileStore, files: list[dict], signer) -> None:
+    from datetime import UTC, datetime
+
+    from synthgate.trust import attest
+
+    p = {"name": NAME, "version": "v1", "model": "m", "model_version": "1", "serial": 1,
+         "signed_at": datetime.now(UTC).isoformat(), "content": {"images_root": hashlib.sha256(b"").hexdigest()}}
+    env = attest.sign(attest.statement(attest.DATASET, f"dataset:{NAME}/v1", attest.files_root(files), p), signer)
+    st.put_bytes(f"{NAME}/v1/manifest.sig.json", json.dumps(env).encode())
+
+
+def _publish(store: Path, paths: list[str], signer) -> None:
     """A dataset whose manifest lists ``paths``, each object present in the store where the store
     would look for it (so that only the path check stands between the manifest and the disk)."""
     st = FileStore(store)
@@ -36,6 +52,7 @@ def _publish(store: Path, paths: list[str]) -> None:
             st.put_bytes(key, PAYLOAD)
         files.append({"path": p, "size": len(PAYLOAD), "sha256": hashlib.sha256(PAYLOAD).hexdigest()})
     st.put_bytes(f"{NAME}/v1/manifest.json", json.dumps({"created": CREATED, "model": {}, "files": files}).encode())
+    _sign(st, files, signer)
 
 
 def _all_files(root: Path) -> set[Path]:
@@ -43,7 +60,7 @@ def _all_files(root: Path) -> set[Path]:
 
 
 @pytest.mark.parametrize("kind", ["absolute", "dotdot", "nested-dotdot", "backslash", "windows-drive", "empty"])
-def test_unsafe_manifest_paths_are_refused_and_nothing_is_written(tmp_path, kind):
+def test_unsafe_manifest_paths_are_refused_and_nothing_is_written(tmp_path, kind, signer):
     outside = tmp_path / "outside"
     bad = {"absolute": str(outside / "abs.txt"), "dotdot": "../outside/dotdot.txt",
            "nested-dotdot": "images/../../outside/nested.txt", "backslash": "..\\outside\\bs.txt",
@@ -51,7 +68,7 @@ def test_unsafe_manifest_paths_are_refused_and_nothing_is_written(tmp_path, kind
     why = {"absolute": "is absolute", "dotdot": "contains '..'", "nested-dotdot": "contains '..'",
            "backslash": "contains a backslash", "windows-drive": "is absolute", "empty": "is empty or not a string"}[kind]
     store = tmp_path / "store"
-    _publish(store, ["labels.csv", bad])
+    _publish(store, ["labels.csv", bad], signer)
     before = _all_files(tmp_path)
     target = tmp_path / "pulled"
     with pytest.raises(VerificationFailed) as e:
@@ -63,10 +80,10 @@ def test_unsafe_manifest_paths_are_refused_and_nothing_is_written(tmp_path, kind
     assert _all_files(tmp_path) == before
 
 
-def test_a_link_out_of_the_target_is_refused(tmp_path):
+def test_a_link_out_of_the_target_is_refused(tmp_path, signer):
     """An interrupted pull's target (marker in place) with a link that leads outside it."""
     store = tmp_path / "store"
-    _publish(store, ["labels.csv", "sub/x.txt"])
+    _publish(store, ["labels.csv", "sub/x.txt"], signer)
     outside = tmp_path / "outside"
     outside.mkdir()
     target = tmp_path / "pulled"
@@ -78,12 +95,12 @@ def test_a_link_out_of_the_target_is_refused(tmp_path):
     assert list(outside.iterdir()) == [] and not (target / "labels.csv").exists()
 
 
-def test_safe_paths_are_pulled(tmp_path):
+def test_safe_paths_are_pulled(tmp_path, signer):
     store = tmp_path / "store"
-    _publish(store, ["labels.csv", "images/shard-00000.npz", "png/a.zip"])
+    _publish(store, ["labels.csv", "images/notes.txt", "png/a.zip"], signer)
     r = pull(NAME, tmp_path / "pulled", store)
     assert r.num_files == 3 and r.status == "approved"
-    for p in ("labels.csv", "images/shard-00000.npz", "png/a.zip", "manifest.json"):
+    for p in ("labels.csv", "images/notes.txt", "png/a.zip", "manifest.json", "manifest.sig.json"):
         assert (tmp_path / "pulled" / p).is_file()
     assert safe_destination(tmp_path, "a/b.txt") == tmp_path / "a" / "b.txt"
     for p in (".", "a/..", "/etc/passwd", "a\\b", None):

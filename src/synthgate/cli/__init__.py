@@ -18,7 +18,7 @@ from synthgate.errors import SynthgateError
 
 # isort: off
 # importing a group registers its commands; the order is the order of `synthgate --help`
-from synthgate.cli import steps, release, demo, server, readers  # noqa: E402, F401
+from synthgate.cli import steps, release, demo, server, gatekeeper, readers  # noqa: E402, F401
 # isort: on
 
 __all__ = ["app", "main", "_setup"]

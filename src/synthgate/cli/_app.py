@@ -30,6 +30,8 @@ ParamsOpt = Annotated[
 ]
 
 
+GatekeeperOpt = Annotated[str | None, typer.Option("--gatekeeper", help="the gatekeeper's URL (default "
+                                                   "$SYNTHGATE_GATEKEEPER_URL, or the local one's)")]
 UriOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow server (default $MLFLOW_TRACKING_URI "
                                                                  "or http://127.0.0.1:5000)")]
 

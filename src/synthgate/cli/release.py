@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from synthgate.cli._app import ParamsOpt, StoreOpt, UriOpt, _params, _reporter, app, console, err_console
+from synthgate.cli._app import (
+    GatekeeperOpt,
+    ParamsOpt,
+    StoreOpt,
+    UriOpt,
+    _params,
+    _reporter,
+    app,
+    console,
+    err_console,
+)
 from synthgate.errors import SynthgateError
 
 
@@ -41,11 +51,14 @@ def promote(
     force: Annotated[bool, typer.Option(help="override a failed gate (needs --reason; recorded)")] = False,
     reason: Annotated[str | None, typer.Option(help="why the override")] = None,
     tracking_uri: UriOpt = None,
+    gatekeeper: GatekeeperOpt = None,
 ) -> None:
-    """Set an alias on a model version, only if its verified gate passed."""
+    """Ask the gatekeeper to release a model version: signed (and the alias set) only if its gate passes
+    under the pinned policy, or by an owner's override."""
     from synthgate import stages
 
-    console.print(stages.promote(name, version, alias=alias, tracking_uri=tracking_uri, force=force, reason=reason))
+    console.print(stages.promote(name, version, alias=alias, tracking_uri=tracking_uri, force=force, reason=reason,
+                                 gatekeeper=gatekeeper))
 
 
 @app.command("pin-policy")
@@ -54,11 +67,12 @@ def pin_policy(
     policy: Annotated[Path | None, typer.Option(help="gates.yaml every version must be gated with "
                                                      "(default: the built-in defaults)")] = None,
     tracking_uri: UriOpt = None,
+    gatekeeper: GatekeeperOpt = None,
 ) -> None:
-    """Reviewers: require a gate policy for every version of a model (promote, publish and load check it)."""
+    """Owners: pin the policy the gatekeeper releases every version of a model under (signed)."""
     from synthgate import stages
 
-    console.print(stages.pin_policy(name, policy=policy, tracking_uri=tracking_uri))
+    console.print(stages.pin_policy(name, policy=policy, tracking_uri=tracking_uri, gatekeeper=gatekeeper))
 
 
 @app.command()
@@ -130,8 +144,10 @@ def publish(
                                               "still fails")] = False,
     params: ParamsOpt = Path("params.yaml"),
     tracking_uri: UriOpt = None,
+    gatekeeper: GatekeeperOpt = None,
 ) -> None:
-    """Publish the approved version's synthetic dataset: shards, PNGs, manifest (sha256), data card, report."""
+    """Publish the released version's synthetic dataset: shards, PNGs, manifest signed by the gatekeeper,
+    data card, report."""
     from synthgate import stages
     from synthgate.publish.package import NothingApproved, not_published_record
     from synthgate.utils import write_json_atomic
@@ -146,7 +162,8 @@ def publish(
         r = stages.publish(p, model=model, store=store, alias=alias,
                            samples=samples if samples and samples.exists() else None,
                            evaluation=evaluation if evaluation and evaluation.exists() else None, name=name,
-                           tracking_uri=tracking_uri, reporter=_reporter(), version=dataset_version)
+                           tracking_uri=tracking_uri, reporter=_reporter(), version=dataset_version,
+                           gatekeeper=gatekeeper)
     except NothingApproved as e:
         if not if_approved:
             raise
@@ -172,20 +189,26 @@ def pull(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (see `synthgate datasets`)")],
     to: Annotated[Path, typer.Option("--to", help="an empty (or new) folder; an interrupted pull into it resumes")],
     store: StoreOpt = None,
-    allow_revoked: Annotated[bool, typer.Option(help="pull even if the model version lost its approval "
+    allow_revoked: Annotated[bool, typer.Option(help="pull even if a signed revocation withdrew it "
                                                      "(recorded in pull.json)")] = False,
+    allow_rollback: Annotated[bool, typer.Option(help="take a version older than the newest signed one this machine "
+                                                      "has seen")] = False,
+    trust_root: Annotated[Path | None, typer.Option(help="the gatekeeper's trust.json (default "
+                                                         "$SYNTHGATE_TRUST_ROOT)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     tracking_uri: UriOpt = None,
 ) -> None:
-    """Download a published dataset, verify every file's sha256, refuse it if its model was revoked."""
+    """Download a published dataset: the gatekeeper's signature, every file's sha256 and the images checked;
+    refused when revoked, rolled back or signed for another model."""
     from synthgate import stages
 
     p = _params(params, {})
     r = stages.pull(ref, to=to, store=store or p.publish.store, tracking_uri=tracking_uri,
-                    allow_revoked=allow_revoked, reporter=_reporter())
+                    allow_revoked=allow_revoked, allow_rollback=allow_rollback, trust_root=trust_root,
+                    reporter=_reporter())
     for note in r.notes:
         err_console.print(f"[bold yellow]warning:[/] {note}")
-    console.print(f"pulled [bold]{r.name}:{r.version}[/] into {r.path}: {r.num_files} files verified (sha256)"
+    console.print(f"pulled [bold]{r.name}:{r.version}[/] into {r.path}: {r.num_files} files verified (sha256, signed)"
                   + (f", {r.skipped} already in place" if r.skipped else "")
                   + (f", {r.resumed} resumed" if r.resumed else "")
                   + f"; {r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s; model status: {r.status}")
@@ -194,13 +217,13 @@ def pull(
 @app.command()
 def datasets(
     store: StoreOpt = None,
-    check: Annotated[bool, typer.Option(help="ask MLflow whether each dataset's model version is still approved")
-                     ] = False,
+    check: Annotated[bool, typer.Option(help="verify each dataset's gatekeeper signature (trust root)")] = False,
     params: ParamsOpt = Path("params.yaml"),
     tracking_uri: UriOpt = None,
 ) -> None:
     """List the published datasets in a store."""
-    from synthgate.publish.pull import list_datasets, revocation_status
+    from synthgate.publish.pull import list_datasets, verified_manifest
+    from synthgate.stores import open_store
 
     p = _params(params, {})
     table = Table(title=f"published datasets in {store or p.publish.store}", title_justify="left")
@@ -210,8 +233,14 @@ def datasets(
         row = [d["name"], d["version"], str(d["num_images"]), f"{d['model']} @{d['alias']}",
                "[green]passed" if d["gate_passed"] else "[red]override", d["created"]]
         if check:
-            ok, why = revocation_status(d["manifest"], tracking_uri)
-            row.append("[green]approved" if ok else f"[red]revoked[/]: {why}")
+            from synthgate.errors import SynthgateError
+            from synthgate.trust.keys import load_trust_root
+
+            try:
+                verified_manifest(open_store(store or p.publish.store), d["name"], d["version"], load_trust_root())
+                row.append("[green]signed")
+            except SynthgateError as e:
+                row.append(f"[red]not valid[/]: {e.message}")
         table.add_row(*row)
     console.print(table)
 

@@ -27,8 +27,10 @@ def mlflow_serve(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="without authentication (anyone who reaches the port "
                                                              "may do anything)")] = False,
+    policy: Annotated[Path | None, typer.Option(help="the local gatekeeper's default policy")] = Path("gates.yaml"),
 ) -> None:
-    """Run the local MLflow server in the foreground (`make mlflow`), with authentication unless --no-auth."""
+    """Run the local MLflow server in the foreground (`make mlflow`), with authentication unless --no-auth,
+    and the local gatekeeper beside it (key and trust root under ROOT/gatekeeper)."""
     import time
 
     from synthgate.registry import server as srv
@@ -38,6 +40,9 @@ def mlflow_serve(
         creds = srv.local_credentials(root, create=False)
         console.print(f"MLflow at {uri}; admin '{creds.username}', password in {creds.path} (mode 0600). "
                       f"For this shell: [bold]set -a; . {creds.path}; set +a[/]", highlight=False)
+        url = srv.start_gatekeeper(root, uri, policy if policy is not None and policy.exists() else None)
+        console.print(f"gatekeeper at {url}; consumers verify with SYNTHGATE_TRUST_ROOT={root / 'gatekeeper' / 'trust.json'}",
+                      highlight=False)
     else:
         console.print(f"MLflow at {uri} [red]without authentication[/]", highlight=False)
     try:

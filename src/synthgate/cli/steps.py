@@ -54,6 +54,16 @@ def prepare(
     resolution: Annotated[int | None, typer.Option(help="output size in pixels (multiple of 8)")] = None,
     channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB)")] = None,
     max_per_class: Annotated[int | None, typer.Option(help="keep at most N images per class")] = None,
+    infer_groups: Annotated[bool | None, typer.Option(
+        "--infer-groups/--no-infer-groups",
+        help="source without patient ids: infer acquisition groups (same scan, same patient) from the pixels and "
+             "split by them")] = None,
+    regroup: Annotated[bool | None, typer.Option(
+        "--regroup/--keep-source-split",
+        help="with --infer-groups and a source split: move the images whose group straddles splits (listed in "
+             "the manifest), or keep the source's split")] = None,
+    infer_pattern: Annotated[str | None, typer.Option(
+        help="with --infer-groups: regular expression over each file's path; equal captures are linked too")] = None,
     out: Annotated[Path, typer.Option(help="where to write the canonical dataset")] = Path("data/prepared"),
 ) -> None:
     """Read a raw source and write the canonical dataset (images, metadata, manifest)."""
@@ -62,9 +72,19 @@ def prepare(
     p = _params(params, {"data.source.path": str(source) if source else None, "data.source.type": source_type,
                          "data.source.labels": str(labels) if labels else None, "prepare.resolution": resolution,
                          "data.source.group_pattern": group_pattern,
-                         "prepare.channels": channels, "prepare.max_per_class": max_per_class})
+                         "prepare.channels": channels, "prepare.max_per_class": max_per_class,
+                         "prepare.infer_groups.enabled": infer_groups,
+                         "prepare.infer_groups.source_split": None if regroup is None else
+                         ("regroup" if regroup else "keep"),
+                         "prepare.infer_groups.pattern": infer_pattern})
     ds = stages.prepare(p, out=out, reporter=_reporter())
     _print_dataset(f"prepared {ds.manifest['num_images']} images from {p.data.source.path}", ds)
+    groups = ds.manifest.get("groups") or {}
+    if groups.get("method"):
+        console.print(f"  groups     {groups['groups']} inferred ({groups['singletons']} single images; largest "
+                      f"{groups['largest']}; sizes {groups['histogram']})"
+                      + (f"; {groups['moved']} image(s) moved to keep each group in one split" if "moved" in groups
+                         else ""))
 
 
 @app.command()
@@ -86,24 +106,38 @@ def validate(
         bool | None, typer.Option("--deidentify/--no-deidentify", help="strip identifying DICOM tags")
     ] = None,
     min_images_per_class: Annotated[int | None, typer.Option(help="minimum training images per class")] = None,
+    leakage: Annotated[bool | None, typer.Option(
+        "--leakage/--no-leakage", help="diagnose held-out images that likely share a patient with training")] = None,
 ) -> None:
-    """Check a canonical dataset (Great Expectations, cross-split duplicates, DICOM PHI)."""
+    """Check a canonical dataset (Great Expectations, cross-split duplicates, DICOM PHI, leakage diagnosis)."""
     from synthgate import stages
     from synthgate.data.validate import ValidationResult
     from synthgate.errors import ValidationFailed
 
     p = _params(params, {"validate.drop_duplicates": drop_duplicates, "validate.drop_empty": drop_empty,
-                         "validate.deidentify": deidentify, "validate.min_images_per_class": min_images_per_class})
+                         "validate.deidentify": deidentify, "validate.min_images_per_class": min_images_per_class,
+                         "validate.leakage.enabled": leakage})
     try:
         result = stages.validate(p, dataset=dataset, out=out, report_dir=report, reporter=_reporter())
     except ValidationFailed as e:
         if isinstance(e.result, ValidationResult):
             _print_checks(e.result)
+            _print_leakage(e.result, report)
         raise
     _print_checks(result)
+    _print_leakage(result, report)
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
     _print_dataset("validated dataset", result.dataset)
+
+
+def _print_leakage(result: object, report: Path) -> None:
+    leak = getattr(result, "leakage", None)
+    if leak is not None:
+        style = "yellow" if leak.leaks else "green"
+        console.print(f"  [{style}]leakage[/{style}]    {leak.verdict}")
+        if leak.figure:
+            console.print(f"             closest pairs: {report / leak.figure}; all: {report / 'leakage.csv'}")
 
 
 @app.command()

@@ -89,6 +89,73 @@ class SourceConfig(Strict):
         return v
 
 
+#: The leakage reference (``benchmarks/leakage_reference.py``, measured 2026-12-03 on 2 CPU cores): PneumoniaMNIST's
+#: official split is patient-disjoint (Kermany et al. 2018: the test patients are not training patients). Each of
+#: its 624 test images, at 32x32, was searched against the 4,708 training images with the copy search; an image
+#: of an unseen patient reaches an aligned similarity of at most 0.975 and an aligned margin of at most 0.528.
+#: The two thresholds are the 99.5th percentiles over the test split; an image is flagged when it passes
+#: either. False alarms on held-out PneumoniaMNIST images (two-fold, calibrated on one half of the test split,
+#: counted on the other, 20 seeded halvings): see README "Validation".
+LEAK_SIMILARITY = 0.9718
+LEAK_MARGIN = 0.333
+#: The resolution at which the reference was measured; every dataset is compared at this size.
+LEAK_RESOLUTION = 32
+
+
+class LeakThresholds(Strict):
+    """When a held-out image is "closer to a training image than unseen patients' images are": its nearest
+    training image, found by the copy search at ``resolution`` px, has an aligned similarity of at least
+    ``similarity`` or is closer than the second nearest by an aligned margin (Fisher z) of at least ``margin``.
+    Both defaults are calibrated on a patient-disjoint split (PneumoniaMNIST's official one; ``LEAK_*``)."""
+
+    similarity: float = Field(LEAK_SIMILARITY, gt=0.0, le=1.0, description="aligned |r| to the nearest training "
+                              "image at or above which two images likely show one patient (PneumoniaMNIST's "
+                              "unseen test patients: 99.5th percentile)")
+    margin: float = Field(LEAK_MARGIN, gt=0.0, description="aligned margin (Fisher z, nearest minus second nearest) "
+                          "at or above which two images likely show one patient (the same calibration)")
+    resolution: int = Field(LEAK_RESOLUTION, ge=16, description="images are compared at this size (the "
+                            "calibration's): resized to it by area averaging")
+    shortlist: int = Field(16, ge=2, description="candidates per image in the copy search")
+
+
+class LeakageConfig(LeakThresholds):
+    """The leakage diagnosis of ``validate`` (``validate.leakage``)."""
+
+    enabled: bool = Field(True, description="diagnose the split: how many held-out images likely share a patient "
+                                            "with training (reported, never fails validation)")
+    pairs_shown: int = Field(16, ge=0, description="the closest held-out/training pairs shown side by side in "
+                                                   "leakage_pairs.png")
+
+
+class InferGroupsConfig(LeakThresholds):
+    """Acquisition groups (same scan, same patient) inferred from the pixels when the source names no patients
+    (``prepare.infer_groups``): the images of a class are linked to their nearest images by the same rule as the
+    leakage diagnosis, and linked images form a group."""
+
+    enabled: bool = Field(False, description="infer groups and split by them (a source that names patients "
+                                             "keeps its own groups)")
+    pattern: str | None = Field(None, description="regular expression over each file's path inside the source: "
+                                "images whose first capture group (or whole match) is equal are linked too, e.g. "
+                                "'(scan[0-9]+)_slice'")
+    source_split: Literal["keep", "regroup"] = Field(
+        "keep", description="a source with its own split: keep it (the groups are recorded and the leakage "
+                            "diagnosis reports what straddles), or regroup (every group that straddles moves to the "
+                            "split holding most of its images; the moved images are listed)")
+    rounds: int = Field(3, ge=1, le=8, description="search rounds; each links every image to its nearest image outside "
+                                                   "its group (groups dealt into random folds)")
+    folds: int = Field(4, ge=2, le=32, description="folds per round (an image's nearest image is searched among "
+                                                   "the other folds)")
+    max_group_size: int = Field(256, ge=2, description="links that would make a group larger are not made (no "
+                                                       "chaining into a giant group)")
+    max_group_share: float = Field(0.5, gt=0.0, le=1.0, description="refuse when a group holds more than this share "
+                                                                    "of its class (the groups collapsed)")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        return SourceConfig._regex(v)  # type: ignore[no-any-return]
+
+
 class SplitConfig(Strict):
     val: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.1, ge=0.0, lt=1.0)
@@ -113,6 +180,7 @@ class PrepareConfig(Strict):
         "fail", description="an unreadable image stops the stage (fail) or is skipped and listed (skip)"
     )
     workers: int = Field(0, ge=0, description="decoding processes; 0 = one per CPU core")
+    infer_groups: InferGroupsConfig = InferGroupsConfig()
 
     @field_validator("resolution")
     @classmethod
@@ -138,6 +206,7 @@ class ValidateConfig(Strict):
     drop_duplicates: bool = Field(False, description="drop the val/test member of every cross-split duplicate")
     drop_empty: bool = Field(False, description="drop constant (empty) images instead of failing")
     deidentify: bool = Field(False, description="strip DICOM identifying tags instead of refusing")
+    leakage: LeakageConfig = LeakageConfig()
 
 
 class DataConfig(Strict):

@@ -158,3 +158,33 @@ def _aligned_pairs(gray: np.ndarray, splits: np.ndarray, usable: np.ndarray, thr
             seen.add(key)
             out.append((a, "train", int(q), str(splits[q]), "aligned", min(score, 1.0)))
     return out
+
+
+@dataclass
+class Nearest:
+    """Per query: its nearest reference image under the copy search's aligned similarity."""
+
+    index: np.ndarray  # position in the reference array
+    similarity: np.ndarray  # max(full-image |r| over rotations/flips, aligned |r|), clipped to [0, 1]
+    margin: np.ndarray  # Fisher z of the best minus the second-best reference image after alignment
+    second: np.ndarray  # aligned |r| of the second-best reference image (-1 when there is none)
+
+
+def aligned_nearest(queries: np.ndarray, reference: np.ndarray, shortlist: int = 16) -> Nearest:
+    """The nearest image in ``reference`` of every image in ``queries`` (both (N, S, S[, C]) uint8 of one
+    size), found by the memorization evaluation's copy search (:func:`synthgate.evaluation.memorization.search
+    .search`: rotations/flips, shifts, scale/crop and small rotations); the same definition of "close" as the
+    aligned duplicates above and the gate's copy detectors. Used by the leakage diagnosis and the inferred
+    groups (:mod:`synthgate.data.leakage`, :mod:`synthgate.data.groups_inferred`)."""
+    import torch
+
+    from synthgate.evaluation.memorization.search import TrainIndex, make_spec, search
+
+    index = TrainIndex.build(np.asarray(reference), torch.device("cpu"))
+    res = search(np.asarray(queries), index, make_spec(int(np.asarray(queries).shape[1]), shortlist=shortlist))
+    pixel_wins = res.pixel >= res.aligned
+    similarity = np.clip(np.maximum(res.pixel, res.aligned), 0.0, 1.0)
+    best = np.where(pixel_wins, res.pixel_index, res.aligned_index)
+    margin = np.nan_to_num(res.aligned_margin, nan=0.0, posinf=0.0, neginf=0.0)
+    return Nearest(best.astype(np.int64), similarity.astype(np.float32), margin.astype(np.float32),
+                   res.aligned_second.astype(np.float32))

@@ -16,6 +16,7 @@ import pandas as pd
 from synthgate.data.canonical import CanonicalDataset, image_stats, pixel_hashes, write_dataset
 from synthgate.data.complexity import delentropy
 from synthgate.data.config import PrepareConfig, SourceConfig
+from synthgate.data.groups_inferred import InferredGroups, infer_groups, regroup_split
 from synthgate.data.imaging import Geometry, ImageDecodeError, from_array, from_bytes
 from synthgate.data.sources import RawItem, SourceData, read_source
 from synthgate.errors import DataError
@@ -220,7 +221,17 @@ def prepare(
     class_index = {c: k for k, c in enumerate(data.classes)}
     labels = np.array([class_index[it.label] for it in items], dtype=np.int64)
     groups = _raw_groups(items, data, source)  # the raw ids order the grouped split; only their hash is kept
-    splits, split_note = _splits(labels, items, data, cfg, groups)
+    inferred = None
+    if groups is None and cfg.infer_groups.enabled:
+        with reporter.task("Inferring acquisition groups", None):
+            inferred = infer_groups(images, labels, data.classes, [it.path or it.source for it in items],
+                                    cfg.infer_groups, cfg.split.seed)
+        data.group_source = "groups inferred from the pixels"
+    splits, split_note = _splits(labels, items, data, cfg, groups if inferred is None else inferred.ids)
+    extra_columns, inferred_note = {}, None
+    if inferred is not None:
+        splits, split_note, extra_columns, inferred_note = _use_inferred(inferred, splits, split_note, labels, data,
+                                                                         cfg, source)
     if data.has_split and not np.any(splits == "train"):
         raise DataError(f"{source.path}: the source's split ({data.split_source}) has no training images",
                         hint="mark the training images 'train' (or leave the split out and let prepare draw one)")
@@ -234,6 +245,8 @@ def prepare(
     meta = _metadata(images, chunks, items, splits, labels, geo)
     if groups is not None:
         meta["group"] = groups.astype(str)
+    for col, values in extra_columns.items():
+        meta[col] = values
     tags_df = None
     if dicom_tags is not None:
         rows = [(i, k, v) for i, t in enumerate(dicom_tags) for k, v in t.items()]
@@ -253,7 +266,7 @@ def prepare(
         "source_description": data.description,
         **({"source_detail": data.detail} if data.detail else {}),
         "split_method": split_note,
-        "groups": group_note,
+        "groups": group_note if inferred_note is None else inferred_note,
         "skipped": skipped,
         "ignored_files": len(data.ignored),
         "dicom": dicom_tags is not None,
@@ -346,6 +359,35 @@ def _check_grouped_splits(splits: np.ndarray, labels: np.ndarray, groups: np.nda
                 + (f" (also without {sp} images: {', '.join(lacking[1:])})" if len(lacking) > 1 else ""),
                 hint=f"a held-out split without a class cannot test it: more patients of that class, a larger "
                      f"split.{sp}, or a source split that gives it {sp} patients")
+
+
+def _use_inferred(inferred: InferredGroups, splits: np.ndarray, split_note: str, labels: np.ndarray,
+                  data: SourceData, cfg: PrepareConfig, source: SourceConfig
+                  ) -> tuple[np.ndarray, str, dict[str, np.ndarray], dict[str, object]]:
+    """The split with inferred groups: prepare's own split is grouped by them already; a source's split is
+    kept (the groups go to ``inferred_group``, the leakage diagnosis reports what straddles) or regrouped
+    (the groups go to ``group``, each image's source split to ``source_split``). -> (splits, how they were
+    made, extra metadata columns, the manifest's ``groups`` entry)."""
+    ids = inferred.ids.astype(str)
+    note: dict[str, object] = {"source": data.group_source, "hashed": None, "count": len(set(ids.tolist())),
+                               **inferred.summary()}
+    straddle = _straddling(ids, splits)
+    if not data.has_split:
+        _check_grouped_splits(splits, labels, ids, data, cfg, source)
+        return splits, split_note, {"group": ids}, note
+    if cfg.infer_groups.source_split == "keep":
+        note.update(source_split="kept", groups_in_two_splits=straddle)
+        return splits, split_note, {"inferred_group": ids}, note
+    new, moved = regroup_split(splits, labels, data.classes, ids)
+    moved_list = [{"source": data.items[i].source, "from": str(splits[i]), "to": str(new[i])} for i in moved]
+    note.update(source_split="regrouped", groups_in_two_splits=straddle, moved=len(moved), moved_images=moved_list)
+    split_note += f"; regrouped by inferred groups: {len(moved)} image(s) moved (manifest groups.moved_images)"
+    return new, split_note, {"group": ids, "source_split": splits.astype(str)}, note
+
+
+def _straddling(ids: np.ndarray, splits: np.ndarray) -> int:
+    """How many groups have images in more than one split."""
+    return int((pd.DataFrame({"g": ids, "s": splits.astype(str)}).groupby("g")["s"].nunique() > 1).sum())
 
 
 def _metadata(images: np.ndarray, chunks: list[_Chunk], items: list[RawItem], splits: np.ndarray,

@@ -30,6 +30,7 @@ from synthgate.data.canonical import (
 )
 from synthgate.data.config import ValidateConfig
 from synthgate.data.dedup import find_duplicates
+from synthgate.data.leakage import LeakageReport, dataset_leakage
 from synthgate.errors import ValidationFailed
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import write_json_atomic
@@ -57,6 +58,7 @@ class ValidationResult:
     dataset: CanonicalDataset | None
     dropped: dict[str, int]
     class_balance: dict[str, Any]
+    leakage: LeakageReport | None = None  # the leakage diagnosis (validate.leakage), never a failing check
 
     @property
     def failures(self) -> list[Check]:
@@ -298,6 +300,10 @@ def validate(
     if "group" in ds.meta:
         checks.append(group_check(ds.meta["group"].astype(str).to_numpy(), frame["split"].astype(str).to_numpy(),
                                   ~drop))
+    leakage = None
+    if cfg.leakage.enabled:
+        with reporter.task("Leakage diagnosis", None):
+            leakage = dataset_leakage(ds.images, ds.meta, ds.classes, ~drop, cfg.leakage, report_dir)
     tags = ds.dicom_tags
     deidentified = False
     if tags is not None:
@@ -320,6 +326,7 @@ def validate(
         "checks": [asdict(c) for c in checks],
         "class_balance": balance,
         "dropped": dropped,
+        "leakage": leakage.to_dict() if leakage is not None else None,
         "data_docs": str(index_html) if index_html.exists() else None,
     }
 
@@ -337,7 +344,7 @@ def validate(
     write_json_atomic(report_dir / "validation.json", report)
 
     result = ValidationResult(passed, checks, report_dir, index_html if index_html.exists() else None,
-                              result_ds, dropped, balance)
+                              result_ds, dropped, balance, leakage)
     if not passed:
         lines = [f"  - {c.name}: {c.summary}" for c in result.failures]
         err = ValidationFailed(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from synthgate import __version__
-from synthgate.data.canonical import CanonicalDataset, load_dataset, write_dataset
+from synthgate.data.canonical import CanonicalDataset, load_dataset, pixel_hashes, write_dataset
 from synthgate.devices import resolve_device
 from synthgate.errors import DataError
 from synthgate.evaluation.config import EvaluateConfig
@@ -316,7 +316,9 @@ def _record(real_dir: Path, synthetic_dir: Path, real: Any, syn: Any, y_syn: np.
         "synthetic": {"path": str(synthetic_dir), "content_hash": syn.content_hash,
                       "num_images": int(len(y_syn)), "generator": syn.manifest.get("generator"),
                       "standin": syn.manifest.get("standin"),
-                      "counts": {c: int((y_syn == k).sum()) for k, c in enumerate(classes)}},
+                      "counts": {c: int((y_syn == k).sum()) for k, c in enumerate(classes)},
+                      # every image's pixel sha256, in order: the gatekeeper publishes only these images
+                      "image_sha256": pixel_hashes(np.asarray(syn.images))},
         "encoder": encoder,
         "device": str(device),
         "config": cfg.model_dump(mode="json"),

@@ -70,12 +70,16 @@ def _planted_rule(mem: dict[str, Any], policy: GatePolicy, level: float, m: int,
     if mp.min_planted_detection is None:
         skipped.append("memorization.min_planted_detection")
         return
-    rates = ({k: sum(p <= level for p in v["p_values"]) / max(len(v["p_values"]), 1)
-              for k, v in planted.items() if v.get("ruled")})
-    if not rates:
+    # the policy names the ruled kinds; the evaluation's own "ruled" flags are not read (it could unrule a kind)
+    absent = [k for k in mp.planted_kinds if not isinstance(planted.get(k), dict)
+              or not isinstance(planted[k].get("p_values"), list) or not planted[k]["p_values"]]
+    if absent:
         rules.append(_missing("memorization.min_planted_detection", mp.min_planted_detection, ">=",
-                              "detection power on planted copies"))
+                              f"detection power on planted copies of kind(s) {', '.join(absent)} (the policy rules on "
+                              f"them)"))
         return
+    rates = {k: sum(p <= level for p in planted[k]["p_values"]) / len(planted[k]["p_values"])
+             for k in mp.planted_kinds}
     weakest = min(rates, key=lambda k: rates[k])
     value = rates[weakest]
     ok = value >= mp.min_planted_detection

@@ -17,6 +17,11 @@ from synthgate.config import parse_model
 from synthgate.errors import ConfigError
 from synthgate.strict import Strict
 
+#: The planted copy kinds the default policy rules on: every kind of
+#: :data:`synthgate.evaluation.memorization.planted.KINDS` but blends (a test keeps the two in step).
+RULED_PLANTED_KINDS = ("exact", "flip", "rot90", "shift_1px", "shift_2px", "shift_4px", "crop_resize",
+                       "brightness_contrast", "noise")
+
 
 class MemorizationRules(Strict):
     """Memorization rules, decided at a stated false-alarm rate: the chance that an honest generator
@@ -32,6 +37,10 @@ class MemorizationRules(Strict):
         0, ge=0, description="synthetic images flagged as copies of a training image (they are never released)")
     min_planted_detection: float | None = Field(
         0.9, ge=0, le=1, description="share of planted copies flagged, for every planted kind but blends")
+    planted_kinds: list[str] = Field(
+        default_factory=lambda: list(RULED_PLANTED_KINDS), min_length=1,
+        description="the planted copy kinds min_planted_detection rules on; the policy decides, never the evaluation "
+                    "(a kind missing from the evaluation fails the rule)")
     copy_excess_test: bool | None = Field(
         True, description="exact test of more synthetic images above the null's 99th percentile than chance, "
         "per detector (null = off)")
@@ -43,7 +52,7 @@ class MemorizationRules(Strict):
         0.02, description="lower confidence bound of the median best-r shift, synthetic minus held-out")
 
     #: fields that set levels, not rules
-    LEVELS: ClassVar[tuple[str, ...]] = ("false_alarm_rate", "correction")
+    LEVELS: ClassVar[tuple[str, ...]] = ("false_alarm_rate", "correction", "planted_kinds")
 
     def set_level_tests(self, detectors: int) -> int:
         """How many set-level tests share half the false-alarm rate."""

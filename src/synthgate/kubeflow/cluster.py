@@ -24,7 +24,13 @@ MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 #: The ConfigMap with the service endpoints (MLflow, S3/MinIO, Pushgateway; created by ``k8s/``).
 CONFIG_MAP = "synthgate-endpoints"
 #: Its keys that every pipeline step gets as environment variables of the same name.
-CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL")
+CONFIG_MAP_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "PUSHGATEWAY_URL",
+                   "SYNTHGATE_GATEKEEPER_URL")
+#: The ConfigMap with the gatekeeper's trust root (its public key; created by the operator from the
+#: ``trust.json`` of `synthgate gatekeeper init`, k8s/README.md), and its key, which every step gets as the
+#: environment variable of the same name (the JSON itself): load, publish and pull verify with it.
+TRUST_CONFIG_MAP = "synthgate-trust-root"
+TRUST_CONFIG_MAP_KEY = "SYNTHGATE_TRUST_ROOT"
 #: Its keys that a TrainJob's training nodes get (``valueFrom``, optional: the TrainJob API has no ``envFrom``).
 ENDPOINT_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME",
                  "PUSHGATEWAY_URL")

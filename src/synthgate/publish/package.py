@@ -48,6 +48,8 @@ STAGING = ".staging"
 STAGING_MAX_AGE_S = 24 * 3600.0
 STARTED = ".started"
 MANIFEST = "manifest.json"
+#: The gatekeeper's signed dataset statement (a DSSE envelope) beside the manifest.
+SIGNATURE = "manifest.sig.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 
 
@@ -103,9 +105,9 @@ def default_dataset_name(model: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The version holding ``alias``, its verified gate record and evaluation; refused unless the gate
-    passed or an override is recorded."""
+def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
+    """The version holding ``alias``, its verified gate record and evaluation, and its release attestation
+    (signed by the gatekeeper, verified against the trust root); refused without one."""
     from synthgate.registry.client import unless_missing
     from synthgate.registry.verify import verify_version
 
@@ -121,14 +123,16 @@ def approved_version(client: Any, model: str, alias: str) -> tuple[Any, dict[str
         raise NothingApproved(f"{model} has no version @{alias}: nothing is approved for publishing",
                              hint=f"a reviewer promotes a version whose gate passed: `synthgate promote {model} "
                                   f"VERSION --alias {alias}`") from None
-    gate, evaluation = verify_version(client, model, str(mv.version))
-    if not gate.get("passed") and not mv.tags.get("override.reason"):
-        failing = ", ".join(r["rule"] for r in gate.get("rules", []) if not r.get("passed"))
-        raise PublishRefused(f"{model} version {mv.version} holds @{alias} but its gate failed ({failing}) and no "
-                             "override is recorded (was the alias set outside `synthgate promote`?)",
-                             hint="promote a version that passed, or record an override with "
-                                  "`synthgate promote --force --reason`")
-    return mv, gate, evaluation
+    from synthgate.registry.registry import release_of
+
+    gate, evaluation = verify_version(client, model, str(mv.version), registry_pin=False)
+    try:
+        release = release_of(client, model, str(mv.version))
+    except SynthgateError as e:
+        raise PublishRefused(f"{model} version {mv.version} holds @{alias} but is not released: {e.message}",
+                             hint="a version is released when the gatekeeper signs it (`synthgate promote`); an "
+                                  "alias moved by hand grants nothing") from None
+    return mv, gate, evaluation, release
 
 
 def flagged_copies(gate: dict[str, Any], evaluation: dict[str, Any]) -> list[int]:
@@ -144,28 +148,6 @@ def _download_run_file(client: Any, run_id: str, path: str, dst: Path) -> Path |
         return Path(client.download_artifacts(run_id, path, str(dst)))
     except Exception:
         return None
-
-
-def _fresh_samples(model: str, version: str, uri: str, sample_config: Any, out: Path, reporter: Reporter) -> Path:
-    """Download the registered generator and sample ``sample_config`` from it into ``out``."""
-    import mlflow
-
-    from synthgate.generators.model import INFO
-    from synthgate.generators.sample import sample
-    from synthgate.registry.registry import _tracking_env
-
-    if sample_config is None:
-        raise ConfigError("publish: the evaluated sample set is not at hand and no sampling settings were given",
-                          hint="pass --samples (the evaluated set) or set the `sample` section of params.yaml")
-    reporter.info(f"sampling from {model} version {version} (registered model)")
-    (out.parent / "model").mkdir(parents=True, exist_ok=True)
-    with _tracking_env(uri):  # models:/ URIs resolve through the registry URI, not the tracking_uri argument
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model}/{version}",
-                                                         dst_path=str(out.parent / "model")))
-    found = sorted(local.rglob(INFO))
-    if not found:
-        raise DataError(f"{model} version {version}: the registered model has no generator folder ({INFO})")
-    return sample(found[0].parent, sample_config, out, None, reporter).root
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,9 +190,9 @@ def publish(
     name: str | None = None,
     version: str | None = None,
     tracking_uri: str | None = None,
-    sample_config: Any = None,
     config: PublishConfig | None = None,
     reporter: Reporter | None = None,
+    gatekeeper: str | None = None,
 ) -> PublishResult:
     """Publish the dataset of ``model``'s version at ``alias`` into ``store`` (see the module docstring).
     ``config`` (``params.publish``) gives the shards, PNGs, transfers and the data card's licence and
@@ -228,23 +210,20 @@ def publish(
     st.check()
     client = connect(tracking_uri)
     uri = resolve_uri(tracking_uri)
-    mv, gate, ev = approved_version(client, model, alias)
+    mv, gate, ev, release = approved_version(client, model, alias)
     mversion = str(mv.version)
     version = check_name(version, "dataset version") if version else f"v{mversion}"
     notes: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="synthgate-publish-") as tmp_s:
         tmp = Path(tmp_s)
-        sample_dir, source = _sample_set(samples, mv, model, uri, sample_config, tmp, reporter, notes)
+        sample_dir, source = _sample_set(samples, mv, model)
         t_sample = time.perf_counter() - t0
         pkg = tmp / "package"
-        excluded = flagged_copies(gate, ev) if source == "evaluated" else []
+        excluded = sorted({*flagged_copies(gate, ev), *(release.predicate.get("samples") or {}).get("flagged", [])})
         if excluded:
             notes.append(f"{len(excluded)} image(s) flagged as copies of training images are not released: "
                          f"{', '.join(map(str, excluded[:20]))}{' ...' if len(excluded) > 20 else ''}")
-        elif source == "fresh":
-            notes.append("the released images were sampled afresh: the copy search scanned the evaluated set, "
-                         "not these images (the data card says so)")
         reporter.info(f"packaging {sample_dir}")
         info = build_package(sample_dir, pkg, shard_size, png, workers=min(workers, 8), exclude=excluded)
         info["samples_source"] = source
@@ -252,8 +231,9 @@ def publish(
         _copy_run_files(client, mv.run_id, evaluation, pkg, tmp / "run", notes)
         model_info = {
             "name": model, "version": mversion, "alias": alias, "run_id": mv.run_id, "tracking_uri": uri,
-            "gate_passed": bool(gate.get("passed")), "gate_sha256": mv.tags.get("gate.sha256"),
-            "override": mv.tags.get("override.reason"),
+            "gate_passed": release.predicate.get("verdict") == "passed", "gate_sha256": mv.tags.get("gate.sha256"),
+            "override": (release.predicate.get("override") or {}).get("reason"),
+            "release_attestation_sha256": release.envelope_sha256,
             "training_dataset_hash": mv.tags.get("lineage.training_dataset_hash"),
         }
         (pkg / "DATACARD.md").write_text(datacard(name, version, info, model_info, gate, ev, cfg.licence, cfg.intended_use))
@@ -274,7 +254,7 @@ def publish(
             notes.append(f"removed {len(abandoned)} abandoned staging upload(s) of {name} (a killed publish)")
         t_upload0 = time.perf_counter()
         sent = _upload(st, final, f"{STAGING}/{name}/{version}/{uuid.uuid4().hex[:12]}", files, pkg, manifest,
-                       workers, reporter)
+                       workers, reporter, gatekeeper)
     TRANSFER_BYTES.labels("publish", st.kind).inc(sent)
     TRANSFER_FILES.labels("publish", st.kind).inc(len(files) + 1)
     PUBLISHED_IMAGES.labels(name).set(info["num_images"])
@@ -283,41 +263,40 @@ def publish(
                          seconds=time.perf_counter() - t0, notes=notes, timings=timings)
 
 
-def _sample_set(samples: Path | None, mv: Any, model: str, uri: str, sample_config: Any, tmp: Path,
-                reporter: Reporter, notes: list[str]) -> tuple[Path, str]:
-    """The evaluated sample set when it is the one the version was gated on (its content hash is the
-    version's ``lineage.synthetic_content_hash``), else a fresh sample of the registered model;
-    -> (folder, "evaluated" or "fresh")."""
+def _sample_set(samples: Path | None, mv: Any, model: str) -> tuple[Path, str]:
+    """The evaluated sample set, when it is the one the version was gated on (its content hash is the
+    version's ``lineage.synthetic_content_hash``); -> (folder, "evaluated"). Anything else is refused:
+    only images the copy search scanned and the gatekeeper attested are released (the gatekeeper
+    checks every published image against the release), so a fresh sample is evaluated, gated and
+    released as its own version first."""
     from synthgate.data.canonical import load_dataset
 
     gated_hash = mv.tags.get("lineage.synthetic_content_hash")
     if samples is not None and (Path(samples) / "manifest.json").exists() \
             and load_dataset(Path(samples)).content_hash == gated_hash:
         return Path(samples), "evaluated"
-    if samples is not None:
-        notes.append(f"{samples} is not the sample set version {mv.version} was gated on; sampled afresh")
-    return _fresh_samples(model, str(mv.version), uri, sample_config, tmp / "fresh" / "samples", reporter), "fresh"
+    what = f"{samples} is not" if samples is not None else "no sample set was given as"
+    raise PublishRefused(f"{what} the sample set {model} version {mv.version} was gated on (content hash "
+                         f"{str(gated_hash)[:16]}): only images the copy search scanned and the gatekeeper attested "
+                         "are published", hint="pass --samples the evaluated set; to release new samples, sample, "
+                                               "evaluate, gate and register them as a new version")
 
 
 def _copy_run_files(client: Any, run_id: str, evaluation: Path | None, pkg: Path, tmp: Path, notes: list[str]
                     ) -> None:
-    """The registered run's public report, evaluation and gate record into the package. Only a
-    public report leaves: one that shows real images (an older registration) never does."""
-    from synthgate.evaluation.evaluate import PUBLIC_REPORT
+    """The registered run's public report, evaluation and gate record into the package, as registered (the
+    gatekeeper signs them only byte for byte). Only a public report leaves: one that shows real images (an
+    older registration) never does."""
     from synthgate.evaluation.report import PUBLIC_MARK
 
     for rel, dst in (("evaluation/report.html", "report.html"), ("evaluation/evaluation.json", "evaluation.json"),
                      ("gate/gate.json", "gate.json")):
         got = _download_run_file(client, run_id, rel, tmp)
-        if rel.endswith("report.html"):
-            if got is not None and PUBLIC_MARK not in got.read_text(errors="replace"):
-                got = None
-            local = Path(evaluation) / PUBLIC_REPORT if evaluation else None
-            if got is None and local is not None and local.exists() and PUBLIC_MARK in local.read_text():
-                got = local
-            if got is None:
-                notes.append("no public evaluation report was found, so none is included (the full report "
-                             "shows real images and never leaves)")
+        if rel.endswith("report.html") and got is not None and PUBLIC_MARK not in got.read_text(errors="replace"):
+            got = None
+        if got is None and rel.endswith("report.html"):
+            notes.append("the registered run has no public evaluation report, so none is included (the full report "
+                         "shows real images and never leaves)")
         if got is not None:
             shutil.copyfile(got, pkg / dst)
 
@@ -351,17 +330,21 @@ def _manifest(name: str, version: str, info: dict[str, Any], model_info: dict[st
 
 
 def _upload(st: Store, final: str, staging: str, files: list[dict[str, Any]], pkg: Path, manifest: dict[str, Any],
-            workers: int, reporter: Reporter) -> int:
-    """Every file to ``staging``, verified, copied to ``final``, the manifest written there last (a
-    dataset exists for readers only once its manifest does); staging removed. -> bytes sent."""
+            workers: int, reporter: Reporter, gatekeeper: str | None = None) -> int:
+    """Every file to ``staging``, verified, signed by the gatekeeper (which reads the staged copy itself),
+    copied to ``final``, the signature and then the manifest written there last (a dataset exists for
+    readers only once its manifest does); staging removed. -> bytes sent."""
     from synthgate.monitoring.metrics import TRANSFER_FAILURES
+    from synthgate.registry.gatekeeper_app import call
 
     try:
         st.put_bytes(f"{staging}/{STARTED}", repr(time.time()).encode())  # first: dates this upload
         sent = _upload_all(st, files, pkg, staging, workers, reporter)
         _verify_staging(st, files, pkg, staging)
+        envelope = call("/v1/datasets", {"store": st.uri, "staging": staging, "manifest": manifest}, gatekeeper)
         for f in files:
             st.copy(f"{staging}/{f['path']}", f"{final}/{f['path']}")
+        st.put_bytes(f"{final}/{SIGNATURE}", json.dumps(envelope, indent=2).encode())
         st.put_bytes(f"{final}/{MANIFEST}", json.dumps(manifest, indent=2).encode())  # last: now visible
     except SynthgateError:
         TRANSFER_FAILURES.labels("publish", "store").inc()

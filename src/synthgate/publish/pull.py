@@ -23,7 +23,7 @@ from typing import Any
 
 from synthgate.errors import DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
-from synthgate.publish.package import MANIFEST, STAGING, check_name
+from synthgate.publish.package import MANIFEST, SIGNATURE, STAGING, check_name
 from synthgate.stores import Store, open_store
 from synthgate.utils import sha256_file, utc_now, write_json_atomic
 
@@ -81,26 +81,78 @@ def list_datasets(store: str | Path | Store) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["name"], d["created"], d["version"]))
 
 
-def revocation_status(manifest: dict[str, Any], tracking_uri: str | None) -> tuple[bool, str]:
-    """(still approved, why): the model version must still hold the alias it was published under and
-    carry the same gate record."""
-    from synthgate.registry.client import connect
+STATE_ENV = "SYNTHGATE_PULL_STATE"
 
-    model = manifest.get("model", {})
-    name, version, alias = model.get("name"), str(model.get("version")), model.get("alias") or "approved"
-    client = connect(tracking_uri)
+
+def state_path() -> Path:
+    """What this consumer has seen per dataset name (newest serial, its model, signed revocations):
+    ``$SYNTHGATE_PULL_STATE`` or ``~/.cache/synthgate/pull-state.json``."""
+    import os
+
+    return Path(os.environ.get(STATE_ENV) or Path.home() / ".cache" / "synthgate" / "pull-state.json")
+
+
+def _read_state() -> dict[str, Any]:
+    p = state_path()
     try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except Exception as e:
-        from synthgate.registry.client import unless_missing
+        data = json.loads(p.read_text()) if p.is_file() else {}
+    except ValueError:
+        raise DataError(f"{p} is not valid JSON: the record of what this machine pulled is damaged",
+                        hint="inspect it; delete it only if you accept forgetting the newest versions seen") from None
+    return data if isinstance(data, dict) else {}
 
-        unless_missing(e, client)
-        return False, f"{name} has no version @{alias} any more"
-    if str(mv.version) != version:
-        return False, f"{name}@{alias} is now version {mv.version}, not version {version}"
-    if model.get("gate_sha256") and mv.tags.get("gate.sha256") != model["gate_sha256"]:
-        return False, f"{name} version {version}: its gate record changed since publishing"
-    return True, f"{name} version {version} still holds @{alias}"
+
+def verified_manifest(st: Store, name: str, version: str, trust: Any) -> tuple[dict[str, Any], bytes, Any]:
+    """The manifest of ``name:version`` and its signed dataset statement, verified: signed by the
+    gatekeeper for exactly this name and version and for exactly this file list."""
+    from synthgate.trust.attest import DATASET, AttestationInvalid, files_root, open_envelope
+
+    raw = st.get_bytes(f"{name}/{version}/{MANIFEST}")
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        raise VerificationFailed(f"{name}:{version}: its manifest is not valid JSON (truncated?)") from None
+    try:
+        sig = st.get_bytes(f"{name}/{version}/{SIGNATURE}")
+    except KeyError:
+        sig = None
+    v = open_envelope(sig, trust, DATASET, f"{name}:{version}")
+    if v.subject.get("name") != f"dataset:{name}/{version}" or v.predicate.get("name") != name \
+            or str(v.predicate.get("version")) != version:
+        raise AttestationInvalid(f"{name}:{version}: the signature is for dataset {v.predicate.get('name')}:"
+                                 f"{v.predicate.get('version')}, not this one (a manifest signed for another "
+                                 "dataset)", hint="do not use this dataset; report it to its publisher")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, dict) and {"path", "size", "sha256"} <= set(f)
+                                              for f in files):
+        raise VerificationFailed(f"{name}:{version}: the manifest's file list is malformed; nothing was pulled",
+                                 hint="do not use this dataset; report it to its publisher")
+    if files_root(files) != (v.subject.get("digest") or {}).get("sha256"):
+        raise AttestationInvalid(f"{name}:{version}: the manifest's file list is not the one the gatekeeper signed "
+                                 "(files or hashes edited after signing)",
+                                 hint="do not use this dataset; report it to its publisher")
+    return manifest, raw, v
+
+
+def check_freshness(name: str, version: str, v: Any, state: dict[str, Any], allow_rollback: bool,
+                    revocations: list[Any], trust: Any) -> None:
+    """Refuse a dataset name now claimed by another model, a version older than the newest signed one
+    seen for the name (rollback), and a revoked dataset or model version."""
+    from synthgate.trust.attest import check_revocations, release_subject
+
+    p, seen = v.predicate, state.get(name) or {}
+    if seen.get("model") and seen["model"] != p.get("model"):
+        raise VerificationFailed(f"{name}:{version} is signed for model {p.get('model')!r}, but this machine has "
+                                 f"pulled {name} from model {seen['model']!r}", hint="report it to the gatekeeper's "
+                                                                                    "operators")
+    if int(p.get("serial") or 0) < int(seen.get("serial") or 0) and not allow_rollback:
+        raise VerificationFailed(f"{name}:{version} is release {p.get('serial')} of {name}, older than release "
+                                 f"{seen['serial']} ({seen.get('version')}) this machine has seen (rollback)",
+                                 hint="pull the newest version, or pass --allow-rollback to take this one on purpose")
+    all_revocations = [*revocations, *(seen.get("revocations") or [])]
+    check_revocations(all_revocations, trust, f"dataset:{name}/{version}", f"{name}:{version}")
+    check_revocations(all_revocations, trust, release_subject(str(p.get("model")), str(p.get("model_version"))),
+                      f"{name}:{version} (its model {p.get('model')} version {p.get('model_version')})")
 
 
 def safe_destination(target: Path, path: Any) -> Path:
@@ -173,42 +225,85 @@ def pull(
     allow_revoked: bool = False,
     workers: int = 16,
     reporter: Reporter | None = None,
+    trust_root: Path | None = None,
+    allow_rollback: bool = False,
 ) -> PullResult:
-    """Download and verify ``NAME[:VERSION]`` (default: the latest) from ``store`` into ``to``."""
+    """Download and verify ``NAME[:VERSION]`` (default: the newest signed release) from ``store`` into
+    ``to``: the gatekeeper's signature over the file list (against the trust root), every file's
+    sha256, the images' content against the signed one, the name's model, rollback and revocations.
+    Works offline for a signed release (revocations then come from what this machine has seen)."""
     from synthgate.monitoring.metrics import TRANSFER_BYTES, TRANSFER_FAILURES, TRANSFER_FILES
+    from synthgate.registry.gatekeeper_app import revocations as fetch_revocations
+    from synthgate.trust.attest import AttestationInvalid
+    from synthgate.trust.keys import load_trust_root
 
     reporter = reporter or NullReporter()
     t0 = time.perf_counter()
     name, version = parse_ref(ref)
+    trust = load_trust_root(trust_root)
     st = open_store(store)
     available = [d for d in list_datasets(st) if d["name"] == name]
     if not available:
         raise DataError(f"no dataset {name!r} in {st.uri}", hint="list them with `synthgate datasets`")
-    if version is None:
-        chosen = available[-1]
-    else:
-        match = [d for d in available if d["version"] == version]
-        if not match:
-            raise DataError(f"dataset {name} has no version {version!r} in {st.uri} "
-                            f"(available: {', '.join(d['version'] for d in available)})")
-        chosen = match[0]
-    version = chosen["version"]
-    manifest = chosen["manifest"]
-    raw_manifest = st.get_bytes(f"{name}/{version}/{MANIFEST}")
-
-    ok, why = revocation_status(manifest, tracking_uri)
-    if not ok and not allow_revoked:
-        TRANSFER_FAILURES.labels("pull", "revoked").inc()
-        raise DatasetRevoked(f"{name}:{version} is revoked: {why}; not pulled",
-                             hint="--allow-revoked pulls it anyway (recorded in the pull record)")
-    status = ("approved" + (" (by override)" if manifest.get("model", {}).get("override") else "")) if ok \
-        else "revoked (allowed)"
-
+    if version is not None and not any(d["version"] == version for d in available):
+        raise DataError(f"dataset {name} has no version {version!r} in {st.uri} "
+                        f"(available: {', '.join(d['version'] for d in available)})")
+    try:
+        if version is not None:
+            manifest, raw_manifest, signed = verified_manifest(st, name, version, trust)
+        else:  # the newest signed release; unsigned or forged versions are never chosen
+            good = []
+            for d in available:
+                try:
+                    good.append((d["version"], *verified_manifest(st, name, d["version"], trust)))
+                except (AttestationInvalid, VerificationFailed):
+                    continue
+            if not good:
+                raise AttestationInvalid(f"no version of {name} in {st.uri} carries a valid gatekeeper signature",
+                                         hint="do not use these files; report them to their publisher")
+            version, manifest, raw_manifest, signed = max(good, key=lambda g: int(g[3].predicate.get("serial") or 0))
+    except (AttestationInvalid, VerificationFailed):
+        TRANSFER_FAILURES.labels("pull", "verification").inc()
+        raise
+    state = _read_state()
+    online = fetch_revocations()
+    try:
+        check_freshness(name, version, signed, state, allow_rollback, online or [], trust)
+        why = "signed by the gatekeeper"
+        ok = True
+    except AttestationInvalid as e:
+        if not allow_revoked:
+            TRANSFER_FAILURES.labels("pull", "revoked").inc()
+            raise DatasetRevoked(e.message + "; not pulled",
+                                 hint="--allow-revoked pulls it anyway (recorded in the pull record)") from None
+        ok, why = False, e.message
+    p = signed.predicate
+    status = ("approved" + (f" (by override: {(p.get('override') or {}).get('reason')})"
+                            if p.get("verdict") == "override" else "")) if ok else "revoked (allowed)"
+    files = manifest["files"]
+    total, counts = _download(st, name, version, manifest, files, Path(to), workers, reporter)
     to = Path(to)
-    files = manifest.get("files")
-    if not isinstance(files, list) or not all(isinstance(f, dict) and "path" in f for f in files):
-        raise VerificationFailed(f"{name}:{version}: the manifest's file list is malformed; nothing was pulled",
-                                 hint="do not use this dataset; report it to its publisher")
+    content = _check_content(to, files, p)
+    (to / MANIFEST).write_bytes(raw_manifest)
+    (to / SIGNATURE).write_bytes(st.get_bytes(f"{name}/{version}/{SIGNATURE}"))
+    write_json_atomic(to / "pull.json", {"ref": f"{name}:{version}", "store": st.uri, "pulled": utc_now(),
+                                         "status": status, "why": why, "files_verified": len(files),
+                                         "signed": {k: p.get(k) for k in ("model", "model_version", "verdict",
+                                                                         "override", "serial", "signed_at")},
+                                         "images_verified": content, "key": signed.keyid})
+    (to / MARKER).unlink(missing_ok=True)
+    _remember(name, version, p, online)
+    TRANSFER_BYTES.labels("pull", st.kind).inc(total)
+    TRANSFER_FILES.labels("pull", st.kind).inc(len(files) - counts["skipped"])
+    notes = [] if ok else [f"revoked: {why}"]
+    return PullResult(name, version, to, len(files), total, time.perf_counter() - t0, status,
+                      skipped=counts["skipped"], resumed=counts["resumed"], notes=notes)
+
+
+def _download(st: Store, name: str, version: str, manifest: dict[str, Any], files: list[dict[str, Any]], to: Path,
+              workers: int, reporter: Reporter) -> tuple[int, dict[str, int]]:
+    from synthgate.monitoring.metrics import TRANSFER_FAILURES
+
     try:
         for f in files:  # before anything is written: a manifest must not reach outside the target
             safe_destination(to, f["path"])
@@ -223,7 +318,6 @@ def pull(
                                                        "same dataset into it resumes)")
     to.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, {"ref": f"{name}:{version}", "manifest": manifest.get("created"), "started": utc_now()})
-
     counts = {"skipped": 0, "resumed": 0, "new": 0}
     total = 0
     try:
@@ -241,12 +335,42 @@ def pull(
     except SynthgateError:
         TRANSFER_FAILURES.labels("pull", "store").inc()
         raise
-    (to / MANIFEST).write_bytes(raw_manifest)
-    write_json_atomic(to / "pull.json", {"ref": f"{name}:{version}", "store": st.uri, "pulled": utc_now(),
-                                         "status": status, "why": why, "files_verified": len(files)})
-    marker.unlink(missing_ok=True)
-    TRANSFER_BYTES.labels("pull", st.kind).inc(total)
-    TRANSFER_FILES.labels("pull", st.kind).inc(len(files) - counts["skipped"])
-    notes = [] if ok else [f"revoked: {why}"]
-    return PullResult(name, version, to, len(files), total, time.perf_counter() - t0, status,
-                      skipped=counts["skipped"], resumed=counts["resumed"], notes=notes)
+    return total, counts
+
+
+def _check_content(to: Path, files: list[dict[str, Any]], predicate: dict[str, Any]) -> int:
+    """Recompute the images' content (every image's pixel sha256 and label, in shard order) from the
+    pulled shards and compare it with the signed one. -> images checked."""
+    import hashlib
+
+    import numpy as np
+
+    lines: list[str] = []
+    for f in sorted((f for f in files if f["path"].startswith("images/shard-")), key=lambda f: f["path"]):
+        with np.load(to / f["path"], allow_pickle=False) as z:
+            if set(z.files) != {"images", "labels", "classes"}:  # an extra array would be images no one scanned
+                raise VerificationFailed(f"{f['path']}: holds the arrays {sorted(z.files)}, not images, labels and "
+                                         "classes", hint="do not use this dataset; report it to its publisher")
+            images, labels = z["images"], z["labels"]
+        lines += [f"{hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()}\t{int(y)}"
+                  for im, y in zip(images, labels, strict=True)]
+    signed = (predicate.get("content") or {}).get("images_root")
+    if hashlib.sha256("\n".join(lines).encode()).hexdigest() != signed:
+        raise VerificationFailed("the pulled images are not the images the gatekeeper signed (content hash differs)",
+                                 hint="do not use this dataset; report it to its publisher")
+    return len(lines)
+
+
+def _remember(name: str, version: str, predicate: dict[str, Any], revocations: list[Any] | None) -> None:
+    """Record the newest serial seen for ``name``, its model, and the signed revocations seen."""
+    state = _read_state()
+    seen = state.get(name) or {}
+    if int(predicate.get("serial") or 0) >= int(seen.get("serial") or 0):
+        seen.update({"serial": int(predicate.get("serial") or 0), "version": version})
+    seen["model"] = seen.get("model") or predicate.get("model")
+    if revocations:
+        known = {json.dumps(r, sort_keys=True) for r in seen.get("revocations") or []}
+        seen["revocations"] = [json.loads(r) for r in sorted(known | {json.dumps(r, sort_keys=True)
+                                                                       for r in revocations})]
+    state[name] = seen
+    write_json_atomic(state_path(), state)

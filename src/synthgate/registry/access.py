@@ -139,7 +139,10 @@ class Grant:
     def role(self) -> str:
         if self.admin:
             return "admin"
-        return next((r for r, p in ROLES.items() if p == self.permission and r != "pipeline"), self.permission.lower())
+        # reviewers and the pipeline's account hold the same MLflow permission (EDIT): MLflow cannot tell them
+        # apart, so neither can this list; the gatekeeper gives EDIT the same rights (release a passing version)
+        roles = [r for r, p in ROLES.items() if p == self.permission]
+        return "/".join(roles) if roles else self.permission.lower()
 
 
 def _request(uri: str, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
@@ -183,7 +186,25 @@ def grant(uri: str, model: str, user: str, role: str) -> str:
     _require_auth(uri)
     _request(uri, "POST", "/api/3.0/mlflow/users/permissions/grant",
              json={"username": user, "resource_type": RESOURCE, "resource_id": model, "permission": ROLES[role]})
+    if role == "pipeline":  # registering logs a run first: EDIT on the registry's experiment too
+        _request(uri, "POST", "/api/3.0/mlflow/users/permissions/grant",
+                 json={"username": user, "resource_type": "experiment", "resource_id": _experiment_id(uri),
+                       "permission": "EDIT"})
     return ROLES[role]
+
+
+def _experiment_id(uri: str) -> str:
+    """The id of the experiment ``synthgate register`` logs to, created (as the admin) if missing."""
+    from synthgate.registry.registry import EXPERIMENT
+
+    try:
+        got = _request(uri, "GET", "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": EXPERIMENT})
+        return str(got["experiment"]["experiment_id"])
+    except SynthgateError:
+        raise
+    except Exception:
+        got = _request(uri, "POST", "/api/2.0/mlflow/experiments/create", json={"name": EXPERIMENT})
+        return str(got["experiment_id"])
 
 
 def revoke(uri: str, model: str, user: str) -> None:

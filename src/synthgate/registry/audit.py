@@ -6,10 +6,13 @@ Entry N holds ``action``, ``user``, ``time``, ``detail``, ``prev`` (the hash of 
 zeros for the first) and ``hash``: sha256 of the canonical JSON of the model name, version, N,
 ``prev`` and the four fields, written last. :func:`verify` recomputes every hash and link.
 
-What this does and does not protect against: anyone with EDIT on the model can set tags, so an
-insider who rewrites an entry *and* every later one with correct hashes is not caught by the chain
-alone. What it catches is a quiet edit: a changed detail, user or time, a deleted or swapped entry.
-Entries written before the chain existed (no ``hash`` tag) are reported as such.
+The gatekeeper **signs** the entries it writes (releases, refusals, overrides, pins, revocations):
+``audit.N.sig`` is a DSSE envelope (:mod:`synthgate.trust.attest`) over the entry's hash, so writing
+an entry that passes needs its key. Anyone with EDIT on the model can set tags, so the chain alone
+catches a quiet edit (a changed detail, user or time, a deleted or swapped entry); the signature
+catches an entry written by hand, even one with a valid chain hash. The promotion guard has no key:
+its ``guard-reverted`` entries are reported as unsigned, and pass. Entries written before the chain
+existed (no ``hash`` tag) are reported as such.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 FIELDS = ("action", "user", "time", "detail")
+#: Actions written by a party without the key (the promotion guard): unsigned, reported, not a failure.
+UNSIGNED_ACTIONS = ("guard-reverted",)
+#: Predicate type of a signed audit entry.
+AUDIT = "https://synthgate.dev/attestation/audit-entry/v1"
 GENESIS = "0" * 64
 _KEY = re.compile(r"audit\.(\d+)\.(\w+)")
 
@@ -40,15 +47,22 @@ def entries(tags: dict[str, str]) -> dict[int, dict[str, str]]:
     return dict(sorted(out.items()))
 
 
-def append(client: Any, name: str, version: str, action: str, user: str, time: str, detail: str) -> int:
-    """Write entry N+1 on the version (its hash last); return N+1."""
+def append(client: Any, name: str, version: str, action: str, user: str, time: str, detail: str,
+           signer: Any = None) -> int:
+    """Write entry N+1 on the version (its hash, then its signature with ``signer``, last); return N+1."""
     got = entries(client.get_model_version(name, version).tags)
     n = 1 + max(got, default=0)
     prev = got[n - 1].get("hash", GENESIS) if n > 1 else GENESIS
     fields = {"action": action, "user": user, "time": time, "detail": detail}
     for k, v in {**fields, "prev": prev}.items():
         client.set_model_version_tag(name, version, f"audit.{n}.{k}", v)
-    client.set_model_version_tag(name, version, f"audit.{n}.hash", entry_hash(name, version, n, prev, fields))
+    digest = entry_hash(name, version, n, prev, fields)
+    client.set_model_version_tag(name, version, f"audit.{n}.hash", digest)
+    if signer is not None:
+        from synthgate.trust.attest import sign, statement
+
+        env = sign(statement(AUDIT, f"{name}/{version}#{n}", digest, {"action": action, "signed_at": time}), signer)
+        client.set_model_version_tag(name, version, f"audit.{n}.sig", json.dumps(env, separators=(",", ":")))
     return n
 
 
@@ -56,15 +70,42 @@ def append(client: Any, name: str, version: str, action: str, user: str, time: s
 class Checked:
     n: int
     fields: dict[str, str]
-    status: str  # "ok", "before the chain", or what is wrong
+    status: str  # "ok", "before the chain", "unsigned (the guard's record)", or what is wrong
 
     @property
     def ok(self) -> bool:
-        return self.status in ("ok", "before the chain")
+        return self.status in ("ok", "before the chain", "unsigned (the guard's record)")
 
 
-def verify(name: str, version: str, tags: dict[str, str]) -> list[Checked]:
-    """Every entry of the version with its status: its hash recomputed, its link to the entry before."""
+def _signature(name: str, version: str, n: int, e: dict[str, str], trust: Any) -> str:
+    """The status of entry ``n``'s signature: "ok", or what is wrong with it."""
+    from synthgate.trust.attest import AttestationInvalid, open_envelope
+
+    if not e.get("sig"):
+        if e.get("action") in UNSIGNED_ACTIONS:
+            return "unsigned (the guard's record)"
+        return "is not signed by the gatekeeper (written by hand?)"
+    if trust is None:
+        return "its signature cannot be checked: no trust root (set SYNTHGATE_TRUST_ROOT)"
+    try:
+        v = open_envelope(e["sig"], trust, AUDIT, f"audit entry {n}")
+    except AttestationInvalid as err:
+        return err.message
+    if v.subject.get("name") != f"{name}/{version}#{n}" or (v.subject.get("digest") or {}).get("sha256") != e["hash"]:
+        return "carries the signature of another entry"
+    return "ok"
+
+
+def verify(name: str, version: str, tags: dict[str, str], trust: Any = "auto") -> list[Checked]:
+    """Every entry of the version with its status: its hash recomputed, its link to the entry before, its
+    signature against ``trust`` (the trust root; "auto" loads the configured one, None checks none)."""
+    if trust == "auto":
+        from synthgate.trust.keys import KeyError_, load_trust_root
+
+        try:
+            trust = load_trust_root()
+        except KeyError_:
+            trust = None
     got = entries(tags)
     out: list[Checked] = []
     last, prev_hash, chained = 0, GENESIS, False
@@ -80,12 +121,12 @@ def verify(name: str, version: str, tags: dict[str, str]) -> list[Checked]:
         if entry_hash(name, version, n, e.get("prev", ""), e) != e["hash"]:
             status = "changed after it was written (its hash does not match its fields)"
         elif prev_hash == "unchained" and not chained:
-            status = "ok"  # the first chained entry after entries that predate the chain
+            status = _signature(name, version, n, e, trust)  # the first chained entry after pre-chain ones
         elif e.get("prev") != prev_hash:
             status = (f"does not chain to entry {n - 1} (an entry was replaced or removed)" if n > 1
                       else "is the first entry but links to an earlier one (entries were removed)")
         else:
-            status = "ok"
+            status = _signature(name, version, n, e, trust)
         chained = True
         out.append(Checked(n, e, status))
         prev_hash = e["hash"]

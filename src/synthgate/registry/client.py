@@ -67,3 +67,28 @@ def unless_missing(e: BaseException, client: Any = None) -> None:
     raise RegistryUnavailable(f"the MLflow registry at {where} failed ({code or type(e).__name__}: "
                               f"{' '.join(str(e).split())[:300]})",
                               hint="check that the server is up and that you may read this model; then retry") from None
+
+
+def equals_filter(field: str, value: str) -> str:
+    """An MLflow search filter ``field = value`` that no value can break out of: the value is quoted with
+    the quote it does not contain (MLflow's filter grammar has no escape); a value holding both quotes is
+    refused (``model names with both quote kinds``), never spliced in."""
+    from synthgate.errors import DataError
+
+    for q in ('"', "'"):
+        if q not in value:
+            return f"{field} = {q}{value}{q}"
+    raise DataError(f"{field} {value!r} holds both kinds of quote and cannot be searched for safely",
+                    hint="rename the registered model")
+
+
+def versions_of(client: Any, name: str) -> list[Any]:
+    """Every version of registered model ``name`` (all pages), searched with a safe filter."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_model_versions(equals_filter("name", name), max_results=1000, page_token=token)
+        out += [mv for mv in page if mv.name == name]  # the filter is exact; this keeps it so whatever the server does
+        token = getattr(page, "token", None)
+        if not token:
+            return out

@@ -34,19 +34,18 @@ log = logging.getLogger(__name__)
 
 #: The pyfunc model's artifacts (names in ``context.artifacts``).
 MODEL_DIR, EVALUATION, GATE = "model_dir", "evaluation", "gate"
-#: The override ``load_model`` verified on the registry, for the ``load_context`` it calls (in-process only).
-_OVERRIDE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("synthgate_gate_override",
-                                                                                  default=None)
+#: The release attestation ``load_model`` verified on the registry, for the ``load_context`` it calls.
+_RELEASE: contextvars.ContextVar[Any] = contextvars.ContextVar("synthgate_release", default=None)
 
 
 @contextlib.contextmanager
-def recorded_override(override: dict[str, Any] | None) -> Iterator[None]:
-    """Let a failed gate load inside this block, by ``override`` (verified on the registry)."""
-    token = _OVERRIDE.set(override)
+def verified_release(release: Any) -> Iterator[None]:
+    """Hand ``release`` (a verified :class:`synthgate.trust.attest.Verified`) to ``load_context``."""
+    token = _RELEASE.set(release)
     try:
         yield
     finally:
-        _OVERRIDE.reset(token)
+        _RELEASE.reset(token)
 
 
 def signature(resolution: int, channels: int) -> Any:
@@ -62,16 +61,16 @@ def signature(resolution: int, channels: int) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = None) -> Any:
+def verify_bundle(artifacts: dict[str, str], release: Any = None) -> Any:
     """Recompute the gate decision of the generator in ``artifacts`` from its bundled evaluation and
-    gate record; return the decision. Refuses (:class:`~synthgate.registry.registry.PromotionRefused`)
-    a model without its records, records that do not belong together or to these weights, and a
-    failed gate without an ``override`` (a dict with a non-empty ``reason``)."""
+    gate record, check the weights, and require a release attestation signed by the gatekeeper for
+    exactly these weights (``release``, or the one found on this model's registered versions); a
+    failed gate loads only under a signed override. -> the decision."""
     from pathlib import Path
 
     from synthgate.errors import DataError
     from synthgate.gates.decision import check_record, load_evaluation
-    from synthgate.generators.model import read_generator_info
+    from synthgate.generators.model import read_generator_info, weights_path
     from synthgate.registry.verify import PromotionRefused, check_generator
     from synthgate.utils import read_json, sha256_file
 
@@ -94,29 +93,78 @@ def verify_bundle(artifacts: dict[str, str], override: dict[str, Any] | None = N
         local = {**evaluation, "synthetic": {k: v for k, v in (evaluation.get("synthetic") or {}).items()
                                              if k != "path"}}
         check_generator(model_dir, info, local, "the model's evaluation")
+        weights = sha256_file(weights_path(model_dir, str(info.get("type"))))
     except DataError as e:
         raise PromotionRefused(e.message, hint=e.hint or hint) from None
+    release = _check_release(release, weights, model_dir)
     if decision.passed:
         return decision
     failing = [f"{r.rule} ({r.reason})" for r in decision.rules if not r.passed]
-    if override is not None and not isinstance(override, dict):
-        raise PromotionRefused(f"the gate override must be the registry's record (a mapping), not {type(override).__name__}")
-    if override and str(override.get("reason") or "").strip():
-        log.warning("loading a generator that FAILED its release gate, by recorded override (%s, by %s): %s",
-                    override.get("reason"), override.get("user") or "?", "; ".join(failing))
+    if release.predicate.get("verdict") == "override":
+        o = release.predicate.get("override") or {}
+        log.warning("loading a generator that FAILED its release gate, by a signed override (%s, by %s): %s",
+                    o.get("reason"), o.get("user") or "?", "; ".join(failing))
         return decision
     raise PromotionRefused(
-        "this generator failed its release gate and has no recorded override; it is not loaded. Failing rules:\n  "
-        + "\n  ".join(failing),
-        hint="load approved versions only; an override is recorded with `synthgate promote --force --reason` and "
-             "loaded with synthgate.registry.registry.load_model")
+        "this generator failed its release gate and its release attestation is no override; it is not loaded. "
+        "Failing rules:\n  " + "\n  ".join(failing), hint="load released versions only")
+
+
+def _check_release(release: Any, weights: str, model_dir: Any) -> Any:
+    """``release`` checked against these weights, or the attestation of a registered version of this
+    model's run that verifies for them (a plain ``mlflow.pyfunc.load_model``)."""
+    from synthgate.registry.verify import PromotionRefused
+
+    if release is not None:
+        signed = (release.subject.get("digest") or {}).get("sha256")
+        if signed != weights:
+            raise PromotionRefused(f"the weights hash to {weights[:16]}..., but the release attestation signed "
+                                   f"{str(signed)[:16]}... (the weights were swapped after signing); not loaded")
+        return release
+    found, why = _find_release(weights, model_dir)
+    if found is None:
+        raise PromotionRefused(f"no release attestation signed by the gatekeeper verifies for these weights "
+                               f"({weights[:16]}...): {why}; not loaded",
+                               hint="load versions the gatekeeper released (`synthgate promote`); set "
+                                    "SYNTHGATE_TRUST_ROOT to the gatekeeper's trust.json")
+    return found
+
+
+def _find_release(weights: str, model_dir: Any) -> tuple[Any, str]:
+    """Search the registry for a version of this model's run whose release attestation verifies for
+    ``weights``; -> (the verified release or None, why not)."""
+    from pathlib import Path
+
+    import yaml
+
+    from synthgate.errors import SynthgateError
+    from synthgate.registry.registry import release_of
+
+    mlmodel = next((p / "MLmodel" for p in Path(model_dir).parents if (p / "MLmodel").is_file()), None)
+    run_id = (yaml.safe_load(mlmodel.read_text()) or {}).get("run_id") if mlmodel else None
+    if not run_id:
+        return None, "the model names no run to find its registered versions by"
+    try:
+        client = mlflow.MlflowClient()
+        from synthgate.registry.client import equals_filter
+
+        versions = client.search_model_versions(equals_filter("run_id", str(run_id)))
+    except Exception as e:
+        return None, f"the registry cannot be searched ({type(e).__name__})"
+    reasons = []
+    for mv in versions:
+        try:
+            return release_of(client, mv.name, str(mv.version), weights), ""
+        except SynthgateError as e:
+            reasons.append(e.message)
+    return None, "; ".join(reasons) or f"no registered version of run {run_id}"
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):  # noqa: ANN001 (MLflow inspects the signature)
         from synthgate.generators.model import load_generator
 
-        self.decision = verify_bundle(dict(context.artifacts), _OVERRIDE.get())
+        self.decision = verify_bundle(dict(context.artifacts), _RELEASE.get())
         self.generator = load_generator(context.artifacts[MODEL_DIR], "auto")
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (untyped: MLflow reads hints)

@@ -33,14 +33,13 @@ from synthgate import __version__
 from synthgate.errors import DataError, SynthgateError
 from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.access import checked_access
-from synthgate.registry.client import connect, tracking_uri, unless_missing
+from synthgate.registry.client import connect, tracking_uri, unless_missing, versions_of
 from synthgate.registry.verify import (  # noqa: F401  (re-exported: the verification API of a version)
     IDENTITY_FIELDS,
     REQUIRED_POLICY_TAG,
     PromotionRefused,
     approvable,
     check_generator,
-    has_recorded_override,
     verify_version,
 )
 from synthgate.utils import read_json, sha256_file, utc_now
@@ -276,77 +275,68 @@ def _audit(client: Any, name: str, version: str, action: str, detail: str) -> No
     append(client, name, version, action, _who(), utc_now(), detail)
 
 
-@checked_access
-def pin_policy(name: str, policy: Path | None, uri: str | None = None) -> str:
-    """Require every version of ``name`` to be gated with ``policy`` (``gates.yaml``; None: the
-    defaults): ``promote``, ``publish`` and ``load_model`` then refuse a version gated with any
-    other policy, so a registrant cannot pass a generator by gating it with a lax policy of their
-    own. Recorded as registered-model tags (hash, who, when); re-pinning replaces the policy."""
+def pin_policy(name: str, policy: Path | None, uri: str | None = None, gatekeeper: str | None = None) -> str:
+    """Pin ``policy`` (``gates.yaml``; None: the defaults) for every version of ``name``, through the
+    gatekeeper (owners only; signed, logged and shown as the registered-model tag ``gate.pinned_policy``).
+    The gatekeeper decides every later release of ``name`` under it; a tag edited in MLflow changes nothing."""
     from synthgate.gates.policy import load_policy
+    from synthgate.registry.gatekeeper_app import call
 
-    digest = load_policy(Path(policy) if policy is not None else None).policy_hash()
-    client = connect(uri)
-    try:
-        client.get_registered_model(name)
-    except Exception as e:
-        unless_missing(e, client)
-        raise DataError(f"no registered model {name!r}", hint="list them with `synthgate models`") from None
-    for k, v in {REQUIRED_POLICY_TAG: digest, "gate.required_policy_user": _who(),
-                 "gate.required_policy_time": utc_now(),
-                 "gate.required_policy_file": str(policy) if policy is not None else "(defaults)"}.items():
-        client.set_registered_model_tag(name, k, v)
-    return f"{name}: every version must now be gated with policy {digest[:16]} ({policy or 'the defaults'})"
+    path = Path(policy) if policy is not None else None
+    digest = load_policy(path).policy_hash()
+    text = path.read_text() if path is not None else ""
+    call("/v1/pins", {"model": name, "policy": text}, gatekeeper)
+    return f"{name}: the gatekeeper now releases its versions only under policy {digest[:16]} ({policy or 'the defaults'})"
 
 
-@checked_access
 def promote(name: str, version: str, alias: str = "approved", uri: str | None = None, force: bool = False,
-            reason: str | None = None) -> str:
-    """Set ``alias`` on the version if its verified gate passed (or, with ``force`` and a reason, anyway)."""
-    client = connect(uri)
+            reason: str | None = None, gatekeeper: str | None = None) -> str:
+    """Ask the gatekeeper to release ``name`` version ``version``: it recomputes the verdict under the
+    pinned policy, signs a release attestation and moves ``alias``. ``force`` with a reason asks for an
+    override, which the gatekeeper grants to owners only. Fails closed when the gatekeeper is down."""
+    from synthgate.registry.gatekeeper import GatekeeperRefused
+    from synthgate.registry.gatekeeper_app import call
+    from synthgate.trust.attest import envelope_digest
+
     if force and not (reason and reason.strip()):
         raise SynthgateError("--force needs --reason \"...\": an override must say why",
                              hint="e.g. --reason \"approved by the data access committee, ticket 123\"")
     try:
-        gate, _ = verify_version(client, name, version)
-    except PromotionRefused as e:
-        if not force:
-            with contextlib.suppress(Exception):  # the refusal stands even if auditing fails
-                _audit(client, name, version, "refused", e.message)
-            raise
-        gate = {"passed": False, "rules": []}
-    if gate.get("passed") and not force:
-        client.set_registered_model_alias(name, alias, version)
-        _audit(client, name, version, "promoted", f"alias {alias}; gate passed")
-        pinned = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG)
-        return (f"{name} version {version} is now @{alias} (gate passed)" + (
-            "" if pinned else f"; note: no required policy is pinned for {name}, so the version's own recorded policy "
-                              f"was used (pin one with `synthgate pin-policy {name} --policy gates.yaml`)"))
-    failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
-    if force:  # the override is recorded before the alias moves: the promotion guard reads it at once
-        client.set_model_version_tag(name, version, "override.reason", reason or "")
-        client.set_model_version_tag(name, version, "override.user", _who())
-        client.set_model_version_tag(name, version, "override.time", utc_now())
-        client.set_model_version_tag(name, version, "override.gate_sha256",
-                                     client.get_model_version(name, version).tags.get("gate.sha256", ""))
-        _audit(client, name, version, "override", f"alias {alias} despite gate "
-               f"{'pass' if gate.get('passed') else 'failure'}: {reason}")
-        client.set_registered_model_alias(name, alias, version)
-        return f"{name} version {version} is now @{alias} by OVERRIDE ({reason})"
-    _audit(client, name, version, "refused", "gate failed: " + "; ".join(failing))
-    raise PromotionRefused(f"{name} version {version} failed its gate; not promoted to @{alias}. Failing rules:\n  "
-                           + "\n  ".join(failing),
-                           hint="improve the generator, or override with --force --reason \"...\" (recorded)")
+        env = call("/v1/releases", {"model": name, "version": str(version), "alias": alias,
+                                    "override_reason": reason if force else None}, gatekeeper)
+    except GatekeeperRefused as e:
+        raise PromotionRefused(f"{name} version {version} not promoted to @{alias}: {e.message}", hint=e.hint) from None
+    how = "by OVERRIDE (" + str(reason) + ")" if force else "(gate passed)"
+    return (f"{name} version {version} is now @{alias} {how}; release attestation {envelope_digest(env)[:16]} "
+            "signed by the gatekeeper")
+
+
+def release_of(client: Any, name: str, version: str, weights_sha256: str | None = None) -> Any:
+    """The verified release attestation of ``name`` version ``version`` (:mod:`synthgate.trust.attest`):
+    signed by a key of the trust root, for this model, version (and weights), not revoked."""
+    from synthgate.registry.gatekeeper import RELEASE_TAG, REVOCATION_TAG
+    from synthgate.registry.gatekeeper_app import revocations
+    from synthgate.trust.attest import check_revocations, release_subject, verify_release
+    from synthgate.trust.keys import load_trust_root
+
+    trust = load_trust_root()
+    tags = client.get_model_version(name, version).tags or {}
+    v = verify_release(tags.get(RELEASE_TAG), trust, name, str(version), weights_sha256)
+    known = [tags[REVOCATION_TAG]] if tags.get(REVOCATION_TAG) else []
+    check_revocations(known + (revocations() or []), trust, release_subject(name, str(version)),
+                      f"{name} version {version}")
+    return v
 
 
 def load_model(name: str, alias: str = "approved", uri: str | None = None) -> Any:
-    """The pyfunc model at ``name@alias``, loaded only after its version is verified against the
-    registry (:func:`verify_version`: the stored gate record and evaluation match the hashes
-    registered with the version, and the decision recomputed from them passes). A version that
-    failed loads only with the override ``synthgate promote --force --reason`` recorded on it; the
-    override reaches the model's own check (``load_context``) as ``model_config``."""
+    """The pyfunc model at ``name@alias``, loaded only when the version holds a release attestation
+    signed by the gatekeeper (verified against the trust root, never the registry) and its records
+    verify; the model's own ``load_context`` then checks that its weights are the signed ones. The
+    alias only names a version: a version the gatekeeper did not release is refused wherever the
+    alias points."""
     import mlflow.pyfunc
 
-    from synthgate.registry.pyfunc import recorded_override
+    from synthgate.registry.pyfunc import verified_release
 
     client = connect(uri)
     try:
@@ -355,17 +345,9 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
         unless_missing(e, client)
         raise DataError(f"model {name!r} has no version @{alias}",
                         hint=f"promote one with `synthgate promote {name} VERSION --alias {alias}`") from None
-    gate, _ = verify_version(client, name, str(mv.version))
-    override: dict[str, Any] | None = None
-    if not gate.get("passed"):
-        tags = client.get_model_version(name, str(mv.version)).tags
-        if not has_recorded_override(tags, name, str(mv.version)):
-            failing = [f"{r['rule']} ({r['reason']})" for r in gate.get("rules", []) if not r["passed"]]
-            raise PromotionRefused(f"{name}@{alias} (version {mv.version}) failed its gate and has no recorded "
-                                   "override; not loaded. Failing rules:\n  " + "\n  ".join(failing),
-                                   hint="the alias was set by hand: ask the reviewers, or load an approved version")
-        override = {k: tags.get(f"override.{k}", "") for k in ("reason", "user", "time")}
-    with _tracking_env(tracking_uri(uri)), recorded_override(override):
+    release = release_of(client, name, str(mv.version))
+    verify_version(client, name, str(mv.version), registry_pin=False)
+    with _tracking_env(tracking_uri(uri)), verified_release(release):
         return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
 
 
@@ -377,7 +359,7 @@ def audit_trail(name: str, version: str | None = None, uri: str | None = None) -
     client = connect(uri)
     try:
         versions = ([client.get_model_version(name, version)] if version else
-                    client.search_model_versions(f"name='{name}'"))
+                    versions_of(client, name))
     except Exception as e:
         unless_missing(e, client)
         raise DataError(f"model {name!r} has no version {version!r}" if version else f"no model {name!r}",
@@ -399,7 +381,7 @@ def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[
         aliases: dict[str, list[str]] = {}
         for a, v in (model.aliases or {}).items():
             aliases.setdefault(str(v), []).append(a)
-        for mv in client.search_model_versions(f"name='{n}'"):
+        for mv in versions_of(client, n):
             rows.append({"name": n, "version": str(mv.version), "gate": mv.tags.get("gate.passed", "none"),
                          "aliases": aliases.get(str(mv.version), []), "override": mv.tags.get("override.reason"),
                          "evaluation_hash": mv.tags.get("evaluation_hash", "")[:16]})

@@ -10,6 +10,7 @@ lines that a shell can ``source``); MLflow's clients read those two variables, a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +194,7 @@ def running_server(root: Path) -> str | None:
 
 
 def stop_server(root: Path) -> bool:
+    stop_gatekeeper(root)
     pid_file = Path(root) / "server.pid"
     if not pid_file.exists():
         return False
@@ -204,4 +207,61 @@ def stop_server(root: Path) -> bool:
         except ProcessLookupError:
             pass
     pid_file.unlink()
+    return True
+
+
+# ------------------------------------------------------------------------------------ the local gatekeeper
+def _gatekeeper_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as r:  # noqa: S310 (loopback)
+            return bool(r.status == 200)
+    except Exception:
+        return False
+
+
+def start_gatekeeper(root: Path, uri: str, policy: Path | None, detach: bool = True, timeout: float = 60) -> str:
+    """The local gatekeeper beside the local server: its key made once under ``root/gatekeeper`` (0600),
+    started as ``synthgate gatekeeper serve`` with the admin's login; -> its URL (also in
+    ``root/gatekeeper/url``). One already answering there is reused."""
+    from synthgate.trust.keys import KEY_FILE, generate_key
+
+    home = Path(root).resolve() / "gatekeeper"
+    url_file = home / "url"
+    if url_file.is_file() and _gatekeeper_healthy(url_file.read_text().strip()):
+        return url_file.read_text().strip()
+    if not (home / KEY_FILE).exists():
+        generate_key(home)
+    port = free_port()
+    exe = shutil.which("synthgate", path=str(Path(sys.executable).parent)) or "synthgate"
+    creds = local_credentials(Path(root).resolve(), create=False)
+    env = {**os.environ, **creds.env(), "MLFLOW_TRACKING_URI": uri}
+    log = os.fdopen(os.open(home / "gatekeeper.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    args = [exe, "gatekeeper", "serve", "--home", str(home), "--port", str(port), "--tracking-uri", uri]
+    proc = subprocess.Popen(args + (["--policy", str(Path(policy).resolve())] if policy is not None else []),
+                            stdout=log, stderr=log,
+                            start_new_session=detach, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SynthgateError(f"the gatekeeper exited with code {proc.returncode}",
+                                 hint=f"see {home / 'gatekeeper.log'}")
+        if _gatekeeper_healthy(url):
+            (home / "gatekeeper.pid").write_text(f"{proc.pid}\n")
+            url_file.write_text(url + "\n")
+            return url
+        time.sleep(0.3)
+    proc.terminate()
+    raise SynthgateError(f"the gatekeeper did not answer on {url} within {timeout:.0f} s",
+                         hint=f"see {home / 'gatekeeper.log'}")
+
+
+def stop_gatekeeper(root: Path) -> bool:
+    pid_file = Path(root) / "gatekeeper" / "gatekeeper.pid"
+    if not pid_file.exists():
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+    pid_file.unlink()
+    (Path(root) / "gatekeeper" / "url").unlink(missing_ok=True)
     return True

@@ -86,8 +86,11 @@ def check_generator(model_dir: Path, info: dict[str, Any], evaluation: dict[str,
                             f"says {info.get(k)!r}: the evaluation is not of this model", hint=hint)
 
 
-def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Download the version's gate record and evaluation; check them against the version's tags."""
+def verify_version(client: Any, name: str, version: str, registry_pin: bool = True
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Download the version's gate record and evaluation; check them against the version's tags.
+    ``registry_pin=False`` ignores the registry's pinned-policy tag (the gatekeeper applies its own pin:
+    that tag is writable by anyone with EDIT)."""
     try:
         mv = client.get_model_version(name, version)
     except Exception as e:
@@ -123,7 +126,7 @@ def verify_version(client: Any, name: str, version: str) -> tuple[dict[str, Any]
         decision = check_record(gate, evaluation, f"{name} version {version}: gate.json")
     except DataError as e:
         raise PromotionRefused(e.message, hint="re-gate the evaluation and register a new version") from None
-    required = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG)
+    required = (client.get_registered_model(name).tags or {}).get(REQUIRED_POLICY_TAG) if registry_pin else None
     if required and decision.policy_hash != required:
         raise PromotionRefused(
             f"{name} version {version} was gated with policy {decision.policy_hash[:16]}, but the reviewers require "
@@ -174,38 +177,22 @@ def _check_bundled(client: Any, mv: Any, tags: dict[str, str], tmp: Path) -> Non
                                "version: the model served is not the model verified")
 
 
-def has_recorded_override(tags: dict[str, str], name: str | None = None, version: str | None = None) -> bool:
-    """Whether a version's tags hold an override as ``promote --force --reason`` writes it: with its
-    reason, bound to this gate record (``override.gate_sha256``), and audited by an ``audit.N`` entry
-    with action ``override`` (with ``name`` and ``version``: an entry whose hash chain verifies). A
-    hand-set ``override.reason`` tag, or a tag merely named like an audit entry, is not one."""
-    from synthgate.registry.audit import entries, verify
-
-    if not (tags.get("override.reason", "").strip() and tags.get("gate.sha256")
-            and tags.get("override.gate_sha256") == tags.get("gate.sha256")):
-        return False
-    if name is None or version is None:
-        return any(e.get("action") == "override" for e in entries(tags).values())
-    return any(c.fields.get("action") == "override" and c.status == "ok" for c in verify(name, str(version), tags))
-
-
 def approvable(client: Any, name: str, version: str, policy_hash: str | None = None) -> tuple[bool, str]:
-    """(may ``version`` hold a protected alias, why): its gate record verifies against the registry
-    (:func:`verify_version`) and passed, or failed with a recorded override; with ``policy_hash``, it
-    must also have been gated with that policy (whatever the registry's tags say). Fails closed: any
+    """(may ``version`` hold a protected alias, why): it holds a release attestation signed by the
+    gatekeeper (verified against the trust root, not revoked) and its records verify against the
+    registry; with ``policy_hash``, the attestation must be under that policy. Fails closed: any
     error reading or checking the version means no."""
+    from synthgate.registry.registry import release_of
+
     try:
-        gate, _ = verify_version(client, name, version)
-        if policy_hash and gate.get("policy_hash") != policy_hash:
-            return False, (f"was gated with policy {str(gate.get('policy_hash'))[:16]}, not the required "
-                           f"{policy_hash[:16]}")
-        if gate.get("passed"):
-            return True, "gate passed"
-        if has_recorded_override(client.get_model_version(name, version).tags, name, version):
-            return True, "gate failed; recorded override"
-    except PromotionRefused as e:
+        release = release_of(client, name, version)
+        verify_version(client, name, version, registry_pin=False)
+        if policy_hash and release.predicate.get("policy_hash") != policy_hash:
+            return False, (f"was released under policy {str(release.predicate.get('policy_hash'))[:16]}, not the "
+                           f"required {policy_hash[:16]}")
+    except SynthgateError as e:
         return False, e.message
     except Exception as e:  # a malformed or unreadable version never holds a protected alias
         return False, f"cannot be verified ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-    failing = [r["rule"] for r in gate.get("rules", []) if isinstance(r, dict) and not r.get("passed")]
-    return False, f"failed its gate ({', '.join(failing)}) and has no recorded override"
+    verdict = release.predicate.get("verdict")
+    return True, "signed release (gate passed)" if verdict == "passed" else "signed override"

@@ -1,0 +1,167 @@
+"""Signed statements (issue #33): keys, DSSE envelopes, release and revocation checks, each refusal
+with a message that names what failed."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from synthgate.trust import attest
+from synthgate.trust.keys import (
+    KeyError_,
+    check_pair,
+    generate_key,
+    load_signer,
+    load_trust_root,
+    write_trust_root,
+)
+
+W = "a" * 64
+
+
+@pytest.fixture
+def gk(tmp_path):
+    key, trust = generate_key(tmp_path / "gk")
+    return load_signer(key), load_trust_root(trust)
+
+
+def _release(signer, model="m", version="3", weights=W, verdict="passed", when=None, **extra):
+    p = {"model": model, "version": version, "verdict": verdict, "signed_at": (when or datetime.now(UTC)).isoformat(),
+         **extra}
+    return attest.sign(attest.statement(attest.RELEASE, attest.release_subject(model, version), weights, p), signer)
+
+
+def test_a_release_verifies_for_its_model_version_and_weights(gk):
+    signer, trust = gk
+    v = attest.verify_release(_release(signer), trust, "m", "3", W)
+    assert v.predicate["verdict"] == "passed" and v.keyid == signer.public_key.keyid
+    assert os.stat(trust.path.parent / "gatekeeper.key").st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("model,version,weights,needle", [
+    ("m", "4", W, "is for m version 3, not for m version 4"),       # A presented for B
+    ("other", "3", W, "is for m version 3, not for other version 3"),  # another model
+    ("m", "3", "b" * 64, "the weights were swapped after signing"),
+])
+def test_a_release_is_refused_for_anything_else(gk, model, version, weights, needle):
+    signer, trust = gk
+    with pytest.raises(attest.AttestationInvalid, match="") as e:
+        attest.verify_release(_release(signer), trust, model, version, weights)
+    assert needle in e.value.message
+
+
+def test_forged_malformed_truncated_and_missing_attestations_are_refused(gk, tmp_path):
+    signer, trust = gk
+    env = _release(signer)
+    text = json.dumps(env)
+    for bad, needle in [(None, "no signed attestation"), (text[: len(text) // 2], "malformed or truncated"),
+                        ("{}", "malformed or truncated"), ({**env, "payloadType": "text/plain"}, "payload type")]:
+        with pytest.raises(attest.AttestationInvalid) as e:
+            attest.verify_release(bad, trust, "m", "3")
+        assert needle in e.value.message
+    # a statement edited after signing (the payload re-encoded with another verdict)
+    stmt = json.loads(__import__("base64").b64decode(env["payload"]))
+    stmt["predicate"]["verdict"] = "passed"
+    stmt["subject"][0]["name"] = "m/4"
+    forged = {**env, "payload": attest.b64(json.dumps(stmt).encode())}
+    with pytest.raises(attest.AttestationInvalid) as e:
+        attest.verify_release(forged, trust, "m", "4")
+    assert "does not verify against the gatekeeper's public key" in e.value.message
+    # signed by another key (an attacker's own gatekeeper)
+    other_key, _ = generate_key(tmp_path / "attacker")
+    with pytest.raises(attest.AttestationInvalid) as e:
+        attest.verify_release(_release(load_signer(other_key)), trust, "m", "3")
+    assert "does not verify" in e.value.message
+
+
+def test_a_revoked_key_verifies_nothing(gk):
+    signer, trust = gk
+    env = _release(signer)
+    trust.revoked.add(signer.public_key.keyid)
+    with pytest.raises(attest.AttestationInvalid) as e:
+        attest.verify_release(env, trust, "m", "3")
+    assert "which the trust root" in e.value.message and "revokes" in e.value.message
+    with pytest.raises(KeyError_, match="is revoked"):
+        check_pair(signer, trust)
+
+
+def test_clock_skew_beyond_the_tolerance_is_refused(gk):
+    signer, trust = gk
+    later = datetime.now(UTC) + timedelta(seconds=attest.MAX_SKEW_S + 60)
+    with pytest.raises(attest.AttestationInvalid) as e:
+        attest.verify_release(_release(signer, when=later), trust, "m", "3")
+    assert "in the future" in e.value.message and "clock skew" in e.value.message
+    attest.verify_release(_release(signer, when=datetime.now(UTC) + timedelta(seconds=60)), trust, "m", "3")
+
+
+def test_a_statement_of_another_type_is_not_a_release(gk):
+    signer, trust = gk
+    rev = attest.sign(attest.statement(attest.REVOCATION, "m/3", "0" * 64,
+                                       {"signed_at": datetime.now(UTC).isoformat()}), signer)
+    with pytest.raises(attest.AttestationInvalid, match="not a 'https://synthgate.dev/attestation/release/v1' one"):
+        attest.verify_release(rev, trust, "m", "3")
+    with pytest.raises(attest.AttestationInvalid, match="verdict is 'failed'"):
+        attest.verify_release(_release(signer, verdict="failed"), trust, "m", "3")
+    with pytest.raises(attest.AttestationInvalid, match="override attestation without a reason"):
+        attest.verify_release(_release(signer, verdict="override"), trust, "m", "3")
+
+
+def test_signed_revocations_count_and_unsigned_ones_do_not(gk, tmp_path):
+    signer, trust = gk
+    p = {"reason": "a copy found", "requested_by": "rev", "signed_at": datetime.now(UTC).isoformat()}
+    rev = attest.sign(attest.statement(attest.REVOCATION, "m/3", "0" * 64, p), signer)
+    attest.check_revocations([rev], trust, "m/4", "m version 4")  # another version: not revoked
+    with pytest.raises(attest.AttestationInvalid, match="was revoked at .* by rev: a copy found"):
+        attest.check_revocations([rev], trust, "m/3", "m version 3")
+    fake_key, _ = generate_key(tmp_path / "fake")
+    fake = attest.sign(attest.statement(attest.REVOCATION, "m/5", "0" * 64, p), load_signer(fake_key))
+    attest.check_revocations([fake, "garbage"], trust, "m/5", "m version 5")  # forged ones are ignored
+
+
+def test_key_and_trust_root_bad_input(tmp_path, gk):
+    signer, trust = gk
+    with pytest.raises(KeyError_, match="not found"):
+        load_signer(tmp_path / "missing.key")
+    loose = tmp_path / "loose.key"
+    loose.write_bytes((trust.path.parent / "gatekeeper.key").read_bytes())
+    loose.chmod(0o644)
+    with pytest.raises(KeyError_, match="may be read by other users"):
+        load_signer(loose)
+    junk = tmp_path / "junk.key"
+    junk.write_text("not a key")
+    junk.chmod(0o600)
+    with pytest.raises(KeyError_, match="cannot be read as a PEM private key"):
+        load_signer(junk)
+    with pytest.raises(KeyError_, match="exists: a gatekeeper key is never overwritten"):
+        generate_key(trust.path.parent)
+    bad = tmp_path / "trust.json"
+    bad.write_text("{\"format\": \"x\"}")
+    with pytest.raises(KeyError_, match="is malformed"):
+        load_trust_root(bad)
+    other_key, other_trust = generate_key(tmp_path / "other")
+    with pytest.raises(KeyError_, match="does not match the trust root"):
+        check_pair(load_signer(other_key), trust)
+    data = json.loads(other_trust.read_text())
+    data["keys"][0]["keyid"] = signer.public_key.keyid  # an entry borrowing the real key's id
+    other_trust.write_text(json.dumps(data))
+    with pytest.raises(KeyError_, match="does not belong to its public key"):
+        load_trust_root(other_trust)
+    write_trust_root(trust, tmp_path / "copy.json")
+    assert load_trust_root(tmp_path / "copy.json").keyids == trust.keyids
+
+
+def test_no_trust_root_configured_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("SYNTHGATE_TRUST_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyError_, match="no trust root") as e:
+        load_trust_root()
+    assert "SYNTHGATE_TRUST_ROOT" in (e.value.hint or "")
+
+
+def test_files_root_covers_every_file_whatever_the_order():
+    a = [{"path": "a", "size": 1, "sha256": "x"}, {"path": "b", "size": 2, "sha256": "y"}]
+    assert attest.files_root(a) == attest.files_root(a[::-1])
+    assert attest.files_root(a) != attest.files_root([a[0], {**a[1], "sha256": "z"}])
