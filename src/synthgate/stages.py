@@ -272,6 +272,7 @@ def pull(
     allow_revoked: bool = False,
     allow_rollback: bool = False,
     trust_root: Path | None = None,
+    verify_images: bool = False,
     reporter: Reporter | None = None,
 ) -> PullResult:
     """``NAME[:VERSION]`` from ``store`` -> ``to``: the gatekeeper's signature (against the trust root),
@@ -280,7 +281,7 @@ def pull(
     from synthgate.publish.pull import pull as _pull
 
     return _pull(ref, Path(to), store, tracking_uri=tracking_uri, allow_revoked=allow_revoked, reporter=reporter,
-                 trust_root=trust_root, allow_rollback=allow_rollback)
+                 trust_root=trust_root, allow_rollback=allow_rollback, verify_images=verify_images)
 
 
 def standin(real: Path, *, out_real: Path, out_synthetic: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -159,8 +159,9 @@ def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, 
     assert [(d["name"], d["version"], d["num_images"]) for d in listed] == [(r.name, "v1", 120)]
 
     out = tmp_path / "pulled"
-    p = pull(r.name, out, store, tracking_uri=mlflow_server)
+    p = pull(r.name, out, store, tracking_uri=mlflow_server, verify_images=True)
     assert (p.version, p.num_files, p.status) == ("v1", len(paths), "approved")
+    assert json.loads((out / "pull.json").read_text())["content_verified"] == 120  # every image re-hashed
     images = np.concatenate([np.load(out / f"images/shard-{i:05d}.npz")["images"] for i in range(3)])
     np.testing.assert_array_equal(images, np.asarray(samples.images))
     with zipfile.ZipFile(out / "png" / "b.zip") as zf:

@@ -195,6 +195,8 @@ def pull(
                                                       "has seen")] = False,
     trust_root: Annotated[Path | None, typer.Option(help="the gatekeeper's trust.json (default "
                                                          "$SYNTHGATE_TRUST_ROOT)")] = None,
+    verify_images: Annotated[bool, typer.Option(help="also decode every image and check the images' content hash "
+                                                     "against the signed one")] = False,
     params: ParamsOpt = Path("params.yaml"),
     tracking_uri: UriOpt = None,
 ) -> None:
@@ -205,7 +207,7 @@ def pull(
     p = _params(params, {})
     r = stages.pull(ref, to=to, store=store or p.publish.store, tracking_uri=tracking_uri,
                     allow_revoked=allow_revoked, allow_rollback=allow_rollback, trust_root=trust_root,
-                    reporter=_reporter())
+                    verify_images=verify_images, reporter=_reporter())
     for note in r.notes:
         err_console.print(f"[bold yellow]warning:[/] {note}")
     console.print(f"pulled [bold]{r.name}:{r.version}[/] into {r.path}: {r.num_files} files verified (sha256, signed)"
