@@ -122,6 +122,14 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     t = client.get_model_version(name, bad.version).tags
     assert t["override.reason"] == "committee decision 42" and t["override.user"]
     assert t["audit.2.action"] == "signed-override"
+    # the override is counted on the gatekeeper's /metrics (the alert SynthgateReleaseOverridden reads it)
+    import os
+
+    import requests
+
+    metrics = requests.get(os.environ["SYNTHGATE_GATEKEEPER_URL"] + "/metrics", timeout=10).text
+    assert 'synthgate_gatekeeper_signed_total{kind="override"}' in metrics
+    assert "synthgate_gatekeeper_last_override_timestamp_seconds 0.0" not in metrics
     assert client.get_registered_model(name).aliases["approved"] == bad.version
 
     # tampering with the stored evaluation after gating is caught

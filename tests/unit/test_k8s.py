@@ -71,6 +71,10 @@ EXPORTED_METRICS = {
 GUARD_METRICS = {"synthgate_guard_reverts_total", "synthgate_guard_deliveries_total", "synthgate_guard_sweeps_total",
                  "synthgate_guard_last_sweep_timestamp_seconds", "synthgate_guard_last_revert_timestamp_seconds",
                  "synthgate_guard_webhook_active", "synthgate_guard_coalesced_checks_total"}
+#: The gatekeeper's metrics (its own registry: src/synthgate/registry/gatekeeper.py).
+GATEKEEPER_METRICS = {"synthgate_gatekeeper_signed_total", "synthgate_gatekeeper_refused_total",
+                      "synthgate_gatekeeper_last_override_timestamp_seconds",
+                      "synthgate_gatekeeper_last_pin_timestamp_seconds"}
 METRIC_RE = re.compile(r"\bsynthgate_[a-z0-9_]+")
 SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", re.IGNORECASE)
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
@@ -616,6 +620,10 @@ def test_exported_metric_names_match_the_code():
 
     guard = {f"{m.name}_total" if m.type == "counter" else m.name for m in Metrics().registry.collect()}
     assert guard == GUARD_METRICS
+    from synthgate.registry.gatekeeper import Metrics as GatekeeperMetrics
+
+    gk = {f"{m.name}_total" if m.type == "counter" else m.name for m in GatekeeperMetrics().registry.collect()}
+    assert gk == GATEKEEPER_METRICS
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=_id)
@@ -649,7 +657,7 @@ def test_alert_rules():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         metrics = set(METRIC_RE.findall(expr))
         assert metrics or re.search(r"\bup\{", expr), f"{rule['alert']}: no synthgate_ metric or up"
-        known = EXPORTED_METRICS | GUARD_METRICS
+        known = EXPORTED_METRICS | GUARD_METRICS | GATEKEEPER_METRICS
         assert metrics <= known, f"{rule['alert']}: unknown {metrics - known}"
         if metrics:  # synthgate alerts name what failed: a stage, rule, dataset or model type
             assert "$labels." in rule["annotations"]["summary"] or 'stage="' in expr, rule["alert"]

@@ -63,6 +63,34 @@ class Caller:
 
 
 @dataclass
+class Metrics:
+    """The gatekeeper's Prometheus metrics, in their own registry (``/metrics``): what it signed and refused,
+    by kind, and when it last signed an override or a policy pin (the alerts ``SynthgateReleaseOverridden``
+    and ``SynthgatePolicyPinChanged`` fire on those)."""
+
+    registry: Any = None
+    signed: Any = None
+    refused: Any = None
+    last_override: Any = None
+    last_pin: Any = None
+
+    def __post_init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        self.signed = Counter("synthgate_gatekeeper_signed", "Statements the gatekeeper signed, by kind (release, "
+                              "override, dataset, pin, revocation)", ["kind"], registry=self.registry)
+        self.refused = Counter("synthgate_gatekeeper_refused", "Requests the gatekeeper refused, by kind",
+                               ["kind"], registry=self.registry)
+        self.last_override = Gauge("synthgate_gatekeeper_last_override_timestamp_seconds", "When the gatekeeper last "
+                                   "signed an override of a failed gate (0: never since it started)",
+                                   registry=self.registry)
+        self.last_pin = Gauge("synthgate_gatekeeper_last_pin_timestamp_seconds", "When an owner last pinned a "
+                              "model's policy through the gatekeeper (0: never since it started)",
+                              registry=self.registry)
+
+
+@dataclass
 class Gatekeeper:
     home: Path
     signer: Any
@@ -70,6 +98,7 @@ class Gatekeeper:
     policy_file: Path | None  # None: the built-in defaults
     tracking_uri: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def open(cls, home: Path, policy_file: Path | None, tracking_uri: str, key: Path | None = None,
@@ -165,6 +194,8 @@ class Gatekeeper:
             db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)", (model, digest, policy_text, json.dumps(env)))
             self._log(db, caller, "pin-policy", model, f"policy {digest[:16]}", env)
         self._tag_model(model, PIN_TAG, json.dumps(env))
+        self.metrics.signed.labels("pin").inc()
+        self.metrics.last_pin.set_to_current_time()
         return env
 
     # ------------------------------------------------------------------------------ signing
@@ -237,6 +268,9 @@ class Gatekeeper:
                f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}"
                + (f"; override: {override_reason}" if predicate["verdict"] == "override" else ""), self.signer)
         client.set_registered_model_alias(model, alias, version)
+        self.metrics.signed.labels("release" if predicate["verdict"] == "passed" else "override").inc()
+        if predicate["verdict"] == "override":
+            self.metrics.last_override.set_to_current_time()
         return env
 
     def release_envelope(self, model: str, version: str) -> dict[str, Any] | None:
@@ -287,6 +321,7 @@ class Gatekeeper:
             for a, held in aliases.items():
                 if str(held) == v:
                     client.delete_registered_model_alias(m, a)
+        self.metrics.signed.labels("revocation").inc()
         return env
 
     def revocations(self) -> list[dict[str, Any]]:
@@ -329,6 +364,7 @@ class Gatekeeper:
             db.execute("INSERT OR REPLACE INTO datasets VALUES (?, ?, ?)", (name, model, serial))
             self._log(db, caller, "sign-dataset", f"dataset:{name}/{version}", f"serial {serial}", out)
             db.execute("COMMIT")
+        self.metrics.signed.labels("dataset").inc()
         return out
 
 

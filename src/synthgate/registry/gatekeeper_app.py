@@ -2,7 +2,7 @@
 
 ``POST /v1/releases``, ``/v1/datasets``, ``/v1/revocations``, ``/v1/pins`` sign (the caller logs in
 with their MLflow credentials, HTTP basic); ``GET /v1/revocations`` lists the signed revocations;
-``GET /health``. The client fails closed: a gatekeeper that is down or refuses means nothing is
+``GET /health``; ``GET /metrics`` (Prometheus: signed and refused by kind, the last override and pin). The client fails closed: a gatekeeper that is down or refuses means nothing is
 promoted, published or pinned, with the reason.
 """
 
@@ -42,12 +42,15 @@ def app(gk: Gatekeeper) -> Any:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             except Exception:
                 user = password = None
+        kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         try:
             caller = gk.authenticate(user, password)
             return JSONResponse(fn(caller))
         except GatekeeperRefused as e:
+            gk.metrics.refused.labels(kind).inc()
             return JSONResponse({"refused": e.message, "hint": e.hint}, status_code=e.status)
         except SynthgateError as e:
+            gk.metrics.refused.labels(kind).inc()
             return JSONResponse({"refused": e.message, "hint": e.hint}, status_code=409)
 
     @api.post("/v1/releases")
@@ -78,6 +81,13 @@ def app(gk: Gatekeeper) -> Any:
     @api.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok", "key": gk.signer.public_key.keyid}
+
+    @api.get("/metrics")
+    def metrics() -> Any:
+        from fastapi import Response
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(gk.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
 
