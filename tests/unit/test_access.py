@@ -28,7 +28,7 @@ def test_a_refusal_names_the_user_the_action_and_the_permission(monkeypatch):
     e = access.refusal(_Refused("PERMISSION_DENIED", "/api/2.0/mlflow/registered-models/alias", 403))
     assert "to read or move an alias of the model (reading needs READ, setting EDIT, deleting MANAGE)" in e.message
     e = access.refusal(_Refused("PERMISSION_DENIED", "/api/2.0/mlflow/model-versions/delete-tag", 403), "m")
-    assert "to delete a tag: that needs MANAGE permission" in e.message
+    assert "to delete a version's tag: that needs MANAGE permission" in e.message
     e = access.refusal(_Refused("PERMISSION_DENIED", "/api/2.0/mlflow/runs/create", 403), "m")
     assert "permission on the run's experiment" in e.message and "resource type experiment" in e.hint
     e = access.refusal(_Refused("PERMISSION_DENIED", "/api/2.0/mlflow/model-versions/delete", 403), "m")

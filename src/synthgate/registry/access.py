@@ -50,7 +50,10 @@ _ENDPOINTS: list[tuple[str, str, str]] = [
                                  "deleting MANAGE)", "EDIT"),
     (r"model-versions/create", "register a model version", "EDIT"),
     (r"model-versions/set-tag|registered-models/set-tag", "set a tag", "EDIT"),
-    (r"model-versions/delete-tag|registered-models/delete-tag", "delete a tag", "MANAGE"),
+    # MLflow 3.17 (server/auth): a registered model's tag is deleted with EDIT (can_update), a version's with
+    # MANAGE (can_delete)
+    (r"registered-models/delete-tag", "delete a registered model's tag", "EDIT"),
+    (r"model-versions/delete-tag", "delete a version's tag", "MANAGE"),
     (r"model-versions/update|registered-models/update|registered-models/rename", "edit the model", "EDIT"),
     (r"model-versions/delete|registered-models/delete", "delete a model or version", "MANAGE"),
     (r"registered-models/create", "create a registered model", "EDIT"),
