@@ -165,3 +165,23 @@ def test_files_root_covers_every_file_whatever_the_order():
     a = [{"path": "a", "size": 1, "sha256": "x"}, {"path": "b", "size": 2, "sha256": "y"}]
     assert attest.files_root(a) == attest.files_root(a[::-1])
     assert attest.files_root(a) != attest.files_root([a[0], {**a[1], "sha256": "z"}])
+
+
+def test_gatekeeper_cli_init_and_bad_keys(cli, tmp_path):
+    """`synthgate gatekeeper init` makes a 0600 key and its trust root once; `serve` refuses a missing key,
+    a key another trust root does not hold, and a broken policy, each by name and without a traceback."""
+    home = tmp_path / "gk"
+    code, out, err = cli("gatekeeper", "init", "--home", str(home))
+    assert code == 0 and "trust.json" in out, err
+    code, _, err = cli("gatekeeper", "init", "--home", str(home))
+    assert code != 0 and "is never overwritten" in err and "Traceback" not in err
+    code, _, err = cli("gatekeeper", "serve", "--home", str(tmp_path / "empty"))
+    assert code != 0 and "gatekeeper key" in err and "not found" in err
+    other = tmp_path / "other"
+    cli("gatekeeper", "init", "--home", str(other))
+    code, _, err = cli("gatekeeper", "serve", "--home", str(home), "--trust-root", str(other / "trust.json"))
+    assert code != 0 and "does not match the trust root" in err
+    bad = tmp_path / "gates.yaml"
+    bad.write_text("memorization:\n  no_such_rule: 1\n")
+    code, _, err = cli("gatekeeper", "serve", "--home", str(home), "--policy", str(bad))
+    assert code != 0 and "no_such_rule" in err and "Traceback" not in err
