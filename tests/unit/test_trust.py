@@ -185,3 +185,30 @@ def test_gatekeeper_cli_init_and_bad_keys(cli, tmp_path):
     bad.write_text("memorization:\n  no_such_rule: 1\n")
     code, _, err = cli("gatekeeper", "serve", "--home", str(home), "--policy", str(bad))
     assert code != 0 and "no_such_rule" in err and "Traceback" not in err
+
+
+def test_load_remembers_revocations_it_saw_and_honours_them_offline(gk, monkeypatch, tmp_path):
+    """A consumer that once fetched a signed revocation refuses the release later, with the gatekeeper
+    unreachable and the version's revocation tag deleted (an owner can delete tags)."""
+    from types import SimpleNamespace
+
+    import synthgate.registry.gatekeeper_app as app
+    from synthgate.registry.registry import release_of
+    from synthgate.trust.seen import seen_revocations
+
+    signer, trust = gk
+    monkeypatch.setenv("SYNTHGATE_TRUST_ROOT", str(trust.path))
+    rev = attest.sign(attest.statement(attest.REVOCATION, "m/3", "0" * 64, {
+        "reason": "a copy found", "requested_by": "rev", "signed_at": datetime.now(UTC).isoformat()}), signer)
+    tags = {"release.attestation": json.dumps(_release(signer)), "release.revocation": json.dumps(rev)}
+    client = SimpleNamespace(get_model_version=lambda n, v: SimpleNamespace(tags=dict(tags)))
+    monkeypatch.setattr(app, "revocations", lambda url=None, timeout=10: [rev])  # online once
+    with pytest.raises(attest.AttestationInvalid, match="was revoked at .* a copy found"):
+        release_of(client, "m", "3")
+    assert seen_revocations() == [rev]
+    del tags["release.revocation"]  # the tag deleted by hand ...
+    monkeypatch.setattr(app, "revocations", lambda url=None, timeout=10: None)  # ... and the gatekeeper unreachable
+    with pytest.raises(attest.AttestationInvalid, match="was revoked"):
+        release_of(client, "m", "3")
+    tags["release.attestation"] = json.dumps(_release(signer, version="4"))
+    assert release_of(client, "m", "4").predicate["version"] == "4"  # another version is not revoked

@@ -25,6 +25,7 @@ from synthgate.errors import DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.package import MANIFEST, SIGNATURE, STAGING, check_name
 from synthgate.stores import Store, open_store
+from synthgate.trust.seen import read_state, remember_revocations, seen_revocations, write_state
 from synthgate.utils import sha256_file, utc_now, write_json_atomic
 
 MARKER = ".synthgate-pull.json"
@@ -81,27 +82,6 @@ def list_datasets(store: str | Path | Store) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["name"], d["created"], d["version"]))
 
 
-STATE_ENV = "SYNTHGATE_PULL_STATE"
-
-
-def state_path() -> Path:
-    """What this consumer has seen per dataset name (newest serial, its model, signed revocations):
-    ``$SYNTHGATE_PULL_STATE`` or ``~/.cache/synthgate/pull-state.json``."""
-    import os
-
-    return Path(os.environ.get(STATE_ENV) or Path.home() / ".cache" / "synthgate" / "pull-state.json")
-
-
-def _read_state() -> dict[str, Any]:
-    p = state_path()
-    try:
-        data = json.loads(p.read_text()) if p.is_file() else {}
-    except ValueError:
-        raise DataError(f"{p} is not valid JSON: the record of what this machine pulled is damaged",
-                        hint="inspect it; delete it only if you accept forgetting the newest versions seen") from None
-    return data if isinstance(data, dict) else {}
-
-
 def verified_manifest(st: Store, name: str, version: str, trust: Any) -> tuple[dict[str, Any], bytes, Any]:
     """The manifest of ``name:version`` and its signed dataset statement, verified: signed by the
     gatekeeper for exactly this name and version and for exactly this file list."""
@@ -149,7 +129,7 @@ def check_freshness(name: str, version: str, v: Any, state: dict[str, Any], allo
         raise VerificationFailed(f"{name}:{version} is release {p.get('serial')} of {name}, older than release "
                                  f"{seen['serial']} ({seen.get('version')}) this machine has seen (rollback)",
                                  hint="pull the newest version, or pass --allow-rollback to take this one on purpose")
-    all_revocations = [*revocations, *(seen.get("revocations") or [])]
+    all_revocations = [*revocations, *seen_revocations(state)]
     check_revocations(all_revocations, trust, f"dataset:{name}/{version}", f"{name}:{version}")
     check_revocations(all_revocations, trust, release_subject(str(p.get("model")), str(p.get("model_version"))),
                       f"{name}:{version} (its model {p.get('model')} version {p.get('model_version')})")
@@ -269,7 +249,7 @@ def pull(
     except (AttestationInvalid, VerificationFailed):
         TRANSFER_FAILURES.labels("pull", "verification").inc()
         raise
-    state = _read_state()
+    state = read_state()
     online = fetch_revocations()
     try:
         check_freshness(name, version, signed, state, allow_rollback, online or [], trust)
@@ -380,14 +360,10 @@ def _check_content(to: Path, files: list[dict[str, Any]], predicate: dict[str, A
 
 def _remember(name: str, version: str, predicate: dict[str, Any], revocations: list[Any] | None) -> None:
     """Record the newest serial seen for ``name``, its model, and the signed revocations seen."""
-    state = _read_state()
+    state = remember_revocations(revocations, read_state())
     seen = state.get(name) or {}
     if int(predicate.get("serial") or 0) >= int(seen.get("serial") or 0):
         seen.update({"serial": int(predicate.get("serial") or 0), "version": version})
     seen["model"] = seen.get("model") or predicate.get("model")
-    if revocations:
-        known = {json.dumps(r, sort_keys=True) for r in seen.get("revocations") or []}
-        seen["revocations"] = [json.loads(r) for r in sorted(known | {json.dumps(r, sort_keys=True)
-                                                                       for r in revocations})]
     state[name] = seen
-    write_json_atomic(state_path(), state)
+    write_state(state)

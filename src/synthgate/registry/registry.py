@@ -318,12 +318,15 @@ def release_of(client: Any, name: str, version: str, weights_sha256: str | None 
     from synthgate.registry.gatekeeper_app import revocations
     from synthgate.trust.attest import check_revocations, release_subject, verify_release
     from synthgate.trust.keys import load_trust_root
+    from synthgate.trust.seen import remember_revocations, seen_revocations
 
     trust = load_trust_root()
     tags = client.get_model_version(name, version).tags or {}
     v = verify_release(tags.get(RELEASE_TAG), trust, name, str(version), weights_sha256)
     known = [tags[REVOCATION_TAG]] if tags.get(REVOCATION_TAG) else []
-    check_revocations(known + (revocations() or []), trust, release_subject(name, str(version)),
+    online = revocations()
+    remember_revocations(online)  # a later check that cannot reach the gatekeeper still sees them
+    check_revocations(known + (online or []) + seen_revocations(), trust, release_subject(name, str(version)),
                       f"{name} version {version}")
     return v
 
