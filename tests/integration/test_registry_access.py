@@ -93,12 +93,12 @@ def test_the_pipeline_role_registers_without_a_separate_grant(mlflow_server, mod
     name = "pipe-generator"
     register(model_dir, *_gated(tmp_path, "first"), uri=uri, name=name)  # the model exists (as the admin)
     (tmp_path / "pipe.pw").write_text("pipe-has-a-long-password\n")
-    assert cli("access", "add-user", "pipe", "--password-file", str(tmp_path / "pipe.pw"), "--tracking-uri", uri)[0] == 0
-    code, out, err = cli("access", "grant", name, "--user", "pipe", "--role", "pipeline", "--tracking-uri", uri)
+    assert cli("access", "add-user", "pipe-bot", "--password-file", str(tmp_path / "pipe.pw"), "--tracking-uri", uri)[0] == 0
+    code, out, err = cli("access", "grant", name, "--user", "pipe-bot", "--role", "pipeline", "--tracking-uri", uri)
     assert code == 0, err
-    for k, v in _as("pipe", "pipe-has-a-long-password").items():
+    for k, v in _as("pipe-bot", "pipe-has-a-long-password").items():
         monkeypatch.setenv(k, v)
     reg = register(model_dir, *_gated(tmp_path, "by-pipe", copies=3), uri=uri, name=name)
     assert reg.version == "2" and not reg.gate_passed
     code, _, err = cli("promote", name, "2", "--force", "--reason", "because", "--tracking-uri", uri)
-    assert code != 0 and "pipe has EDIT on pipe-generator; an override needs MANAGE (the owner role)" in err
+    assert code != 0 and "pipe-bot has EDIT on pipe-generator; an override needs MANAGE (the owner role)" in err

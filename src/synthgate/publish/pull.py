@@ -224,7 +224,6 @@ def pull(
     reporter = reporter or NullReporter()
     t0 = time.perf_counter()
     name, version = parse_ref(ref)
-    trust = load_trust_root(trust_root)
     st = open_store(store)
     available = [d for d in list_datasets(st) if d["name"] == name]
     if not available:
@@ -232,6 +231,7 @@ def pull(
     if version is not None and not any(d["version"] == version for d in available):
         raise DataError(f"dataset {name} has no version {version!r} in {st.uri} "
                         f"(available: {', '.join(d['version'] for d in available)})")
+    trust = load_trust_root(trust_root)
     try:
         if version is not None:
             manifest, raw_manifest, signed = verified_manifest(st, name, version, trust)
