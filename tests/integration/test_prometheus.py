@@ -175,10 +175,12 @@ def test_grafana_dashboard_queries_exported_metrics():
     import re
 
     from synthgate.monitoring.metrics import REGISTRY
+    from synthgate.registry.gatekeeper import Metrics as GatekeeperMetrics
     from synthgate.registry.guard import Metrics
 
     exported = set()
-    for family in [*REGISTRY.collect(), *Metrics().registry.collect()]:  # the stages' and the promotion guard's
+    # the stages', the promotion guard's and the gatekeeper's
+    for family in [*REGISTRY.collect(), *Metrics().registry.collect(), *GatekeeperMetrics().registry.collect()]:
         exported |= {family.name, family.name + "_total"}
     dashboard = json.loads(Path(REPO / "k8s/base/grafana/synthgate-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
