@@ -110,6 +110,32 @@ def test_validate_reports_the_leak_with_the_closest_pairs_side_by_side_and_still
     assert off.leakage is None
 
 
+def test_the_lean_nearest_search_gives_the_copy_search_s_own_scores():
+    """aligned_nearest computes only the pixel and aligned scores (and warps only the rotations/flips its
+    candidates chose, with faster sampling grids); its similarity, margin and nearest image must be the gate's
+    search's, to float rounding, or the calibration of the leakage rule would no longer hold."""
+    import torch
+
+    from synthgate.data.dedup import aligned_nearest
+    from synthgate.evaluation.memorization.search import TrainIndex, make_spec, search
+    from synthgate.evaluation.memorization.stats import fisher_z
+
+    rng = np.random.default_rng(3)
+    ref = _array([im for s in range(30) for im in _crops(s, 2)])
+    noisy = np.clip(ref[::3].astype(np.int16) + rng.integers(-12, 13, ref[::3].shape), 0, 255).astype(np.uint8)
+    queries = np.concatenate([_array([im for s in range(30, 40) for im in _crops(s, 1)]),  # other acquisitions
+                              _array([c for s in range(0, 30, 3) for c in _crops(s, 4)[2:]]),  # re-crops
+                              np.rot90(ref[1::5], 1, axes=(1, 2)), noisy])  # rotated, noisy copies
+    near = aligned_nearest(queries, ref, shortlist=8)
+    res = search(queries, TrainIndex.build(ref, torch.device("cpu")), make_spec(32, shortlist=8))
+    similarity = np.clip(np.maximum(res.pixel, res.aligned), 0.0, 1.0)
+    margin = np.nan_to_num(fisher_z(res.aligned) - fisher_z(res.aligned_second), nan=0.0, posinf=0.0, neginf=0.0)
+    np.testing.assert_allclose(near.similarity, similarity, atol=1e-5)
+    np.testing.assert_allclose(near.second, res.aligned_second, atol=1e-5)
+    np.testing.assert_allclose(near.margin, margin, atol=1e-3)
+    assert (near.index == np.where(res.pixel >= res.aligned, res.pixel_index, res.aligned_index)).all()
+
+
 def test_re_crops_of_one_acquisition_land_in_one_group_and_different_ones_do_not():
     images = _array([im for s in range(25) for im in _crops(s, 4)])
     labels = np.zeros(len(images), np.int64)
@@ -119,6 +145,27 @@ def test_re_crops_of_one_acquisition_land_in_one_group_and_different_ones_do_not
     assert len(set(ids[:, 0].tolist())) == 25  # no two acquisitions merged
     d = g.distribution()
     assert d["groups"] == 25 and d["histogram"] == {"4-7": 25} and d["largest"] == [4] * 5 and g.links >= 75
+
+
+def test_classes_grouped_side_by_side_give_the_groups_of_one_at_a_time():
+    """infer_groups runs the classes in parallel threads (one torch thread each); each class has its own seeded
+    folds, so the groups are the same whatever the number of threads, and torch's setting is restored."""
+    import torch
+
+    images = _array([im for s in range(12) for im in _crops(s, 3)])
+    labels = np.repeat([0, 1, 2], 12)
+    cfg = InferGroupsConfig(enabled=True, rounds=2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = infer_groups(images, labels, ["a", "b", "c"], [""] * len(images), cfg, seed=5)
+        torch.set_num_threads(3)
+        three = infer_groups(images, labels, ["a", "b", "c"], [""] * len(images), cfg, seed=5)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert (one.ids == three.ids).all() and one.links == three.links
+    assert all(len(set(row.tolist())) == 1 for row in one.ids.reshape(12, 3))  # each acquisition: one group
 
 
 def test_a_chain_is_capped_at_max_group_size():

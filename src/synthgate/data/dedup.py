@@ -15,12 +15,19 @@ empty-image check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from synthgate.data.complexity import to_gray
+
+if TYPE_CHECKING:  # the search loads in the functions that use it
+    import torch
+
+    from synthgate.evaluation.memorization.search import SearchSpec, TrainIndex
 
 PREFILTER_SIZE = 16
 PREFILTER_MARGIN = 0.05
@@ -175,16 +182,176 @@ def aligned_nearest(queries: np.ndarray, reference: np.ndarray, shortlist: int =
     size), found by the memorization evaluation's copy search (:func:`synthgate.evaluation.memorization.search
     .search`: rotations/flips, shifts, scale/crop and small rotations); the same definition of "close" as the
     aligned duplicates above and the gate's copy detectors. Used by the leakage diagnosis and the inferred
-    groups (:mod:`synthgate.data.leakage`, :mod:`synthgate.data.groups_inferred`)."""
+    groups (:mod:`synthgate.data.leakage`, :mod:`synthgate.data.groups_inferred`).
+
+    Only the scores this needs are computed (:func:`nearest_scores`): the full-image and the aligned
+    correlation with their margin, not the smoothed and tile scores of the gate's search; the values are the
+    search's own (``tests/unit/test_leakage.py`` checks them against :func:`search`)."""
+
+    from synthgate.evaluation.memorization.search import gray_tensor
+
+    ref = reference_index(gray_tensor(np.asarray(reference)))
+    return nearest_scores(gray_tensor(np.asarray(queries)), ref, shortlist)
+
+
+def reference_index(gray: torch.Tensor) -> TrainIndex:
+    """The copy search's training index of (N, S, S) float32 luma images without its smoothed copy (which
+    :func:`nearest_scores` does not use)."""
+    from synthgate.evaluation.memorization.search import TrainIndex, _norm, coarse
+
+    side = gray.shape[-1]
+    return TrainIndex(gray, coarse(gray, 16 if side >= 16 else side), coarse(gray, 8 if side >= 8 else 4),
+                      _norm(gray.reshape(len(gray), -1)), gray.new_zeros((0,)))
+
+
+def nearest_scores(q_all: torch.Tensor, index: TrainIndex, shortlist: int = 16, memory_mb: int = 256
+                   ) -> Nearest:
+    """:func:`aligned_nearest` for (N, S, S) float32 luma queries against a prepared index: the copy search
+    (:func:`synthgate.evaluation.memorization.search.search`) restricted to its pixel score, its aligned
+    score and the aligned score's second-best training image, computed as it computes them."""
     import torch
 
-    from synthgate.evaluation.memorization.search import TrainIndex, make_spec, search
+    from synthgate.evaluation.memorization.search import (
+        _aligned_scores,
+        _norm,
+        dihedral8,
+        fisher_z,
+        make_spec,
+    )
+    from synthgate.evaluation.memorization.search import shortlist as scan
 
-    index = TrainIndex.build(np.asarray(reference), torch.device("cpu"))
-    res = search(np.asarray(queries), index, make_spec(int(np.asarray(queries).shape[1]), shortlist=shortlist))
-    pixel_wins = res.pixel >= res.aligned
-    similarity = np.clip(np.maximum(res.pixel, res.aligned), 0.0, 1.0)
-    best = np.where(pixel_wins, res.pixel_index, res.aligned_index)
-    margin = np.nan_to_num(res.aligned_margin, nan=0.0, posinf=0.0, neginf=0.0)
+    spec = make_spec(int(q_all.shape[-1]), shortlist=shortlist)
+    cand = scan(q_all, index, spec.shortlist)
+    n, k = cand.shape
+    side = 2 * spec.max_shift + 1
+    per_query = k * spec.template ** 2 * (len(spec.variants) + side * side + 8) * 4
+    chunk = max(1, min(256, memory_mb * 2**20 // max(per_query, 1)))
+    pixel = np.zeros(n, np.float32)
+    pixel_index = np.zeros(n, np.int64)
+    aligned = np.zeros(n, np.float32)
+    aligned_index = np.zeros(n, np.int64)
+    aligned_second = np.zeros(n, np.float32)
+    scales = torch.tensor([s for s, _ in spec.variants])
+    rots = torch.tensor([r for _, r in spec.variants])
+    with torch.inference_mode():
+        for i in range(0, n, chunk):
+            q = q_all[i : i + chunk]
+            c = len(q)
+            cj = torch.from_numpy(cand[i : i + chunk])
+            repeat = torch.zeros_like(cj, dtype=torch.bool)
+            repeat[:, 1:] = cj[:, 1:] == cj[:, :1]
+            d8 = dihedral8(q)
+            qd = _norm(d8.reshape(c, 8, -1))
+            full = torch.einsum("ctd,ckd->ckt", qd, index.full[cj]).abs()
+            per_cand, best_t = full.max(dim=2)
+            per_cand = per_cand.masked_fill(repeat, -2.0)
+            top1 = torch.topk(per_cand, 1, dim=1)  # as the search takes it (the same index on ties)
+            pixel[i : i + c] = top1.values[:, 0].numpy()
+            pixel_index[i : i + c] = cj.gather(1, top1.indices)[:, 0].numpy()
+            tsel = _warp_needed(d8, best_t, spec)
+            s = _aligned_scores(tsel, index.images[cj.reshape(-1)], spec).reshape(c, k, -1)
+            pair, arg = s.max(dim=2)
+            pair = pair.masked_fill(repeat, -2.0)
+            rows = torch.arange(c)
+            best_pair = pair.argmax(dim=1)
+            coarse_best = pair[rows, best_pair]
+            r2 = min(2, k)
+            top_r = torch.topk(pair, r2, dim=1).indices
+            a_r = arg.gather(1, top_r)
+            v_r, p_r = a_r // (side * side), a_r % (side * side)
+            fine = _refine_fast(d8.repeat_interleave(r2, 0), index.images[cj.gather(1, top_r).reshape(-1)], spec,
+                                best_t.gather(1, top_r).reshape(-1), scales[v_r].reshape(-1), rots[v_r].reshape(-1),
+                                (p_r // side - spec.max_shift).reshape(-1), (p_r % side - spec.max_shift).reshape(-1))
+            fine = fine.view(c, r2).masked_fill(repeat.gather(1, top_r), -2.0)
+            fb, farg = fine.max(dim=1)
+            better = fb > coarse_best
+            aligned[i : i + c] = torch.maximum(fb, coarse_best).numpy() if better.any() else coarse_best.numpy()
+            aligned_index[i : i + c] = torch.where(better, cj.gather(1, top_r)[rows, farg], cj[rows, best_pair]).numpy()
+            both = torch.maximum(fine, pair.gather(1, top_r)).masked_fill(repeat.gather(1, top_r), -1.0)
+            aligned_second[i : i + c] = (both.min(dim=1).values if r2 > 1 else torch.full((c,), -1.0)).numpy()
+    pixel_wins = pixel >= aligned
+    similarity = np.clip(np.maximum(pixel, aligned), 0.0, 1.0)
+    best = np.where(pixel_wins, pixel_index, aligned_index)
+    margin = np.nan_to_num(fisher_z(aligned) - fisher_z(aligned_second), nan=0.0, posinf=0.0, neginf=0.0)
     return Nearest(best.astype(np.int64), similarity.astype(np.float32), margin.astype(np.float32),
-                   res.aligned_second.astype(np.float32))
+                   aligned_second.astype(np.float32))
+
+
+def _warp_needed(d8: torch.Tensor, best_t: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
+    """The search's warped templates (:func:`synthgate.evaluation.memorization.search._warp_templates`) of the
+    rotations/flips ``best_t`` (c, k) that the candidates chose, each computed once: (c, k, V, T*T). The search
+    warps all 8 of every query; a query's candidates mostly choose one or two (the same values, fewer)."""
+    import torch
+    import torch.nn.functional as F
+
+    from synthgate.evaluation.memorization.search import _norm
+
+    c, _, h, w = d8.shape
+    variants, t = spec.variants, spec.template
+    frac = t / h
+    theta = torch.tensor([[[s * math.cos(math.radians(r)) * frac, -s * math.sin(math.radians(r)) * frac, 0.0],
+                           [s * math.sin(math.radians(r)) * frac, s * math.cos(math.radians(r)) * frac, 0.0]]
+                          for s, r in variants], dtype=d8.dtype, device=d8.device)
+    grid = F.affine_grid(theta, [len(variants), 1, t, t], align_corners=False).reshape(1, len(variants) * t, t, 2)
+    key = (torch.arange(c, device=d8.device)[:, None] * 8 + best_t).reshape(-1)
+    uniq, inv = torch.unique(key, return_inverse=True)
+    src = d8.reshape(c * 8, 1, h, w)[uniq]
+    out = F.grid_sample(src, grid.expand(len(uniq), -1, -1, -1), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    warped = _norm(out.reshape(len(uniq), len(variants), t * t))
+    return warped[inv].reshape(c, best_t.shape[1], len(variants), t * t)
+
+
+def _affine_grid(theta: torch.Tensor, t: int) -> torch.Tensor:
+    """``F.affine_grid(theta, [N, 1, t, t], align_corners=False)`` as one batched product with a base grid that
+    is shared, not copied for each of the N grids (2x faster on the CPU for many small grids; the same base
+    grid and product, so the same values)."""
+    import torch
+
+    lin = torch.linspace(-1, 1, t, dtype=theta.dtype, device=theta.device) * (t - 1) / t
+    base = torch.stack([lin[None, :].expand(t, t), lin[:, None].expand(t, t), torch.ones_like(lin)[None].expand(t, t)],
+                       -1).reshape(1, t * t, 3)  # (x, y, 1) per output pixel, x along a row
+    return torch.matmul(base, theta.transpose(1, 2)).view(len(theta), t, t, 2)
+
+
+def _refine_fast(d8: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dih: torch.Tensor, scale: torch.Tensor,
+                 rot: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """:func:`synthgate.evaluation.memorization.search._refine` (the finer grid around a found alignment) with
+    its sampling grids made by :func:`_affine_grid`."""
+    import torch
+    import torch.nn.functional as F
+
+    from synthgate.evaluation.memorization.search import (
+        REFINE_OFFSETS,
+        REFINE_ROTATIONS,
+        REFINE_SCALES,
+        _norm,
+    )
+
+    b, h = d8.shape[0], d8.shape[-1]
+    t = spec.template
+    frac = t / h
+    grid_s = torch.tensor(REFINE_SCALES, device=d8.device)
+    grid_r = torch.tensor(REFINE_ROTATIONS, device=d8.device)
+    grid_o = torch.tensor(REFINE_OFFSETS, device=d8.device)
+    ss, rr, oy, ox = torch.meshgrid(grid_s, grid_r, grid_o, grid_o, indexing="ij")
+    ss, rr, oy, ox = (g.reshape(-1) for g in (ss, rr, oy, ox))
+    nv = len(ss)
+    sc = scale[:, None] * ss[None]
+    an = torch.deg2rad(rot[:, None] + rr[None])
+    theta = torch.stack([torch.stack([sc * torch.cos(an) * frac, -sc * torch.sin(an) * frac,
+                                      (2 * ox[None] / h).expand(b, nv)], -1),
+                         torch.stack([sc * torch.sin(an) * frac, sc * torch.cos(an) * frac,
+                                      (2 * oy[None] / h).expand(b, nv)], -1)], -2).reshape(b * nv, 2, 3)
+    src = d8[torch.arange(b, device=d8.device), dih]
+    grid = _affine_grid(theta, t).reshape(b, nv * t, t, 2)
+    warped = F.grid_sample(src[:, None], grid, mode="bilinear", padding_mode="border",
+                           align_corners=False).reshape(b, nv, t * t)
+    off = (h - t) // 2
+    ys = (off + dy).long().clamp(0, h - t)
+    xs = (off + dx).long().clamp(0, h - t)
+    rows = torch.arange(t, device=d8.device)
+    yy = (ys[:, None] + rows[None])[:, :, None].expand(b, t, t)
+    xx = (xs[:, None] + rows[None])[:, None, :].expand(b, t, t)
+    win = ref[torch.arange(b, device=d8.device)[:, None, None], yy, xx].reshape(b, t * t)
+    return torch.einsum("bvd,bd->bv", _norm(warped), _norm(win)).abs().amax(dim=1)

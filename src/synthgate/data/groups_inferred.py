@@ -11,7 +11,9 @@ linked images form a group:
    resolution) against the other folds, and linked to its nearest image there when that passes the rule.
    As in Boruvka's algorithm, each round links a group to images outside it, never to its own members
    again, so groups grow round by round towards the single-linkage components of the rule. With
-   ``pattern``, images whose file paths give the same capture are linked first.
+   ``pattern``, images whose file paths give the same capture are linked first. The classes are grouped
+   side by side (one torch thread each, as many at once as torch has threads), each with folds seeded by
+   (seed, class), so the groups do not depend on how many run at once.
 2. **Groups.** A round's links are taken in order of decreasing similarity, except that a link
    that would make a group larger than ``max_group_size`` is not made: a chain of false links (A ~ B ~ C
    ... across patients) cannot grow into one giant group. The group-size distribution is reported, and a
@@ -24,6 +26,8 @@ it does for named patients; :func:`regroup_split` moves the images of a source's
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,14 +115,15 @@ def pattern_keys(paths: list[str], pattern: str) -> list[str | None]:
 
 
 def _class_round(small: np.ndarray, members: np.ndarray, uf: _Union, cfg: InferGroupsConfig,
-                 rng: np.random.Generator) -> list[tuple[float, int, int]]:
+                 rng: np.random.Generator, lock: threading.Lock) -> list[tuple[float, int, int]]:
     """One round over one class: its current groups are dealt into random folds (a group's images into one
     fold) and every image is linked to its nearest image in the other folds, where that passes the rule.
     -> (similarity, a, b) of the links found."""
     from synthgate.data.dedup import aligned_nearest
     from synthgate.data.leakage import flags
 
-    roots = np.array([uf.find(int(i)) for i in members])
+    with lock:  # classes run side by side; a file-name pattern may have joined groups across classes
+        roots = np.array([uf.find(int(i)) for i in members])
     uniq, inv = np.unique(roots, return_inverse=True)
     k = min(cfg.folds, len(uniq))
     if k < 2:
@@ -133,6 +138,21 @@ def _class_round(small: np.ndarray, members: np.ndarray, uf: _Union, cfg: InferG
         hit = flags(near.similarity, near.margin, cfg)
         out.extend(zip(near.similarity[hit].tolist(), q[hit].tolist(), ref[near.index[hit]].tolist(), strict=True))
     return out
+
+
+def _group_class(small: np.ndarray, members: np.ndarray, uf: _Union, cfg: InferGroupsConfig,
+                 rng: np.random.Generator, lock: threading.Lock) -> tuple[int, int]:
+    """All rounds over one class; a round's links are made in order of decreasing similarity, a link that
+    would exceed ``max_group_size`` is not made. -> (links made, links capped)."""
+    links = capped = 0
+    for _ in range(cfg.rounds):
+        found = sorted(_class_round(small, members, uf, cfg, rng, lock), reverse=True)
+        with lock:
+            for _, a, b in found:
+                made = uf.join(a, b, cfg.max_group_size)
+                links += int(made)
+                capped += int(not made)
+    return links, capped
 
 
 def infer_groups(images: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str],
@@ -153,15 +173,23 @@ def infer_groups(images: np.ndarray, labels: np.ndarray, classes: list[str], pat
                 pattern_links += int(uf.join(first[key], i))
             elif key is not None:
                 first[key] = i
-    rng = np.random.default_rng(seed)
-    links = capped = 0
-    for k in range(len(classes)):
-        members = np.flatnonzero((labels == k) & usable)
-        for _ in range(cfg.rounds):
-            for _, a, b in sorted(_class_round(small, members, uf, cfg, rng), reverse=True):
-                made = uf.join(a, b, cfg.max_group_size)
-                links += int(made)
-                capped += int(not made)
+    lock = threading.Lock()
+    members = [np.flatnonzero((labels == k) & usable) for k in range(len(classes))]
+    # The classes are grouped side by side, one torch thread each (as many at once as torch had threads): on a
+    # shared CPU, one thread per class loses nothing to the other threads' waits. Each class has its own seeded
+    # folds, so the groups do not depend on the order in which the classes finish.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(classes)))) as pool:
+            done = list(pool.map(lambda k: _group_class(small, members[k], uf, cfg,
+                                                        np.random.default_rng([seed, k]), lock),
+                                 range(len(classes))))
+    finally:
+        torch.set_num_threads(threads)
+    links, capped = sum(d[0] for d in done), sum(d[1] for d in done)
     roots = np.array([uf.find(i) for i in range(len(small))])
     ids = np.array([f"g{r:06d}" for r in roots], dtype=object)
     groups = InferredGroups(ids, links, capped, pattern_links,
