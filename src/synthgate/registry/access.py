@@ -190,10 +190,29 @@ def grant(uri: str, model: str, user: str, role: str) -> str:
     _request(uri, "POST", "/api/3.0/mlflow/users/permissions/grant",
              json={"username": user, "resource_type": RESOURCE, "resource_id": model, "permission": ROLES[role]})
     if role == "pipeline":  # registering logs a run first: EDIT on the registry's experiment too
-        _request(uri, "POST", "/api/3.0/mlflow/users/permissions/grant",
-                 json={"username": user, "resource_type": "experiment", "resource_id": _experiment_id(uri),
-                       "permission": "EDIT"})
+        _grant_at_least(uri, user, "experiment", _experiment_id(uri), "EDIT")
     return ROLES[role]
+
+
+def _grant_at_least(uri: str, user: str, resource_type: str, resource_id: str, permission: str) -> None:
+    """Give ``user`` at least ``permission`` on the resource: granted if none, raised if weaker (MLflow has
+    no update: revoke and grant), left alone if as strong (a second model's pipeline grant, an owner)."""
+    key = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
+    try:
+        have = str(_request(uri, "GET", "/api/3.0/mlflow/users/permissions/get", params=key).get("permission") or "")
+    except AccessDenied:
+        raise
+    except Exception:
+        have = ""
+    if have in PERMISSIONS and PERMISSIONS.index(have) >= PERMISSIONS.index(permission):
+        return
+    try:  # an explicit weaker grant goes first (get reports the server's default when there is none)
+        _request(uri, "POST", "/api/3.0/mlflow/users/permissions/revoke", json=key)
+    except AccessDenied:
+        raise
+    except Exception:
+        pass
+    _request(uri, "POST", "/api/3.0/mlflow/users/permissions/grant", json={**key, "permission": permission})
 
 
 def _experiment_id(uri: str) -> str:

@@ -1,13 +1,13 @@
 """The promotion guard: MLflow's registry enforces no approval, so this service does.
 
 MLflow (3.3+, SQL backends) delivers registry webhooks, HMAC-signed. ``synthgate guard serve`` receives
-them; when a **protected alias** (default ``approved``) lands on a version whose gate record does not
-verify, or verifies and failed without a recorded override (:func:`synthgate.registry.verify.approvable`,
-the same check as ``synthgate promote``), it moves the alias back to the version that held it
+them; when a **protected alias** (default ``approved``) lands on a version without a release attestation
+signed by the gatekeeper, or whose records no longer verify (:func:`synthgate.registry.verify.approvable`),
+it moves the alias back to the version that held it
 before (the last one it saw approved) or removes it, within the time a delivery takes, and records
 that: an ``audit.N`` entry on the version (action ``guard-reverted``), the Prometheus counter
 ``synthgate_guard_reverts_total`` and the alert ``SynthgateGuardReverted``. A tag change on a
-version that holds a protected alias (``gate.*``, ``evaluation_hash``, ``override.*``) is
+version that holds a protected alias (``gate.*``, ``evaluation_hash``, ``override.*``, ``release.*``) is
 re-checked the same way.
 
 Deliveries are refused unless their signature verifies (``v1,`` base64 HMAC-SHA256 of
@@ -47,7 +47,7 @@ MAX_AGE_S = 300
 #: The webhook events the guard subscribes to.
 EVENTS = ("model_version_alias.created", "model_version_tag.set", "model_version_tag.deleted")
 #: Tag keys whose change on a version that holds a protected alias triggers a re-check.
-WATCHED_TAGS = ("gate.", "evaluation_hash", "override.")
+WATCHED_TAGS = ("gate.", "evaluation_hash", "override.", "release.")
 SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_HEADER = "X-MLflow-Signature", "X-MLflow-Timestamp", "X-MLflow-Delivery-Id"
 
 
