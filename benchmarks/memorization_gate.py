@@ -3,6 +3,11 @@ from ../shared/data), with synthgate's own evaluation code and the default relea
 
     python benchmarks/memorization_gate.py                         # all three datasets
     python benchmarks/memorization_gate.py --datasets breast --splits 20 --power-splits 5
+    python benchmarks/memorization_gate.py --split inferred --max-per-class 1000   # the leak-aware split (#34)
+
+``--split``: ``source`` (before: the source's own split, or prepare's seeded random split of a source without
+one) or ``inferred`` (after: ``prepare.infer_groups`` with its calibrated defaults; a source with its own split
+is regrouped, every group that straddles moves to the split holding most of its images).
 
 For each dataset (prepared and validated with the project's defaults; cached under --work):
 
@@ -55,16 +60,25 @@ DATASETS = {
 }
 
 
-def prepared(name: str, work: Path, validate_cfg: ValidateConfig) -> Path:
+def prepared(name: str, work: Path, validate_cfg: ValidateConfig, split: str = "source",
+             max_per_class: int | None = None) -> Path:
+    from synthgate.data.config import InferGroupsConfig
     from synthgate.data.prepare import prepare
     from synthgate.data.validate import validate
 
-    out = work / name / "validated"
+    tag = name + ("" if split == "source" else f"-{split}") + (f"-{max_per_class}" if max_per_class else "")
+    out = work / tag / "validated"
     if not (out / "manifest.json").exists():
         src, res = DATASETS[name]
-        prepare(src, PrepareConfig(resolution=res), work / name / "prepared")
-        r = validate(work / name / "prepared", validate_cfg, out, work / name / "validation")
-        print(f"  {name}: validation {'passed' if r.passed else 'FAILED'}, dropped {r.dropped}", flush=True)
+        groups = InferGroupsConfig(enabled=split == "inferred", source_split="regroup")
+        t = time.perf_counter()
+        prepare(src, PrepareConfig(resolution=res, max_per_class=max_per_class, infer_groups=groups),
+                work / tag / "prepared")
+        t_prep = time.perf_counter() - t
+        r = validate(work / tag / "prepared", validate_cfg, out, work / tag / "validation")
+        leak = json.loads((work / tag / "validation" / "validation.json").read_text()).get("leakage", {})
+        print(f"  {tag}: prepared in {t_prep:.0f} s; validation {'passed' if r.passed else 'FAILED'}, dropped "
+              f"{r.dropped}; leakage: {leak.get('verdict', '-')}", flush=True)
     return out
 
 
@@ -90,7 +104,8 @@ def run(name: str, args: argparse.Namespace, policy: GatePolicy) -> dict:
     t0 = time.perf_counter()
     device = torch.device(args.device)
     root = prepared(name, Path(args.work), ValidateConfig(drop_duplicates=True, drop_empty=True,
-                                                          near_duplicate_threshold=args.dedup))
+                                                          near_duplicate_threshold=args.dedup),
+                    args.split, args.max_per_class)
     ds = load_dataset(root)
     cfg = MemorizationConfig(descriptor={"cache_dir": Path(args.work) / "descriptors", "steps": args.descriptor_steps})
     images = np.asarray(ds.images)
@@ -194,7 +209,7 @@ def run(name: str, args: argparse.Namespace, policy: GatePolicy) -> dict:
            "flagged_by_name": n_syn in det.get("flagged", []), "only_the_copy": det.get("flagged", []) == [n_syn],
            "gate_failed": not ok, "failed": failed}
     print(f"  {name} one exact copy among {n_syn + 1}: flagged {one['flagged']} (copy is #{n_syn})", flush=True)
-    return {"dataset": name, "resolution": int(images.shape[1]), "train": int(len(tr)), "val": int(len(va)),
+    return {"dataset": name, "split": args.split, "max_per_class": args.max_per_class, "resolution": int(images.shape[1]), "train": int(len(tr)), "val": int(len(va)),
             "test": int(len(te)), "seconds": round(time.perf_counter() - t0, 1), "ms_per_image": 1000 * t_score / len(held_idx),
             "descriptor": desc.identity(), "specificity": spec_rows, "planted": planted_table, "power": power_rows,
             "one_exact_copy": one, "statement": det.get("statement")}
@@ -206,15 +221,22 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=20)
     ap.add_argument("--power-splits", type=int, default=5)
     ap.add_argument("--pool", type=int, default=100, help="copies per modification scored once per dataset")
+    ap.add_argument("--split", choices=["source", "inferred"], default="source",
+                    help="source: the source's own (or a seeded random) split; inferred: split by inferred groups")
+    ap.add_argument("--max-per-class", type=int, default=None, help="prepare at most N images per class (seeded)")
     ap.add_argument("--dedup", type=float, default=0.99, help="validate.near_duplicate_threshold")
     ap.add_argument("--descriptor-steps", type=int, default=MemorizationConfig().descriptor.steps)
     ap.add_argument("--work", default=str(REPO / "data" / "benchmarks"))
-    ap.add_argument("--out", default=str(REPO / "reports" / "benchmarks" / "memorization_gate.json"))
+    ap.add_argument("--out", default=None, help="default reports/benchmarks/memorization_gate[-inferred].json")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.out is None:
+        suffix = ("" if args.split == "source" else f"-{args.split}") + (f"-{args.max_per_class}" if args.max_per_class
+                                                                          else "")
+        args.out = str(REPO / "reports" / "benchmarks" / f"memorization_gate{suffix}.json")
     policy = GatePolicy()
     results = []
     for name in args.datasets:
@@ -225,7 +247,8 @@ def main() -> None:
 
 
 def print_tables(results: list[dict]) -> None:
-    print("\n## Specificity: honest half-splits passing every memorization rule")
+    print(f"\n## Specificity: honest half-splits passing every memorization rule (split: {results[0]['split']}, "
+          f"at most {results[0]['max_per_class'] or 'all'} images per class)")
     print("| dataset | passed | failing rules (count) | flagged images (total) | weakest planted kind (min rate) |")
     print("| --- | --- | --- | --- | --- |")
     for r in results:

@@ -30,8 +30,12 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     assert prepared["classes"] == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]
     assert prepared["num_images"] == 1800
     assert prepared["inputs"][0]["sha256"] == "8a8b1962f87ff9295e7cb46e8d00340321eb372e236d642fc909670d10380143"
+    # MedNIST names no patients: the params file splits it by inferred acquisition groups, and validation's
+    # leakage diagnosis is printed (docs/leakage.md)
+    assert prepared["groups"]["source"] == "groups inferred from the pixels" and prepared["groups"]["links_capped"] >= 0
     report = json.loads((tmp_path / "reports/validation/validation.json").read_text())
     assert report["passed"] is True
+    assert report["leakage"]["held_out"] > 0 and "leakage" in r.stdout
     validated = json.loads((tmp_path / "data/validated/manifest.json").read_text())
     assert validated["num_images"] == 1800 - sum(report["dropped"].values())
     assert validated["inputs"][0]["content_hash"] == prepared["content_hash"]

@@ -16,11 +16,14 @@ from synthgate.publish.package import PublishResult, not_published_record
 
 
 def test_caps_lower_the_params_files_values_only():
-    p = load_params(None, {"train.steps": 600, "prepare.max_per_class": None, "sample.steps": 20})
-    assert demo.demo_caps(p, 1000, 400, 10) == {"prepare.max_per_class": 1000, "train.steps": 400, "sample.steps": 10}
-    p = load_params(None, {"train.steps": 300, "prepare.max_per_class": 500, "sample.steps": 8})
-    assert demo.demo_caps(p, 1000, 400, 10) == {}
-    assert demo.demo_caps(load_params(None, {"train.steps": 600}), 0, 0, 0) == {}  # 0: the params file's value
+    p = load_params(None, {"train.steps": 600, "prepare.max_per_class": None, "sample.steps": 20,
+                           "evaluate.utility.max_steps": 2000})
+    assert demo.demo_caps(p, 1000, 400, 10, 1000) == {"prepare.max_per_class": 1000, "train.steps": 400,
+                                                      "sample.steps": 10, "evaluate.utility.max_steps": 1000}
+    p = load_params(None, {"train.steps": 300, "prepare.max_per_class": 500, "sample.steps": 8,
+                           "evaluate.utility.max_steps": 800})
+    assert demo.demo_caps(p, 1000, 400, 10, 1000) == {}
+    assert demo.demo_caps(load_params(None, {"train.steps": 600}), 0, 0, 0, 0) == {}  # 0: the params file's value
 
 
 class _Recorder:
@@ -84,6 +87,17 @@ def test_the_flow_runs_every_stage_in_order_with_the_stages_default_paths(monkey
     assert r.promotion.refused is None and r.promotion.override_reason is None
     assert r.ui == "http://127.0.0.1:1/#/models/m-generator/versions/1"
     assert calls[-2][2]["store"] == str(tmp_path / "data/published")  # the params file's store, under the workdir
+
+
+def test_the_demo_splits_its_data_by_inferred_acquisition_groups():
+    """MedNIST names no patients and a random split of it leaks (docs/leakage.md): the params file the demo
+    runs prepares it split by inferred groups, with the calibrated rule, so that the gate's null holds other
+    scans and a passing generator needs no override."""
+    from synthgate.data.config import LEAK_MARGIN, LEAK_SIMILARITY
+
+    groups = load_params(Path(__file__).resolve().parents[2] / "params.yaml", {}).prepare.infer_groups
+    assert groups.enabled and (groups.similarity, groups.margin) == (LEAK_SIMILARITY, LEAK_MARGIN)
+    assert "refused" in demo.OVERRIDE_REASON and "not for release" in demo.OVERRIDE_REASON
 
 
 def test_a_failed_gate_is_promoted_only_by_a_recorded_override(monkeypatch, tmp_path):

@@ -106,6 +106,9 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
         assert part in html, part
     for section in ("Summary", "Fidelity", "Memorization and privacy", "Utility", "Variety and complexity"):
         assert f"<h2>{section}</h2>" in html
+    # the stand-in's real dataset was not validated: the report says the null's split was not diagnosed
+    assert d["real"]["split"]["diagnosis"] is None and set(d["real"]["split"]) == {"method", "groups", "diagnosis"}
+    assert "The null's split</b>" in html and "Not diagnosed</span>" in html
     assert set(d["timings"]) >= {"encoder", "fidelity", "descriptor", "memorization", "utility"}
     # the public report: every section, but no real image and no training file name (the registry and the
     # published package get this one); the renderer does not even read a real image

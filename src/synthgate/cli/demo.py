@@ -15,7 +15,15 @@ from synthgate.cli._print import (
     _print_gate,
     _print_training,
 )
-from synthgate.demo import MAX_PER_CLASS, MAX_SAMPLE_STEPS, MAX_STEPS, STAGES, demo_caps, run_demo
+from synthgate.demo import (
+    MAX_PER_CLASS,
+    MAX_SAMPLE_STEPS,
+    MAX_STEPS,
+    MAX_UTILITY_STEPS,
+    STAGES,
+    demo_caps,
+    run_demo,
+)
 from synthgate.errors import SynthgateError
 
 
@@ -38,16 +46,20 @@ def demo(
     max_sample_steps: Annotated[int, typer.Option(
         min=0, help="sample with at most this many sampler steps (below the params file's sample.steps), for "
                     "the same reason; 0: the params file's value")] = MAX_SAMPLE_STEPS,
+    max_utility_steps: Annotated[int, typer.Option(
+        min=0, help="each utility classifier trains at most this many steps (below the params file's "
+                    "evaluate.utility.max_steps), for the same reason; 0: the params file's value")] = MAX_UTILITY_STEPS,
 ) -> None:
     """Run the flow end to end on the default data (MedNIST): prepare -> validate -> train -> sample ->
     evaluate -> gate -> register -> promote -> publish -> pull (a verified dataset on disk)."""
     p = _params(params, {})
-    caps = demo_caps(p, max_per_class, max_steps, max_sample_steps)
+    caps = demo_caps(p, max_per_class, max_steps, max_sample_steps, max_utility_steps)
     if caps:
         p = _params(params, caps)
-        console.print(f"demo: at most {p.prepare.max_per_class} images per class, {p.train.steps} training steps and "
-                      f"{p.sample.steps} sampler steps (--max-per-class, --max-steps, --max-sample-steps; 0 takes "
-                      "the params file's value), to fit in 10 minutes on 2 CPU cores")
+        console.print(f"demo: at most {p.prepare.max_per_class} images per class, {p.train.steps} training steps, "
+                      f"{p.sample.steps} sampler steps and {p.evaluate.utility.max_steps} steps per utility classifier "
+                      "(--max-per-class, --max-steps, --max-sample-steps, --max-utility-steps; 0 takes the params "
+                      "file's value), to fit in 10 minutes on 2 CPU cores")
     r = run_demo(p, workdir, keep_server=keep_server, override=override,
                  observer=_Printer(workdir, str(p.data.source.path)),
                  reporter=_reporter())
@@ -98,7 +110,10 @@ class _Printer:
         if stage == "prepare":
             _print_dataset(f"prepared {result.manifest['num_images']} images from {self.source}", result)
         elif stage == "validate":
+            from synthgate.cli.steps import _print_leakage
+
             _print_checks(result)
+            _print_leakage(result, result.report_dir)
             if result.dropped:
                 console.print(f"  dropped    {result.dropped}")
         elif stage == "train":

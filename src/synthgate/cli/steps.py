@@ -138,6 +138,10 @@ def _print_leakage(result: object, report: Path) -> None:
         console.print(f"  [{style}]leakage[/{style}]    {leak.verdict}")
         if leak.figure:
             console.print(f"             closest pairs: {report / leak.figure}; all: {report / 'leakage.csv'}")
+        rep = leak.representative
+        if rep is not None:
+            style = "green" if rep.verdict.startswith("representative") else "yellow"
+            console.print(f"  [{style}]null[/{style}]       {rep.verdict}")
 
 
 @app.command()

@@ -125,6 +125,9 @@ class LeakageConfig(LeakThresholds):
                                             "with training (reported, never fails validation)")
     pairs_shown: int = Field(16, ge=0, description="the closest held-out/training pairs shown side by side in "
                                                    "leakage_pairs.png")
+    reference: int = Field(2000, ge=0, description="training images in the leave-group-out reference that checks the "
+                                                   "held-out set is representative (synthgate.data.representative); "
+                                                   "0 = no check")
 
 
 class InferGroupsConfig(LeakThresholds):

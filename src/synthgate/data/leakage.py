@@ -28,6 +28,7 @@ import pandas as pd
 
 from synthgate.data.complexity import to_gray
 from synthgate.data.config import LeakageConfig, LeakThresholds
+from synthgate.data.representative import Representativeness, representativeness
 
 #: Share of the held-out images of a patient-disjoint split flagged by chance at the default thresholds
 #: (PneumoniaMNIST, two-fold over 20 halvings of its test split: README, "Validation").
@@ -64,6 +65,8 @@ class LeakageReport:
     thresholds: dict[str, float]
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # split -> class -> n, flagged
     figure: str | None = None
+    representative: Representativeness | None = None  # is the held-out set (the gate's null) representative?
+    groups_note: dict[str, Any] | None = None  # the manifest's groups entry: how the split's groups came about
 
     @property
     def flagged(self) -> int:
@@ -94,8 +97,32 @@ class LeakageReport:
         return (f"the split leaks: about {self.likely_leaked} held-out image(s) likely share a patient with training "
                 f"({n} of {m} are closer to a training image than unseen patients' images are; "
                 f"{self.expected_by_chance:.0f} expected by chance); the memorization gate cannot certify on this "
-                "split; run `synthgate prepare --infer-groups` (prepare.infer_groups.enabled: true; with a source "
-                "split also --regroup) to split by inferred acquisition groups, then validate again")
+                f"split; {self.remedy}")
+
+    @property
+    def remedy(self) -> str:
+        note = self.groups_note or {}
+        if note.get("source_split") == "kept":
+            return ("the source's own split was kept: prepare again with --regroup (prepare.infer_groups.source_split: "
+                    "regroup) to move the groups that straddle it, then validate again")
+        if "inferred" in str(note.get("source") or ""):
+            return ("the inferred groups did not close the leak: prepare again with more linking rounds "
+                    "(prepare.infer_groups.rounds) or a file-name pattern that names scans (--infer-pattern), then "
+                    "validate again")
+        if note.get("source"):
+            return ("the named patient groups do not cover the near copies: check the patient column, or add inferred "
+                    "groups (--infer-groups), then validate again")
+        return ("run `synthgate prepare --infer-groups` (prepare.infer_groups.enabled: true; with a source split also "
+                "--regroup) to split by inferred acquisition groups, then validate again")
+
+    def summary(self) -> dict[str, Any]:
+        """What the validated manifest and the evaluation report carry: the verdicts and their counts."""
+        rep = self.representative
+        return {"leakage": self.verdict, "leaks": self.leaks, "flagged": self.flagged, "held_out": self.held_out,
+                "expected_by_chance": round(self.expected_by_chance, 1),
+                "representative": rep.verdict if rep is not None else None,
+                "p_farther": None if rep is None else round(rep.p_farther[0], 4),
+                "class_tvd": None if rep is None else round(rep.class_tvd, 4)}
 
     def to_dict(self) -> dict[str, Any]:
         worst = self.pairs.sort_values("similarity", ascending=False).head(20)
@@ -103,13 +130,16 @@ class LeakageReport:
                 "expected_by_chance": round(self.expected_by_chance, 1), "likely_leaked": self.likely_leaked,
                 "leaks": self.leaks, "verdict": self.verdict, "thresholds": self.thresholds,
                 "per_split_and_class": self.counts, "csv": "leakage.csv", "figure": self.figure,
-                "closest": worst[["source", "split", "train_source", "similarity", "margin"]].to_dict(orient="records")}
+                "closest": worst[["source", "split", "train_source", "similarity", "margin"]].to_dict(orient="records"),
+                "representative": self.representative.to_dict() if self.representative is not None else None}
 
 
 def diagnose_leakage(images: np.ndarray, splits: np.ndarray, labels: np.ndarray, classes: list[str],
-                     sources: np.ndarray, cfg: LeakageConfig) -> LeakageReport:
+                     sources: np.ndarray, cfg: LeakageConfig, groups: np.ndarray | None = None) -> LeakageReport:
     """Search every non-constant held-out image against the training split and flag those closer than
-    unseen patients' images are (module docstring); counts per split and class."""
+    unseen patients' images are (module docstring); counts per split and class; and, unless
+    ``cfg.reference`` is 0, whether the held-out set is representative (:mod:`synthgate.data.representative`,
+    ``groups`` of all images, None: none named)."""
     from synthgate.data.dedup import aligned_nearest
 
     splits = np.asarray(splits).astype(str)
@@ -133,7 +163,12 @@ def diagnose_leakage(images: np.ndarray, splits: np.ndarray, labels: np.ndarray,
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for (sp, lab), g in pairs.groupby(["split", "label"], sort=True):
         counts.setdefault(str(sp), {})[str(lab)] = {"held_out": len(g), "flagged": int(g["flagged"].sum())}
-    return LeakageReport(pairs, len(held), thresholds, counts)
+    rep = None
+    if cfg.reference > 0 and len(tr) > 1:
+        rep = representativeness(small[tr], near.similarity, labels[held], labels[tr],
+                                 None if groups is None else np.asarray(groups)[tr], classes, size=cfg.reference,
+                                 shortlist=cfg.shortlist)
+    return LeakageReport(pairs, len(held), thresholds, counts, representative=rep)
 
 
 def write_leakage_report(report: LeakageReport, images: np.ndarray, report_dir: Path, shown: int) -> None:
@@ -156,13 +191,15 @@ def write_leakage_report(report: LeakageReport, images: np.ndarray, report_dir: 
 
 
 def dataset_leakage(images: np.ndarray, meta: pd.DataFrame, classes: list[str], keep: np.ndarray,
-                    cfg: LeakageConfig, report_dir: Path) -> LeakageReport:
+                    cfg: LeakageConfig, report_dir: Path, groups_note: dict[str, Any] | None = None) -> LeakageReport:
     """The diagnosis over the images that stay (``keep``) of a canonical dataset, with its report files;
     indices in the report are the dataset's."""
     idx = np.flatnonzero(keep)
     arr = np.asarray(images)
+    groups = meta["group"].to_numpy()[idx] if "group" in meta.columns else None
     rep = diagnose_leakage(arr[idx], meta["split"].to_numpy()[idx], meta["label"].to_numpy()[idx], classes,
-                           meta["source"].to_numpy()[idx], cfg)
+                           meta["source"].to_numpy()[idx], cfg, groups)
+    rep.groups_note = groups_note
     if len(rep.pairs):
         rep.pairs["index"] = idx[rep.pairs["index"].to_numpy()]
         rep.pairs["train_index"] = idx[rep.pairs["train_index"].to_numpy()]

@@ -303,7 +303,8 @@ def validate(
     leakage = None
     if cfg.leakage.enabled:
         with reporter.task("Leakage diagnosis", None):
-            leakage = dataset_leakage(ds.images, ds.meta, ds.classes, ~drop, cfg.leakage, report_dir)
+            leakage = dataset_leakage(ds.images, ds.meta, ds.classes, ~drop, cfg.leakage, report_dir,
+                                      ds.manifest.get("groups"))
     tags = ds.dicom_tags
     deidentified = False
     if tags is not None:
@@ -333,7 +334,7 @@ def validate(
     result_ds: CanonicalDataset | None = None
     if passed:
         with reporter.task("Writing validated dataset", None):
-            result_ds = _write_validated(ds, Path(dataset), out, report_dir, cfg, drop, dropped, deidentified)
+            result_ds = _write_validated(ds, Path(dataset), out, report_dir, cfg, drop, dropped, deidentified, leakage)
         report["validated_dataset"] = {"path": str(out), "content_hash": result_ds.content_hash,
                                        "num_images": result_ds.manifest["num_images"]}
     else:
@@ -408,8 +409,10 @@ def _phi_check(tags: pd.DataFrame, n_images: int, cfg: ValidateConfig) -> Check:
 
 
 def _write_validated(ds: CanonicalDataset, dataset: Path, out: Path, report_dir: Path, cfg: ValidateConfig,
-                     drop: np.ndarray, dropped: dict[str, int], deidentified: bool) -> CanonicalDataset:
-    """The validated copy: without the dropped images, pseudonymised sources when de-identified."""
+                     drop: np.ndarray, dropped: dict[str, int], deidentified: bool,
+                     leakage: LeakageReport | None = None) -> CanonicalDataset:
+    """The validated copy: without the dropped images, pseudonymised sources when de-identified; its manifest
+    carries the split's diagnosis (the evaluation report shows it beside the memorization evidence)."""
     tags = ds.dicom_tags
     keep = np.flatnonzero(~drop)
     meta = ds.meta.iloc[keep].copy()
@@ -419,7 +422,8 @@ def _write_validated(ds: CanonicalDataset, dataset: Path, out: Path, report_dir:
              if k in ("source_kind", "source_description", "split_method", "skipped", "ignored_files", "dicom",
                       "groups")}
     extra["deidentified"] = deidentified if tags is not None else None
-    extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json")}
+    extra["validation"] = {"passed": True, "dropped": dropped, "report": str(report_dir / "validation.json"),
+                           "split": leakage.summary() if leakage is not None else None}
     if deidentified:
         extra["skipped"] = [{**s, "source": _pseudonym(s["source"])} for s in extra.get("skipped") or []]
     parent = {"stage": ds.manifest.get("stage"), "content_hash": ds.content_hash, "path": str(dataset)}

@@ -312,6 +312,10 @@ def _record(real_dir: Path, synthetic_dir: Path, real: Any, syn: Any, y_syn: np.
         "created": utc_now(),
         "synthgate_version": __version__,
         "real": {"path": str(real_dir), "content_hash": real.content_hash, "counts": real.counts(),
+                 # how the held-out null was split off, and validation's diagnosis of it (leakage, representativeness)
+                 "split": {"method": real.manifest.get("split_method"),
+                           "groups": (real.manifest.get("groups") or {}).get("source"),
+                           "diagnosis": (real.manifest.get("validation") or {}).get("split")},
                  "classes": classes},
         "synthetic": {"path": str(synthetic_dir), "content_hash": syn.content_hash,
                       "num_images": int(len(y_syn)), "generator": syn.manifest.get("generator"),

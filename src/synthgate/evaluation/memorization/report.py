@@ -21,6 +21,23 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _split_paragraph(split: dict[str, Any]) -> str:
+    """Where the null comes from: the split, its groups and validation's diagnosis of it (leakage and
+    representativeness, :mod:`synthgate.data.leakage`)."""
+    diag = split.get("diagnosis")
+    head = (f"<p><b>The null's split</b>: {html.escape(str(split.get('method') or 'unknown'))}"
+            + (f"; groups: {html.escape(str(split['groups']))}" if split.get("groups") else "; no patient groups")
+            + ". ")
+    if not diag:
+        return head + ("<span class=bad>Not diagnosed</span> (the real dataset was not validated with the leakage "
+                       "diagnosis): whether held-out images share patients with training is unknown.</p>")
+    leak = f"<span class={'bad' if diag.get('leaks') else 'ok'}>Leakage: {html.escape(str(diag['leakage']))}</span>"
+    rep = diag.get("representative")
+    ok = bool(rep) and str(rep).startswith("representative")
+    rep_html = (f" <span class={'ok' if ok else 'bad'}>Null: {html.escape(str(rep))}</span>" if rep else "")
+    return head + leak + "." + rep_html + "</p>"
+
+
 def _flag_score(null: Any, level: float) -> float | None:
     """The score above which one image's p-value falls below ``level`` (bisection on the tail model)."""
     lo, hi = float(null.scores[0]) if null.n else 0.0, 12.0
@@ -113,6 +130,7 @@ def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show
         + f". Search: shifts up to {m['search']['max_shift_px']} px, scales {m['search']['scales']}, rotations "
         f"{m['search']['rotations_deg']} deg (refined), {m['search']['shortlist']} candidates per image; descriptor "
         f"{html.escape(str((m.get('descriptor') or {}).get('descriptor_id')))}.</p>")
+    parts.append(_split_paragraph((data.get("real") or {}).get("split") or {}))
     cls = "bad" if fl["count"] else "ok"
     parts.append(f"<p>Flagged as copies at {fl['alpha']:g} ({fl['correction'].upper()}): <span class={cls}>"
                  f"{fl['count']}</span> image(s){': ' + ', '.join(map(str, fl['indices'][:30])) if fl['count'] else ''}."
