@@ -33,11 +33,17 @@ def sha256_tree(root: Path, files: list[Path]) -> str:
     """Hash of a set of files: their relative paths and contents, in sorted order."""
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.relative_to(root).as_posix().encode())
+        h.update(os.fsencode(f.relative_to(root).as_posix()))  # bytes as on disk: names need not be UTF-8
         h.update(b"\0")
         h.update(sha256_file(f).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be stored anywhere: bytes that are not UTF-8 (kept by Python as surrogate
+    escapes) written as ``\\xff``; a valid name unchanged."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace") if isinstance(name, str) else str(name)
 
 
 def utc_now() -> str:

@@ -140,11 +140,12 @@ def test_repro_on_fresh_clone_then_push_and_pull_through_s3(project, env, s3, tm
     assert (clone / "data" / "raw" / "breastmnist.npz").exists()
     assert "up to date" in _run(["dvc", "status"], clone, env).stdout
 
-    # 4. a fresh clone without the remote reproduces the pipeline from the raw data
+    # 4. a fresh clone without the remote reproduces the dataset from the raw data (the stages up to validate:
+    # the versioned dataset is what must come out bit for bit; the later stages ran in step 1)
     clone2 = tmp_path / "clone2"
     _run(["git", "clone", "-q", str(project), str(clone2)], tmp_path, env)
-    r2 = _run(["dvc", "repro"], clone2, env)
-    assert "Running stage 'validate'" in r2.stdout
+    r2 = _run(["dvc", "repro", "validate"], clone2, env)
+    assert "Running stage 'validate'" in r2.stdout and "Running stage 'train'" not in r2.stdout
     assert _manifest(clone2, "prepared")["content_hash"] == _manifest(project, "prepared")["content_hash"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -173,6 +174,8 @@ def test_publish_list_pull_verify_s3(mlflow_server, s3_env, model_dir, samples, 
         np.testing.assert_array_equal(first, np.asarray(samples.images)[int(names[0][:6]), ..., 0])
     card = (out / "DATACARD.md").read_text()
     assert f"{name} version 1" in card and "| a | 60 |" in card and "memorization.max_flagged_copies" in card
+    page = (out / "report.html").read_text()  # the signed release first, then the registered public report
+    assert page.index("Released: <span class=ok>the release gate PASSED") < page.index("public report")
     assert json.loads((out / "pull.json").read_text())["status"] == "approved"
     # publishing the same content again is a no-op; a completed target is not pulled into again
     again = publish(name, store, samples=samples.root, tracking_uri=mlflow_server, config=PublishConfig(shard_size=50))
@@ -488,3 +491,21 @@ def test_training_checkpoints_mirrored_to_s3_and_restored(s3_env, tmp_path):
         more = stages.train(Params(generator=tiny(), train=quick(steps=6, checkpoint_every=2)), dataset=ds.root,
                             out=tmp_path / "pod2", checkpoint_uri=uri)
     assert more.resumed_from == 4 and more.steps == 6
+
+
+def test_a_dataset_released_by_override_says_so_at_the_top_of_its_report(mlflow_server, model_dir, samples, tmp_path):
+    """Issue #35: the published report.html said "FAILED" and never that the version was released by override. It
+    now opens with the signed release: override, who, when, why and the failing rules; the gatekeeper signs only
+    that page (it recomputes it from the registered report and its own release)."""
+    from synthgate.registry.registry import promote
+
+    name, version = _registered(tmp_path, mlflow_server, model_dir, samples, passing=False, approve=False)
+    promote(name, version, uri=mlflow_server, force=True, reason="committee decision 12: teaching only")
+    r = publish(name, tmp_path / "store", samples=samples.root, tracking_uri=mlflow_server)
+    out = tmp_path / "pulled"
+    pull(r.name, out, tmp_path / "store", tracking_uri=mlflow_server)
+    page = (out / "report.html").read_text()
+    top = page[: page.index("public report")]
+    assert "Released by OVERRIDE: <span class=bad>the release gate FAILED" in top
+    assert "committee decision 12: teaching only" in top and "memorization.max_flagged_copies" in top
+    assert "the owner <b>" in top and os.environ["MLFLOW_TRACKING_USERNAME"] in top

@@ -420,6 +420,14 @@ def test_the_gatekeeper_decides_under_its_own_pinned_policy(server, model_dir, t
     assert lax.policy_hash()[:16] in pin_policy(name, lax_file, server)  # the admin is an owner
     assert "gate.pinned_policy" in client.get_registered_model(name).tags  # the signed pin, shown in the UI
     assert "(gate passed)" in promote(name, sneaky.version, uri=server)
+    # the version's own audit trail shows the refusals under the default, the pin, and the release under the pin
+    from synthgate.registry.audit import entries
+
+    trail = list(entries(client.get_model_version(name, sneaky.version).tags).values())
+    assert [e["action"] for e in trail][-2:] == ["policy-pinned", "signed-passed"]
+    assert all("the gatekeeper's default; no pin" in e["detail"] for e in trail if e["action"] == "refused")
+    assert lax.policy_hash()[:16] in trail[-2]["detail"]
+    assert f"policy {lax.policy_hash()[:16]} pinned by " in trail[-1]["detail"]
     pin_policy(name, None, server)  # back to the defaults
     with pytest.raises(PromotionRefused, match="failed its gate under the pinned policy"):
         promote(name, sneaky.version, uri=server)

@@ -146,3 +146,69 @@ def test_sample_from_a_folder_that_is_no_model(tmp_path):
     (tmp_path / "nomodel").mkdir()
     r = run_cli("sample", "--model", "nomodel", "--out", "s", cwd=tmp_path)
     _assert_clean_failure(r, "nomodel", out=tmp_path / "s")
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_hashed(tmp_path, cli):
+    """Issue #35: a non-UTF-8 file name crashed the source hash (UnicodeEncodeError)."""
+    import os
+
+    src = make_folder(tmp_path / "raw", {"a": 10, "b": 10}, mixed=False)
+    odd = os.path.join(os.fsencode(src / "a"), b"scan-\xff\xfe.png")
+    with open(odd, "wb") as f:
+        f.write(png_bytes(pattern(99)))
+    code, out, err = cli("prepare", "--source", str(src), "--resolution", "16", "--out", str(tmp_path / "out"),
+                         cwd=tmp_path)
+    assert code == 0 and "unexpected error" not in err, err
+    import json
+
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["num_images"] == 21
+
+
+def test_a_folder_that_cannot_be_written_is_named(tmp_path, cli, monkeypatch):
+    """Issue #35: a read-only output folder ended in 'unexpected error: PermissionError'. (Tests run as root here,
+    which ignores permission bits: the refusal is the operating system's, raised where prepare writes.)"""
+    import errno
+
+    import synthgate.data.prepare as prep
+
+    src = make_folder(tmp_path / "raw", {"a": 10, "b": 10}, mixed=False)
+
+    def refuse(root, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(root))
+
+    monkeypatch.setattr(prep, "write_dataset", refuse)
+    code, _, err = cli("prepare", "--source", str(src), "--resolution", "16", "--out", str(tmp_path / "ro" / "out"),
+                       cwd=tmp_path)
+    assert code == 1 and "error: permission denied:" in err and str(tmp_path / "ro" / "out") in err
+    assert "choose a folder you may write to" in err and "unexpected" not in err
+
+    def full(root, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(root))
+
+    monkeypatch.setattr(prep, "write_dataset", full)
+    code, _, err = cli("prepare", "--source", str(src), "--resolution", "16", "--out", str(tmp_path / "out"),
+                       cwd=tmp_path)
+    assert code == 1 and "no space left on the device" in err and "unexpected" not in err
+
+
+def test_a_resolution_too_large_to_hold_is_refused_before_any_work(tmp_path, cli):
+    """Issue #35: --resolution 65536 ended in MemoryError (240 GiB)."""
+    src = make_folder(tmp_path / "raw", {"a": 2, "b": 2}, mixed=False)
+    code, _, err = cli("prepare", "--source", str(src), "--resolution", "65536", "--out", str(tmp_path / "out"),
+                       cwd=tmp_path)
+    assert code != 0 and "resolution 65536 is above 1024" in err and "4096 MiB per grey image" in err
+    assert "unexpected" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_damaged_evaluation_is_named_by_gate(tmp_path, cli):
+    """Issue #35: a corrupt evaluation.json ended in JSONDecodeError."""
+    ev = tmp_path / "evaluation.json"
+    ev.write_text('{"format": "synthgate.evaluation/v1", "evaluation_hash": "ab')  # truncated
+    code, _, err = cli("gate", "--evaluation", str(ev), "--out", str(tmp_path / "gate"))
+    assert code != 0 and "not valid JSON" in err and "damaged or truncated" in err and "unexpected" not in err
+    ev.write_bytes(b"\xff\xfe\x00garbage")
+    code, _, err = cli("gate", "--evaluation", str(ev), "--out", str(tmp_path / "gate"))
+    assert code != 0 and "not valid JSON" in err
+    ev.write_text("[1, 2]")
+    code, _, err = cli("gate", "--evaluation", str(ev), "--out", str(tmp_path / "gate"))
+    assert code != 0 and "not a synthgate evaluation" in err

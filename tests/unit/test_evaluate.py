@@ -328,3 +328,20 @@ def test_a_reader_study_goes_into_the_evaluation_its_reports_and_the_gate(real, 
     other = _synthetic(tmp_path / "other", imgs[:40], labels[:40], ds.classes)
     with pytest.raises(DataError, match="its readers judged other images"):
         evaluate(ds.root, other.root, _cfg(tmp, utility={"enabled": False}, reader_study=study.root), tmp_path / "x")
+
+
+def test_the_published_report_opens_with_the_signed_release():
+    """insert_release: a pure function of the report and the signed release (the gatekeeper recomputes it byte
+    for byte); an override names who, when, why and the failing rules; a second call replaces the block."""
+    from synthgate.evaluation.report import RELEASE_START, insert_release
+
+    page = "<html><body><h1>Evaluation</h1></body></html>"
+    rel = {"model": "m<x>", "version": "3", "verdict": "override", "signed_at": "2026-12-07T15:00:00+00:00",
+           "policy_hash": "ab" * 32, "failing_rules": ["memorization.min_planted_detection"],
+           "override": {"user": "alice", "reason": "teaching <only>"}}
+    out = insert_release(page, rel)
+    assert out == insert_release(page, rel) and out.index(RELEASE_START) < out.index("<h1>")
+    assert "Released by OVERRIDE" in out and "<b>alice</b>" in out and "teaching &lt;only&gt;" in out
+    assert "memorization.min_planted_detection" in out and "m&lt;x&gt; version 3" in out and "abababababababab" in out
+    passed = insert_release(out, {**rel, "verdict": "passed", "override": None})
+    assert passed.count(RELEASE_START) == 1 and "the release gate PASSED" in passed and "OVERRIDE" not in passed

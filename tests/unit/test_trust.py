@@ -212,3 +212,26 @@ def test_load_remembers_revocations_it_saw_and_honours_them_offline(gk, monkeypa
         release_of(client, "m", "3")
     tags["release.attestation"] = json.dumps(_release(signer, version="4"))
     assert release_of(client, "m", "4").predicate["version"] == "4"  # another version is not revoked
+
+
+def test_a_gatekeeper_with_stores_reads_staged_packages_from_those_only(tmp_path):
+    """`serve --store`: a caller cannot point the gatekeeper at its own disk or at another bucket; without the
+    option (a local gatekeeper) any store is read, as before."""
+    from synthgate.registry.gatekeeper import Gatekeeper, GatekeeperRefused
+
+    home = tmp_path / "gk"
+    generate_key(home)
+    published = tmp_path / "published"
+    (published / "ds").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", published / "link")
+    gk = Gatekeeper.open(home, None, "http://127.0.0.1:1", stores=("s3://synthgate-datasets", str(published)))
+    for ok in ("s3://synthgate-datasets", "s3://synthgate-datasets/", "s3://synthgate-datasets/v1/x",
+               str(published), str(published / "ds")):
+        gk.check_store(ok)
+    for bad in ("s3://synthgate-datasets-evil/x", "s3://other/synthgate-datasets", str(tmp_path / "outside"),
+                str(published / ".." / "outside"), str(published / "link"), "/etc"):
+        with pytest.raises(GatekeeperRefused, match="is not one this gatekeeper reads from") as e:
+            gk.check_store(bad)
+        assert e.value.status == 403 and "--store" in (e.value.hint or "")
+    Gatekeeper.open(home, None, "http://127.0.0.1:1").check_store("/anywhere")  # no --store: any store

@@ -66,9 +66,32 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(denied.exit_code)
         if os.environ.get("SYNTHGATE_DEBUG"):
             raise
+        known = _os_refusal(e)
+        if known is not None:
+            err_console.print(f"[bold red]error:[/] {known[0]}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {known[1]}", highlight=False)
+            sys.exit(1)
         err_console.print(f"[bold red]unexpected error:[/] {type(e).__name__}: {e}", highlight=False)
         err_console.print("[yellow]hint:[/] set SYNTHGATE_DEBUG=1 for the traceback and report it")
         sys.exit(1)
+
+
+def _os_refusal(e: BaseException) -> tuple[str, str] | None:
+    """(message, hint) for what the machine refused rather than synthgate: a path that cannot be written or read,
+    a full disk, memory that cannot be had; None for anything else (a bug: reported as unexpected)."""
+    import errno
+
+    if isinstance(e, PermissionError):
+        return (f"permission denied: {e.filename or e}", "choose a folder you may write to (--out, --workdir, "
+                "--dest) or fix its permissions")
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        what = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+                errno.EDQUOT: "disk quota exceeded"}[e.errno]
+        return f"{what}: {e.filename or e}", "write to another folder, or free space"
+    if isinstance(e, MemoryError):
+        return (f"out of memory ({e or 'the allocation failed'})", "lower the resolution, the batch size or "
+                "max_per_class, or run on a machine with more memory")
+    return None
 
 
 from synthgate.cli import kubeflow  # noqa: E402, F401  (pipeline and trainjob: after `version`, as before)

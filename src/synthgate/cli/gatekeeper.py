@@ -35,15 +35,19 @@ def gatekeeper_serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8090,
     tracking_uri: UriOpt = None,
+    store: Annotated[list[str] | None, typer.Option(
+        envvar="SYNTHGATE_GATEKEEPER_STORES", help="a store (s3://BUCKET/PREFIX or a folder) it reads staged "
+        "packages from; repeat for several (the variable: separated by spaces); none: any store a caller names")] = None,
 ) -> None:
     """Serve the gatekeeper (it logs in to MLflow as MLFLOW_TRACKING_USERNAME, an admin)."""
     from synthgate.registry.client import tracking_uri as _uri
     from synthgate.registry.gatekeeper import Gatekeeper
     from synthgate.registry.gatekeeper_app import serve
 
-    gk = Gatekeeper.open(home, policy, _uri(tracking_uri), key, trust_root)
+    gk = Gatekeeper.open(home, policy, _uri(tracking_uri), key, trust_root, tuple(store or ()))
     console.print(f"gatekeeper on http://{host}:{port} for {_uri(tracking_uri)}; key "
-                  f"{gk.signer.public_key.keyid[:16]}; default policy {policy or 'the built-in defaults'}", highlight=False)
+                  f"{gk.signer.public_key.keyid[:16]}; default policy {policy or 'the built-in defaults'}; stores "
+                  f"{', '.join(gk.stores) or 'any'}", highlight=False)
     serve(gk, host, port)
 
 

@@ -171,6 +171,10 @@ class SplitConfig(Strict):
         return self
 
 
+#: The largest side prepare accepts (a 1024x1024 grey image is 1 MiB; medical generators here train at <= 512).
+MAX_RESOLUTION = 1024
+
+
 class PrepareConfig(Strict):
     resolution: int = Field(64, description="output height and width in pixels (a multiple of 8)")
     channels: Literal[1, 3] = 1
@@ -192,6 +196,9 @@ class PrepareConfig(Strict):
             raise ValueError(
                 f"resolution must be a positive multiple of 8 (got {v}); the generators downsample by 8"
             )
+        if v > MAX_RESOLUTION:
+            raise ValueError(f"resolution {v} is above {MAX_RESOLUTION}: a canonical dataset holds every image at "
+                             f"this size in one array ({v}x{v} px is {v * v / 2**20:.0f} MiB per grey image)")
         return v
 
 

@@ -21,6 +21,7 @@ from synthgate.data.imaging import Geometry, ImageDecodeError, from_array, from_
 from synthgate.data.sources import RawItem, SourceData, read_source
 from synthgate.errors import DataError
 from synthgate.progress import NullReporter, Reporter
+from synthgate.utils import printable
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ def _failures(chunks: list[_Chunk], items: list[RawItem], cfg: PrepareConfig
                 f"{items[first].source}: {msg}{more}",
                 hint="remove or replace the file, or set prepare.on_error: skip to leave unreadable images out",
             )
-        skipped = [{"source": items[i].source, "error": m} for i, m in failed]
+        skipped = [{"source": printable(items[i].source), "error": m} for i, m in failed]
         log.warning("skipped %d unreadable images, first: %s", len(failed), items[first].source)
     return failed, skipped
 
@@ -403,7 +404,7 @@ def _metadata(images: np.ndarray, chunks: list[_Chunk], items: list[RawItem], sp
             "label": labels,
             "label_name": [it.label for it in items],
             "sha256": [h for c in chunks for h in c.sha256],
-            "source": [it.source for it in items],
+            "source": [printable(it.source) for it in items],
             "source_sha256": source_hashes,
             "orig_height": orig[:, 0],
             "orig_width": orig[:, 1],

@@ -358,6 +358,37 @@ def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False)
     return "\n".join(parts)
 
 
+RELEASE_START = "<!-- synthgate:release -->"
+RELEASE_END = "<!-- /synthgate:release -->"
+
+
+def insert_release(report_html: str, release: dict[str, Any]) -> str:
+    """The published report with the signed release at its very top (``release``: the gatekeeper's release
+    predicate): whether the gate passed or the version was released by an override of a failed gate, by whom, when
+    and why. A function of the registered report and the signed release only, so that the gatekeeper can
+    recompute the page byte for byte before it signs a dataset; an earlier release block is replaced."""
+    override = release.get("override") or {}
+    when = html.escape(str(release.get("signed_at", "")))
+    policy = html.escape(str(release.get("policy_hash", ""))[:16])
+    who = html.escape(str(release.get("model", ""))) + " version " + html.escape(str(release.get("version", "")))
+    if release.get("verdict") == "passed":
+        body = (f"<b>Released: <span class=ok>the release gate PASSED</span></b>. {who} was released by the "
+                f"gatekeeper on {when} under policy {policy}: every rule below held.")
+    else:
+        body = (f"<b>Released by OVERRIDE: <span class=bad>the release gate FAILED</span></b>. {who} did not pass its "
+                f"gate under policy {policy}; the owner <b>{html.escape(str(override.get('user', '?')))}</b> released it "
+                f"anyway on {when}, giving the reason: <i>{html.escape(str(override.get('reason', '')))}</i>. Failing "
+                f"rules: {html.escape(', '.join(map(str, release.get('failing_rules') or [])) or '-')} (details "
+                "below); decide whether this dataset may be used for your purpose.")
+    block = (RELEASE_START + "<div class=flag style='border-left-color:"
+             + ("#1b7f3b" if release.get("verdict") == "passed" else "#b00020") + "'>" + body
+             + " (signed release attestation; <code>synthgate pull</code> verifies it)</div>" + RELEASE_END)
+    if RELEASE_START in report_html and RELEASE_END in report_html:
+        head, rest = report_html.split(RELEASE_START, 1)
+        return head + block + rest.split(RELEASE_END, 1)[1]
+    return report_html.replace("<body>", "<body>" + block, 1) if "<body>" in report_html else block + report_html
+
+
 VERDICT_START = "<!-- synthgate:gate-verdict -->"
 VERDICT_END = "<!-- /synthgate:gate-verdict -->"
 

@@ -20,6 +20,7 @@ from its evaluation and policy, so that a record whose verdict was edited is ref
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,12 @@ def load_evaluation(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: evaluation not found", hint="run `synthgate evaluate` first")
-    data = read_json(path)
-    if data.get("format") != "synthgate.evaluation/v1" or "evaluation_hash" not in data:
+    try:
+        data = read_json(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}): the evaluation is damaged or truncated",
+                        hint="re-run `synthgate evaluate`; never edit evaluation.json by hand") from None
+    if not isinstance(data, dict) or data.get("format") != "synthgate.evaluation/v1" or "evaluation_hash" not in data:
         raise DataError(f"{path}: not a synthgate evaluation")
     actual = evaluation_hash(data)
     if actual != data["evaluation_hash"]:

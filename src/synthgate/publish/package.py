@@ -228,7 +228,7 @@ def publish(
         info = build_package(sample_dir, pkg, shard_size, png, workers=min(workers, 8), exclude=excluded)
         info["samples_source"] = source
         t_package = time.perf_counter() - t0 - t_sample
-        _copy_run_files(client, mv.run_id, evaluation, pkg, tmp / "run", notes)
+        _copy_run_files(client, mv.run_id, evaluation, pkg, tmp / "run", notes, release.predicate)
         model_info = {
             "name": model, "version": mversion, "alias": alias, "run_id": mv.run_id, "tracking_uri": uri,
             "gate_passed": release.predicate.get("verdict") == "passed", "gate_sha256": mv.tags.get("gate.sha256"),
@@ -282,12 +282,13 @@ def _sample_set(samples: Path | None, mv: Any, model: str) -> tuple[Path, str]:
                                                "evaluate, gate and register them as a new version")
 
 
-def _copy_run_files(client: Any, run_id: str, evaluation: Path | None, pkg: Path, tmp: Path, notes: list[str]
-                    ) -> None:
+def _copy_run_files(client: Any, run_id: str, evaluation: Path | None, pkg: Path, tmp: Path, notes: list[str],
+                    release: dict[str, Any]) -> None:
     """The registered run's public report, evaluation and gate record into the package, as registered (the
-    gatekeeper signs them only byte for byte). Only a public report leaves: one that shows real images (an
-    older registration) never does."""
-    from synthgate.evaluation.report import PUBLIC_MARK
+    gatekeeper signs them only byte for byte); the report with the signed release at its top (who released it,
+    by override or not: :func:`~synthgate.evaluation.report.insert_release`, which the gatekeeper recomputes). Only
+    a public report leaves: one that shows real images (an older registration) never does."""
+    from synthgate.evaluation.report import PUBLIC_MARK, insert_release
 
     for rel, dst in (("evaluation/report.html", "report.html"), ("evaluation/evaluation.json", "evaluation.json"),
                      ("gate/gate.json", "gate.json")):
@@ -297,7 +298,9 @@ def _copy_run_files(client: Any, run_id: str, evaluation: Path | None, pkg: Path
         if got is None and rel.endswith("report.html"):
             notes.append("the registered run has no public evaluation report, so none is included (the full report "
                          "shows real images and never leaves)")
-        if got is not None:
+        if got is not None and dst == "report.html":
+            (pkg / dst).write_bytes(insert_release(got.read_bytes().decode("utf-8"), release).encode("utf-8"))
+        elif got is not None:
             shutil.copyfile(got, pkg / dst)
 
 

@@ -97,12 +97,13 @@ class Gatekeeper:
     trust: TrustRoot
     policy_file: Path | None  # None: the built-in defaults
     tracking_uri: str
+    stores: tuple[str, ...] = ()  # the only stores it reads staged packages from; empty: any (a local gatekeeper)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def open(cls, home: Path, policy_file: Path | None, tracking_uri: str, key: Path | None = None,
-             trust: Path | None = None) -> Gatekeeper:
+             trust: Path | None = None, stores: tuple[str, ...] = ()) -> Gatekeeper:
         from synthgate.gates.policy import load_policy
 
         home = Path(home)
@@ -110,7 +111,8 @@ class Gatekeeper:
         root = load_trust_root(trust or home / "trust.json")
         check_pair(signer, root)
         load_policy(Path(policy_file) if policy_file else None)  # refuse a broken policy at start
-        gk = cls(home, signer, root, Path(policy_file) if policy_file else None, tracking_uri)
+        gk = cls(home, signer, root, Path(policy_file) if policy_file else None, tracking_uri,
+                 tuple(_store_key(x) for x in stores))
         with gk._db() as db:
             db.executescript("""
               CREATE TABLE IF NOT EXISTS pins (model TEXT PRIMARY KEY, policy_hash TEXT, policy TEXT, envelope TEXT);
@@ -179,8 +181,19 @@ class Gatekeeper:
             return policy_from_text(row[0]), row[0]
         return load_policy(self.policy_file), self.policy_file.read_text() if self.policy_file else ""
 
+    def policy_note(self, model: str) -> str:
+        """Which policy decides ``model``'s releases, for the audit trail: its hash and who pinned it when."""
+        with self._db() as db:
+            row = db.execute("SELECT policy_hash, envelope FROM pins WHERE model = ?", (model,)).fetchone()
+        if row:
+            body = attest.open_envelope(row[1], self.trust, attest.POLICY, f"the pin of {model}").predicate
+            return f"policy {row[0][:16]} pinned by {body.get('requested_by')} at {body.get('signed_at')}"
+        policy, _ = self.policy_for(model)
+        return f"policy {policy.policy_hash()[:16]} (the gatekeeper's default; no pin)"
+
     def pin_policy(self, caller: Caller, model: str, policy_text: str) -> dict[str, Any]:
-        """Pin ``policy_text`` (a gates.yaml) for ``model``: owners only; signed and logged."""
+        """Pin ``policy_text`` (a gates.yaml) for ``model``: owners only; signed, logged, and written into the audit
+        trail of every version of the model (a reviewer reading one version's trail sees the policy change)."""
         self.require(caller, model, "MANAGE", "pinning a policy")
         try:
             self._client().get_registered_model(model)
@@ -194,6 +207,14 @@ class Gatekeeper:
             db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)", (model, digest, policy_text, json.dumps(env)))
             self._log(db, caller, "pin-policy", model, f"policy {digest[:16]}", env)
         self._tag_model(model, PIN_TAG, json.dumps(env))
+        from synthgate.registry.audit import append
+        from synthgate.registry.client import versions_of
+
+        client = self._client()
+        for mv in versions_of(client, model):
+            append(client, model, str(mv.version), "policy-pinned", f"{caller.user} (gatekeeper)", utc_now(),
+                   f"policy {digest[:16]} pinned for every version; pin attestation "
+                   f"{attest.envelope_digest(env)[:16]}", self.signer)
         self.metrics.signed.labels("pin").inc()
         self.metrics.last_pin.set_to_current_time()
         return env
@@ -233,8 +254,8 @@ class Gatekeeper:
             with contextlib.suppress(Exception):  # the refusal stands even if auditing fails (no such version)
                 from synthgate.registry.audit import append
 
-                append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(), e.message,
-                       self.signer)
+                append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
+                       f"{e.message}; {self.policy_note(model)}", self.signer)
             raise
         if not ev.decision.passed and not override:
             failing = [f"{r.rule} ({r.reason})" for r in ev.decision.rules if not r.passed]
@@ -243,7 +264,7 @@ class Gatekeeper:
             from synthgate.registry.audit import append
 
             append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
-                   "gate failed: " + "; ".join(failing), self.signer)
+                   "gate failed: " + "; ".join(failing) + f"; {self.policy_note(model)}", self.signer)
             raise GatekeeperRefused(
                 f"{model} version {version} failed its gate under the pinned policy {policy.policy_hash()[:16]}; "
                 "not released. Failing rules:\n  " + "\n  ".join(failing),
@@ -265,7 +286,7 @@ class Gatekeeper:
         from synthgate.registry.audit import append
 
         append(client, model, version, "signed-" + predicate["verdict"], f"{caller.user} (gatekeeper)", utc_now(),
-               f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}"
+               f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {self.policy_note(model)}"
                + (f"; override: {override_reason}" if predicate["verdict"] == "override" else ""), self.signer)
         client.set_registered_model_alias(model, alias, version)
         self.metrics.signed.labels("release" if predicate["verdict"] == "passed" else "override").inc()
@@ -328,6 +349,15 @@ class Gatekeeper:
         with self._db() as db:
             return [json.loads(r[0]) for r in db.execute("SELECT envelope FROM revocations")]
 
+    def check_store(self, store: str) -> None:
+        """A gatekeeper started with ``--store`` reads staged packages from those stores (or folders under them)
+        only: a caller cannot point it at its own disk or at another bucket its credentials reach."""
+        key = _store_key(store)
+        if self.stores and not any(key == s or key.startswith(s.rstrip("/") + "/") for s in self.stores):
+            raise GatekeeperRefused(f"store {store!r} is not one this gatekeeper reads from ({', '.join(self.stores)})",
+                                    hint="publish to the store the gatekeeper serves (its --store, "
+                                         "SYNTHGATE_GATEKEEPER_STORES)")
+
     def sign_dataset(self, caller: Caller, store: str, staging: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Sign a staged dataset package (see the module docstring)."""
         from synthgate.registry.gatekeeper_checks import check_package
@@ -348,6 +378,7 @@ class Gatekeeper:
         if row and row[0] != model:
             raise GatekeeperRefused(f"dataset name {name!r} belongs to model {row[0]!r} (its first signed release); "
                                     f"{model!r} may not publish under it", hint="publish under another --name")
+        self.check_store(store)
         content = check_package(store, staging, manifest, rel.predicate, self.tracking_uri)
         with self._lock, self._db() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -366,6 +397,11 @@ class Gatekeeper:
             db.execute("COMMIT")
         self.metrics.signed.labels("dataset").inc()
         return out
+
+
+def _store_key(store: str) -> str:
+    """An s3:// URI as it is; a folder as its resolved absolute path (no ``..`` or symlink way out)."""
+    return store if "://" in store else str(Path(store).resolve())
 
 
 def policy_from_text(text: str) -> Any:

@@ -299,12 +299,13 @@ def _png_images(blobs: dict[str, bytes], hashes: list[str], labels: list[int], c
 
 def _check_documents(blobs: dict[str, bytes], release: dict[str, Any], tracking_uri: str, hashes: list[str],
                      labels: list[int], classes: list[str], evaluated: list[str]) -> None:
-    """``report.html`` is the registered run's public report, byte for byte; ``labels.csv`` is exactly what
+    """``report.html`` is the registered run's public report with the signed release at its top
+    (:func:`~synthgate.evaluation.report.insert_release`, recomputed here), byte for byte; ``labels.csv`` is exactly what
     the shards say; ``DATACARD.md`` is plain text (no embedded images, scripts or data URIs)."""
     import csv
     import re
 
-    from synthgate.evaluation.report import PUBLIC_MARK
+    from synthgate.evaluation.report import PUBLIC_MARK, insert_release
     from synthgate.registry.client import connect
     from synthgate.registry.gatekeeper import GatekeeperRefused
 
@@ -315,8 +316,13 @@ def _check_documents(blobs: dict[str, bytes], release: dict[str, Any], tracking_
                                                                            tmp)).read_bytes()
             except Exception:
                 registered = b""
-        if blobs["report.html"] != registered or PUBLIC_MARK.encode() not in registered:
-            raise GatekeeperRefused("report.html is not the registered run's public report", status=400)
+        try:
+            expected = insert_release(registered.decode("utf-8"), release).encode("utf-8")
+        except UnicodeDecodeError:
+            expected = b""
+        if not registered or blobs["report.html"] != expected or PUBLIC_MARK.encode() not in registered:
+            raise GatekeeperRefused("report.html is not the registered run's public report with this release at its "
+                                    "top", status=400)
     if "labels.csv" in blobs:
         try:
             rows = list(csv.DictReader(io.StringIO(blobs["labels.csv"].decode("utf-8"))))
