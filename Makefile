@@ -63,7 +63,7 @@ demo: $(STAMP)
 	$(BIN)/synthgate demo
 
 test: $(STAMP) $(SYSDEPS)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not integration and not e2e"

@@ -112,7 +112,14 @@ def main() -> None:
                   f"{args.repeats} pulls each; baseline (file sha256 only) median {base:.3f} s")
             for mode in ("signed", "signed+images"):
                 m = statistics.median(times[mode])
-                print(f"[{kind}]   {mode}: median {m:.3f} s, overhead {100 * (m / base - 1):+.1f}% (ratio {m / base:.3f}x)")
+                # paired by round (the three modes of a round run back to back): the median of the per-round
+                # differences, with the spread of the rounds, is less exposed to a slow moment than two medians
+                diffs = sorted(a - b for a, b in zip(times[mode], times["baseline"], strict=True))
+                print(f"[{kind}]   {mode}: median {m:.3f} s, overhead {100 * (m / base - 1):+.1f}% (ratio {m / base:.3f}x); "
+                      f"per round: median difference {1000 * statistics.median(diffs):+.0f} ms "
+                      f"({100 * statistics.median(diffs) / base:+.1f}%), rounds from {1000 * diffs[0]:+.0f} to "
+                      f"{1000 * diffs[-1]:+.0f} ms; pulls {', '.join(f'{t:.2f}' for t in times[mode])} s against "
+                      f"{', '.join(f'{t:.2f}' for t in times['baseline'])} s")
             checks = _checks_alone(pull_mod, store, r.name, r.version, tmp / f"{kind}-signed-0", args.repeats)
             print(f"[{kind}]   the signed checks alone (signature, freshness with the revocation fetch, files root), "
                   f"timed directly: median {1000 * checks:.1f} ms = {100 * checks / base:.1f}% of the baseline pull")

@@ -47,8 +47,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda and not dry_run:
             item.add_marker(skip_gpu)
-    # `make test` runs two workers, one file each at a time (pytest-xdist, --dist loadfile): the longest files
-    # start first, so that neither worker is left with one of them at the end (measured: the demo's end-to-end
+    # `make test` runs two workers, one file each at a time (pytest-xdist, --dist loadfile --no-loadscope-reorder,
+    # which keeps this order instead of xdist's files-with-most-tests-first): the longest files start first, so that neither worker is left with one of them at the end (measured: the demo's end-to-end
     # test and the DVC round trip took 2-5 minutes each). A stable sort: the order within a file is kept.
     items.sort(key=lambda it: LONGEST_FIRST.index(it.path.name) if it.path.name in LONGEST_FIRST else len(LONGEST_FIRST))
 

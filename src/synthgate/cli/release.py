@@ -104,7 +104,9 @@ def audit(
 
     table = Table(title=f"audit trail of {name}", title_justify="left")
     for col in ("version", "#", "time", "user", "action", "detail", "chain"):
-        table.add_column(col)
+        # the action and the chain's status are never cut, however narrow the terminal: the detail folds instead
+        table.add_column(col, min_width=15 if col == "action" else None, no_wrap=col in ("#", "action", "chain"),
+                         overflow="fold")
     broken = []
     for v, checked in audit_trail(name, version, tracking_uri):
         for c in checked:
