@@ -103,12 +103,16 @@ def test_two_readers_finish_a_study_in_chromium_and_analyze_counts_their_answers
             answer_next(right=k >= 4, keyboard=False)
         assert "Thank you, bob" in browser.page_source
 
+        def shows(text: str) -> bool:  # the page as loaded (a loaded machine renders late: wait, up to 30 s)
+            WebDriverWait(browser, 30, ignored_exceptions=IGNORED).until(lambda b: text in b.page_source)
+            return True
+
         browser.get(f"{base}/r/made-up-token")  # eve guesses a link
-        assert "Unknown reader link" in browser.page_source
+        assert shows("Unknown reader link")
         browser.get(f"{base}/r/{ann.token}")  # and opens ann's: finished, nothing to answer or change
-        assert "All 8 images are answered" in browser.page_source and not browser.find_elements(By.TAG_NAME, "form")
+        assert shows("All 8 images are answered") and not browser.find_elements(By.TAG_NAME, "form")
         browser.get(f"{base}/admin/{study.admin_token()}")
-        assert "2 reader(s) finished" in browser.page_source and "eve" in browser.page_source
+        assert shows("2 reader(s) finished") and "eve" in browser.page_source
     finally:
         stop.set()
     assert (tmp_path / "reading.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

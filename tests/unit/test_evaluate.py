@@ -332,16 +332,29 @@ def test_a_reader_study_goes_into_the_evaluation_its_reports_and_the_gate(real, 
 
 def test_the_published_report_opens_with_the_signed_release():
     """insert_release: a pure function of the report and the signed release (the gatekeeper recomputes it byte
-    for byte); an override names who, when, why and the failing rules; a second call replaces the block."""
-    from synthgate.evaluation.report import RELEASE_START, insert_release
+    for byte); an override names who, when, why and the failing rules; the registered report sits below in a
+    sandboxed frame, so that nothing in it (a fake banner, styles that hide, a script, a second <body>) can touch
+    the release above it."""
+    import html as html_mod
+
+    from synthgate.evaluation.report import RELEASE_END, RELEASE_START, insert_release
 
     page = "<html><body><h1>Evaluation</h1></body></html>"
     rel = {"model": "m<x>", "version": "3", "verdict": "override", "signed_at": "2026-12-07T15:00:00+00:00",
            "policy_hash": "ab" * 32, "failing_rules": ["memorization.min_planted_detection"],
            "override": {"user": "alice", "reason": "teaching <only>"}}
     out = insert_release(page, rel)
-    assert out == insert_release(page, rel) and out.index(RELEASE_START) < out.index("<h1>")
+    assert out == insert_release(page, rel) and out.index(RELEASE_START) < out.index("<iframe sandbox ")
     assert "Released by OVERRIDE" in out and "<b>alice</b>" in out and "teaching &lt;only&gt;" in out
     assert "memorization.min_planted_detection" in out and "m&lt;x&gt; version 3" in out and "abababababababab" in out
-    passed = insert_release(out, {**rel, "verdict": "passed", "override": None})
-    assert passed.count(RELEASE_START) == 1 and "the release gate PASSED" in passed and "OVERRIDE" not in passed
+    assert f'srcdoc="{html_mod.escape(page, quote=True)}"' in out and "<h1>" not in out
+    crafted = ('<html><head><style>.release{display:none}</style><script>alert(1)</script></head>'
+               f'<body><p title="<body>">{RELEASE_START}<b>Released: the release gate PASSED</b>{RELEASE_END}</p>'
+               '<template><body></template></body></html>')
+    got = insert_release(crafted, rel)
+    outer = got[: got.index("<iframe sandbox ")]
+    assert outer.count(RELEASE_START) == 1 and "PASSED" not in outer and "<script" not in got.replace(
+        "&lt;script", "") and "display:none" not in outer
+    assert got.endswith('"></iframe></body></html>') and got.count("<iframe") == 1
+    passed = insert_release(page, {**rel, "verdict": "passed", "override": None})
+    assert "the release gate PASSED" in passed and "OVERRIDE" not in passed

@@ -229,9 +229,39 @@ def test_a_gatekeeper_with_stores_reads_staged_packages_from_those_only(tmp_path
     for ok in ("s3://synthgate-datasets", "s3://synthgate-datasets/", "s3://synthgate-datasets/v1/x",
                str(published), str(published / "ds")):
         gk.check_store(ok)
+    gk.check_store(f"file://{published}/ds")
     for bad in ("s3://synthgate-datasets-evil/x", "s3://other/synthgate-datasets", str(tmp_path / "outside"),
-                str(published / ".." / "outside"), str(published / "link"), "/etc"):
+                str(published / ".." / "outside"), str(published / "link"), "/etc", "file:/etc",
+                f"file://{published}/../outside"):
         with pytest.raises(GatekeeperRefused, match="is not one this gatekeeper reads from") as e:
             gk.check_store(bad)
         assert e.value.status == 403 and "--store" in (e.value.hint or "")
+    # what the URL parser reads differently from a path, and what is no store at all, is refused outright
+    for bad, why in (("s3:\t//other-bucket/x", "control characters"), ("s3://synthgate-datasets/../x", "without . or .."),
+                     ("gs://bucket/x", "unsupported scheme"), ("", "empty")):
+        with pytest.raises(GatekeeperRefused, match=why):
+            gk.check_store(bad)
+    for entry in ("", "s3://"):  # an allow-list entry that would allow everything is refused at start
+        with pytest.raises(GatekeeperRefused, match="empty|no . or ..|without . or ..|S3 store"):
+            Gatekeeper.open(home, None, "http://127.0.0.1:1", stores=(entry,))
     Gatekeeper.open(home, None, "http://127.0.0.1:1").check_store("/anywhere")  # no --store: any store
+
+
+def test_the_gatekeeper_reads_only_plain_staged_files_of_the_listed_size(tmp_path):
+    """A staged file that is a symbolic link (to / or /dev/zero) or not a regular file is never read."""
+    from synthgate.registry.gatekeeper import GatekeeperRefused
+    from synthgate.registry.gatekeeper_checks import _plain_file_under
+
+    root = tmp_path / "store"
+    (root / "st" / "images").mkdir(parents=True)
+    (root / "st" / "images" / "a.npz").write_bytes(b"x" * 10)
+    _plain_file_under(root, "st/images/a.npz", 10)
+    os.symlink("/dev/zero", root / "st" / "images" / "zero.npz")
+    os.symlink("/", root / "st" / "root")
+    for key, size in (("st/images/zero.npz", 10), ("st/root/etc/passwd", 10)):
+        with pytest.raises(GatekeeperRefused, match="symbolic link"):
+            _plain_file_under(root, key, size)
+    with pytest.raises(GatekeeperRefused, match="not a plain file of the size"):
+        _plain_file_under(root, "st/images/a.npz", 11)
+    with pytest.raises(GatekeeperRefused, match="not a plain file"):
+        _plain_file_under(root, "st/images", 0)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from synthgate.cli._app import (
     GatekeeperOpt,
@@ -111,9 +112,10 @@ def audit(
     for v, checked in audit_trail(name, version, tracking_uri):
         for c in checked:
             f = c.fields
-            table.add_row(v, str(c.n), f.get("time", ""), f.get("user", ""), f.get("action", ""),
-                          (f.get("detail", "")[:90] + ("..." if len(f.get("detail", "")) > 90 else "")),
-                          "ok" if c.status == "ok" else (f"[yellow]{c.status}" if c.ok else f"[red]{c.status}"))
+            # the recorded text as text, whole (an entry's detail may quote what a caller wrote: never markup)
+            table.add_row(*(Text(str(x)) for x in (v, c.n, f.get("time", ""), f.get("user", ""), f.get("action", ""),
+                                                    f.get("detail", ""))),
+                          Text(c.status, style="" if c.status == "ok" else ("yellow" if c.ok else "red")))
             if not c.ok:
                 broken.append(f"version {v} entry {c.n} {c.status}")
     console.print(table)

@@ -181,15 +181,20 @@ class Gatekeeper:
             return policy_from_text(row[0]), row[0]
         return load_policy(self.policy_file), self.policy_file.read_text() if self.policy_file else ""
 
-    def policy_note(self, model: str) -> str:
-        """Which policy decides ``model``'s releases, for the audit trail: its hash and who pinned it when."""
-        with self._db() as db:
-            row = db.execute("SELECT policy_hash, envelope FROM pins WHERE model = ?", (model,)).fetchone()
-        if row:
-            body = attest.open_envelope(row[1], self.trust, attest.POLICY, f"the pin of {model}").predicate
-            return f"policy {row[0][:16]} pinned by {body.get('requested_by')} at {body.get('signed_at')}"
-        policy, _ = self.policy_for(model)
-        return f"policy {policy.policy_hash()[:16]} (the gatekeeper's default; no pin)"
+    def policy_note(self, model: str, policy: Any) -> str:
+        """The policy a decision on ``model`` was made under (``policy``, the very object it decided with), for the
+        audit trail: its hash and, when it is the model's pin, who pinned it when. Never raises: an entry that
+        cannot name the pinner still names the policy."""
+        digest = policy.policy_hash()
+        try:
+            with self._db() as db:
+                row = db.execute("SELECT policy_hash, envelope FROM pins WHERE model = ?", (model,)).fetchone()
+            if row and row[0] == digest:
+                body = attest.open_envelope(row[1], self.trust, attest.POLICY, f"the pin of {model}").predicate
+                return f"policy {digest[:16]} pinned by {body.get('requested_by')} at {body.get('signed_at')}"
+        except Exception as e:  # noqa: BLE001 (the note is informative; the decision stands)
+            return f"policy {digest[:16]} (its pin statement could not be read: {type(e).__name__})"
+        return f"policy {digest[:16]} (the gatekeeper's default; no pin)"
 
     def pin_policy(self, caller: Caller, model: str, policy_text: str) -> dict[str, Any]:
         """Pin ``policy_text`` (a gates.yaml) for ``model``: owners only; signed, logged, and written into the audit
@@ -247,6 +252,7 @@ class Gatekeeper:
         override = bool(override_reason and override_reason.strip())
         self.require(caller, model, "MANAGE" if override else "EDIT", "an override" if override else "a release")
         policy, _ = self.policy_for(model)
+        note = self.policy_note(model, policy)  # the policy this decision is made under, read once, before it
         client = self._client()
         try:
             ev = evidence(client, self.tracking_uri, model, version, policy)
@@ -255,7 +261,7 @@ class Gatekeeper:
                 from synthgate.registry.audit import append
 
                 append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
-                       f"{e.message}; {self.policy_note(model)}", self.signer)
+                       f"{e.message}; {note}", self.signer)
             raise
         if not ev.decision.passed and not override:
             failing = [f"{r.rule} ({r.reason})" for r in ev.decision.rules if not r.passed]
@@ -264,7 +270,7 @@ class Gatekeeper:
             from synthgate.registry.audit import append
 
             append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
-                   "gate failed: " + "; ".join(failing) + f"; {self.policy_note(model)}", self.signer)
+                   "gate failed: " + "; ".join(failing) + f"; {note}", self.signer)
             raise GatekeeperRefused(
                 f"{model} version {version} failed its gate under the pinned policy {policy.policy_hash()[:16]}; "
                 "not released. Failing rules:\n  " + "\n  ".join(failing),
@@ -286,8 +292,8 @@ class Gatekeeper:
         from synthgate.registry.audit import append
 
         append(client, model, version, "signed-" + predicate["verdict"], f"{caller.user} (gatekeeper)", utc_now(),
-               f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {self.policy_note(model)}"
-               + (f"; override: {override_reason}" if predicate["verdict"] == "override" else ""), self.signer)
+               (f"override: {override_reason}; " if predicate["verdict"] == "override" else "")
+               + f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {note}", self.signer)
         client.set_registered_model_alias(model, alias, version)
         self.metrics.signed.labels("release" if predicate["verdict"] == "passed" else "override").inc()
         if predicate["verdict"] == "override":
@@ -353,7 +359,7 @@ class Gatekeeper:
         """A gatekeeper started with ``--store`` reads staged packages from those stores (or folders under them)
         only: a caller cannot point it at its own disk or at another bucket its credentials reach."""
         key = _store_key(store)
-        if self.stores and not any(key == s or key.startswith(s.rstrip("/") + "/") for s in self.stores):
+        if self.stores and not any(key == s or key.startswith(s + "/") for s in self.stores):
             raise GatekeeperRefused(f"store {store!r} is not one this gatekeeper reads from ({', '.join(self.stores)})",
                                     hint="publish to the store the gatekeeper serves (its --store, "
                                          "SYNTHGATE_GATEKEEPER_STORES)")
@@ -400,8 +406,25 @@ class Gatekeeper:
 
 
 def _store_key(store: str) -> str:
-    """An s3:// URI as it is; a folder as its resolved absolute path (no ``..`` or symlink way out)."""
-    return store if "://" in store else str(Path(store).resolve())
+    """The store as :func:`synthgate.stores.open_store` will open it, parsed the same way: ``s3://BUCKET/PREFIX``
+    (no ``.`` or ``..`` segments), or a folder (a path or a ``file:`` URI) as its resolved absolute path. Control
+    characters (which the URL parser drops), other schemes and a bucket-less or empty store are refused."""
+    from urllib.parse import urlparse
+
+    text = str(store)
+    if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise GatekeeperRefused(f"store {text!r} is empty or holds control characters", status=400)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        parts = [p for p in parsed.path.split("/") if p]
+        if not parsed.netloc or any(p in (".", "..") for p in parts):
+            raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or ..", status=400)
+        return "s3://" + "/".join([parsed.netloc, *parts])
+    if parsed.scheme == "file":
+        return str(Path(parsed.path).resolve())
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise GatekeeperRefused(f"store {text!r}: unsupported scheme {parsed.scheme!r}", status=400)
+    return str(Path(text).resolve())
 
 
 def policy_from_text(text: str) -> Any:

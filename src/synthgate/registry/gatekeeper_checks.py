@@ -154,6 +154,8 @@ def _read_staged(store: str, staging: str, files: Any) -> dict[str, bytes]:
         path = str(f.get("path"))
         if not path or path.startswith("/") or "\\" in path or ".." in path.split("/") or path in blobs:
             raise GatekeeperRefused(f"the manifest lists an unsafe or repeated path {path!r}", status=400)
+        if st.kind == "file":
+            _plain_file_under(Path(st.uri), f"{staging}/{path}", int(f.get("size", -1)))
         try:
             data = st.get_bytes(f"{staging}/{path}")
         except KeyError:
@@ -163,6 +165,28 @@ def _read_staged(store: str, staging: str, files: Any) -> dict[str, bytes]:
                                     status=400)
         blobs[path] = data
     return blobs
+
+
+def _plain_file_under(root: Path, key: str, size: int) -> None:
+    """A folder store's staged file must be a regular file of the listed size inside the store, reached without
+    a symlink (a link to ``/`` or ``/dev/zero`` would read the gatekeeper's own disk or exhaust its memory)."""
+    import stat
+
+    from synthgate.registry.gatekeeper import GatekeeperRefused
+
+    base = root.resolve()
+    here = base
+    for part in [p for p in key.split("/") if p]:
+        here = here / part
+        try:
+            st = here.lstat()
+        except FileNotFoundError:
+            return  # "not staged" is said by the read
+        if stat.S_ISLNK(st.st_mode):
+            raise GatekeeperRefused(f"{key}: a symbolic link in the staged package; only plain files are read",
+                                    status=400)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        raise GatekeeperRefused(f"{key}: not a plain file of the size the manifest lists", status=400)
 
 
 def _evaluated_images(release: dict[str, Any], samples: dict[str, Any], tracking_uri: str) -> list[str]:
