@@ -48,20 +48,26 @@ class Store(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
-def open_store(uri: str | Path) -> Store:
-    """``s3://bucket[/prefix]`` -> S3Store; a path or ``file://`` URI -> FileStore."""
+def store_location(uri: str | Path) -> tuple[str, str, str]:
+    """How :func:`open_store` reads ``uri``: ("s3", bucket, prefix) or ("file", "", folder path)."""
     text = str(uri)
     parsed = urlparse(text)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreError(f"store {text!r}: no bucket", hint="use s3://BUCKET[/PREFIX]")
-        return S3Store(parsed.netloc, parsed.path.strip("/"))
+        return "s3", parsed.netloc, parsed.path.strip("/")
     if parsed.scheme == "file":
-        return FileStore(Path(parsed.path))
+        return "file", "", parsed.path
     if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
         raise StoreError(f"store {text!r}: unsupported scheme {parsed.scheme!r}",
                          hint="use a folder path, file:///PATH or s3://BUCKET/PREFIX")
-    return FileStore(Path(text))
+    return "file", "", text
+
+
+def open_store(uri: str | Path) -> Store:
+    """``s3://bucket[/prefix]`` -> S3Store; a path or ``file://`` URI -> FileStore."""
+    kind, bucket, where = store_location(uri)
+    return S3Store(bucket, where) if kind == "s3" else FileStore(Path(where))
 
 
 # --------------------------------------------------------------------------------------------

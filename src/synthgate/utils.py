@@ -46,6 +46,19 @@ def printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace") if isinstance(name, str) else str(name)
 
 
+def auc_placements(a: Any, b: Any) -> tuple[float, float]:
+    """P(a score of ``a`` > one of ``b``; ties count half) and its standard error from the placement values
+    (DeLong): the AUC both the membership rule and the null's representativeness report."""
+    import numpy as np
+
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    sx, sy = np.sort(x), np.sort(y)
+    v10 = (np.searchsorted(sy, x, "left") + np.searchsorted(sy, x, "right")) / (2.0 * len(y))
+    v01 = 1.0 - (np.searchsorted(sx, y, "left") + np.searchsorted(sx, y, "right")) / (2.0 * len(x))
+    var = v10.var(ddof=1) / len(x) + v01.var(ddof=1) / len(y)
+    return float(v10.mean()), float(np.sqrt(max(var, 0.0)))
+
+
 def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 

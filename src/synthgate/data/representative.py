@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from synthgate.utils import auc_placements
+
 #: |p_farther - 0.5| beyond which (at the lower 95% bound) the held-out set is called unlike the reference.
 TOLERANCE = 0.15
 #: Class shares whose total variation distance exceeds this are reported as a skewed class mix.
@@ -47,14 +49,9 @@ class Representativeness:
     def p_farther(self) -> tuple[float, float]:
         """P(a held-out image is farther from training than a reference image; ties count half) and its
         standard error from the placement values (DeLong)."""
-        a, b = np.sort(self.held_out), np.sort(self.reference)
-        if len(a) < 2 or len(b) < 2:
+        if len(self.held_out) < 2 or len(self.reference) < 2:
             return 0.5, 0.5
-        # farther = lower similarity: the share of reference images each held-out image is below
-        va = (len(b) - (np.searchsorted(b, a, "left") + np.searchsorted(b, a, "right")) / 2.0) / len(b)
-        vb = ((np.searchsorted(a, b, "left") + np.searchsorted(a, b, "right")) / 2.0) / len(a)
-        se = float(np.sqrt(va.var(ddof=1) / len(a) + vb.var(ddof=1) / len(b)))
-        return float(va.mean()), se
+        return auc_placements(-self.held_out, -self.reference)  # farther = a lower similarity
 
     @property
     def verdict(self) -> str:

@@ -406,25 +406,26 @@ class Gatekeeper:
 
 
 def _store_key(store: str) -> str:
-    """The store as :func:`synthgate.stores.open_store` will open it, parsed the same way: ``s3://BUCKET/PREFIX``
-    (no ``.`` or ``..`` segments), or a folder (a path or a ``file:`` URI) as its resolved absolute path. Control
-    characters (which the URL parser drops), other schemes and a bucket-less or empty store are refused."""
-    from urllib.parse import urlparse
+    """The store as :func:`synthgate.stores.open_store` will open it (its own parser,
+    :func:`~synthgate.stores.store_location`): ``s3://BUCKET/PREFIX`` without ``.`` or ``..`` segments, or a folder
+    (a path or a ``file:`` URI) as its resolved absolute path. Control characters (which the URL parser drops), other
+    schemes and a bucket-less or empty store are refused."""
+    from synthgate.stores import StoreError, store_location
 
     text = str(store)
     if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise GatekeeperRefused(f"store {text!r} is empty or holds control characters", status=400)
-    parsed = urlparse(text)
-    if parsed.scheme == "s3":
-        parts = [p for p in parsed.path.split("/") if p]
-        if not parsed.netloc or any(p in (".", "..") for p in parts):
-            raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or ..", status=400)
-        return "s3://" + "/".join([parsed.netloc, *parts])
-    if parsed.scheme == "file":
-        return str(Path(parsed.path).resolve())
-    if parsed.scheme and len(parsed.scheme) > 1:
-        raise GatekeeperRefused(f"store {text!r}: unsupported scheme {parsed.scheme!r}", status=400)
-    return str(Path(text).resolve())
+    try:
+        kind, bucket, where = store_location(text)
+    except StoreError as e:
+        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or .."
+                                if "no bucket" in e.message else e.message, status=400) from None
+    if kind == "file":
+        return str(Path(where).resolve())
+    parts = [p for p in where.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or ..", status=400)
+    return "s3://" + "/".join([bucket, *parts])
 
 
 def policy_from_text(text: str) -> Any:

@@ -75,18 +75,14 @@ def auc_bound(member: np.ndarray, nonmember: np.ndarray, level: float) -> dict[s
     is common); a rule decides on the bound."""
     from scipy.stats import mannwhitneyu, norm
 
+    from synthgate.utils import auc_placements
+
     a, b = np.asarray(member, np.float64), np.asarray(nonmember, np.float64)
     if len(a) < 2 or len(b) < 2:
         return {"auc": None, "se": None, "lower_bound": None, "p": None, "members": len(a), "non_members": len(b)}
     test = mannwhitneyu(a, b, alternative="greater")
     auc = float(test.statistic / (len(a) * len(b)))
-    # placement values: share of the other sample each score beats (ties count half)
-    sb = np.sort(b)
-    sa = np.sort(a)
-    v10 = (np.searchsorted(sb, a, "left") + np.searchsorted(sb, a, "right")) / (2.0 * len(b))
-    v01 = 1.0 - (np.searchsorted(sa, b, "left") + np.searchsorted(sa, b, "right")) / (2.0 * len(a))
-    var = v10.var(ddof=1) / len(a) + v01.var(ddof=1) / len(b)
-    se = float(np.sqrt(max(var, 0.0)))
+    se = auc_placements(a, b)[1]
     return {"auc": auc, "se": se, "lower_bound": float(auc - float(norm.ppf(level)) * se), "level": level,
             "p": float(test.pvalue), "members": int(len(a)), "non_members": int(len(b))}
 
