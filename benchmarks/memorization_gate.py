@@ -61,15 +61,17 @@ DATASETS = {
 
 
 def prepared(name: str, work: Path, validate_cfg: ValidateConfig, split: str = "source",
-             max_per_class: int | None = None) -> Path:
+             max_per_class: int | None = None, resolution: int | None = None) -> Path:
     from synthgate.data.config import InferGroupsConfig
     from synthgate.data.prepare import prepare
     from synthgate.data.validate import validate
 
-    tag = name + ("" if split == "source" else f"-{split}") + (f"-{max_per_class}" if max_per_class else "")
+    tag = (name + ("" if split == "source" else f"-{split}") + (f"-{max_per_class}" if max_per_class else "")
+           + (f"-{resolution}px" if resolution else ""))
     out = work / tag / "validated"
     if not (out / "manifest.json").exists():
         src, res = DATASETS[name]
+        res = resolution or res
         groups = InferGroupsConfig(enabled=split == "inferred", source_split="regroup")
         t = time.perf_counter()
         prepare(src, PrepareConfig(resolution=res, max_per_class=max_per_class, infer_groups=groups),
@@ -92,6 +94,21 @@ def concat(parts: list[Scored]) -> Scored:
     return Scored(res, np.concatenate([p.descriptor for p in parts]), np.concatenate([p.descriptor_index for p in parts]))
 
 
+def ceiling(null: Scored, copies: Scored) -> dict:
+    """How many planted copies lie beyond *every* held-out image on at least one detector. A copy
+    whose every detector score is within the range of unseen patients' scores cannot get a p-value
+    below about 1/(n + 1) from any calibrated test on these detectors: this share bounds the power of
+    any combination of them at a level below 1/(n + 1), whatever the null model."""
+    ns, cs = null.scores(), copies.scores()
+    beyond = np.zeros(len(copies.descriptor), bool)
+    per = {}
+    for d, v in cs.items():
+        over = v > ns[d].max()
+        per[d] = float(over.mean())
+        beyond |= over
+    return {"beyond_null_max": float(beyond.mean()), "beyond_per_detector": per, "n_null_all": int(len(null.descriptor))}
+
+
 def memorization_verdict(mem: dict, policy: GatePolicy) -> tuple[bool, list[str], dict]:
     """The gate's decision on the memorization rules only (utility etc. are other benchmarks')."""
     ev = {"memorization": mem, "evaluation_hash": "benchmark", "synthetic": {}, "summary": {}, "utility": None}
@@ -105,7 +122,7 @@ def run(name: str, args: argparse.Namespace, policy: GatePolicy) -> dict:
     device = torch.device(args.device)
     root = prepared(name, Path(args.work), ValidateConfig(drop_duplicates=True, drop_empty=True,
                                                           near_duplicate_threshold=args.dedup),
-                    args.split, args.max_per_class)
+                    args.split, args.max_per_class, args.resolution)
     ds = load_dataset(root)
     cfg = MemorizationConfig(descriptor={"cache_dir": Path(args.work) / "descriptors", "steps": args.descriptor_steps})
     images = np.asarray(ds.images)
@@ -171,7 +188,9 @@ def run(name: str, args: argparse.Namespace, policy: GatePolicy) -> dict:
                           "weakest": min((k for k, v in data["planted"].items() if v["ruled"]),
                                          key=lambda k: data["planted"][k]["rate"])})
         print(f"  {name} split {s}: {'pass' if ok else 'FAIL ' + ','.join(failed)}", flush=True)
-    planted_table = {k: {"rate": v["rate"], "ci95": v["ci95"], "per_detector": v["per_detector"]}
+    planted_table = {k: {"rate": v["rate"], "ci95": v["ci95"], "per_detector": v["per_detector"],
+                         "median_p": float(np.median(v["p_values"])),
+                         "level": cfg.alpha / max(len(syn_idx), 1), **ceiling(s_all, s_planted[k])}
                      for k, v in data["planted"].items()}
 
     power_rows = []
@@ -224,6 +243,7 @@ def main() -> None:
     ap.add_argument("--split", choices=["source", "inferred"], default="source",
                     help="source: the source's own (or a seeded random) split; inferred: split by inferred groups")
     ap.add_argument("--max-per-class", type=int, default=None, help="prepare at most N images per class (seeded)")
+    ap.add_argument("--resolution", type=int, default=None, help="prepare at this resolution (default: per dataset)")
     ap.add_argument("--dedup", type=float, default=0.99, help="validate.near_duplicate_threshold")
     ap.add_argument("--descriptor-steps", type=int, default=MemorizationConfig().descriptor.steps)
     ap.add_argument("--work", default=str(REPO / "data" / "benchmarks"))
@@ -234,8 +254,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.out is None:
-        suffix = ("" if args.split == "source" else f"-{args.split}") + (f"-{args.max_per_class}" if args.max_per_class
-                                                                          else "")
+        suffix = (("" if args.split == "source" else f"-{args.split}")
+                  + (f"-{args.max_per_class}" if args.max_per_class else "")
+                  + (f"-{args.resolution}px" if args.resolution else ""))
         args.out = str(REPO / "reports" / "benchmarks" / f"memorization_gate{suffix}.json")
     policy = GatePolicy()
     results = []
@@ -280,6 +301,13 @@ def print_tables(results: list[dict]) -> None:
     for k in results[0]["planted"]:
         print(f"| {k} | " + " | ".join(f"{r['planted'][k]['rate']:.2f} [{r['planted'][k]['ci95'][0]:.2f}, "
                                         f"{r['planted'][k]['ci95'][1]:.2f}]" for r in results) + " |")
+    print("\n## Ceiling: planted copies beyond every held-out image on at least one detector (bounds any "
+          "calibrated combination's power); median combined p of the copies against the level")
+    print("| kind | " + " | ".join(r["dataset"] for r in results) + " |")
+    print("| --- | " + " | ".join("---" for _ in results) + " |")
+    for k in results[0]["planted"]:
+        print(f"| {k} | " + " | ".join(f"{r['planted'][k]['beyond_null_max']:.2f} (p {r['planted'][k]['median_p']:.1e}"
+                                        f" vs {r['planted'][k]['level']:.1e})" for r in results) + " |")
     print("\n## One exact copy")
     for r in results:
         o = r["one_exact_copy"]

@@ -433,6 +433,35 @@ def test_store_shard_replaced_with_the_manifest_recomputed(w, tmp_path):
     refused_by_gatekeeper(e, "images/shard-00000.npz: ")
 
 
+def test_deleting_the_newest_audit_entry_shows(w, cli, model_dir, samples):  # noqa: F811
+    """The chain alone cannot show a removed *last* entry (what is left is a valid chain): an owner (deleting a
+    version tag needs MANAGE in MLflow 3.17; the pipeline role gets 403) deletes the gatekeeper's signed refusal
+    of a failed version; `synthgate audit` names it from the
+    gatekeeper's signed record. Offline, the audit says what it could not check instead of passing silently."""
+    from synthgate.registry.audit import entries
+    from synthgate.registry.server import free_port
+
+    v = register_version(w.tmp, w.uri, model_dir, samples, G, passing=False)
+    with as_user("rev"), pytest.raises(SynthgateError):
+        promote(G, v, uri=w.uri)  # refused: a signed "refused" entry on v
+    with as_user("cons"):
+        code, out, err = cli("audit", G, "--version", v, "--tracking-uri", w.uri)
+    assert code == 0 and "refused" in out and "not consulted" not in out, (out, err)
+    last = max(entries(w.tags(G, v)))
+    with as_user("owner"):
+        for k in list(w.tags(G, v)):
+            if k.startswith(f"audit.{last}."):
+                w.client().delete_model_version_tag(G, v, k)
+    with as_user("cons"):
+        code, out, err = cli("audit", G, "--version", v, "--tracking-uri", w.uri)
+    assert code != 0, f"BYPASS: the deleted refusal of {G} version {v} is not noticed\n{out}"
+    assert f"version {v} entry {last} was signed by the gatekeeper (refused) and is gone" in err, err
+    with env(SYNTHGATE_GATEKEEPER_URL=f"http://127.0.0.1:{free_port()}"), as_user("cons"):
+        code, out, err = cli("audit", G, "--version", v, "--tracking-uri", w.uri)
+    assert code == 0 and "the gatekeeper's record was not consulted" in " ".join(out.split()), out
+    assert "a removed newest entry would not show" in " ".join(out.split()), out
+
+
 def test_a_model_name_with_a_quote_does_not_break_models(w, cli):
     """`q' OR name LIKE '%` as a model name (any user may create one) must not break `synthgate models`."""
     name = "q' OR name LIKE '%"
@@ -924,6 +953,25 @@ def test_staged_report_with_embedded_images(w, tmp_path):
     _must_refuse(staging, manifest, store, "report.html",
                  "the gatekeeper signed a report.html that is not the registered public report and embeds an image "
                  "(gatekeeper_checks.check_package accepts DOCUMENTS unchecked)")
+
+
+def test_registered_report_replaced_after_the_release(w, samples):  # noqa: F811
+    """The reviewer released sec-generator v1 having read its public report; an artifact-store writer then
+    replaces the run's `evaluation/report.html` with a page that still carries the public mark but tells
+    another story. Publishing must not ship it: the release signed the report's sha256."""
+    from synthgate.evaluation.report import PUBLIC_MARK
+
+    c = w.client()
+    report = _artifact_dir(c.get_run(c.get_model_version(G, "1").run_id).info.artifact_uri) / "evaluation" / "report.html"
+    honest = report.read_bytes()
+    report.write_text(f"<html><body>{PUBLIC_MARK} reviewed by the ethics board: no copies, PASSED</body></html>")
+    try:
+        with as_user("pipe"), pytest.raises(GatekeeperRefused) as e:
+            publish(G, w.tmp / "store-report", samples=samples.root, tracking_uri=w.uri)
+        refused_by_gatekeeper(e, "report.html: the registered public report is not the one the release signed",
+                              "replaced after the release")
+    finally:
+        report.write_bytes(honest)
 
 
 def test_the_world_is_intact(w):

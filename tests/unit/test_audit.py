@@ -42,7 +42,7 @@ def _trail():
     for i, action in enumerate(("refused", "signed-override", "guard-reverted"), start=1):
         by = None if action == "guard-reverted" else signer  # the guard holds no key
         assert audit.append(c, "m", "3", action, "rita (gatekeeper)", f"2026-12-01T10:0{i}:00Z", f"detail {i}",
-                            by) == i
+                            by)[0] == i
     return c
 
 
@@ -126,3 +126,22 @@ def test_approvable_fails_closed(monkeypatch):
 
     monkeypatch.setattr(reg, "release_of", unsigned)
     assert verify.approvable(object(), "m", "3") == (False, "m version 3: release attestation: no signed attestation")
+
+
+def test_the_gatekeepers_record_shows_a_removed_newest_entry_or_a_replaced_one():
+    """The chain cannot show that its newest entry was deleted: the gatekeeper's record of the entries it
+    signed can (the guard's unsigned entry 3 is not in it)."""
+    tags = _trail().tags
+    record = [{"n": n, "hash": tags[f"audit.{n}.hash"], "action": tags[f"audit.{n}.action"]} for n in (1, 2)]
+    assert all(c.ok for c in audit.check_record(audit.verify("m", "3", tags, _gatekeeper()[1]), record))
+    cut = {k: v for k, v in tags.items() if not k.startswith(("audit.2.", "audit.3."))}
+    assert all(c.ok for c in audit.verify("m", "3", cut, _gatekeeper()[1]))  # the chain alone: nothing shows
+    got = audit.check_record(audit.verify("m", "3", cut, _gatekeeper()[1]), record)
+    assert [(c.n, c.status) for c in got if not c.ok] == [
+        (2, "was signed by the gatekeeper (signed-override) and is gone (removed after it was written)")]
+    # the trail's entry 2 chains and is signed, but the gatekeeper signed another entry as number 2 (two writers
+    # took the same number, or a genuinely signed entry of another trail was copied in)
+    record[1]["hash"] = "f" * 64
+    got = audit.check_record(audit.verify("m", "3", tags, _gatekeeper()[1]), record)
+    assert [c.status for c in got if not c.ok] == [
+        "is not the entry the gatekeeper signed as number 2 (signed-override): replaced"]

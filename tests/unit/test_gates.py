@@ -417,6 +417,32 @@ def test_planted_power_is_judged_at_the_synthetic_set_size():
     assert not r.passed and r.value == 0.0 and "below 0.9: crop_resize" in r.reason  # 1e-7 > 0.005 / 100000
 
 
+def test_a_failing_planted_kind_that_the_data_caps_is_named_as_such():
+    """Issue #34: when a kind fails because its copies are no more copy-like than unseen patients' images
+    (the evaluation's `reachable` share), the reason says that no statistics fix it; a kind that fails with
+    a high reachable share is the statistics' limit and is not named so."""
+    e = _evaluation(memorization__planted__crop_resize__p_values=[1e-7] * 30 + [0.5] * 70,
+                    memorization__planted__crop_resize__reachable=0.66,
+                    memorization__planted__noise__p_values=[1e-7] * 50 + [0.5] * 50,
+                    memorization__planted__noise__reachable=0.99)
+    r = next(x for x in decide(e, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert not r.passed and "below 0.9: crop_resize, noise" in r.reason
+    assert ("not reachable on this data: crop_resize (at most 0.66: 34% of its copies are no more copy-like than "
+            "some unseen patient's image on every detector)") in r.reason
+    assert "noise (at most" not in r.reason and "a higher resolution or a detector" in r.reason
+    old = _evaluation(memorization__planted__crop_resize__p_values=[1e-7] * 30 + [0.5] * 70)  # no reachable share
+    r = next(x for x in decide(old, GatePolicy()).rules if x.rule == "memorization.min_planted_detection")
+    assert not r.passed and "not reachable" not in r.reason
+
+
+def test_the_reachable_share_counts_copies_beyond_every_held_out_image_on_some_detector():
+    from synthgate.evaluation.memorization.evidence import reachable
+
+    null_max = {"pixel": 2.0, "aligned": 3.0}
+    copies = {"pixel": np.array([2.5, 1.0, 1.0, 2.0]), "aligned": np.array([0.0, 3.5, 2.9, 3.0])}
+    assert reachable(copies, null_max) == 0.5  # beyond on pixel, beyond on aligned, inside, tied (not beyond)
+
+
 def test_memorization_evidence_that_cannot_certify_fails_whatever_the_policy():
     partial = _evaluation(memorization__coverage__train_compared=20000, memorization__coverage__full=False,
                           memorization__coverage__train_size=47000)

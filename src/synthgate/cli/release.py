@@ -108,8 +108,10 @@ def audit(
         # the action and the chain's status are never cut, however narrow the terminal: the detail folds instead
         table.add_column(col, min_width=15 if col == "action" else None, no_wrap=col in ("#", "action", "chain"),
                          overflow="fold")
-    broken = []
-    for v, checked in audit_trail(name, version, tracking_uri):
+    broken, notes = [], []
+    for v, checked, note in audit_trail(name, version, tracking_uri):
+        if note:
+            notes.append(f"version {v}: {note}")
         for c in checked:
             f = c.fields
             # the recorded text as text, whole (an entry's detail may quote what a caller wrote: never markup)
@@ -119,6 +121,8 @@ def audit(
             if not c.ok:
                 broken.append(f"version {v} entry {c.n} {c.status}")
     console.print(table)
+    for n in notes:
+        console.print(Text(n, style="yellow"))
     if broken:
         raise SynthgateError("the audit trail does not verify:\n  " + "\n  ".join(broken),
                              hint="the version's audit.N tags were edited in MLflow; compare with the guard's and "

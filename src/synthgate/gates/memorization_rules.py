@@ -89,7 +89,23 @@ def _planted_rule(mem: dict[str, Any], policy: GatePolicy, level: float, m: int,
         f"planted copies flagged (one among {m} images, p <= {level:.3g}): weakest kind {weakest} "
         f"{value:.2f} of {planted[weakest]['n']}"
         + (f"; below {mp.min_planted_detection:g}: {', '.join(blind)}" if blind else "")
-        + f"; {'within' if ok else 'violates'} >= {mp.min_planted_detection:g}"))
+        + f"; {'within' if ok else 'violates'} >= {mp.min_planted_detection:g}"
+        + _unreachable(planted, blind, mp.min_planted_detection)))
+
+
+def _unreachable(planted: dict[str, Any], blind: list[str], need: float) -> str:
+    """Which failing kinds no test on these detectors could catch often enough on this held-out set: the
+    evaluation's ``reachable`` share (copies beyond every unseen patient's image on some detector; informative,
+    never part of the decision). Those kinds need more resolution or another detector, not more statistics."""
+    capped = [(k, float(planted[k]["reachable"])) for k in blind
+              if isinstance(planted[k].get("reachable"), int | float) and planted[k]["reachable"] < need]
+    if not capped:
+        return ""
+    return ("; not reachable on this data: " + ", ".join(
+        f"{k} (at most {r:.2f}: {1 - r:.0%} of its copies are no more copy-like than some unseen patient's image "
+        "on every detector)" for k, r in capped)
+        + " - no threshold or null model fixes that; a higher resolution or a detector that separates these "
+          "copies does")
 
 
 def _excess_rule(detectors: dict[str, Any], policy: GatePolicy, test_level: float, rules: list[RuleResult],

@@ -13,6 +13,11 @@ catches a quiet edit (a changed detail, user or time, a deleted or swapped entry
 catches an entry written by hand, even one with a valid chain hash. The promotion guard has no key:
 its ``guard-reverted`` entries are reported as unsigned, and pass. Entries written before the chain
 existed (no ``hash`` tag) are reported as such.
+
+Neither the chain nor the signatures can show that the *newest* entries were deleted (what is left is a valid
+chain). The gatekeeper therefore keeps its own record of every entry it signed (number, hash, action) and signs
+it on request, with the caller's nonce (:data:`AUDIT_RECORD`); :func:`check_record` compares the trail with it,
+so that a deleted refusal, override or revocation entry shows even when it was the last one.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ FIELDS = ("action", "user", "time", "detail")
 UNSIGNED_ACTIONS = ("guard-reverted",)
 #: Predicate type of a signed audit entry.
 AUDIT = "https://synthgate.dev/attestation/audit-entry/v1"
+#: Predicate type of the gatekeeper's signed record of the entries it wrote on one version.
+AUDIT_RECORD = "https://synthgate.dev/attestation/audit-record/v1"
 GENESIS = "0" * 64
 _KEY = re.compile(r"audit\.(\d+)\.(\w+)")
 
@@ -48,8 +55,8 @@ def entries(tags: dict[str, str]) -> dict[int, dict[str, str]]:
 
 
 def append(client: Any, name: str, version: str, action: str, user: str, time: str, detail: str,
-           signer: Any = None) -> int:
-    """Write entry N+1 on the version (its hash, then its signature with ``signer``, last); return N+1."""
+           signer: Any = None) -> tuple[int, str]:
+    """Write entry N+1 on the version (its hash, then its signature with ``signer``, last); return (N+1, its hash)."""
     got = entries(client.get_model_version(name, version).tags)
     n = 1 + max(got, default=0)
     prev = got[n - 1].get("hash", GENESIS) if n > 1 else GENESIS
@@ -63,7 +70,7 @@ def append(client: Any, name: str, version: str, action: str, user: str, time: s
 
         env = sign(statement(AUDIT, f"{name}/{version}#{n}", digest, {"action": action, "signed_at": time}), signer)
         client.set_model_version_tag(name, version, f"audit.{n}.sig", json.dumps(env, separators=(",", ":")))
-    return n
+    return n, digest
 
 
 @dataclass
@@ -131,3 +138,20 @@ def verify(name: str, version: str, tags: dict[str, str], trust: Any = "auto") -
         out.append(Checked(n, e, status))
         prev_hash = e["hash"]
     return out
+
+
+def check_record(checked: list[Checked], record: list[dict[str, Any]]) -> list[Checked]:
+    """The trail (:func:`verify`'s result) against the gatekeeper's record of the entries it signed
+    (``[{"n", "hash", "action"}]``): an entry it signed that is gone, even the newest, or that is not the
+    entry it signed under that number, is named. Returns the entries, the missing ones added, by number."""
+    by_n = {c.n: c for c in checked}
+    out = list(checked)
+    for r in record:
+        n, action = int(r["n"]), str(r.get("action", ""))
+        c = by_n.get(n)
+        if c is None:
+            out.append(Checked(n, {"action": action}, f"was signed by the gatekeeper ({action}) and is gone "
+                                                       "(removed after it was written)"))
+        elif c.ok and c.fields.get("hash") != r.get("hash"):
+            c.status = f"is not the entry the gatekeeper signed as number {n} ({action}): replaced"
+    return sorted(out, key=lambda c: c.n)

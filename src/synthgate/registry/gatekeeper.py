@@ -40,7 +40,7 @@ from typing import Any
 from synthgate.errors import SynthgateError
 from synthgate.trust import attest
 from synthgate.trust.keys import TrustRoot, check_pair, load_signer, load_trust_root
-from synthgate.utils import sha256_file, utc_now
+from synthgate.utils import utc_now
 
 RELEASE_TAG, REVOCATION_TAG, PIN_TAG = "release.attestation", "release.revocation", "gate.pinned_policy"
 RANK = {"NO_PERMISSIONS": 0, "READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
@@ -105,6 +105,7 @@ class Gatekeeper:
     def open(cls, home: Path, policy_file: Path | None, tracking_uri: str, key: Path | None = None,
              trust: Path | None = None, stores: tuple[str, ...] = ()) -> Gatekeeper:
         from synthgate.gates.policy import load_policy
+        from synthgate.registry.gatekeeper_checks import store_key
 
         home = Path(home)
         signer = load_signer(key or home / "gatekeeper.key")
@@ -112,7 +113,7 @@ class Gatekeeper:
         check_pair(signer, root)
         load_policy(Path(policy_file) if policy_file else None)  # refuse a broken policy at start
         gk = cls(home, signer, root, Path(policy_file) if policy_file else None, tracking_uri,
-                 tuple(_store_key(x) for x in stores))
+                 tuple(store_key(x) for x in stores))
         with gk._db() as db:
             db.executescript("""
               CREATE TABLE IF NOT EXISTS pins (model TEXT PRIMARY KEY, policy_hash TEXT, policy TEXT, envelope TEXT);
@@ -120,6 +121,8 @@ class Gatekeeper:
                                                    PRIMARY KEY (model, version));
               CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, model TEXT, serial INTEGER);
               CREATE TABLE IF NOT EXISTS revocations (subject TEXT PRIMARY KEY, envelope TEXT);
+              CREATE TABLE IF NOT EXISTS audit (model TEXT, version TEXT, n INTEGER, hash TEXT, action TEXT,
+                                                PRIMARY KEY (model, version, n));
               CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT, user TEXT,
                                               action TEXT, subject TEXT, detail TEXT, envelope_sha256 TEXT);""")
         return gk
@@ -212,14 +215,13 @@ class Gatekeeper:
             db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)", (model, digest, policy_text, json.dumps(env)))
             self._log(db, caller, "pin-policy", model, f"policy {digest[:16]}", env)
         self._tag_model(model, PIN_TAG, json.dumps(env))
-        from synthgate.registry.audit import append
         from synthgate.registry.client import versions_of
 
         client = self._client()
         for mv in versions_of(client, model):
-            append(client, model, str(mv.version), "policy-pinned", f"{caller.user} (gatekeeper)", utc_now(),
-                   f"policy {digest[:16]} pinned for every version; pin attestation "
-                   f"{attest.envelope_digest(env)[:16]}", self.signer)
+            self._append(client, model, str(mv.version), "policy-pinned", caller,
+                         f"policy {digest[:16]} pinned for every version; pin attestation "
+                         f"{attest.envelope_digest(env)[:16]}")
         self.metrics.signed.labels("pin").inc()
         self.metrics.last_pin.set_to_current_time()
         return env
@@ -234,6 +236,32 @@ class Gatekeeper:
              env: dict[str, Any] | None) -> None:
         db.execute("INSERT INTO log (time, user, action, subject, detail, envelope_sha256) VALUES (?, ?, ?, ?, ?, ?)",
                    (utc_now(), caller.user, action, subject, detail, attest.envelope_digest(env) if env else None))
+
+    def _append(self, client: Any, model: str, version: str, action: str, caller: Caller, detail: str) -> None:
+        """A signed entry on the version's audit trail, kept in this gatekeeper's own record too (one writer at a
+        time: two of its entries never take the same number)."""
+        from synthgate.registry.audit import append
+
+        with self._lock:
+            n, digest = append(client, model, version, action, f"{caller.user} (gatekeeper)", utc_now(), detail,
+                               self.signer)
+            with self._db() as db:
+                db.execute("INSERT OR REPLACE INTO audit VALUES (?, ?, ?, ?, ?)", (model, str(version), n, digest, action))
+
+    def audit_record(self, caller: Caller, model: str, version: str, nonce: str) -> dict[str, Any]:
+        """The entries this gatekeeper signed on ``model`` ``version`` (number, hash, action), signed with the
+        caller's ``nonce`` (a replayed older record does not verify); any user who may read the model."""
+        from synthgate.registry.audit import AUDIT_RECORD
+
+        self.require(caller, model, "READ", "reading the audit record")
+        if not nonce or len(nonce) > 128:
+            raise GatekeeperRefused("an audit record request needs a nonce (at most 128 characters)", status=400)
+        with self._db() as db:
+            rows = db.execute("SELECT n, hash, action FROM audit WHERE model = ? AND version = ? ORDER BY n",
+                              (model, str(version))).fetchall()
+        entries = [{"n": int(n), "hash": h, "action": a} for n, h, a in rows]
+        return self._sign(AUDIT_RECORD, attest.release_subject(model, str(version)),
+                          entries[-1]["hash"] if entries else "0" * 64, {"entries": entries, "nonce": nonce}, caller)
 
     def _client(self) -> Any:
         from synthgate.registry.client import connect
@@ -258,19 +286,13 @@ class Gatekeeper:
             ev = evidence(client, self.tracking_uri, model, version, policy)
         except GatekeeperRefused as e:
             with contextlib.suppress(Exception):  # the refusal stands even if auditing fails (no such version)
-                from synthgate.registry.audit import append
-
-                append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
-                       f"{e.message}; {note}", self.signer)
+                self._append(client, model, version, "refused", caller, f"{e.message}; {note}")
             raise
         if not ev.decision.passed and not override:
             failing = [f"{r.rule} ({r.reason})" for r in ev.decision.rules if not r.passed]
             with self._lock, self._db() as db:
                 self._log(db, caller, "refused", f"{model}/{version}", "; ".join(failing), None)
-            from synthgate.registry.audit import append
-
-            append(client, model, version, "refused", f"{caller.user} (gatekeeper)", utc_now(),
-                   "gate failed: " + "; ".join(failing) + f"; {note}", self.signer)
+            self._append(client, model, version, "refused", caller, "gate failed: " + "; ".join(failing) + f"; {note}")
             raise GatekeeperRefused(
                 f"{model} version {version} failed its gate under the pinned policy {policy.policy_hash()[:16]}; "
                 "not released. Failing rules:\n  " + "\n  ".join(failing),
@@ -289,11 +311,9 @@ class Gatekeeper:
         if predicate["verdict"] == "override":  # shown in the MLflow UI and `synthgate models`; nothing reads them
             for k, v in {"reason": override_reason or "", "user": caller.user, "time": utc_now()}.items():
                 client.set_model_version_tag(model, version, f"override.{k}", v)
-        from synthgate.registry.audit import append
-
-        append(client, model, version, "signed-" + predicate["verdict"], f"{caller.user} (gatekeeper)", utc_now(),
-               (f"override: {override_reason}; " if predicate["verdict"] == "override" else "")
-               + f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {note}", self.signer)
+        self._append(client, model, version, "signed-" + predicate["verdict"], caller,
+                     (f"override: {override_reason}; " if predicate["verdict"] == "override" else "")
+                     + f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {note}")
         client.set_registered_model_alias(model, alias, version)
         self.metrics.signed.labels("release" if predicate["verdict"] == "passed" else "override").inc()
         if predicate["verdict"] == "override":
@@ -338,12 +358,10 @@ class Gatekeeper:
             db.execute("INSERT OR REPLACE INTO revocations VALUES (?, ?)", (subject, json.dumps(env)))
             self._log(db, caller, "revoke", subject, reason, env)
         if not subject.startswith("dataset:"):
-            from synthgate.registry.audit import append
-
             m, _, v = subject.rpartition("/")
             client = self._client()
             client.set_model_version_tag(m, v, REVOCATION_TAG, json.dumps(env))
-            append(client, m, v, "revoked", f"{caller.user} (gatekeeper)", utc_now(), reason.strip(), self.signer)
+            self._append(client, m, v, "revoked", caller, reason.strip())
             aliases = client.get_registered_model(m).aliases or {}
             for a, held in aliases.items():
                 if str(held) == v:
@@ -358,7 +376,9 @@ class Gatekeeper:
     def check_store(self, store: str) -> None:
         """A gatekeeper started with ``--store`` reads staged packages from those stores (or folders under them)
         only: a caller cannot point it at its own disk or at another bucket its credentials reach."""
-        key = _store_key(store)
+        from synthgate.registry.gatekeeper_checks import store_key
+
+        key = store_key(store)
         if self.stores and not any(key == s or key.startswith(s + "/") for s in self.stores):
             raise GatekeeperRefused(f"store {store!r} is not one this gatekeeper reads from ({', '.join(self.stores)})",
                                     hint="publish to the store the gatekeeper serves (its --store, "
@@ -405,29 +425,6 @@ class Gatekeeper:
         return out
 
 
-def _store_key(store: str) -> str:
-    """The store as :func:`synthgate.stores.open_store` will open it (its own parser,
-    :func:`~synthgate.stores.store_location`): ``s3://BUCKET/PREFIX`` without ``.`` or ``..`` segments, or a folder
-    (a path or a ``file:`` URI) as its resolved absolute path. Control characters (which the URL parser drops), other
-    schemes and a bucket-less or empty store are refused."""
-    from synthgate.stores import StoreError, store_location
-
-    text = str(store)
-    if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise GatekeeperRefused(f"store {text!r} is empty or holds control characters", status=400)
-    try:
-        kind, bucket, where = store_location(text)
-    except StoreError as e:
-        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or .."
-                                if "no bucket" in e.message else e.message, status=400) from None
-    if kind == "file":
-        return str(Path(where).resolve())
-    parts = [p for p in where.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or ..", status=400)
-    return "s3://" + "/".join([bucket, *parts])
-
-
 def policy_from_text(text: str) -> Any:
     """A gates.yaml given as text ('' : the built-in defaults), parsed and checked like a file."""
     from synthgate.gates.policy import load_policy
@@ -438,9 +435,3 @@ def policy_from_text(text: str) -> Any:
         path = Path(tmp) / "gates.yaml"
         path.write_text(text)
         return load_policy(path)
-
-
-def weights_digest(model_dir: Path, info: dict[str, Any]) -> str:
-    from synthgate.generators.model import weights_path
-
-    return sha256_file(weights_path(Path(model_dir), str(info.get("type"))))

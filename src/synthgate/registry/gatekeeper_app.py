@@ -1,7 +1,8 @@
 """The gatekeeper's HTTP API (FastAPI) and the client every command uses to reach it.
 
 ``POST /v1/releases``, ``/v1/datasets``, ``/v1/revocations``, ``/v1/pins`` sign (the caller logs in
-with their MLflow credentials, HTTP basic); ``GET /v1/revocations`` lists the signed revocations;
+with their MLflow credentials, HTTP basic); ``POST /v1/audit-records`` signs the gatekeeper's record of the audit
+entries it wrote on a version, with the caller's nonce; ``GET /v1/revocations`` lists the signed revocations;
 ``GET /health``; ``GET /metrics`` (Prometheus: signed and refused by kind, the last override and pin). The client fails closed: a gatekeeper that is down or refuses means nothing is
 promoted, published or pinned, with the reason.
 """
@@ -73,6 +74,12 @@ def app(gk: Gatekeeper) -> Any:
     def pins(request: Request, body: dict) -> Any:  # type: ignore[type-arg]
         return run(request, lambda c: {"attestation": gk.pin_policy(c, str(body.get("model")),
                                                                     str(body.get("policy") or ""))})
+
+    @api.post("/v1/audit-records")
+    def audit_records(request: Request, body: dict) -> Any:  # type: ignore[type-arg]
+        return run(request, lambda c: {"attestation": gk.audit_record(c, str(body.get("model")),
+                                                                      str(body.get("version")),
+                                                                      str(body.get("nonce") or ""))})
 
     @api.get("/v1/revocations")
     def revocations() -> Any:

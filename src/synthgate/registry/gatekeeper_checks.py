@@ -40,6 +40,7 @@ class Evidence:
     evaluation: dict[str, Any]
     decision: Any
     weights_sha256: str
+    report_sha256: str | None = None  # the registered public report when the release was signed (None: none)
 
     def predicate(self) -> dict[str, Any]:
         ev, syn = self.evaluation, self.evaluation.get("synthetic") or {}
@@ -50,6 +51,7 @@ class Evidence:
             "model": self.model, "version": self.version, "run_id": self.run_id,
             "weights_sha256": self.weights_sha256, "evaluation_hash": self.evaluation["evaluation_hash"],
             "gate_sha256": self.gate_sha256, "policy_hash": self.decision.policy_hash,
+            "report_sha256": self.report_sha256,
             "failing_rules": [r.rule for r in self.decision.rules if not r.passed],
             "samples": {"content_hash": syn.get("content_hash"), "num_images": syn.get("num_images"),
                         "images_sha256_root": hashlib.sha256("\n".join(hashes).encode()).hexdigest()
@@ -66,7 +68,7 @@ def evidence(client: Any, tracking_uri: str, model: str, version: str, policy: A
 
     from synthgate.gates.decision import decide
     from synthgate.generators.model import INFO, read_generator_info
-    from synthgate.registry.gatekeeper import GatekeeperRefused, weights_digest
+    from synthgate.registry.gatekeeper import GatekeeperRefused
     from synthgate.registry.registry import _tracking_env
     from synthgate.registry.verify import (
         PromotionRefused,
@@ -100,11 +102,22 @@ def evidence(client: Any, tracking_uri: str, model: str, version: str, policy: A
                     raise DataError(f"{name}: its sha256 differs from the model's description (replaced weights)")
             check_generator(model_dir, info, local, where)
             weights = weights_digest(model_dir, info)
+            report = _registered_report(client, mv.run_id, Path(tmp) / "report")
         except DataError as e:
             raise GatekeeperRefused(e.message, hint=e.hint, status=409) from None
         except StopIteration:
             raise GatekeeperRefused(f"{where}: the registered model holds no generator folder", status=409) from None
-    return Evidence(model, version, mv.run_id, mv.tags["gate.sha256"], evaluation, decide(evaluation, policy), weights)
+    return Evidence(model, version, mv.run_id, mv.tags["gate.sha256"], evaluation, decide(evaluation, policy), weights,
+                    hashlib.sha256(report).hexdigest() if report else None)
+
+
+def _registered_report(client: Any, run_id: str, tmp: Path) -> bytes:
+    """The run's registered public report (``evaluation/report.html``), b"" when there is none."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, "evaluation/report.html", str(tmp))).read_bytes()
+    except Exception:
+        return b""
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -335,11 +348,15 @@ def _check_documents(blobs: dict[str, bytes], release: dict[str, Any], tracking_
 
     if "report.html" in blobs:
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                registered = Path(connect(tracking_uri).download_artifacts(release["run_id"], "evaluation/report.html",
-                                                                           tmp)).read_bytes()
-            except Exception:
-                registered = b""
+            registered = _registered_report(connect(tracking_uri), release["run_id"], Path(tmp))
+        signed = release.get("report_sha256")
+        if not signed:
+            raise GatekeeperRefused("report.html: the release does not bind a public report (signed before reports "
+                                    "were bound, or none was registered)", hint="release the version again "
+                                    "(`synthgate promote`) so that its report is signed, then publish", status=409)
+        if hashlib.sha256(registered).hexdigest() != signed:
+            raise GatekeeperRefused(f"report.html: the registered public report is not the one the release signed "
+                                    f"(sha256 {signed[:16]}): replaced after the release", status=409)
         try:
             expected = insert_release(registered.decode("utf-8"), release).encode("utf-8")
         except UnicodeDecodeError:
@@ -367,3 +384,33 @@ def _check_documents(blobs: dict[str, bytes], release: dict[str, Any], tracking_
             raise GatekeeperRefused("DATACARD.md must be plain text: no embedded images, scripts, data URIs or "
                                     "encoded blobs", status=400)
 
+
+def store_key(store: str) -> str:
+    """The store as :func:`synthgate.stores.open_store` will open it (its own parser,
+    :func:`~synthgate.stores.store_location`): ``s3://BUCKET/PREFIX`` without ``.`` or ``..`` segments, or a folder
+    (a path or a ``file:`` URI) as its resolved absolute path. Control characters (which the URL parser drops), other
+    schemes and a bucket-less or empty store are refused."""
+    from synthgate.registry.gatekeeper import GatekeeperRefused
+    from synthgate.stores import StoreError, store_location
+
+    text = str(store)
+    if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise GatekeeperRefused(f"store {text!r} is empty or holds control characters", status=400)
+    try:
+        kind, bucket, where = store_location(text)
+    except StoreError as e:
+        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or .."
+                                if "no bucket" in e.message else e.message, status=400) from None
+    if kind == "file":
+        return str(Path(where).resolve())
+    parts = [p for p in where.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise GatekeeperRefused(f"store {text!r}: an S3 store is s3://BUCKET[/PREFIX] without . or ..", status=400)
+    return "s3://" + "/".join([bucket, *parts])
+
+
+def weights_digest(model_dir: Path, info: dict[str, Any]) -> str:
+    from synthgate.generators.model import weights_path
+    from synthgate.utils import sha256_file
+
+    return sha256_file(weights_path(Path(model_dir), str(info.get("type"))))

@@ -355,9 +355,13 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
 
 
 @checked_access
-def audit_trail(name: str, version: str | None = None, uri: str | None = None) -> list[tuple[str, list[Any]]]:
-    """(version, its checked audit entries) for one version or every version of ``name``."""
-    from synthgate.registry.audit import verify
+def audit_trail(name: str, version: str | None = None, uri: str | None = None
+                ) -> list[tuple[str, list[Any], str | None]]:
+    """(version, its checked audit entries, a note when the gatekeeper's record could not be consulted) for one
+    version or every version of ``name``: the chain and signatures (:func:`synthgate.registry.audit.verify`), and
+    the gatekeeper's signed record of the entries it wrote (:func:`gatekeeper_record`), which shows a removed
+    newest entry."""
+    from synthgate.registry.audit import check_record, verify
 
     client = connect(uri)
     try:
@@ -367,8 +371,37 @@ def audit_trail(name: str, version: str | None = None, uri: str | None = None) -
         unless_missing(e, client)
         raise DataError(f"model {name!r} has no version {version!r}" if version else f"no model {name!r}",
                         hint="list them with `synthgate models`") from None
-    return [(str(mv.version), verify(name, str(mv.version), mv.tags or {}))
-            for mv in sorted(versions, key=lambda m: int(m.version))]
+    out: list[tuple[str, list[Any], str | None]] = []
+    for mv in sorted(versions, key=lambda m: int(m.version)):
+        checked = verify(name, str(mv.version), mv.tags or {})
+        record, note = gatekeeper_record(name, str(mv.version))
+        out.append((str(mv.version), check_record(checked, record) if record is not None else checked, note))
+    return out
+
+
+def gatekeeper_record(name: str, version: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(the entries the gatekeeper signed on the version, None) from its signed record, verified against the
+    trust root with a fresh nonce; or (None, why it could not be consulted). Never raises: the trail's own
+    checks stand without it, and the note says what they cannot show."""
+    import secrets
+
+    from synthgate.errors import SynthgateError
+    from synthgate.registry.audit import AUDIT_RECORD
+    from synthgate.registry.gatekeeper_app import call
+    from synthgate.trust.attest import open_envelope, release_subject
+    from synthgate.trust.keys import load_trust_root
+
+    gap = "a removed newest entry would not show"
+    nonce = secrets.token_hex(16)
+    try:
+        trust = load_trust_root()
+        env = call("/v1/audit-records", {"model": name, "version": version, "nonce": nonce}, timeout=30)
+        v = open_envelope(env, trust, AUDIT_RECORD, f"the gatekeeper's audit record of {name} version {version}")
+    except SynthgateError as e:
+        return None, f"the gatekeeper's record was not consulted ({e.message.splitlines()[0]}): {gap}"
+    if v.subject.get("name") != release_subject(name, version) or v.predicate.get("nonce") != nonce:
+        return None, f"the gatekeeper's record is for another version or a replayed answer: {gap}"
+    return list(v.predicate.get("entries") or []), None
 
 
 def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:

@@ -105,6 +105,19 @@ def combined_p(p: dict[str, np.ndarray]) -> np.ndarray:
     return np.minimum(1.0, len(p) * stack.min(axis=0))
 
 
+def reachable(copies: dict[str, np.ndarray], null_max: dict[str, float]) -> float:
+    """The share of planted copies that score beyond *every* held-out image on at least one detector. A copy
+    that some unseen patient's image matches or beats on every detector gets a p-value of at least 1/(n + 1)
+    from any test that treats held-out and synthetic images alike (the empirical p-value inside the null's
+    range, here), far above the per-copy level: this share bounds the power any combination of these
+    detectors can reach on this held-out set. Below the policy's power it says the data (resolution, how
+    alike unseen patients' images are) limits the evaluation, not the statistics."""
+    beyond = np.zeros(len(next(iter(copies.values()))), bool)
+    for d, v in copies.items():
+        beyond |= np.asarray(v) > null_max[d]
+    return float(beyond.mean()) if len(beyond) else 0.0
+
+
 #: At most this many members and non-members enter the membership-inference AUC (seeded).
 MIA_MAX = 2000
 
@@ -191,6 +204,7 @@ def assemble(
     planted: dict[str, Any] = {}
     arrays_planted: dict[str, Any] = {}
     level = cfg.alpha / max(len(synthetic), 1)  # one copy among the synthetic set, after the correction
+    null_max = {d: float(np.max(v)) if len(v) else -np.inf for d, v in held_scores.items()}
     for kind, sc in s_planted.items():
         pk = {d: nulls[d].pvalues(v) for d, v in sc.scores().items()}
         pc = combined_p(pk)
@@ -202,6 +216,7 @@ def assemble(
             "detected": int(hit.sum()), "rate": float(hit.mean()), "ci95": [lo, hi],
             "per_detector": {d: float((v * len(pk) <= level).mean()) for d, v in pk.items()},
             "source_found": float((found == planted_sources[kind]).mean()),
+            "reachable": reachable(sc.scores(), null_max),
             "p_values": np.sort(pc).tolist(),
         }
         arrays_planted[kind] = pc

@@ -162,12 +162,17 @@ def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show
                             "synthetic median", "held-out median", "exceedances obs / exp", "exact p"])]
     if m["planted"]:
         rows = [[k, v["what"], f"{v['detected']} / {v['n']}", v["rate"], f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]",
-                 "yes" if v["ruled"] else "reported only", v["source_found"],
+                 "yes" if v["ruled"] else "reported only", v.get("reachable"), v["source_found"],
                  ", ".join(f"{d} {r:.2f}" for d, r in v["per_detector"].items())] for k, v in m["planted"].items()]
         parts += [f"<p>Power: modified copies of training images drawn from the whole training split, each scored "
                   f"like a synthetic image; detected = flagged as one copy among {cov['synthetic_size']} images "
-                  f"(combined p &le; {fl['alpha']:g}/{cov['synthetic_size']}). 95% Clopper-Pearson intervals.</p>",
-                  _table(rows, ["planted copy", "what", "flagged", "rate", "95% CI", "policy rule",
+                  f"(combined p &le; {fl['alpha']:g}/{cov['synthetic_size']}). 95% Clopper-Pearson intervals. "
+                  "Reachable: the share of copies beyond every held-out image on at least one detector, the most "
+                  "any test on these detectors can flag on this held-out set (a copy that an unseen patient's image "
+                  "matches on every detector cannot be told from one); a rate far below it is the statistics' "
+                  "limit, a reachable share below the policy's power is the data's (resolution, look-alike "
+                  "patients).</p>",
+                  _table(rows, ["planted copy", "what", "flagged", "rate", "95% CI", "policy rule", "reachable",
                                 "source found", "per detector"])]
     mia, sh = m["membership"], m["pixel_shift"]
     parts.append(_table(
