@@ -113,10 +113,11 @@ def test_validate_reports_the_leak_with_the_closest_pairs_side_by_side_and_still
 def test_the_lean_nearest_search_gives_the_copy_search_s_own_scores():
     """aligned_nearest computes only the pixel and aligned scores (and warps only the rotations/flips its
     candidates chose, with faster sampling grids); its similarity, margin and nearest image must be the gate's
-    search's, to float rounding, or the calibration of the leakage rule would no longer hold."""
+    search's at the settings the leakage rule was calibrated with (``LEAKAGE_SEARCH``), to float rounding, or the
+    calibration would no longer hold."""
     import torch
 
-    from synthgate.data.dedup import aligned_nearest
+    from synthgate.data.dedup import LEAKAGE_SEARCH, aligned_nearest
     from synthgate.evaluation.memorization.search import TrainIndex, make_spec, search
     from synthgate.evaluation.memorization.stats import fisher_z
 
@@ -127,7 +128,7 @@ def test_the_lean_nearest_search_gives_the_copy_search_s_own_scores():
                               _array([c for s in range(0, 30, 3) for c in _crops(s, 4)[2:]]),  # re-crops
                               np.rot90(ref[1::5], 1, axes=(1, 2)), noisy])  # rotated, noisy copies
     near = aligned_nearest(queries, ref, shortlist=8)
-    res = search(queries, TrainIndex.build(ref, torch.device("cpu")), make_spec(32, shortlist=8))
+    res = search(queries, TrainIndex.build(ref, torch.device("cpu")), make_spec(32, shortlist=8, **LEAKAGE_SEARCH))
     similarity = np.clip(np.maximum(res.pixel, res.aligned), 0.0, 1.0)
     margin = np.nan_to_num(fisher_z(res.aligned) - fisher_z(res.aligned_second), nan=0.0, posinf=0.0, neginf=0.0)
     np.testing.assert_allclose(near.similarity, similarity, atol=1e-5)

@@ -204,6 +204,11 @@ def reference_index(gray: torch.Tensor) -> TrainIndex:
                       _norm(gray.reshape(len(gray), -1)), gray.new_zeros((0,)))
 
 
+#: The copy search's settings the leakage diagnosis and the grouping were calibrated with (the gate's own search
+#: aligns two rotations/flips per candidate and shifts its shortlist scan since 2026-12-07).
+LEAKAGE_SEARCH: dict[str, int | bool] = {"dihedrals": 1, "shift_shortlist": False}
+
+
 def nearest_scores(q_all: torch.Tensor, index: TrainIndex, shortlist: int = 16, memory_mb: int = 256
                    ) -> Nearest:
     """:func:`aligned_nearest` for (N, S, S) float32 luma queries against a prepared index: the copy search
@@ -220,7 +225,9 @@ def nearest_scores(q_all: torch.Tensor, index: TrainIndex, shortlist: int = 16, 
     )
     from synthgate.evaluation.memorization.search import shortlist as scan
 
-    spec = make_spec(int(q_all.shape[-1]), shortlist=shortlist)
+    # the search as the leakage thresholds were calibrated with it (docs/leakage.md): one rotation/flip aligned
+    # per candidate and no shifted shortlist scan; re-calibrate (benchmarks/leakage_reference.py) before changing
+    spec = make_spec(int(q_all.shape[-1]), shortlist=shortlist, **LEAKAGE_SEARCH)
     cand = scan(q_all, index, spec.shortlist)
     n, k = cand.shape
     side = 2 * spec.max_shift + 1

@@ -83,7 +83,6 @@ def _null_plots(m: dict[str, Any], arrays: dict[str, Any], b64: Any) -> str:
 def _gallery(m: dict[str, Any], syn_images: np.ndarray, train_images: Any, b64: Any, show: Any) -> str:
     import matplotlib.pyplot as plt
 
-    from synthgate.evaluation.memorization.search import map_back
 
     items = m["most_significant"]
     if not items:
@@ -185,3 +184,28 @@ def memorization_section(data: dict[str, Any], a: dict[str, Any], b64: Any, show
                          for c, v in m["per_class"].items()],
                         ["class", "synthetic", "flagged", "median best pixel r (synthetic)", "(held-out)"]))
     return parts
+
+
+def map_back(image: np.ndarray, dihedral: int, scale: float = 1.0, rotation: float = 0.0, dy: float = 0.0,
+             dx: float = 0.0) -> np.ndarray:
+    """A query image (H, W[, C]) uint8 mapped back by a found copy transform, so that it lies on its
+    training image (for the report): rotation/flip, then scale and rotation about the centre, then the
+    shift at which its template matched."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from synthgate.evaluation.memorization.search import dihedral8, gray_tensor
+
+    g = gray_tensor(np.asarray(image)[None])  # (1, H, W)
+    d = dihedral8(g)[0, int(dihedral)]
+    a = math.radians(rotation)
+    theta = torch.tensor([[[scale * math.cos(a), -scale * math.sin(a), 0.0],
+                           [scale * math.sin(a), scale * math.cos(a), 0.0]]], dtype=torch.float32)
+    grid = F.affine_grid(theta, [1, 1, *d.shape], align_corners=False)
+    out = F.grid_sample(d[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
+    h, w = out.shape
+    ys = np.clip(np.arange(h) - int(round(dy)), 0, h - 1)
+    xs = np.clip(np.arange(w) - int(round(dx)), 0, w - 1)
+    return np.clip(np.rint(out.numpy()[ys][:, xs]), 0, 255).astype(np.uint8)

@@ -37,8 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from synthgate.data.complexity import to_gray
+from synthgate.evaluation.memorization.align import _aligned_scores, _tile_scores
 from synthgate.evaluation.memorization.filters import median3x3, smooth  # noqa: F401 (median3x3 re-exported)
 from synthgate.evaluation.memorization.stats import fisher_z
+
+#: Rotations/flips aligned per candidate: the best two by the unaligned pixel correlation. With one, a copy
+#: of a near-symmetric slice shifted by a few pixels correlates better, unaligned, with the mirrored source, and
+#: the right alignment (r about 1) is never tried: at 64x64 on MedNIST 20 of 60 copies shifted by 4 px were then
+#: less copy-like than some unseen patient's image (8 aligned under a flip; docs/leakage.md).
+ALIGN_DIHEDRALS = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class SearchSpec:
     shortlist: int
     tiles: int
     tile_shift: int
+    dihedrals: int = 2  # rotations/flips aligned per candidate (ALIGN_DIHEDRALS)
+    shift_shortlist: bool = True  # the 8x8 shortlist scan also tries the query shifted by +-max_shift
 
     @property
     def variants(self) -> list[tuple[float, float]]:
@@ -61,20 +70,26 @@ class SearchSpec:
     def describe(self) -> dict[str, object]:
         return {"size": self.size, "max_shift_px": self.max_shift, "scales": list(self.scales),
                 "rotations_deg": list(self.rotations), "template_px": self.template, "shortlist": self.shortlist,
-                "tiles": self.tiles, "tile_shift_px": self.tile_shift,
-                "transforms_per_candidate": 8 * len(self.variants) * (2 * self.max_shift + 1) ** 2}
+                "tiles": self.tiles, "tile_shift_px": self.tile_shift, "dihedrals_aligned": self.dihedrals,
+                "shift_shortlist": self.shift_shortlist,
+                "transforms_per_candidate": 8 + self.dihedrals * len(self.variants) * (2 * self.max_shift + 1) ** 2}
 
 
 def make_spec(size: int, shortlist: int = 32, max_shift: int | None = None,
               scales: tuple[float, ...] = (0.85, 0.925, 1.0, 1.075, 1.15),
-              rotations: tuple[float, ...] = (-8.0, 0.0, 8.0), tiles: int = 3) -> SearchSpec:
-    """Defaults scale with resolution: shifts of +-4 px and tile shifts of +-2 px at 64x64."""
+              rotations: tuple[float, ...] = (-8.0, 0.0, 8.0), tiles: int = 3, dihedrals: int | None = None,
+              shift_shortlist: bool = True) -> SearchSpec:
+    """Defaults scale with resolution: shifts of +-4 px and tile shifts of +-2 px at 64x64; ``dihedrals``
+    defaults to :data:`ALIGN_DIHEDRALS`."""
     ms = max(1, round(4 * size / 64)) if max_shift is None else int(max_shift)
     template = min(int(round(size * 0.75 / 2)) * 2, size - 2 * ms)
     if template < 8:
         raise ValueError(f"images of {size}x{size} px are too small for a shift search of +-{ms} px")
+    nd = ALIGN_DIHEDRALS if dihedrals is None else int(dihedrals)
+    if not 1 <= nd <= 8:
+        raise ValueError(f"dihedrals must be 1 to 8 (rotations/flips aligned per candidate), not {nd}")
     return SearchSpec(size, ms, tuple(scales), tuple(rotations), template, int(shortlist), int(tiles),
-                      max(1, round(2 * size / 64)))
+                      max(1, round(2 * size / 64)), nd, bool(shift_shortlist))
 
 
 def gray_tensor(images: np.ndarray) -> torch.Tensor:
@@ -94,6 +109,17 @@ def dihedral8(x: torch.Tensor) -> torch.Tensor:
         y = torch.flip(x, dims=(-1,)) if flip else x
         out.extend(torch.rot90(y, k, dims=(-2, -1)) for k in range(4))
     return torch.stack(out, 1)
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(N, H, W) shifted by (dy, dx) px, edges replicated (as :func:`synthgate.evaluation.memorization.planted.modify`
+    shifts a copy)."""
+    if not dy and not dx:
+        return x
+    h, w = x.shape[-2:]
+    ys = (torch.arange(h, device=x.device) - dy).clamp(0, h - 1)
+    xs = (torch.arange(w, device=x.device) - dx).clamp(0, w - 1)
+    return x[:, ys][:, :, xs]
 
 
 def coarse(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -161,19 +187,25 @@ class SearchResult:
 
 
 def shortlist(queries: torch.Tensor, index: TrainIndex, k: int, extra: np.ndarray | None = None,
-              chunk: int = 256) -> np.ndarray:
-    """Candidate training indices per query (see the module docstring), duplicates removed."""
+              chunk: int = 256, max_shift: int = 0) -> np.ndarray:
+    """Candidate training indices per query (see the module docstring), duplicates removed. The 8x8 scan takes,
+    for each training image, the best of the query shifted by 0 and +-``max_shift`` px in each direction (edges
+    replicated): a copy shifted by the search's largest shift otherwise loses its source from the shortlist
+    (at 32x32 on MedNIST, 10 of 12 such copies that were missed)."""
     n = len(queries)
     k16 = min(len(index), max(1, k // 2))
     k8 = min(len(index), max(1, k - k16))
     out = []
     r16, r8 = index.coarse16.T.contiguous(), index.coarse8.T.contiguous()
     side16, side8 = int(math.isqrt(index.coarse16.shape[1])), int(math.isqrt(index.coarse8.shape[1]))
+    offsets = [(dy, dx) for dy in (-max_shift, 0, max_shift) for dx in (-max_shift, 0, max_shift)] if max_shift \
+        else [(0, 0)]
     for i in range(0, n, chunk):
         q = dihedral8(queries[i : i + chunk]).reshape(-1, *queries.shape[1:])
         c = len(q) // 8
         s16 = (coarse(q, side16) @ r16).abs().view(c, 8, -1).amax(dim=1)
-        s8 = (coarse(q, side8) @ r8).abs().view(c, 8, -1).amax(dim=1)
+        s8 = torch.stack([(coarse(_shifted(q, dy, dx), side8) @ r8).abs().view(c, 8, -1).amax(dim=1)
+                          for dy, dx in offsets]).amax(dim=0)
         top16 = torch.topk(s16, k16, dim=1).indices
         s8.scatter_(1, top16, -2.0)  # take the 8x8 scan's best among the others
         top8 = torch.topk(s8, k8, dim=1).indices
@@ -251,78 +283,22 @@ def _refine(d8: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dih: torch.Te
     return torch.einsum("bvd,bd->bv", _norm(warped), _norm(win)).abs().amax(dim=1)
 
 
-def _aligned_scores(tsel: torch.Tensor, ref: torch.Tensor, spec: SearchSpec) -> torch.Tensor:
-    """|normalised cross-correlation| of templates (c, k, V, T*T), each of zero mean and unit norm,
-    with their candidates (c*k, H, W) at every shift within max_shift -> (c, k, V, P). The windows are
-    not normalised one by one: for such a template t, t . (w - mean w) = t . w, and each window's norm
-    comes from box sums of its region (integral images), so the windows are only read once, by the
-    matrix product, a few candidates at a time (together 5x faster on the CPU than normalising every
-    window of a chunk, ``benchmarks/copy_search_speed.py``).
-    A window without contrast (a constant one) scores 0."""
-    c, k = tsel.shape[:2]
-    h = ref.shape[-1]
-    t, ms = spec.template, spec.max_shift
-    off = (h - t) // 2 - ms
-    region = ref[:, off : off + t + 2 * ms, off : off + t + 2 * ms]
-    region = region - region.mean(dim=(1, 2), keepdim=True)  # small sums: t . w stays exact for flat windows
-    # every window of a few candidates at a time, so that they are written and read while in the CPU's cache
-    flat = tsel.reshape(c * k, -1, t * t)
-    num = torch.empty(c * k, flat.shape[1], (2 * ms + 1) ** 2, dtype=tsel.dtype, device=tsel.device)
-    step = 4 if tsel.device.type == "cpu" else len(flat)
-    for i in range(0, len(flat), step):
-        torch.bmm(flat[i : i + step], _patches(region[i : i + step], t).transpose(1, 2), out=num[i : i + step])
-    num = num.view(c, k, -1, num.shape[-1])
-    r = region.double()
-    s1, s2 = _box_sums(r, t), _box_sums(r * r, t)
-    var = (s2 - s1 * s1 / (t * t)).reshape(c, k, 1, -1)  # sum of squared deviations, in grey levels^2
-    # uint8 images: a window that is not constant has var >= 1 - 1/(t t)
-    return torch.where(var > 0.5, num / var.clamp_min(0.5).sqrt().to(num.dtype), torch.zeros_like(num)).abs()
-
-
-def _box_sums(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(b, L, L) -> (b, (L-size+1)^2): the sum of every size x size window, in the order of
-    :func:`_patches` (row-major over the window's top-left corner)."""
-    i = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
-    box = i[:, size:, size:] - i[:, :-size, size:] - i[:, size:, :-size] + i[:, :-size, :-size]
-    return box.reshape(len(x), -1)
-
-
-def _patches(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(b, L, L) -> (b, P, size*size): every size x size patch (stride 1), by strided views (``F.unfold``'s
-    im2col is much slower on the CPU for large kernels)."""
-    b = x.shape[0]
-    return x.unfold(1, size, 1).unfold(2, size, 1).reshape(b, -1, size * size)
-
-
-def _tile_scores(tmpl: torch.Tensor, ref: torch.Tensor, spec: SearchSpec, dy: torch.Tensor,
-                 dx: torch.Tensor) -> torch.Tensor:
-    """Tile-wise score of aligned templates (b, T, T) against their candidates (b, H, W) placed at
-    shift (dy, dx): each tile's best correlation within ``tile_shift``, pooled by tile contrast."""
-    b, t, _ = tmpl.shape
-    h = ref.shape[-1]
-    nt, ts = spec.tiles, spec.tile_shift
-    side = t // nt
-    length = side + 2 * ts
-    off = (h - t) // 2
-    num = torch.zeros(b, device=tmpl.device)
-    den = torch.zeros(b, device=tmpl.device)
-    rows = torch.arange(length, device=tmpl.device)
-    for ty in range(nt):
-        for tx in range(nt):
-            a = tmpl[:, ty * side : (ty + 1) * side, tx * side : (tx + 1) * side].reshape(b, -1)
-            a = a - a.mean(1, keepdim=True)
-            an = a.norm(dim=1)
-            y0 = (off + ty * side + dy - ts).clamp(0, h - length)
-            x0 = (off + tx * side + dx - ts).clamp(0, h - length)
-            yy = (y0[:, None] + rows[None])[:, :, None].expand(b, length, length)
-            xx = (x0[:, None] + rows[None])[:, None, :].expand(b, length, length)
-            region = ref[torch.arange(b, device=ref.device)[:, None, None], yy, xx]
-            cols = _patches(region, side)
-            cols = cols - cols.mean(2, keepdim=True)
-            ncc = (torch.einsum("bd,bpd->bp", a, cols) / (an[:, None] * cols.norm(dim=2)).clamp_min(1e-6)).abs()
-            num += ncc.amax(dim=1) * an
-            den += an
-    return num / den.clamp_min(1e-6)
+def _align(d8: torch.Tensor, full: torch.Tensor, refs: torch.Tensor, spec: SearchSpec
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The aligned score of each (query, candidate): the candidate's ``spec.dihedrals`` best rotations/flips by the
+    unaligned pixel correlation ``full`` (c, k, 8), each aligned over scale x rotation x shift against ``refs``
+    (c*k, H, W); the candidate keeps the better. -> (best |r| (c, k), its index over variants x shifts, the
+    rotation/flip it was found under, the warped templates of that rotation/flip (c, k, V, T*T))."""
+    c, k = full.shape[:2]
+    nd = spec.dihedrals
+    rows = torch.arange(c, device=full.device)
+    top_t = torch.topk(full, nd, dim=2).indices  # (c, k, nd)
+    t_all = _warp_templates(d8, spec)[rows[:, None, None], top_t]  # (c, k, nd, V, T*T)
+    s = _aligned_scores(t_all.reshape(c, k, nd * len(spec.variants), -1), refs, spec).reshape(c, k, nd, -1)
+    pair_d, arg_d = s.max(dim=3)  # (c, k, nd)
+    pair, dsel = pair_d.max(dim=2)  # (c, k)
+    tsel = t_all[rows[:, None], torch.arange(k, device=full.device)[None, :], dsel]
+    return pair, arg_d.gather(2, dsel[..., None])[..., 0], top_t.gather(2, dsel[..., None])[..., 0], tsel
 
 
 def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.ndarray | None = None,
@@ -334,11 +310,12 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
     q_all = gray_tensor(queries).to(device)
     if q_all.shape[1:] != index.images.shape[1:]:
         raise ValueError(f"queries are {tuple(q_all.shape[1:])}, training images {tuple(index.images.shape[1:])}")
-    cand = shortlist(q_all, index, spec.shortlist, extra)
+    cand = shortlist(q_all, index, spec.shortlist, extra, max_shift=spec.max_shift if spec.shift_shortlist else 0)
     n, k = cand.shape
     side = 2 * spec.max_shift + 1
     if chunk is None:
-        per_query = k * spec.template ** 2 * (len(spec.variants) + side * side + 8) * 4
+        nv = spec.dihedrals * len(spec.variants)
+        per_query = k * (spec.template ** 2 * (nv + side * side + 8) + nv * side * side) * 4
         chunk = max(1, min(256, memory_mb * 2**20 // max(per_query, 1)))
     out = {f: np.zeros(n, np.float32) for f in ("pixel", "smooth", "smooth_second", "pixel_second", "aligned",
                                                  "aligned_second", "tiles")}
@@ -369,19 +346,15 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         sm2 = torch.topk(sm, min(2, k), dim=1).values
         out["smooth"][i : i + c] = sm2[:, 0].cpu().numpy()
         out["smooth_second"][i : i + c] = (sm2[:, -1].clamp_min(-1.0) if k > 1 else torch.full((c,), -1.0)).cpu().numpy()
-        # aligned: each candidate's best rotation/flip from the pixel score, then scale x rotation x shift
-        tm = _warp_templates(d8, spec)  # (c, 8, V, T*T)
-        tsel = tm[torch.arange(c, device=device)[:, None], best_t]  # (c, k, V, T*T)
-        s = _aligned_scores(tsel, index.images[cj.reshape(-1)], spec).reshape(c, k, -1)
-        pair, arg = s.max(dim=2)  # (c, k)
+        rows = torch.arange(c, device=device)
+        pair, arg, best_ta, tsel = _align(d8, full, index.images[cj.reshape(-1)], spec)
         pair = pair.masked_fill(repeat, -2.0)
         best_pair = pair.argmax(dim=1)
-        rows = torch.arange(c, device=device)
         a = arg[rows, best_pair]
         v, p = a // (side * side), a % (side * side)
         out["aligned"][i : i + c] = pair[rows, best_pair].cpu().numpy()
         idx["aligned_index"][i : i + c] = cj[rows, best_pair].cpu().numpy()
-        atrans[i : i + c] = torch.stack([best_t[rows, best_pair].float(), scales[v], rots[v],
+        atrans[i : i + c] = torch.stack([best_ta[rows, best_pair].float(), scales[v], rots[v],
                                          (p // side - spec.max_shift).float(),
                                          (p % side - spec.max_shift).float()], 1).cpu().numpy()
         # refinement of the best two candidates' alignments on a finer grid (sub-pixel offsets)
@@ -390,7 +363,7 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         a_r = arg.gather(1, top_r)
         v_r, p_r = a_r // (side * side), a_r % (side * side)
         fine = _refine(d8.repeat_interleave(r2, 0), index.images[cj.gather(1, top_r).reshape(-1)], spec,
-                       best_t.gather(1, top_r).reshape(-1), scales[v_r].reshape(-1), rots[v_r].reshape(-1),
+                       best_ta.gather(1, top_r).reshape(-1), scales[v_r].reshape(-1), rots[v_r].reshape(-1),
                        (p_r // side - spec.max_shift).reshape(-1), (p_r % side - spec.max_shift).reshape(-1))
         fine = fine.view(c, r2).masked_fill(repeat.gather(1, top_r), -2.0)
         fb, farg = fine.max(dim=1)
@@ -422,20 +395,3 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
     return SearchResult(out["pixel"], out["smooth"], out["smooth_second"], out["pixel_second"], idx["pixel_index"], ptrans, out["aligned"],
                         idx["aligned_index"], atrans, out["aligned_second"], out["tiles"], idx["tiles_index"], cand)
 
-
-def map_back(image: np.ndarray, dihedral: int, scale: float = 1.0, rotation: float = 0.0, dy: float = 0.0,
-             dx: float = 0.0) -> np.ndarray:
-    """A query image (H, W[, C]) uint8 mapped back by a found copy transform, so that it lies on its
-    training image (for the report): rotation/flip, then scale and rotation about the centre, then the
-    shift at which its template matched."""
-    g = gray_tensor(np.asarray(image)[None])  # (1, H, W)
-    d = dihedral8(g)[0, int(dihedral)]
-    a = math.radians(rotation)
-    theta = torch.tensor([[[scale * math.cos(a), -scale * math.sin(a), 0.0],
-                           [scale * math.sin(a), scale * math.cos(a), 0.0]]], dtype=torch.float32)
-    grid = F.affine_grid(theta, [1, 1, *d.shape], align_corners=False)
-    out = F.grid_sample(d[None, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, 0]
-    h, w = out.shape
-    ys = np.clip(np.arange(h) - int(round(dy)), 0, h - 1)
-    xs = np.clip(np.arange(w) - int(round(dx)), 0, w - 1)
-    return np.clip(np.rint(out.numpy()[ys][:, xs]), 0, 255).astype(np.uint8)
