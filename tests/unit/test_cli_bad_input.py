@@ -2,6 +2,7 @@
 naming the file and what to do, no traceback, a non-zero exit and nothing half-written."""
 
 import io
+import json
 import tarfile
 
 import numpy as np
@@ -125,6 +126,18 @@ def test_help_on_every_command():
         assert r.code == 0 and "Usage" in r.stdout, (cmd, r.output)
 
 
+def test_short_help_and_version_on_every_command_group(cli):
+    """Issue #35 (the CLI): -h as well as --help, on the root and on nested groups; --version / -V."""
+    from synthgate import __version__
+
+    for cmd in ([], ["gate"], ["gatekeeper", "serve"], ["access", "grant"], ["pipeline", "compile"]):
+        code, out, err = cli(*cmd, "-h")
+        assert code == 0 and "Usage" in out, (cmd, out, err)
+    for flag in ("--version", "-V"):
+        code, out, _ = cli(flag)
+        assert code == 0 and out.strip() == __version__
+
+
 def _tiny_dataset(tmp_path):
     make_folder(tmp_path / "raw", {"a": 12, "b": 12}, mixed=False)
     assert run_cli("prepare", "--source", "raw", "--resolution", "16", "--out", "ds", cwd=tmp_path).code == 0
@@ -212,3 +225,20 @@ def test_a_damaged_evaluation_is_named_by_gate(tmp_path, cli):
     ev.write_text("[1, 2]")
     code, _, err = cli("gate", "--evaluation", str(ev), "--out", str(tmp_path / "gate"))
     assert code != 0 and "not a synthgate evaluation" in err
+
+
+def test_a_dataset_of_one_class_is_refused_at_prepare_and_at_validate(tmp_path, cli):
+    """Issue #35: a one-class dataset passed prepare and validate; only train refused it, after the work."""
+    make_folder(tmp_path / "raw", {"lesion": 12}, mixed=False)
+    code, out, err = cli("prepare", "--source", "raw", "--resolution", "16", "--out", "ds", cwd=tmp_path)
+    assert code != 0 and "the dataset has one class only (lesion)" in err and "at least 2 classes" in err, err
+    assert "hint: give the source two or more classes" in err and "unexpected" not in err
+    assert not (tmp_path / "ds").exists()
+    # a one-class dataset prepared elsewhere (an older synthgate, a DVC import) is refused by validate too
+    make_folder(tmp_path / "two", {"a": 12, "b": 12}, mixed=False)
+    assert cli("prepare", "--source", "two", "--resolution", "16", "--out", "ds2", cwd=tmp_path)[0] == 0
+    manifest = json.loads((tmp_path / "ds2" / "manifest.json").read_text())
+    manifest["classes"] = ["a"]
+    (tmp_path / "ds2" / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = cli("validate", "--dataset", "ds2", "--out", "v", cwd=tmp_path)
+    assert code != 0 and "the dataset has one class only (a)" in err, err

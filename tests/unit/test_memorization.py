@@ -221,3 +221,12 @@ def test_a_shifted_copy_of_a_near_symmetric_image_is_aligned_under_the_right_fli
     one = search(copies, index, make_spec(64, dihedrals=1))  # the former search: the mirror wins for several
     missed = one.aligned < 0.9999
     assert missed.sum() >= 3 and (one.aligned_transform[missed, 0] != 0).all()
+
+
+def test_planted_kinds_are_described_at_the_evaluated_resolution():
+    """Issue #35: a 32x32 run said "shifted by 2 px (at 64x64)" for copies shifted by 1 px."""
+    from synthgate.evaluation.memorization.planted import describe
+
+    assert describe("shift_2px", 32) == "shifted by 1 px at 32x32 (2 px at 64x64) in a random direction, edges replicated"
+    assert describe("shift_4px", 64) == "shifted by 4 px at 64x64 in a random direction, edges replicated"
+    assert describe("crop_resize", 32) == KINDS["crop_resize"]

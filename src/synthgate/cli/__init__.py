@@ -30,6 +30,18 @@ def version() -> None:
     console.print(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", "-V", is_eager=True, callback=_print_version,
+                                            help="print the synthgate version and exit")) -> None:
+    """Train, gate, register and publish synthetic medical image datasets."""
+
+
 def main(argv: list[str] | None = None) -> None:
     _setup()
     try:

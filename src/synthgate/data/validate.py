@@ -31,7 +31,7 @@ from synthgate.data.canonical import (
 from synthgate.data.config import ValidateConfig
 from synthgate.data.dedup import find_duplicates
 from synthgate.data.leakage import LeakageReport, dataset_leakage
-from synthgate.errors import ValidationFailed
+from synthgate.errors import DataError, ValidationFailed
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import write_json_atomic
 
@@ -273,6 +273,10 @@ def validate(
     """
     reporter = reporter or NullReporter()
     ds = load_dataset(Path(dataset), mmap=False)
+    if len(ds.classes) < 2:
+        from synthgate.data.prepare import ONE_CLASS_HINT, one_class_message
+
+        raise DataError(one_class_message(dataset, ds.classes), hint=ONE_CLASS_HINT)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = report_dir / "data_docs"

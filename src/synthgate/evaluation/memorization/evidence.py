@@ -212,7 +212,8 @@ def assemble(
         lo, hi = clopper_pearson(int(hit.sum()), len(hit))
         found = sc.search.aligned_index if kind.startswith(("shift", "crop")) else sc.search.pixel_index
         planted[kind] = {
-            "what": planted_mod.KINDS[kind], "n": int(len(hit)), "ruled": kind not in planted_mod.NOT_RULED,
+            "what": planted_mod.describe(kind, int(train.shape[1])), "n": int(len(hit)),
+            "ruled": kind not in planted_mod.NOT_RULED,
             "detected": int(hit.sum()), "rate": float(hit.mean()), "ci95": [lo, hi],
             "per_detector": {d: float((v * len(pk) <= level).mean()) for d, v in pk.items()},
             "source_found": float((found == planted_sources[kind]).mean()),

@@ -28,6 +28,17 @@ KINDS: dict[str, str] = {
     "noise": "Gaussian noise, sigma 0.03 of the grey range",
     "blend": "70/30 blend with another training image",
 }
+def describe(kind: str, size: int) -> str:
+    """What ``kind`` is at images of side ``size``: the pixel amounts as planted at that resolution (they are
+    given at 64x64 in :data:`KINDS` and scale with it)."""
+    if kind.startswith("shift_"):
+        n = int(kind.removeprefix("shift_").removesuffix("px"))
+        s = max(1, round(n * size / 64))
+        at = f"{s} px at {size}x{size}" + (f" ({n} px at 64x64)" if size != 64 else "")
+        return f"shifted by {at} in a random direction, edges replicated"
+    return KINDS[kind]
+
+
 #: Kinds reported but not demanded by the policy rule (a 30% blend is half a new image).
 NOT_RULED = ("blend",)
 
