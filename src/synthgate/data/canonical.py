@@ -218,3 +218,14 @@ def write_dataset(
             dicom_tags.to_parquet(tmp / DICOM_TAGS, index=False)
         write_json_atomic(tmp / MANIFEST, manifest)
     return load_dataset(Path(root))
+
+
+def refuse_one_class(where: object, classes: list[str]) -> None:
+    """Refuse a dataset of fewer than 2 classes: every stage after it works per class (class-conditional
+    generators, the utility classifier, the per-class evaluation)."""
+    if len(classes) < 2:
+        raise DataError(f"{where}: the dataset has one class only ({', '.join(map(str, classes)) or 'none'}); "
+                        "synthgate's generators are class-conditional and its utility evaluation trains a classifier, "
+                        "so it needs at least 2 classes",
+                        hint="give the source two or more classes (a folder per class, a label table's label column, "
+                             "or the npz labels), e.g. normal and abnormal")

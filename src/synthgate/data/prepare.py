@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthgate.data.canonical import CanonicalDataset, image_stats, pixel_hashes, write_dataset
+from synthgate.data.canonical import (
+    CanonicalDataset,
+    image_stats,
+    pixel_hashes,
+    refuse_one_class,
+    write_dataset,
+)
 from synthgate.data.complexity import delentropy
 from synthgate.data.config import PrepareConfig, SourceConfig
 from synthgate.data.groups_inferred import InferredGroups, infer_groups, regroup_split
@@ -189,18 +195,6 @@ def _decode_all(items: list[RawItem], geo: Geometry, workers: int, reporter: Rep
     return results
 
 
-ONE_CLASS_HINT = ("give the source two or more classes (a folder per class, a label table's label column, or the "
-                  "npz labels), e.g. normal and abnormal")
-
-
-def one_class_message(where: object, classes: list[str]) -> str:
-    """Why a dataset of one class is refused: every stage after it works per class (class-conditional
-    generators, the utility classifier, the per-class evaluation)."""
-    return (f"{where}: the dataset has one class only ({', '.join(map(str, classes)) or 'none'}); synthgate's "
-            "generators are class-conditional and its utility evaluation trains a classifier, so it needs at least "
-            "2 classes")
-
-
 def prepare(
     source: SourceConfig,
     cfg: PrepareConfig,
@@ -216,8 +210,7 @@ def prepare(
     items = data.items
     if not items:
         raise DataError(f"{source.path}: no images found")
-    if len(data.classes) < 2:
-        raise DataError(one_class_message(source.path, data.classes), hint=ONE_CLASS_HINT)
+    refuse_one_class(source.path, data.classes)
     dicom_tags = data.dicom_tags
     if cfg.max_per_class is not None:
         kept = _subsample(items, cfg.max_per_class, cfg.split.seed)

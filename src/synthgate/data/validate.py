@@ -26,12 +26,13 @@ from synthgate.data.canonical import (
     image_stats,
     load_dataset,
     pixel_hashes,
+    refuse_one_class,
     write_dataset,
 )
 from synthgate.data.config import ValidateConfig
 from synthgate.data.dedup import find_duplicates
 from synthgate.data.leakage import LeakageReport, dataset_leakage
-from synthgate.errors import DataError, ValidationFailed
+from synthgate.errors import ValidationFailed
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import write_json_atomic
 
@@ -273,10 +274,7 @@ def validate(
     """
     reporter = reporter or NullReporter()
     ds = load_dataset(Path(dataset), mmap=False)
-    if len(ds.classes) < 2:
-        from synthgate.data.prepare import ONE_CLASS_HINT, one_class_message
-
-        raise DataError(one_class_message(dataset, ds.classes), hint=ONE_CLASS_HINT)
+    refuse_one_class(dataset, ds.classes)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     docs_dir = report_dir / "data_docs"
