@@ -48,7 +48,7 @@ from synthgate.data.canonical import load_dataset  # noqa: E402
 from synthgate.evaluation.config import MemorizationConfig  # noqa: E402
 from synthgate.evaluation.memorization import planted as planted_mod  # noqa: E402
 from synthgate.evaluation.memorization.descriptor import get_descriptor  # noqa: E402
-from synthgate.evaluation.memorization.evidence import CopySearch, Scored, assemble  # noqa: E402
+from synthgate.evaluation.memorization.evidence import CopySearch, Scored, assemble, reachable  # noqa: E402
 from synthgate.evaluation.memorization.search import SearchResult, make_spec  # noqa: E402
 from synthgate.gates.decision import decide  # noqa: E402
 from synthgate.gates.policy import GatePolicy  # noqa: E402
@@ -95,18 +95,13 @@ def concat(parts: list[Scored]) -> Scored:
 
 
 def ceiling(null: Scored, copies: Scored) -> dict:
-    """How many planted copies lie beyond *every* held-out image on at least one detector. A copy
-    whose every detector score is within the range of unseen patients' scores cannot get a p-value
-    below about 1/(n + 1) from any calibrated test on these detectors: this share bounds the power of
-    any combination of them at a level below 1/(n + 1), whatever the null model."""
+    """The evaluation's reachable share (:func:`synthgate.evaluation.memorization.evidence.reachable`) against
+    *all* held-out images (not one split's null), in all and per detector."""
     ns, cs = null.scores(), copies.scores()
-    beyond = np.zeros(len(copies.descriptor), bool)
-    per = {}
-    for d, v in cs.items():
-        over = v > ns[d].max()
-        per[d] = float(over.mean())
-        beyond |= over
-    return {"beyond_null_max": float(beyond.mean()), "beyond_per_detector": per, "n_null_all": int(len(null.descriptor))}
+    null_max = {d: float(v.max()) for d, v in ns.items()}
+    return {"beyond_null_max": reachable(cs, null_max),
+            "beyond_per_detector": {d: reachable({d: v}, null_max) for d, v in cs.items()},
+            "n_null_all": int(len(null.descriptor))}
 
 
 def memorization_verdict(mem: dict, policy: GatePolicy) -> tuple[bool, list[str], dict]:

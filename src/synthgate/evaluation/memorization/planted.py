@@ -28,13 +28,17 @@ KINDS: dict[str, str] = {
     "noise": "Gaussian noise, sigma 0.03 of the grey range",
     "blend": "70/30 blend with another training image",
 }
+def shift_px(kind: str, size: int) -> int:
+    """The pixels a ``shift_Npx`` copy moves at images of side ``size`` (N is given at 64x64; at least 1)."""
+    return max(1, round(int(kind.removeprefix("shift_").removesuffix("px")) * size / 64))
+
+
 def describe(kind: str, size: int) -> str:
     """What ``kind`` is at images of side ``size``: the pixel amounts as planted at that resolution (they are
     given at 64x64 in :data:`KINDS` and scale with it)."""
     if kind.startswith("shift_"):
         n = int(kind.removeprefix("shift_").removesuffix("px"))
-        s = max(1, round(n * size / 64))
-        at = f"{s} px at {size}x{size}" + (f" ({n} px at 64x64)" if size != 64 else "")
+        at = f"{shift_px(kind, size)} px at {size}x{size}" + (f" ({n} px at 64x64)" if size != 64 else "")
         return f"shifted by {at} in a random direction, edges replicated"
     return KINDS[kind]
 
@@ -58,7 +62,6 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
 def modify(kind: str, x: np.ndarray, rng: np.random.Generator, other: np.ndarray) -> np.ndarray:
     """One modified copy of ``x`` (H, W, C) uint8; ``other`` is the image blended in."""
     h = x.shape[0]
-    px = h / 64
     if kind == "exact":
         return x.copy()
     if kind == "flip":
@@ -66,7 +69,7 @@ def modify(kind: str, x: np.ndarray, rng: np.random.Generator, other: np.ndarray
     if kind == "rot90":
         return np.rot90(x, 1).copy() if x.shape[0] == x.shape[1] else x[::-1].copy()
     if kind.startswith("shift_"):
-        s = max(1, round(int(kind.removeprefix("shift_").removesuffix("px")) * px))
+        s = shift_px(kind, h)
         a = rng.uniform(0, 2 * np.pi)
         dy, dx = int(round(s * np.sin(a))), int(round(s * np.cos(a)))
         if dy == 0 and dx == 0:
