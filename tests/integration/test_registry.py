@@ -314,6 +314,11 @@ def test_the_model_carries_its_proof_and_refuses_a_failed_gate(server, model_dir
     assert page.startswith("## Release gate: FAILED")
     assert "Failing rules: memorization.max\\_flagged\\_copies" in page  # escaped markdown, rendered as text
     assert "| memorization.max\\_flagged\\_copies | **FAIL** |" in page and "evaluation/report.html" in page
+    # issue #35: each rule with its kind of value and what it protects; thresholds as people read them (MLflow's
+    # markdown renderer showed "\\>= 5"), counts as integers
+    assert "| memorization.max\\_flagged\\_copies | **FAIL** | 3 | ≤ 0 | count \\(images whose copy p-value" in page
+    assert "no synthetic image is a \\(near-\\)copy of one training patient's image" in page
+    assert "\\>" not in page and "\\<" not in page and "may not be released" in page
     assert client.get_model_version(name, ok.version).description.startswith("## Release gate: PASSED")
     sig = get_model_info(f"models:/{name}/{ok.version}").signature
     assert [c.name for c in sig.inputs.inputs][:2] == ["class", "count"]

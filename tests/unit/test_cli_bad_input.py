@@ -242,3 +242,19 @@ def test_a_dataset_of_one_class_is_refused_at_prepare_and_at_validate(tmp_path, 
     (tmp_path / "ds2" / "manifest.json").write_text(json.dumps(manifest))
     code, out, err = cli("validate", "--dataset", "ds2", "--out", "v", cwd=tmp_path)
     assert code != 0 and "the dataset has one class only (a)" in err, err
+
+
+def test_validate_out_writes_its_report_beside_its_output(tmp_path, cli):
+    """Issue #35: `validate --out X` wrote its report over reports/validation (another dataset's report)."""
+    make_folder(tmp_path / "raw", {"a": 12, "b": 12}, mixed=False)
+    assert cli("prepare", "--source", "raw", "--resolution", "16", "--out", "ds", cwd=tmp_path)[0] == 0
+    code, out, err = cli("validate", "--dataset", "ds", "--out", "elsewhere/v", "--min-images-per-class", "2",
+                         "--no-leakage", cwd=tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "elsewhere" / "v-validation" / "validation.json").is_file()
+    assert "elsewhere/v-validation/validation.json" in out.replace("\n", "")
+    assert not (tmp_path / "reports" / "validation").exists()
+    # --report still decides when given
+    code, out, err = cli("validate", "--dataset", "ds", "--out", "v2", "--report", "r2", "--min-images-per-class", "2",
+                         "--no-leakage", cwd=tmp_path)
+    assert code == 0 and (tmp_path / "r2" / "validation.json").is_file() and not (tmp_path / "v2-validation").exists()

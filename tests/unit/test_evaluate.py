@@ -145,6 +145,17 @@ def test_real_held_out_scores_like_the_baseline_and_report_renders(real, tmp_pat
     assert "synthgate:public-report" in public and public.index("Release gate: <span class=bad>FAILED</span>") < \
         public.index("<h2>Summary</h2>")
     assert "an honest generator fails these rules with probability at most 0.01" in html
+    # issue #35: one decision page: every applied rule with value, threshold, kind of value and what it protects,
+    # above the evidence; a title that says what the page is (and, for the public one, that it has no real image)
+    top = html[:html.index("<h2>Summary</h2>")]
+    for rule in decision.rules:
+        assert f"<code>{rule.rule}</code>" in top, rule.rule
+    assert "upper confidence bound (AUC trained on real minus AUC trained on synthetic)" in top
+    assert "lower confidence bound (membership-inference AUC, copy-descriptor space)" in top
+    assert "may not be released" in top and "Why each failing rule failed" in top
+    assert "<title>Release decision: FAILED · Evaluation report: " in html and "internal: shows real patient images" in html
+    assert "<title>Release decision: FAILED · Evaluation report: " in public and "(public: no real image)</title>" in public
+    assert "{'model_dir'" not in html and "generator: " in html
 
 
 def test_the_public_report_never_reads_a_real_image(real, tmp_path, monkeypatch):
@@ -211,7 +222,16 @@ def test_mismatched_sets_are_refused(real, tmp_path):
                        np.r_[np.zeros(5, int), np.full(5, 3)], [*ds.classes, "tumour"])
     with pytest.raises(DataError, match=r"synthetic class\(es\) \['tumour'\] do not exist in the real dataset"):
         evaluate(ds.root, extra.root, cfg, tmp_path / "e")
-    few = _synthetic(tmp_path / "few", np.asarray(standin.images[:4]), standin.labels()[:4], ds.classes)
+    # issue #35: a synthetic set missing a class started a full evaluation without a word
+    y = standin.labels()
+    one = np.flatnonzero(y == 0)
+    missing = _synthetic(tmp_path / "missing", np.asarray(standin.images)[one], y[one], ds.classes)
+    with pytest.raises(DataError, match=rf"no image of {len(ds.classes) - 1} of the real dataset's {len(ds.classes)} "
+                                        rf"classes \({', '.join(ds.classes[1:])}\)") as e:
+        evaluate(ds.root, missing.root, cfg, tmp_path / "e")
+    assert "sample every class" in e.value.hint and not (tmp_path / "e").exists()
+    pick = np.r_[[np.flatnonzero(y == k)[0] for k in range(len(ds.classes))], np.flatnonzero(y == 0)[1:2]]
+    few = _synthetic(tmp_path / "few", np.asarray(standin.images)[pick], y[pick], ds.classes)
     with pytest.raises(DataError, match="need more than k images"):
         evaluate(ds.root, few.root, cfg, tmp_path / "e")
 
@@ -325,7 +345,8 @@ def test_a_reader_study_goes_into_the_evaluation_its_reports_and_the_gate(real, 
 
     monkeypatch.setattr(encoder, "get_encoder", lambda *a, **k: pytest.fail("work began before the check"))
     imgs, labels = _replay(ds, "exact")
-    other = _synthetic(tmp_path / "other", imgs[:40], labels[:40], ds.classes)
+    pick = np.r_[[np.flatnonzero(labels == k)[:14] for k in range(len(ds.classes))]].ravel()  # every class
+    other = _synthetic(tmp_path / "other", imgs[pick], labels[pick], ds.classes)
     with pytest.raises(DataError, match="its readers judged other images"):
         evaluate(ds.root, other.root, _cfg(tmp, utility={"enabled": False}, reader_study=study.root), tmp_path / "x")
 

@@ -166,10 +166,18 @@ def test_policy_file_errors(tmp_path):
 
 def test_cli_gate_exit_codes(tmp_path):
     (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation(utility__paired__auc_gap=[0.2] * 6)))
+    # a failed gate exits 1 by default, so `gate && register && publish` stops; gate.json is written either way
     r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
-    assert r.code == 0 and "FAILED" in r.stdout and "utility.max_auc_gap" in r.stdout
+    assert r.code == 1 and "FAILED" in r.stdout and "gate failed: 1 rule(s): utility.max_auc_gap" in r.stderr
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
     r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--strict", cwd=tmp_path)
-    assert r.code == 1 and "gate failed: 1 rule(s): utility.max_auc_gap" in r.stderr
+    assert r.code == 1
+    # --report-only (dvc.yaml: the failed version is still registered, as failed) exits 0
+    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--report-only", cwd=tmp_path)
+    assert r.code == 0 and "FAILED" in r.stdout and "utility.max_auc_gap" in r.stdout
+    (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation()))
+    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
+    assert r.code == 0 and "PASSED" in r.stdout
     (tmp_path / "bad.yaml").write_text("utility:\n  max_auc_gapp: 0.1\n")
     r = run_cli("gate", "--evaluation", "evaluation.json", "--policy", "bad.yaml", cwd=tmp_path)
     assert r.code == 2 and "utility.max_auc_gapp" in r.stderr and "Traceback" not in r.stderr

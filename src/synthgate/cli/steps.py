@@ -92,9 +92,9 @@ def validate(
     params: ParamsOpt = Path("params.yaml"),
     dataset: Annotated[Path, typer.Option(help="canonical dataset to validate")] = Path("data/prepared"),
     out: Annotated[Path, typer.Option(help="where to write the validated dataset")] = Path("data/validated"),
-    report: Annotated[Path, typer.Option(help="folder for validation.json and the data docs")] = Path(
-        "reports/validation"
-    ),
+    report: Annotated[Path | None, typer.Option(
+        help="folder for validation.json and the data docs [default: reports/validation, or OUT-validation "
+             "beside a non-default --out]")] = None,
     drop_duplicates: Annotated[
         bool | None, typer.Option("--drop-duplicates/--keep-duplicates",
                                   help="drop held-out images that duplicate an image of another split")
@@ -114,6 +114,7 @@ def validate(
     from synthgate.data.validate import ValidationResult
     from synthgate.errors import ValidationFailed
 
+    report = report or validation_report_dir(out)
     p = _params(params, {"validate.drop_duplicates": drop_duplicates, "validate.drop_empty": drop_empty,
                          "validate.deidentify": deidentify, "validate.min_images_per_class": min_images_per_class,
                          "validate.leakage.enabled": leakage})
@@ -129,6 +130,13 @@ def validate(
     if result.dropped:
         console.print(f"  dropped    {result.dropped}")
     _print_dataset("validated dataset", result.dataset)
+    console.print(f"  report     {report / 'validation.json'}")
+
+
+def validation_report_dir(out: Path) -> Path:
+    """Where `validate` writes its report when --report is not given: reports/validation for the default
+    output (as dvc.yaml has it), else beside the output, so that two validations never overwrite one report."""
+    return Path("reports/validation") if out == Path("data/validated") else out.parent / f"{out.name}-validation"
 
 
 def _print_leakage(result: object, report: Path) -> None:
@@ -235,9 +243,14 @@ def gate(
     ),
     policy: Annotated[Path, typer.Option(help="the release policy")] = Path("gates.yaml"),
     out: Annotated[Path, typer.Option(help="where to write gate.json")] = Path("reports/gate/gate.json"),
-    strict: Annotated[bool, typer.Option(help="exit non-zero when the gate fails")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict/--report-only",
+        help="exit 1 when the gate fails (so `gate && register && publish` stops); --report-only writes "
+             "gate.json and exits 0 either way, for pipelines that register failed versions as failed")] = True,
 ) -> None:
-    """Apply the release policy (gates.yaml) to an evaluation; write gate.json."""
+    """Apply the release policy (gates.yaml) to an evaluation; write gate.json.
+
+    Exit status: 0 passed, 1 failed (unless --report-only), 2 the evaluation or the policy is unusable."""
     from synthgate import stages
 
     d = stages.gate(evaluation=evaluation, out=out,
@@ -245,7 +258,8 @@ def gate(
     _print_gate(d, out)
     if strict and not d.passed:
         err_console.print(f"[bold red]gate failed:[/] {len(d.failures)} rule(s): "
-                          + ", ".join(r.rule for r in d.failures))
+                          + ", ".join(r.rule for r in d.failures)
+                          + " (exit 1; --report-only writes gate.json and exits 0)")
         raise typer.Exit(1)
 
 

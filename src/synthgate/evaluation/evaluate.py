@@ -85,6 +85,15 @@ def check_compatible(real: CanonicalDataset, syn: CanonicalDataset) -> None:
                 hint="drop or regenerate them (a generator that produced NaN diverged)")
     if len(syn.meta) == 0:
         raise DataError(f"{syn.root}: the synthetic dataset is empty")
+    present = set(np.asarray(syn.classes)[np.unique(syn.labels())])
+    missing = [c for c in real.classes if c not in present]
+    if missing:
+        raise DataError(
+            f"{syn.root}: the synthetic dataset has no image of {len(missing)} of the real dataset's "
+            f"{len(real.classes)} classes ({', '.join(map(str, missing))}): its utility, fidelity and per-class "
+            "numbers would be measured on a different task than the real data's",
+            hint="sample every class (synthgate sample --per-class N), or evaluate against a real dataset "
+                 "prepared with these classes only")
 
 
 def check_groups(real: CanonicalDataset, train_idx: np.ndarray) -> None:

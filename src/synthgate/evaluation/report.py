@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .flag{background:#fff3cd;border-left:4px solid #e0a800;padding:.6em 1em;margin:1em 0}
 .bad{color:#b00020;font-weight:bold} .ok{color:#1b7f3b;font-weight:bold}
 img{max-width:100%} .ids{font-family:monospace;font-size:.85em;color:#555} .note{color:#555;font-size:.9em}
+.wide{overflow-x:auto;max-width:100%} td{overflow-wrap:anywhere} td.l,th.l{text-align:left}
 """
 
 
@@ -52,7 +54,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def _table(rows: list[list[Any]], header: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class=wide><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _samples(a: dict[str, Any], classes: list[str], per: int = 8, public: bool = False) -> str:
@@ -270,6 +272,17 @@ def _summary_rows(s: dict[str, Any], m: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def generator_text(synthetic: dict[str, Any]) -> str:
+    """The generator behind a synthetic set in words ("diffusion-tiny, step 400"), not its raw record."""
+    gen = synthetic.get("generator")
+    if isinstance(gen, dict):
+        name = gen.get("name") or gen.get("type") or "generator"
+        return f"{name}, step {gen['step']}" if gen.get("step") is not None else str(name)
+    if synthetic.get("standin"):
+        return f"stand-in ({synthetic['standin']})"
+    return str(gen) if gen else "unknown generator"
+
+
 def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False) -> str:
     """The evaluation report. ``public``: the version that may leave the place where the real data
     is (registry, published package): every number, but no real image (samples, mean images, the
@@ -281,16 +294,18 @@ def render_report(data: dict[str, Any], a: dict[str, Any], public: bool = False)
     s = data["summary"]
     f = data["fidelity"]
     m = data["memorization"]
-    parts: list[str] = [f"<html><head><meta charset=utf-8><title>synthgate evaluation</title><style>{CSS}</style>"
-                        "</head><body>", "<h1>Synthetic data evaluation</h1>", VERDICT_START + VERDICT_END]
+    gen = generator_text(data["synthetic"])
+    title = html.escape(f"Evaluation report: {gen} against {Path(str(data['real']['path'])).name} "
+                        f"({'public: no real image' if public else 'internal: shows real patient images'})")
+    parts: list[str] = [f"<html><head><meta charset=utf-8><title>{title}</title><style>{CSS}</style>"
+                        f"</head><body>", f"<h1>{title}</h1>", VERDICT_START + VERDICT_END]
     if public:
         parts += [PUBLIC_MARK, PUBLIC_NOTE]
-    gen = data["synthetic"].get("generator") or data["synthetic"].get("standin") or "unknown"
     parts.append(
         "<p class=ids>"
         f"real dataset {data['real']['content_hash'][:16]} ({html.escape(data['real']['path'])})<br>"
         f"synthetic dataset {data['synthetic']['content_hash'][:16]} ({html.escape(data['synthetic']['path'])}), "
-        f"{data['synthetic']['num_images']} images; generator: {html.escape(str(gen))}<br>"
+        f"{data['synthetic']['num_images']} images; generator: {html.escape(gen)}<br>"
         f"reference encoder {html.escape(str(data['encoder']['encoder_id']))} (val AUROC "
         f"{_fmt(data['encoder'].get('val_auroc'))}); scores from other encoders are not comparable<br>"
         f"evaluation {data['evaluation_hash'][:16]} · synthgate {data['synthgate_version']} · {data['created']}</p>")
@@ -398,28 +413,3 @@ def insert_release(report_html: str, release: dict[str, Any]) -> str:
 
 VERDICT_START = "<!-- synthgate:gate-verdict -->"
 VERDICT_END = "<!-- /synthgate:gate-verdict -->"
-
-
-def insert_verdict(report_html: str, gate: dict[str, Any]) -> str:
-    """The report with the gate's verdict, its failing rules and the memorization statement at the top
-    (replacing an earlier verdict): the page a reviewer opens states the decision first."""
-    failing = [r for r in gate.get("rules", []) if not r.get("passed")]
-    mem = (gate.get("details") or {}).get("memorization") or {}
-    ok = bool(gate.get("passed"))
-    lines = [f"<div class=flag style='border-left-color:{'#1b7f3b' if ok else '#b00020'}'>"
-             f"<b>Release gate: <span class={'ok' if ok else 'bad'}>{'PASSED' if ok else 'FAILED'}</span></b> "
-             f"(evaluation {html.escape(str(gate.get('evaluation_hash', ''))[:16])}, policy "
-             f"{html.escape(str(gate.get('policy_hash', ''))[:16])}, {html.escape(str(gate.get('created', '')))})"]
-    if failing:
-        lines.append("<ul>" + "".join(f"<li><b>{html.escape(r['rule'])}</b>: {html.escape(str(r.get('reason', '')))}</li>"
-                                      for r in failing) + "</ul>")
-    if mem.get("statement"):
-        lines.append(f"<p class=note>Memorization: {html.escape(mem['statement'])}."
-                     + (f" Flagged copies (never released): {', '.join(map(str, mem['flagged'][:50]))}"
-                        if mem.get("flagged") else "") + "</p>")
-    lines.append("</div>")
-    block = VERDICT_START + "".join(lines) + VERDICT_END
-    if VERDICT_START in report_html and VERDICT_END in report_html:
-        head, rest = report_html.split(VERDICT_START, 1)
-        return head + block + rest.split(VERDICT_END, 1)[1]
-    return report_html.replace("<body>", "<body>" + block, 1)

@@ -187,7 +187,7 @@ def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
     body["policy"] = policy.model_dump(mode="json")
     write_json_atomic(Path(out), body)
     from synthgate.evaluation.evaluate import PUBLIC_REPORT
-    from synthgate.evaluation.report import insert_verdict
+    from synthgate.gates.page import insert_verdict
 
     for name, public in (("report.html", False), (PUBLIC_REPORT, True)):
         report = Path(evaluation_path).parent / name

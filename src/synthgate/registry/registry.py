@@ -217,22 +217,32 @@ def _md(value: Any) -> str:
     """``value`` as plain text in a markdown table cell: markdown and HTML metacharacters escaped."""
     text = f"{value:.4g}" if isinstance(value, float) else str(value)
     text = " ".join(text.split())
-    return "".join(f"\\{c}" if c in "\\`*_[]()<>!#|{}" else c for c in text)
+    # MLflow renders descriptions with showdown, which shows a backslash before < and >: entities for those
+    return "".join({"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(c) or (f"\\{c}" if c in "\\`*_[]()!#|{}" else c) for c in text)
 
 
 def version_description(decision: Any, run_id: str, reported: bool) -> str:
     """The markdown a reviewer sees on the version's page in the MLflow UI, written from the decision
     recomputed at registration (never from ``gate.json``'s own text): the verdict, each rule with its
     value and threshold (failing rules first), and where the report and records are."""
+    from dataclasses import asdict
+
+    from synthgate.gates.explain import fmt, guide, threshold_text
+    from synthgate.gates.page import verdict_words
+
     rules = sorted(decision.rules, key=lambda r: r.passed)
     failing = [r for r in rules if not r.passed]
-    lines = [f"## Release gate: {'PASSED' if decision.passed else 'FAILED'}", ""]
+    lines = [f"## Release gate: {'PASSED' if decision.passed else 'FAILED'}", "",
+             _md(verdict_words({"passed": decision.passed, "rules": [asdict(r) for r in decision.rules]})), ""]
     if failing:
         lines += ["Failing rules: " + ", ".join(_md(r.rule) for r in failing), ""]
-    lines += ["| rule | result | value | threshold | reason |", "| --- | --- | --- | --- | --- |"]
+    lines += ["| rule | result | value | threshold | kind of value | what it protects | reason |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rules:
-        lines.append(f"| {_md(r.rule)} | {'pass' if r.passed else '**FAIL**'} | {_md(r.value)} | "
-                     f"{_md(r.comparison)} {_md(r.threshold)} | {_md(r.reason)} |")
+        g = guide(r.rule)
+        lines.append(f"| {_md(r.rule)} | {'pass' if r.passed else '**FAIL**'} | {_md(fmt(r.rule, r.value))} | "
+                     f"{_md(threshold_text(r.rule, r.comparison, r.threshold))} | {_md(g.kind)} | {_md(g.protects)} | "
+                     f"{_md(r.reason)} |")
     where = ("the public report (no real image) is the run's artifact `evaluation/report.html`; "
              if reported else "no public report was registered; ")
     lines += ["", f"Policy {_md(decision.policy_hash[:16])}, evaluation {_md(decision.evaluation_hash[:16])}, "
