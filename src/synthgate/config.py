@@ -71,21 +71,30 @@ class Params(Strict):
     publish: PublishConfig = PublishConfig()
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = []
+def _locations(err: ValidationError) -> list[tuple[str, str]]:
+    out = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if p != "validate_") or "(root)"
-        loc = loc.replace("validate_", "validate")
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{origin}: {loc}: {msg}")
-    return "\n".join(lines)
+        out.append((loc.replace("validate_", "validate"), e["msg"].removeprefix("Value error, ")))
+    return out
 
 
-def parse_model(model: type[BaseModel], data: Any, origin: str) -> Any:
-    """Build ``model`` from ``data``; turn pydantic errors into a ConfigError naming each field."""
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    return "\n".join(f"{origin}: {loc}: {msg}" for loc, msg in _locations(err))
+
+
+def parse_model(model: type[BaseModel], data: Any, origin: str, given: set[str] | None = None) -> Any:
+    """Build ``model`` from ``data``; turn pydantic errors into a ConfigError naming each field. ``given``:
+    the dotted keys set on the command line (or by a pipeline parameter), so that a bad value given there is
+    blamed on the option, not on the params file."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
+        locs = _locations(err)
+        blamed = [(loc, msg) for loc, msg in locs if given and any(loc == k or loc.startswith(k + ".") for k in given)]
+        if blamed and len(blamed) == len(locs):
+            raise ConfigError("\n".join(f"the command-line value of {loc}: {msg}" for loc, msg in blamed),
+                              hint="fix the option's value (`-h` lists each option and its default)") from None
         raise ConfigError(
             _format_validation_error(err, origin), hint=f"fix the setting(s) above in {origin}"
         ) from None
@@ -140,4 +149,5 @@ def load_params(path: Path | None = None, overrides: dict[str, Any] | None = Non
     env_path = os.environ.get(ENV_SOURCE_PATH)
     if env_path and not (overrides or {}).get("data.source.path"):
         data.setdefault("data", {}).setdefault("source", {})["path"] = env_path
-    return parse_model(Params, data, origin)
+    given = {k for k, v in source_overrides(overrides or {}).items() if v is not None and v is not CLEAR}
+    return parse_model(Params, data, origin, given)

@@ -153,6 +153,9 @@ def counts_table(meta: pd.DataFrame, classes: list[str]) -> dict[str, dict[str, 
 def load_dataset(root: Path, mmap: bool = True) -> CanonicalDataset:
     """Open a canonical dataset; refuse anything that does not look like one, naming the file."""
     root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such dataset folder",
+                        hint="run `synthgate prepare` (or the stage that writes it) first, or check the path")
     for name in (IMAGES, METADATA, MANIFEST):
         if not (root / name).exists():
             raise DataError(

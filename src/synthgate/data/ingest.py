@@ -55,7 +55,7 @@ def _resolve_missing(cfg: SourceConfig) -> Path:
         flag, _ = medmnist_info(cfg.flag, path)
         if flag:
             return download_medmnist(flag, Path(cfg.download_dir))
-    raise DataError(f"{path}: no such file or directory", hint="check data.source.path in params.yaml")
+    raise DataError(f"{path}: no such file or directory", hint="check --source (or data.source.path in params.yaml)")
 
 
 def ingest(cfg: SourceConfig, out: Path) -> dict[str, Any]:

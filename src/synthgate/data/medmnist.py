@@ -56,8 +56,14 @@ def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None
     flag, info = medmnist_info(flag, path)
     if not path.exists():
         if flag is None or download_dir is None:
-            raise DataError(f"{path}: no such file", hint="check data.source.path in params.yaml")
+            raise DataError(f"{path}: no such file", hint="check --source (or data.source.path in params.yaml)")
         path = download_medmnist(flag, Path(download_dir))
+    import zipfile
+
+    if path.is_file() and not zipfile.is_zipfile(path):  # numpy would try it as a pickle and talk about allow_pickle
+        raise DataError(f"{path}: not an .npz file (an .npz is a zip archive of arrays; this file is not a zip "
+                        "archive: damaged, cut short, or another format renamed .npz)",
+                        hint="download or copy the file again, or point data.source.path at the right file")
     try:
         npz = np.load(path, allow_pickle=False)
         keys = set(npz.files)
@@ -88,7 +94,7 @@ def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None
                 hint="images and labels must have the same length",
             )
         labels = np.asarray(labels)
-        if labels.ndim == 2 and labels.shape[1] > 1:
+        if labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] > 1):
             raise DataError(
                 f"{path}: {split}_labels has shape {labels.shape}: multi-label tasks are not supported",
                 hint="use a single-label (multi-class or binary) MedMNIST dataset",

@@ -108,7 +108,7 @@ def read_source(cfg: SourceConfig) -> SourceData:
             return read_medmnist(path, cfg.flag, download_dir=cfg.download_dir)
         if kind == "auto" and path.name.lower().startswith("mednist"):
             return read_mednist(cfg)  # as with type mednist: MONAI downloads it into download_dir
-        raise DataError(f"{path}: no such file or directory", hint="check data.source.path in params.yaml")
+        raise DataError(f"{path}: no such file or directory", hint="check --source (or data.source.path in params.yaml)")
     if kind == "auto":
         kind = detect_type(path)
         if kind == "mednist":

@@ -63,7 +63,12 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 def list_datasets(store: str | Path | Store) -> list[dict[str, Any]]:
     """Every dataset visible to readers: ``NAME/VERSION/manifest.json`` (staging is never listed)."""
+    from synthgate.stores import FileStore, StoreError
+
     st = open_store(store) if isinstance(store, str | Path) else store
+    if isinstance(st, FileStore) and not st.root.is_dir():  # listing must not create the folder it reads
+        raise StoreError(f"{st.root}: no dataset store here (the folder does not exist)",
+                         hint="give --store the folder or s3:// URI that `synthgate publish` wrote to")
     st.check()
     out = []
     for key in st.list_keys(""):
