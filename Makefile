@@ -13,7 +13,7 @@ SYSDEPS := $(VENV)/.sysdeps
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
 
 MLFLOW_PORT ?= 5000
-.PHONY: help venv demo test test-fast repro lint lock clean mlflow manifests images images-cuda test-containers test-containers-cuda pipelines gpu-kit
+.PHONY: help venv demo test docs-check test-fast repro lint lock clean mlflow manifests images images-cuda test-containers test-containers-cuda pipelines gpu-kit
 
 help:
 	@echo "make demo      run ingest/prepare/validate on MedNIST (../shared/data) end to end"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint      ruff"
 	@echo "make mlflow    MLflow server (SQLite + local artifacts, basic-auth; admin password in mlruns/credentials.env) on 127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make lock      re-resolve and rewrite $(CONSTRAINTS)"
+	@echo "make docs-check  the demo's pages in headless chromium, offline; screenshots into docs/screenshots"
 	@echo "make images  build the CPU image ghcr.io/synthgate/synthgate:VERSION-cpu (podman or docker)"
 	@echo "make test-containers  build the image if needed and test it (CLI, stages, kfp DockerRunner)"
 	@echo "make images-cuda  build the CUDA image ghcr.io/synthgate/synthgate:VERSION-cuda"
@@ -64,6 +65,10 @@ demo: $(STAMP)
 
 test: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+
+# every page the demo leaves, opened in headless chromium with no network, screenshotted into docs/screenshots
+docs-check: $(STAMP) $(SYSDEPS)
+	SYNTHGATE_SCREENSHOTS=$(abspath docs/screenshots) $(BIN)/python -m pytest -q tests/e2e/test_demo.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not integration and not e2e"

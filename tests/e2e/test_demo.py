@@ -20,7 +20,15 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     params["evaluate"]["memorization"].setdefault("descriptor", {})["steps"] = 100
     params["evaluate"]["utility"].update(epochs=2, max_train_per_class=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    r = run_cli("demo", "--stop-server", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None}, timeout=1500)
+    r = run_cli("demo", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": None}, timeout=1500)
+    try:  # the server and the gatekeeper stay up for the UI, as after `make demo`: its page is screenshotted too
+        _check(tmp_path, r, params)
+    finally:
+        stop = run_cli("mlflow-stop", "--root", "mlruns", cwd=tmp_path)
+    assert stop.code == 0 and "stopped" in stop.output and not (tmp_path / "mlruns" / "server.pid").exists()
+
+
+def _check(tmp_path, r, params):
     assert r.code == 0, r.output
     assert "Traceback" not in r.output
     for line in ("canonical dataset", "validated dataset", "metadata", "validation report", "data docs (HTML)",
@@ -56,7 +64,6 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     registered = json.loads((tmp_path / "reports/registry/registered.json").read_text())
     assert registered["name"] == "mednist-generator" and registered["version"] == "1"
     assert "MLflow UI" in r.stdout and "model version" in r.stdout
-    assert not (tmp_path / "mlruns" / "server.pid").exists()
     # publish (by the recorded demo override if the gate failed) and a pulled, verified copy on disk
     pulled = tmp_path / "data/pulled/mednist-synthetic-v1"
     manifest = json.loads((pulled / "manifest.json").read_text())
@@ -68,3 +75,52 @@ def test_demo_runs_prepare_to_evaluate_on_mednist(tmp_path, mednist_path):
     card = (pulled / "DATACARD.md").read_text()
     assert "mednist-generator version 1" in card and ("PASSED" if gate["passed"] else "released by override") in card
     assert "pulled and verified" in r.stdout
+    _pages_render_offline(tmp_path, pulled, gate["passed"], registered["ui"])
+
+
+def _pages_render_offline(root, pulled, passed, ui):
+    """Issue #35: every page the demo leaves opens in headless chromium with no network, says in its title what
+    it is, and states the decision first; `make docs-check` keeps the screenshots (SYNTHGATE_SCREENSHOTS)."""
+    import base64
+    import os
+    import shutil
+    from pathlib import Path
+
+    from tests import pages
+
+    if not pages.available():
+        pytest.skip("chromium and chromedriver not installed (make test installs them)")
+    word = "PASSED" if passed else "FAILED"
+    expected = {  # page -> (file, words its title starts with, words its visible text must hold)
+        "validation": (root / "reports/validation/data_docs/index.html", "Validation ", ["PASSED"]),
+        "evaluation": (root / "reports/evaluation/report.html", "Evaluation report: ",
+                       ["internal: shows real patient images"]),
+        "decision": (root / "reports/gate/report.html", f"Release decision: {word} · Evaluation report: ",
+                     ["what it protects", "kind of value", "memorization.min_planted_detection"]),
+        "decision-public": (root / "reports/gate/report_public.html", f"Release decision: {word} · ",
+                            ["public: no real image"]),
+        "published": (pulled / "report.html", "Released synthetic data of mednist-generator version 1",
+                      ["Released: the release gate PASSED" if passed else "Released by OVERRIDE"]),
+    }
+    shots = pages.shoot({k: v[0] for k, v in expected.items()}, root / "screenshots")
+    # the model version's page in the MLflow UI (the local server, logged in as the demo's admin)
+    creds = dict(line.split("=", 1) for line in (root / "mlruns/credentials.env").read_text().splitlines()
+                 if "=" in line and not line.startswith("#"))
+    token = base64.b64encode(f"{creds['MLFLOW_TRACKING_USERNAME']}:{creds['MLFLOW_TRACKING_PASSWORD']}".encode())
+    shots |= pages.shoot({"mlflow-version": ui}, root / "screenshots",
+                         headers={"Authorization": "Basic " + token.decode()}, wait_for={"mlflow-version": "Release gate"})
+    expected["mlflow-version"] = (ui, "", ["Release gate: " + word, "what it protects", "kind of value"])
+    for name, (_, title, words) in expected.items():
+        s = shots[name]
+        assert s.external == [], (name, s.external)  # nothing from a CDN: a hospital network has none
+        assert s.title.startswith(title), (name, s.title)
+        assert all(w in s.text for w in words), (name, words, s.text[:2000])
+        assert not pages.blank(s.png) and s.height > 300, name
+    # the decision comes before the evidence on the decision page
+    text = shots["decision"].text
+    assert text.index("Release gate") < text.index("what it protects") < text.index("Summary")
+    keep = os.environ.get("SYNTHGATE_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for s in shots.values():
+            shutil.copyfile(s.png, Path(keep) / f"demo-{s.png.name}")

@@ -358,7 +358,7 @@ def test_the_published_report_opens_with_the_signed_release():
     the release above it."""
     import html as html_mod
 
-    from synthgate.evaluation.report import RELEASE_END, RELEASE_START, insert_release
+    from synthgate.gates.page import RELEASE_END, RELEASE_START, insert_release
 
     page = "<html><body><h1>Evaluation</h1></body></html>"
     rel = {"model": "m<x>", "version": "3", "verdict": "override", "signed_at": "2026-12-07T15:00:00+00:00",
@@ -379,3 +379,15 @@ def test_the_published_report_opens_with_the_signed_release():
     assert got.endswith('"></iframe></body></html>') and got.count("<iframe") == 1
     passed = insert_release(page, {**rel, "verdict": "passed", "override": None})
     assert "the release gate PASSED" in passed and "OVERRIDE" not in passed
+    assert "This release predates the signed rule table" in passed
+    # issue #33/#35: the rules as the gatekeeper signed them stand in the release, above the pipeline's report
+    rules = [{"rule": "memorization.min_planted_detection", "passed": False, "value": 0.3, "threshold": 0.9,
+              "comparison": ">="},
+             {"rule": "samples.min_synthetic_images", "passed": True, "value": 300.0, "threshold": 100.0,
+              "comparison": ">="}]
+    signed = insert_release(page, {**rel, "rules": rules})
+    outer = signed[: signed.index("<iframe sandbox ")]
+    assert outer.index(RELEASE_START) < outer.index("<code>memorization.min_planted_detection</code>") < \
+        outer.index(RELEASE_END)
+    assert "<td class=bad>FAIL</td><td>0.30</td><td>≥ 0.90</td>" in outer and "<td>300</td><td>≥ 100</td>" in outer
+    assert "what it protects" in outer and "part of what it signed" in outer

@@ -92,3 +92,49 @@ def _retitle(page: str, word: str) -> str:
 
     page = _TITLE.sub(lambda m: sub(m, "title"), page, count=1)
     return _H1.sub(lambda m: sub(m, "h1"), page, count=1)
+
+
+RELEASE_START = "<!-- synthgate:release -->"
+RELEASE_END = "<!-- /synthgate:release -->"
+
+
+def insert_release(report_html: str, release: dict[str, Any]) -> str:
+    """The published report: a page of its own that opens with the signed release (``release``: the gatekeeper's
+    release predicate) — whether the gate passed or the version was released by an override of a failed gate, by
+    whom, when and why — and shows the registered public report below it in a sandboxed frame (no scripts, its
+    styles its own), so that nothing in the registered report can hide, restyle or imitate the release above it.
+    A function of the registered report and the signed release only: the gatekeeper recomputes the page byte for
+    byte before it signs a dataset."""
+    override = release.get("override") or {}
+    when = html.escape(str(release.get("signed_at", "")))
+    policy = html.escape(str(release.get("policy_hash", ""))[:16])
+    who = html.escape(str(release.get("model", ""))) + " version " + html.escape(str(release.get("version", "")))
+    passed = release.get("verdict") == "passed"
+    if passed:
+        body = (f"<b>Released: <span class=ok>the release gate PASSED</span></b>. {who} was released by the "
+                f"gatekeeper on {when} under policy {policy}: every rule of the evaluation below held.")
+    else:
+        body = (f"<b>Released by OVERRIDE: <span class=bad>the release gate FAILED</span></b>. {who} did not pass its "
+                f"gate under policy {policy}; the owner <b>{html.escape(str(override.get('user', '?')))}</b> released it "
+                f"anyway on {when}, giving the reason: <i>{html.escape(str(override.get('reason', '')))}</i>. Failing "
+                f"rules: {html.escape(', '.join(map(str, release.get('failing_rules') or [])) or '-')} (details in the "
+                "evaluation below); decide whether this dataset may be used for your purpose.")
+    signed = release.get("rules")
+    table = ("<p>The rules as the gatekeeper recomputed them from the registered evaluation under policy "
+             f"{policy} (part of what it signed):</p>" + rules_table({"rules": signed})
+             if isinstance(signed, list) and signed else
+             "<p class=note>This release predates the signed rule table: the rules are in the report below.</p>")
+    return ("<!doctype html><html><head><meta charset=utf-8>"
+            f"<title>Released synthetic data of {who}: release and evaluation report</title><style>"
+            "body{font-family:sans-serif;margin:1.5em}.ok{color:#1b7f3b}.bad{color:#b00020}"
+            ".release{border-left:6px solid;padding:.6em 1em;background:#f6f6f6;margin-bottom:1em}"
+            "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em}"
+            "th{background:#eee}.note{color:#555}.wide{overflow-x:auto}"
+            "iframe{width:100%;height:85vh;border:1px solid #ccc}</style></head><body>"
+            + RELEASE_START + "<div class=release style='border-left-color:" + ("#1b7f3b" if passed else "#b00020")
+            + "'>" + body + " (the gatekeeper's signed release attestation; <code>synthgate pull</code> verifies it)"
+            + table + "</div>" + RELEASE_END
+            + "<p>The registered evaluation report of this version, as the pipeline registered it (public: no real "
+            "image); where it differs from the signed release above, the release holds:</p>"
+            + '<iframe sandbox title="the registered evaluation report" srcdoc="'
+            + html.escape(report_html, quote=True) + '"></iframe></body></html>')

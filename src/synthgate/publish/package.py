@@ -286,9 +286,10 @@ def _copy_run_files(client: Any, run_id: str, evaluation: Path | None, pkg: Path
                     release: dict[str, Any]) -> None:
     """The registered run's public report, evaluation and gate record into the package, as registered (the
     gatekeeper signs them only byte for byte); the report with the signed release at its top (who released it,
-    by override or not: :func:`~synthgate.evaluation.report.insert_release`, which the gatekeeper recomputes). Only
+    by override or not: :func:`~synthgate.gates.page.insert_release`, which the gatekeeper recomputes). Only
     a public report leaves: one that shows real images (an older registration) never does."""
-    from synthgate.evaluation.report import PUBLIC_MARK, insert_release
+    from synthgate.evaluation.report import PUBLIC_MARK
+    from synthgate.gates.page import insert_release
 
     for rel, dst in (("evaluation/report.html", "report.html"), ("evaluation/evaluation.json", "evaluation.json"),
                      ("gate/gate.json", "gate.json")):

@@ -53,6 +53,8 @@ class Evidence:
             "gate_sha256": self.gate_sha256, "policy_hash": self.decision.policy_hash,
             "report_sha256": self.report_sha256,
             "failing_rules": [r.rule for r in self.decision.rules if not r.passed],
+            "rules": [{"rule": r.rule, "passed": r.passed, "value": r.value, "threshold": r.threshold,
+                       "comparison": r.comparison} for r in self.decision.rules],
             "samples": {"content_hash": syn.get("content_hash"), "num_images": syn.get("num_images"),
                         "images_sha256_root": hashlib.sha256("\n".join(hashes).encode()).hexdigest()
                         if isinstance(hashes, list) else None, "flagged": flagged},
@@ -337,12 +339,13 @@ def _png_images(blobs: dict[str, bytes], hashes: list[str], labels: list[int], c
 def _check_documents(blobs: dict[str, bytes], release: dict[str, Any], tracking_uri: str, hashes: list[str],
                      labels: list[int], classes: list[str], evaluated: list[str]) -> None:
     """``report.html`` is the registered run's public report with the signed release at its top
-    (:func:`~synthgate.evaluation.report.insert_release`, recomputed here), byte for byte; ``labels.csv`` is exactly what
+    (:func:`~synthgate.gates.page.insert_release`, recomputed here), byte for byte; ``labels.csv`` is exactly what
     the shards say; ``DATACARD.md`` is plain text (no embedded images, scripts or data URIs)."""
     import csv
     import re
 
-    from synthgate.evaluation.report import PUBLIC_MARK, insert_release
+    from synthgate.evaluation.report import PUBLIC_MARK
+    from synthgate.gates.page import insert_release
     from synthgate.registry.client import connect
     from synthgate.registry.gatekeeper import GatekeeperRefused
 
