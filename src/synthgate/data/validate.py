@@ -4,8 +4,9 @@
 Nothing in ``metadata.parquet`` is trusted: shape, dtype, pixel hash and intensity statistics are
 recomputed from ``images.npy`` and checked against the table. A dataset that passes (after the
 optional drops and de-identification) is written to ``out``; a failing one leaves only the
-report (``validation.json``, ``duplicates.csv`` and the GE data docs under ``data_docs/``) and
-the stage raises :class:`ValidationFailed`.
+report (``validation.json``, ``duplicates.csv`` and ``data_docs/index.html``: synthgate's offline
+page with the verdict, Great Expectations' raw pages beside it; see ``validation_page``) and the
+stage raises :class:`ValidationFailed`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from synthgate.data.canonical import (
 from synthgate.data.config import ValidateConfig
 from synthgate.data.dedup import find_duplicates
 from synthgate.data.leakage import LeakageReport, dataset_leakage
+from synthgate.data.validation_page import docs_site, write_page
 from synthgate.errors import ValidationFailed
 from synthgate.progress import NullReporter, Reporter
 from synthgate.utils import write_json_atomic
@@ -153,16 +155,7 @@ def _ge_checks(
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     if docs_dir.exists():
         shutil.rmtree(docs_dir)
-    ctx.update_data_docs_site(
-        "local_site",
-        {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(docs_dir.resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
-    )
+    ctx.update_data_docs_site("local_site", docs_site(docs_dir))  # made offline by validation_page.write_page
     source = ctx.data_sources.add_pandas("synthgate")
     checks: list[Check] = []
     for asset_name, frame_, rules, index_col in (
@@ -195,6 +188,7 @@ def _ge_checks(
                 col = cfg_.kwargs.get("column") or cfg_.kwargs.get("column_A")
                 label = by_type.get((cfg_.type, col), cfg_.type)
                 checks.append(_ge_check(label, cfg_, r, frame_, index_col))
+                checks[-1].details.update(suite=f"synthgate_{asset_name}", ge_success=bool(r.success))
     return checks
 
 
@@ -296,6 +290,7 @@ def validate(
             if c.name == "no empty images" and not c.passed:
                 c.passed = True
                 c.summary = f"{len(empty)} constant image(s) dropped (validate.drop_empty)"
+                c.details["cleared_by"] = "validate.drop_empty"  # details.ge_success stays False: GE's raw status
 
     with reporter.task("Duplicates across splits", None):
         checks.append(_duplicate_check(ds, frame, cfg, report_dir, drop, dropped))
@@ -330,7 +325,7 @@ def validate(
         "class_balance": balance,
         "dropped": dropped,
         "leakage": leakage.to_dict() if leakage is not None else None,
-        "data_docs": str(index_html) if index_html.exists() else None,
+        "data_docs": str(index_html),  # synthgate's page (validation_page), GE's raw pages beside it
     }
 
     result_ds: CanonicalDataset | None = None
@@ -345,15 +340,16 @@ def validate(
         if out.exists() and (out / "manifest.json").exists():
             shutil.rmtree(out, ignore_errors=True)
     write_json_atomic(report_dir / "validation.json", report)
+    write_page(report, report_dir)
 
-    result = ValidationResult(passed, checks, report_dir, index_html if index_html.exists() else None,
+    result = ValidationResult(passed, checks, report_dir, index_html,
                               result_ds, dropped, balance, leakage)
     if not passed:
         lines = [f"  - {c.name}: {c.summary}" for c in result.failures]
         err = ValidationFailed(
             f"{dataset}: validation failed ({len(result.failures)} of {len(checks)} checks):\n" + "\n".join(lines),
             hint=f"details in {report_dir / 'validation.json'}"
-            + (f" and the data docs at {index_html}" if index_html.exists() else ""),
+            + f" and the validation page at {index_html}",
         )
         err.result = result
         raise err
