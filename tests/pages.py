@@ -94,3 +94,12 @@ def blank(png: Path) -> bool:
     with Image.open(png) as im:
         lo, hi = im.convert("L").getextrema()
     return lo == hi
+
+
+def keep_for_docs(png: Path, dst: Path, max_height: int = 1600) -> None:
+    """A screenshot as docs/ keeps it: the top of the page (where the decision is), in 256 colours."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        top = im.convert("RGB").crop((0, 0, im.width, min(im.height, max_height)))
+        top.quantize(colors=256).save(dst, optimize=True)

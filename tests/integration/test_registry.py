@@ -122,6 +122,10 @@ def test_approval_workflow(server, model_dir, tmp_path, monkeypatch):
     t = client.get_model_version(name, bad.version).tags
     assert t["override.reason"] == "committee decision 42" and t["override.user"]
     assert t["audit.2.action"] == "signed-override"
+    # issue #35: the version's page said FAILED beside @approved; it now says first that an owner overrode, and why
+    page = client.get_model_version(name, bad.version).description
+    assert page.startswith("## Released by OVERRIDE: the release gate FAILED") and "committee decision 42" in page
+    assert page.count("## Release gate: FAILED") == 1 and page.index("OVERRIDE") < page.index("Release gate: FAILED")
     # the override is counted on the gatekeeper's /metrics (the alert SynthgateReleaseOverridden reads it)
     import os
 

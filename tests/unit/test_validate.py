@@ -60,6 +60,26 @@ def test_empty_images_fail_unless_dropped(prepared, tmp_path):
     assert r.dropped == {"empty": 1} and len(r.dataset.meta) == 39
 
 
+def test_blank_images_in_two_splits_are_dropped_not_called_duplicates(prepared, tmp_path):
+    """Blank images are identical: in two splits they were also an exact cross-split duplicate, so validation
+    failed even with drop_empty (found by the validation page's tests, issue #35)."""
+    from synthgate.data.canonical import pixel_hashes
+
+    imgs = np.array(prepared.images)
+    meta = prepared.meta.copy()
+    train, held = np.flatnonzero(meta["split"] == "train")[0], np.flatnonzero(meta["split"] != "train")[0]
+    imgs[[train, held]] = 0
+    meta["sha256"] = pixel_hashes(imgs)
+    ds = _rewrite(prepared, imgs, meta)
+    r = validate(ds.root, ValidateConfig(min_images_per_class=5, drop_empty=True), tmp_path / "val", tmp_path / "rep")
+    assert r.passed and r.dropped == {"empty": 2} and len(r.dataset.meta) == 38
+    dup = next(c for c in r.checks if c.name == "no duplicates across splits")
+    assert dup.passed and dup.details["pairs_with_dropped_images"] == 1 and dup.details["exact_pairs"] == 0
+    # without drop_empty both checks fail, the duplicate pair named
+    with pytest.raises(ValidationFailed, match="no duplicates across splits: 1 exact"):
+        validate(ds.root, ValidateConfig(min_images_per_class=5), tmp_path / "val2", tmp_path / "rep2")
+
+
 def test_tampered_pixels_are_detected(prepared, tmp_path):
     imgs = np.array(prepared.images)
     imgs[5, 0, 0, 0] ^= 0xFF

@@ -31,7 +31,7 @@ from synthgate.data.canonical import (
     write_dataset,
 )
 from synthgate.data.config import ValidateConfig
-from synthgate.data.dedup import find_duplicates
+from synthgate.data.dedup import DuplicateReport, find_duplicates
 from synthgate.data.leakage import LeakageReport, dataset_leakage
 from synthgate.data.validation_page import docs_site, write_page
 from synthgate.errors import ValidationFailed
@@ -361,8 +361,12 @@ def _duplicate_check(ds: CanonicalDataset, frame: pd.DataFrame, cfg: ValidateCon
                      drop: np.ndarray, dropped: dict[str, int]) -> Check:
     """Exact, near and aligned duplicates across splits (all pairs in ``duplicates.csv``); with
     ``drop_duplicates`` their held-out members are marked in ``drop``, else the check fails."""
-    dups = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
-                           cfg.near_duplicate_threshold, aligned=cfg.aligned_duplicates)
+    found = find_duplicates(ds.images, frame["split"].to_numpy(), frame["pixel_sha256"].to_numpy(),
+                            cfg.near_duplicate_threshold, aligned=cfg.aligned_duplicates)
+    # a pair with an image already dropped (a blank image in two splits) is not in the validated dataset
+    gone = (drop[found.pairs["index_a"].to_numpy()] | drop[found.pairs["index_b"].to_numpy()]) if len(found.pairs) \
+        else np.zeros(0, bool)
+    dups = DuplicateReport(found.pairs[~gone].reset_index(drop=True), found.within_split_exact)
     pairs = dups.pairs.copy()
     pairs["source_a"] = ds.meta["source"].to_numpy()[pairs["index_a"].to_numpy()] if len(pairs) else []
     pairs["source_b"] = ds.meta["source"].to_numpy()[pairs["index_b"].to_numpy()] if len(pairs) else []
@@ -371,7 +375,8 @@ def _duplicate_check(ds: CanonicalDataset, frame: pd.DataFrame, cfg: ValidateCon
     n_near = int(pairs["kind"].isin(["near", "aligned"]).sum())
     details = {"exact_pairs": n_exact, "near_pairs": n_near,
                "aligned_pairs": int((pairs["kind"] == "aligned").sum()), "within_split_exact": dups.within_split_exact,
-               "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv"}
+               "threshold": cfg.near_duplicate_threshold, "csv": "duplicates.csv",
+               "pairs_with_dropped_images": int(gone.sum())}
     if len(pairs) == 0:
         return Check("no duplicates across splits", True,
                      f"none (near-copy threshold r >= {cfg.near_duplicate_threshold})", details=details)

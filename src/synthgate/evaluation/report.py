@@ -22,6 +22,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .bad{color:#b00020;font-weight:bold} .ok{color:#1b7f3b;font-weight:bold}
 img{max-width:100%} .ids{font-family:monospace;font-size:.85em;color:#555} .note{color:#555;font-size:.9em}
 .wide{overflow-x:auto;max-width:100%} td{overflow-wrap:anywhere} td.l,th.l{text-align:left}
+.rules td:nth-child(-n+4){white-space:nowrap;overflow-wrap:normal}
 """
 
 

@@ -129,7 +129,8 @@ def insert_release(report_html: str, release: dict[str, Any]) -> str:
             "body{font-family:sans-serif;margin:1.5em}.ok{color:#1b7f3b}.bad{color:#b00020}"
             ".release{border-left:6px solid;padding:.6em 1em;background:#f6f6f6;margin-bottom:1em}"
             "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em}"
-            "th{background:#eee}.note{color:#555}.wide{overflow-x:auto}"
+            "th{background:#eee}.note{color:#555}.wide{overflow-x:auto}.l{text-align:left}"
+            ".rules td:nth-child(-n+4){white-space:nowrap}"
             "iframe{width:100%;height:85vh;border:1px solid #ccc}</style></head><body>"
             + RELEASE_START + "<div class=release style='border-left-color:" + ("#1b7f3b" if passed else "#b00020")
             + "'>" + body + " (the gatekeeper's signed release attestation; <code>synthgate pull</code> verifies it)"

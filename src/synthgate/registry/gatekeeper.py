@@ -311,6 +311,10 @@ class Gatekeeper:
         if predicate["verdict"] == "override":  # shown in the MLflow UI and `synthgate models`; nothing reads them
             for k, v in {"reason": override_reason or "", "user": caller.user, "time": utc_now()}.items():
                 client.set_model_version_tag(model, version, f"override.{k}", v)
+            from synthgate.registry.registry import with_override
+
+            client.update_model_version(model, version, description=with_override(
+                client.get_model_version(model, version).description or "", caller.user, utc_now(), override_reason or ""))
         self._append(client, model, version, "signed-" + predicate["verdict"], caller,
                      (f"override: {override_reason}; " if predicate["verdict"] == "override" else "")
                      + f"alias {alias}; attestation {attest.envelope_digest(env)[:16]}; {note}")

@@ -236,13 +236,14 @@ def version_description(decision: Any, run_id: str, reported: bool) -> str:
              _md(verdict_words({"passed": decision.passed, "rules": [asdict(r) for r in decision.rules]})), ""]
     if failing:
         lines += ["Failing rules: " + ", ".join(_md(r.rule) for r in failing), ""]
-    lines += ["| rule | result | value | threshold | kind of value | what it protects | reason |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| rule | result | value | threshold | kind of value | what it protects |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in rules:
         g = guide(r.rule)
         lines.append(f"| {_md(r.rule)} | {'pass' if r.passed else '**FAIL**'} | {_md(fmt(r.rule, r.value))} | "
-                     f"{_md(threshold_text(r.rule, r.comparison, r.threshold))} | {_md(g.kind)} | {_md(g.protects)} | "
-                     f"{_md(r.reason)} |")
+                     f"{_md(threshold_text(r.rule, r.comparison, r.threshold))} | {_md(g.kind)} | {_md(g.protects)} |")
+    if failing:
+        lines += ["", "Why each failing rule failed:", ""] + [f"- {_md(r.rule)}: {_md(r.reason)}" for r in failing]
     where = ("the public report (no real image) is the run's artifact `evaluation/report.html`; "
              if reported else "no public report was registered; ")
     lines += ["", f"Policy {_md(decision.policy_hash[:16])}, evaluation {_md(decision.evaluation_hash[:16])}, "
@@ -251,6 +252,18 @@ def version_description(decision: Any, run_id: str, reported: bool) -> str:
               "Promote only with `synthgate promote NAME VERSION`, which re-verifies the gate record. "
               "Loading the pyfunc model recomputes the bundled gate record and refuses a failed version."]
     return "\n".join(lines)
+
+
+OVERRIDE_MARK = "<!-- synthgate:override -->"
+
+
+def with_override(description: str, user: str, when: str, reason: str) -> str:
+    """The version description with the override stated first (an earlier statement replaced), so that the
+    page that shows FAILED beside @approved says why."""
+    body = description.split(OVERRIDE_MARK)[-1].lstrip()
+    return (f"## Released by OVERRIDE: the release gate FAILED\n\nThe owner {_md(user)} released this version on "
+            f"{_md(when)} although its gate failed, giving the reason: {_md(reason)}. The gatekeeper signed the "
+            f"override, and every published copy of its data shows it.\n\n{OVERRIDE_MARK}\n\n{body}")
 
 
 def write_record(r: Registered, path: Path) -> None:
