@@ -58,7 +58,7 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], list[str]]] = [
     ("npz-empty-file", _write("empty.npz", b""), ["prepare", "--source", "empty.npz"],
      ["empty.npz: not an .npz file"]),
     ("npz-3d-labels", _npz_3d_labels, ["prepare", "--source", "odd.npz"],
-     ["odd.npz: train_labels has shape (20, 2, 2): multi-label tasks are not supported"]),
+     ["odd.npz: train_labels has shape (20, 2, 2); expected (N,) or (N, 1), one class index per image"]),
     ("source-missing", None, ["prepare", "--source", "nowhere"],
      ["nowhere: no such file or directory", "hint: check --source"]),
     ("zip-without-images", _zip_with_text, ["prepare", "--source", "notes.zip"],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +49,11 @@ def _setup() -> None:
                      ("MLFLOW_LOGGING_LEVEL", "ERROR"), ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
                      ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")):
         os.environ.setdefault(var, val)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, never a crash
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(errors="backslashreplace")
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s",

@@ -86,14 +86,40 @@ def _dicom_pixels(ds: Any, name: str) -> np.ndarray:
         )
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric.startswith("MONOCHROME"):
-        arr = apply_modality_lut(arr, ds)
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            arr = apply_voi_lut(arr, ds)
+        try:
+            arr = apply_modality_lut(arr, ds)
+            if "WindowCenter" in ds or "VOILUTSequence" in ds:
+                arr = apply_voi_lut(arr, ds)
+        except (ValueError, TypeError, IndexError) as e:  # pydicom on a window width < 1, a malformed LUT
+            raise DataError(f"{name}: cannot apply the file's modality or VOI LUT (rescale, window) to its pixels "
+                            f"({type(e).__name__}: {e})",
+                            hint="correct the rescale and window tags (e.g. WindowWidth >= 1), or remove the file "
+                                 "from the label table") from None
         arr = np.asarray(arr, dtype=np.float64)
         if photometric == "MONOCHROME1":
             arr = arr.max() - arr
     return np.asarray(arr)
 
+
+
+def _identifying_tags(ds: Any, f: Path) -> tuple[dict[str, str], str]:
+    """The identifying tags present and non-empty (tag -> value) and the PatientID; refuses a damaged element among
+    them, naming the file (pydicom parses an element when it is first used, here)."""
+    from pydicom.errors import BytesLengthException
+
+    found: dict[str, str] = {}
+    try:
+        identity_removed = str(ds.get("PatientIdentityRemoved", "")).strip().upper() == "YES"
+        for kw in DIRECT_IDENTIFIERS if identity_removed else PHI_TAGS:
+            if kw in ds:
+                value = ds.get(kw)
+                text = "" if value is None else str(value).strip()
+                if text and text not in ("[]", "Sequence of 0 items"):
+                    found[kw] = text
+        return found, str(ds.get("PatientID", "") or "").strip()
+    except (ValueError, NotImplementedError, BytesLengthException) as e:  # NotImplementedError: an unknown VR
+        raise DataError(f"{f}: a damaged DICOM element among the identifying tags ({type(e).__name__}: {e})",
+                        hint="repair or re-export the file, or remove it from the label table") from None
 
 
 def read_dicom(path: Path, labels: Path) -> SourceData:
@@ -108,7 +134,7 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
     de-identification; prepare keeps only a salted hash) when every file has one.
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     if not path.is_dir():
         raise DataError(f"{path}: a DICOM source must be a folder", hint="point data.source.path at it")
@@ -121,19 +147,12 @@ def read_dicom(path: Path, labels: Path) -> SourceData:
         rel, f = listed_file(labels, path, row.file)
         try:
             ds = pydicom.dcmread(f)
-        except (InvalidDicomError, OSError, EOFError, ValueError) as e:
+        except (InvalidDicomError, OSError, EOFError, ValueError, NotImplementedError, BytesLengthException) as e:
             raise DataError(f"{f}: not a readable DICOM file ({e})", hint="remove it from the label table") from None
         arr = _dicom_pixels(ds, str(f))
-        found: dict[str, str] = {}
-        identity_removed = str(ds.get("PatientIdentityRemoved", "")).strip().upper() == "YES"
-        for kw in DIRECT_IDENTIFIERS if identity_removed else PHI_TAGS:
-            if kw in ds:
-                value = ds.get(kw)
-                text = "" if value is None else str(value).strip()
-                if text and text not in ("[]", "Sequence of 0 items"):
-                    found[kw] = text
+        found, patient_id = _identifying_tags(ds, f)
         tags.append(found)
-        patient_ids.append(str(ds.get("PatientID", "") or "").strip())
+        patient_ids.append(patient_id)
         items.append(RawItem(str(f), str(row.label).strip(), arr, split=row.split if has_split else None,
                              group=getattr(row, group_col) if group_col else None, path=str(rel),
                              file_sha256=sha256_file(f)))

@@ -9,15 +9,17 @@ DICOM folder is. Archives are read in memory, and an archive entry that would es
 
 from __future__ import annotations
 
+import lzma
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from synthgate.data.imaging import IMAGE_SUFFIXES
 from synthgate.data.sources import ARCHIVE_SUFFIXES, SPLIT_ALIASES, SPLITS, RawItem, SourceData, log
 from synthgate.errors import ConfigError, DataError
-from synthgate.utils import sha256_file, sha256_tree
+from synthgate.utils import printable, sha256_file, sha256_tree
 
 
 def _is_hidden(parts: tuple[str, ...]) -> bool:
@@ -73,8 +75,13 @@ def _read_archive(path: Path) -> tuple[dict[tuple[str, ...], bytes], set[tuple[s
                             files[parts] = f.read() if f is not None else b""
     except DataError:
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: cannot read archive ({e})", hint="is the archive complete?") from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError,
+            ValueError) as e:  # ValueError: a zip entry's name flagged UTF-8 that is not
+        raise DataError(f"{path}: cannot read archive ({type(e).__name__}: {e})", hint="is the archive complete?"
+                        ) from None
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: an unknown compression method, an encrypted member
+        raise DataError(f"{path}: cannot read archive ({e})",
+                        hint="re-create it without a password, compressed with deflate, bzip2 or lzma") from None
     return files, dirs
 
 
@@ -290,12 +297,12 @@ def read_folder(path: Path, labels: Path | None = None) -> SourceData:
         dirs = {p.relative_to(path).parts for p in all_paths if p.is_dir()}
         inputs = [{"path": str(path), "sha256": sha256_tree(path, img_paths), "files": len(img_paths)}]
         files: dict[tuple[str, ...], Any] = rel
-        name_of = {f: str(p) for f, p in rel.items()}
+        name_of = {f: printable(str(p)) for f, p in rel.items()}  # for messages: text, whatever the bytes
     elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
         files, dirs = _read_archive(path)
         inputs = [{"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}]
         ignored = []
-        name_of = {f: f"{path.name}!{'/'.join(f)}" for f in files}
+        name_of = {f: printable(f"{path.name}!{'/'.join(f)}") for f in files}
     else:
         raise ConfigError(
             f"{path}: not a folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})",
@@ -325,14 +332,27 @@ def read_folder(path: Path, labels: Path | None = None) -> SourceData:
     split = _split_layout(list(files), dirs, path)
     if split is not None:
         per_class, split_of = split
-        items = [RawItem(name_of[f], c, payload(f), split=split_of[f], path="/".join(f))
+        names = _class_names(per_class, path)
+        items = [RawItem(name_of[f], names[c], payload(f), split=split_of[f], path="/".join(f))
                  for c, fs in per_class.items() for f in fs]
         found = sorted({s for s in split_of.values()}, key=SPLITS.index)
-        return SourceData("folder", items, list(per_class), inputs, has_split=True, ignored=ignored,
+        return SourceData("folder", items, list(names.values()), inputs, has_split=True, ignored=ignored,
                           description=str(path), split_source=f"split folders ({', '.join(found)})")
     prefix, per_class = _class_layout(list(files), dirs, path)
-    items = [RawItem(name_of[f], c, payload(f), path="/".join(f)) for c, fs in per_class.items() for f in fs]
-    return SourceData("folder", items, list(per_class), inputs, ignored=ignored, description=str(path))
+    names = _class_names(per_class, path)
+    items = [RawItem(name_of[f], names[c], payload(f), path="/".join(f)) for c, fs in per_class.items() for f in fs]
+    return SourceData("folder", items, list(names.values()), inputs, ignored=ignored, description=str(path))
+
+
+def _class_names(per_class: dict[str, Any], origin: Path) -> dict[str, str]:
+    """Each class folder's name as the class name: a name that is not UTF-8 (kept by Python as surrogate escapes,
+    which no table or JSON file can store) written with ``\\xff`` escapes; refuses two folders that read alike."""
+    names = {c: printable(c) for c in per_class}
+    if len(set(names.values())) < len(names):
+        twins = sorted(c for c in names if c != names[c])
+        raise DataError(f"{origin}: class folder {twins[0]!r} is not UTF-8 text and reads like another class "
+                        f"folder, {names[twins[0]]!r}", hint="rename one of the two class folders")
+    return names
 
 
 def listed_file(labels: Path, root: Path, name: str) -> tuple[PurePosixPath, Path]:

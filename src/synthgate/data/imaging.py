@@ -110,6 +110,8 @@ def from_bytes(data: bytes, geo: Geometry) -> Decoded:
             return _finish(img, geo, h, w, orig_c, 0.0)
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as e:  # PIL refuses to allocate it: a damaged header or a decompression bomb
+        raise ImageDecodeError(f"image too large to decode ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageDecodeError(f"cannot decode image ({e})") from None
 

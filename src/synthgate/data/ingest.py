@@ -87,17 +87,34 @@ def ingest(cfg: SourceConfig, out: Path) -> dict[str, Any]:
 
 
 def resolve_ingested(cfg: SourceConfig) -> SourceConfig:
-    """If ``cfg.path`` is an ingest folder, point the config at the source inside it."""
+    """If ``cfg.path`` is an ingest folder, point the config at the source inside it; refuses an ingest record
+    that cannot be read, or whose names leave the folder or type is not a source type, naming it."""
+    from pydantic import ValidationError
+
     path = Path(cfg.path)
     marker = path / INGEST_FILE
     if not (path.is_dir() and marker.exists()):
         return cfg
-    rec = read_json(marker)
-    return cfg.model_copy(
-        update={
-            "type": rec.get("type", "auto"),
-            "path": path / rec["path"],
-            "labels": (path / rec["labels"]) if rec.get("labels") else cfg.labels,
-            "flag": rec.get("flag") or cfg.flag,
-        }
-    )
+    redo = "run `synthgate ingest` again (it rewrites the folder), or point data.source.path at the source itself"
+    try:
+        rec = read_json(marker)
+    except (ValueError, OSError) as e:  # not JSON, not UTF-8 (JSONDecodeError, UnicodeDecodeError), unreadable
+        raise DataError(f"{marker}: cannot read the ingest record ({type(e).__name__}: {e})", hint=redo) from None
+    if not (isinstance(rec, dict) and _inside(rec.get("path")) and (not rec.get("labels") or _inside(rec["labels"]))):
+        raise DataError(f"{marker}: not an ingest record: expected a JSON object whose 'path' (and 'labels') name "
+                        f"a file inside {path}", hint=redo)
+    update = {"type": rec.get("type", "auto"), "path": path / rec["path"],
+              "labels": (path / rec["labels"]) if rec.get("labels") else cfg.labels, "flag": rec.get("flag") or cfg.flag}
+    try:
+        return SourceConfig.model_validate({**cfg.model_dump(), **update})
+    except ValidationError as e:
+        bad = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise DataError(f"{marker}: the ingest record names no valid source ({bad})", hint=redo) from None
+
+
+def _inside(name: object) -> bool:
+    """A relative name of something inside a folder (not the folder itself, nothing above it)."""
+    from pathlib import PurePosixPath
+
+    p = PurePosixPath(name) if isinstance(name, str) else None
+    return p is not None and not p.is_absolute() and ".." not in p.parts and p.parts not in ((), (".",))

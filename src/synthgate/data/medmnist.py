@@ -46,6 +46,40 @@ def download_medmnist(flag: str, root: Path) -> Path:
     return target
 
 
+#: The largest class index a label may hold (the class list runs from 0 to the largest index).
+MAX_CLASS_INDEX = 9999
+
+
+def _array(npz: Any, key: str, path: Path) -> np.ndarray:
+    """One array of an .npz file, read now (``np.load`` reads the members on access): a damaged member is refused
+    naming the file and the array."""
+    import lzma
+    import zipfile
+    import zlib
+
+    try:
+        return np.asarray(npz[key])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError,
+            RuntimeError) as e:  # npy header or data, zip member, decompression; encrypted or unknown method
+        raise DataError(f"{path}: cannot read the array '{key}' ({type(e).__name__}: {e})",
+                        hint="the file is damaged or incomplete: write it again (numpy.savez)") from None
+
+
+def _class_indices(labels: np.ndarray, where: str) -> np.ndarray:
+    """Labels as int64 class indices; refuses values that are not whole numbers in 0..MAX_CLASS_INDEX (those
+    below 0 are refused where the class names are known, naming them)."""
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"{where}: labels of dtype {labels.dtype}; expected integer class indices",
+                        hint="store the labels as integers 0..K-1")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        raise DataError(f"{where}: labels that are not whole numbers (e.g. {labels[labels != np.round(labels)][:1]})",
+                        hint="store the labels as integers 0..K-1")
+    if labels.size and labels.max() > MAX_CLASS_INDEX:
+        raise DataError(f"{where}: label {labels.max()} is not a class index (at most {MAX_CLASS_INDEX})",
+                        hint="store the labels as class indices 0..K-1")
+    return labels.astype(np.int64)
+
+
 def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None = None) -> SourceData:
     """A MedMNIST ``.npz`` file: keys ``{train,val,test}_images`` and ``{train,val,test}_labels``.
 
@@ -86,24 +120,26 @@ def read_medmnist(path: Path, flag: str | None = None, download_dir: Path | None
                     f"'{split}_{part}' (found {sorted(keys)})",
                     hint=f"add the missing '{split}_{part}' array or remove the other one",
                 )
-        images = npz[f"{split}_images"]
-        labels = npz[f"{split}_labels"]
+        images, labels = _array(npz, f"{split}_images", path), _array(npz, f"{split}_labels", path)
+        if images.ndim not in (3, 4) or images.dtype.kind not in "biuf":
+            raise DataError(
+                f"{path}: {split}_images has shape {images.shape} and dtype {images.dtype}; expected numbers "
+                "(integers or floats) of shape (N, H, W) or (N, H, W, C)",
+                hint="store the images as a uint8 (or integer, float) array of shape (N, H, W) or (N, H, W, C)")
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            raise DataError(
+                f"{path}: {split}_labels has shape {labels.shape}: multi-label tasks are not supported",
+                hint="use a single-label (multi-class or binary) MedMNIST dataset",
+            )
+        if labels.ndim not in (1, 2) or labels.size != len(labels):
+            raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected (N,) or (N, 1), one class "
+                            "index per image", hint="store one integer class index per image")
         if len(images) != len(labels):
             raise DataError(
                 f"{path}: {split}_images has {len(images)} images but {split}_labels has {len(labels)} labels",
                 hint="images and labels must have the same length",
             )
-        labels = np.asarray(labels)
-        if labels.ndim > 2 or (labels.ndim == 2 and labels.shape[1] > 1):
-            raise DataError(
-                f"{path}: {split}_labels has shape {labels.shape}: multi-label tasks are not supported",
-                hint="use a single-label (multi-class or binary) MedMNIST dataset",
-            )
-        labels = labels.reshape(len(labels)).astype(np.int64)
-        if images.ndim not in (3, 4):
-            raise DataError(
-                f"{path}: {split}_images has shape {images.shape}; expected (N, H, W) or (N, H, W, C)"
-            )
+        labels = _class_indices(labels.reshape(len(labels)), f"{path}: {split}_labels")
         all_labels.append(labels)
         for i in range(len(images)):
             items.append(RawItem(f"{path.name}:{split}[{i}]", str(int(labels[i])), images[i], split))

@@ -138,7 +138,7 @@ def hash_groups(raw: list[str], salt: bytes) -> np.ndarray:
     out = []
     for g in raw:
         if g not in cache:
-            cache[g] = hmac.new(salt, g.encode(), hashlib.sha256).hexdigest()[:16]
+            cache[g] = hmac.new(salt, g.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
         out.append(cache[g])
     return np.array(out, dtype=object)
 
@@ -294,6 +294,9 @@ def _failures(chunks: list[_Chunk], items: list[RawItem], cfg: PrepareConfig
     skipped: list[dict[str, str]] = []
     if failed:
         first, msg = failed[0]
+        if len(failed) == len(items):  # skipping them all would leave an empty dataset
+            raise DataError(f"{items[first].source}: {msg}; none of the {len(items)} images can be read",
+                            hint="check that data.source.path is the source meant, and that its files are images")
         if cfg.on_error == "fail":
             more = f" ({len(failed) - 1} more unreadable)" if len(failed) > 1 else ""
             raise DataError(
