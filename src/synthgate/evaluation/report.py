@@ -255,8 +255,9 @@ def _summary_rows(s: dict[str, Any], m: dict[str, Any]) -> list[list[Any]]:
          f"smallest copy p-value {_fmt(s['smallest_copy_p'])}"],
         ["planted copies found (weakest kind)", s["planted_min_detection"],
          f"{m['coverage']['train_compared']} of {m['coverage']['train_size']} training images searched"],
-        ["membership-inference AUC (descriptor / pixels)",
-         f"{_fmt(s['membership_auc'])} / {_fmt(s['membership_auc_pixel'])}", "0.5 = no leak"],
+        ["membership-inference AUC, point estimates (descriptor / pixels)",
+         f"{_fmt(s['membership_auc'])} / {_fmt(s['membership_auc_pixel'])}",
+         "0.5 = no leak; the gate judges their lower confidence bounds"],
     ]
     if "auc_gap" in s:
         level = s.get("utility_confidence")
