@@ -117,6 +117,9 @@ class Checkpointer:
                  on_checkpoint: Callable[[Path], None] | None = None) -> None:
         self.out_dir, self.keep, self.fingerprint, self.ctx = Path(out_dir), keep, fp, ctx
         self.on_checkpoint = on_checkpoint
+        if ctx.is_main:  # what a write killed with -9 left behind (write_checkpoint's temporary files): never read
+            for stale in (self.out_dir / CHECKPOINTS).glob(".step_*.pt.tmp-*"):
+                stale.unlink(missing_ok=True)
 
     def reset(self) -> None:
         """Start over: rank 0 deletes the folder's checkpoints; nobody looks for one before it has."""

@@ -112,6 +112,9 @@ class TrainConfig(Strict):
     fid_min_delta: float = Field(
         0.0, ge=0.0, description="an evaluation improves when FID drops below best - fid_min_delta"
     )
+    grace_seconds: float = Field(
+        25.0, gt=0.0, description="after SIGTERM (a preempted pod), the time the last step and its checkpoint must "
+                                  "fit in; set the pod's terminationGracePeriodSeconds above it (k8s/training)")
     max_seconds: float | None = Field(
         None, gt=0.0, description="stop (checkpoint and save) once training has taken this long (null: no limit); "
                                   "for comparisons at equal wall-clock budgets (benchmarks/generators.py)"

@@ -45,6 +45,7 @@ stopping, logging, checkpoints and grids between steps), :mod:`~synthgate.genera
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ from synthgate.generators.hooks import (  # noqa: F401  (GRIDS re-exported)
     TimeBudgetHook,
     TrainState,
 )
+from synthgate.generators.preemption import Preempted, Preemption
 from synthgate.generators.task import TrainTask
 from synthgate.generators.tracking import MlflowRun, TrainTracker, flat
 from synthgate.progress import NullReporter, Reporter
@@ -199,13 +201,18 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
         GridHook(out_dir, task, gcfg, tcfg, len(ds.classes), ctx, tracker)]
     status = "FAILED"
     try:
-        _loop(task, Feed(images, labels, tcfg, ctx.device, task.memory_format, ctx.rank, ctx.world_size), hooks, log,
-              state, tcfg, ctx, clock, tracker, reporter, f"Training {gcfg.type} ({gcfg.size}, {ctx.device.type})")
+        with Preemption() as preempt:  # SIGTERM/SIGINT: finish the step, checkpoint, stop (generators/preemption.py)
+            _loop(task, Feed(images, labels, tcfg, ctx.device, task.memory_format, ctx.rank, ctx.world_size), hooks,
+                  log, state, tcfg, ctx, clock, tracker, reporter, f"Training {gcfg.type} ({gcfg.size}, {ctx.device.type})",
+                  preempt)
         state.end = max(state.start, state.end)
         fid_info = _fid_info(state, tcfg, monitor) if use_fid else None
         model_dir = _save_model(out_dir / MODEL, task, ds, state, fid_info, ctx, tracker, reporter)
         ctx.barrier()  # the model folder is complete before any rank returns it
         status = "FINISHED"
+    except Preempted:
+        status = "KILLED"  # resuming reopens the same run (its id is in the checkpoint)
+        raise
     finally:
         tracker.finish(status)
     rate = clock.rate()
@@ -304,8 +311,10 @@ def _run_params(dataset_dir: Path, ds: CanonicalDataset, gcfg: GeneratorConfig, 
 
 
 def _loop(task: TrainTask, feed: Feed, hooks: list[Hook], log: LogHook, state: TrainState, tcfg: TrainConfig,
-          ctx: DistContext, clock: Clock, tracker: TrainTracker, reporter: Reporter, label: str) -> None:
-    """Steps ``state.start`` to ``state.end``; the due hooks between steps, on every rank at the same step."""
+          ctx: DistContext, clock: Clock, tracker: TrainTracker, reporter: Reporter, label: str,
+          preempt: Preemption | None = None) -> None:
+    """Steps ``state.start`` to ``state.end``; the due hooks between steps, on every rank at the same step; a
+    signal recorded by ``preempt`` ends the loop after the current step with a checkpoint (:class:`Preempted`)."""
     device, draws = ctx.device, task.draws_per_step
     images_per_step = tcfg.batch_size * draws * ctx.world_size
     # the step noise: as before in a single process, one stream per rank under DDP
@@ -323,6 +332,8 @@ def _loop(task: TrainTask, feed: Feed, hooks: list[Hook], log: LogHook, state: T
             clock.count(images_per_step)
             tracker.step()
             advance(1)
+            if preempt is not None and (signum := preempt.due(ctx)):
+                _stop_for(signum, s, preempt, hooks, state, tcfg, ctx, first_bad, tracker)
             due = [h.due(s) for h in hooks]
             if not any(due):
                 if clock.t is None:
@@ -341,6 +352,17 @@ def _loop(task: TrainTask, feed: Feed, hooks: list[Hook], log: LogHook, state: T
                 state.end = s
                 break
             clock.start()
+
+
+def _stop_for(signum: int, step: int, preempt: Preemption, hooks: list[Hook], state: TrainState, tcfg: TrainConfig,
+              ctx: DistContext, first_bad: torch.Tensor, tracker: TrainTracker) -> None:
+    """After a signal: the checkpoint of ``step`` (unless the loss diverged: that error wins), then :class:`Preempted`."""
+    _check_divergence(ctx, first_bad, step, state.last_good, tracker.kind)
+    writer = next(h for h in hooks if isinstance(h, CheckpointHook))
+    writer(step, state)
+    ctx.barrier()  # rank 0 has written it
+    seconds = time.monotonic() - (preempt.at or time.monotonic())
+    raise Preempted(signum, step, str(state.last_good) if state.last_good else None, seconds, tcfg.grace_seconds)
 
 
 def _check_divergence(ctx: DistContext, first_bad: torch.Tensor, step: int, last_good: Path | None, kind: str) -> None:
