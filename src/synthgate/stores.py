@@ -8,8 +8,11 @@ for S3. The S3 endpoint (MinIO, moto) comes from ``$AWS_ENDPOINT_URL`` (or
 configuration (boto3's default chain): nothing secret is ever taken as an argument or printed.
 
 Keys are ``/``-separated and relative to the store's root. Both stores offer the same small set of
-operations the publisher and the puller need, including ranged reads (for resuming a download)
-and a server-side copy (for moving a verified staging upload into place).
+operations the publisher and the puller need, including ranged reads (for resuming a download),
+a server-side copy (for moving a verified staging upload into place) and a conditional create
+(:meth:`create_bytes`: the one write that only one of several concurrent writers can win, on a
+folder a hard link that fails when the name exists, on S3 ``If-None-Match: *``). Every writer
+writes through a temporary name of its own, so concurrent writers never share one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import base64
 import contextlib
 import os
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ class Store(Protocol):
     def check(self) -> None: ...
     def put_file(self, local: Path, key: str, sha256: str | None = None) -> None: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
+    def create_bytes(self, key: str, data: bytes) -> bool: ...
     def get_bytes(self, key: str) -> bytes: ...
     def get_file(self, key: str, local: Path, offset: int = 0) -> int: ...
     def size(self, key: str) -> int | None: ...
@@ -71,6 +77,11 @@ def open_store(uri: str | Path) -> Store:
 
 
 # --------------------------------------------------------------------------------------------
+def _tmp_name(dst: Path) -> Path:
+    """A temporary name beside ``dst`` that is this writer's alone (``.tmp`` last: never listed)."""
+    return dst.with_name(f"{dst.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 @dataclass
 class FileStore:
     root: Path
@@ -93,18 +104,38 @@ class FileStore:
             raise StoreError(f"store {self.root}: cannot create or use the folder ({e.strerror})") from None
 
     def put_file(self, local: Path, key: str, sha256: str | None = None) -> None:
-        dst = self._path(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, dst)
+        self._replace_with(key, lambda tmp: shutil.copyfile(local, tmp))
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        self._replace_with(key, lambda tmp: tmp.write_bytes(data))
+
+    def _replace_with(self, key: str, write: Any) -> None:
+        """Write through a temporary name of this writer's own, then rename it over ``key`` (a reader
+        sees the old file or the new one, never a part; a temporary left by a failure is removed)."""
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, dst)
+        tmp = _tmp_name(dst)
+        try:
+            write(tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Create ``key`` with ``data`` unless it exists: True when this call created it, False when it
+        existed (whoever wrote it). The complete file appears at once: a temporary of this writer's own,
+        hard-linked to ``key`` (``link`` fails when the name exists; one of several racing writers wins)."""
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(dst)
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, dst)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -136,11 +167,8 @@ class FileStore:
                       if p.is_file() and not p.name.endswith(".tmp"))
 
     def copy(self, src: str, dst: str) -> None:
-        d = self._path(dst)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(d.name + ".tmp")
-        shutil.copyfile(self._path(src), tmp)
-        os.replace(tmp, d)
+        source = self._path(src)
+        self._replace_with(dst, lambda tmp: shutil.copyfile(source, tmp))
 
     def delete_prefix(self, prefix: str) -> None:
         p = self._path(prefix)
@@ -237,6 +265,27 @@ class S3Store:
     def put_bytes(self, key: str, data: bytes) -> None:
         with _s3_errors(self, f"upload {key}"):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Create ``key`` unless it exists (``If-None-Match: *``, which S3 and MinIO evaluate atomically):
+        True when this call created it, False when it existed. A 409 (a concurrent conditional write in
+        flight) is retried; a server that ignores the header would make this a plain put."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(5):
+            with _s3_errors(self, f"upload {key}"):
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+                    return True
+                except ClientError as e:
+                    code = str(e.response.get("Error", {}).get("Code", ""))
+                    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if code == "PreconditionFailed" or status == 412:
+                        return False
+                    if not (code == "ConditionalRequestConflict" or status == 409) or attempt == 4:
+                        raise
+            time.sleep(0.05 * (attempt + 1))
+        return False  # pragma: no cover (the loop returns or raises)
 
     def get_bytes(self, key: str) -> bytes:
         with _s3_errors(self, key):

@@ -104,15 +104,17 @@ GENERATOR = {"model_dir": "model", "name": "diffusion-tiny-step1", "type": "diff
 
 
 def _registered(tmp: Path, uri: str, model_dir: Path, samples, passing: bool = True,
-                approve: bool = True, policy=None, generator: dict | None = None, **extra) -> tuple[str, str]:
-    """Register a version gated on ``samples`` under a fresh model name; promote it if asked."""
+                approve: bool = True, policy=None, generator: dict | None = None, prefix: str = "m",
+                **extra) -> tuple[str, str]:
+    """Register a version gated on ``samples`` under a fresh model name (``PREFIX<n>-generator``: other test
+    modules that import this helper pass their own prefix); promote it if asked."""
     from synthgate.data.canonical import pixel_hashes
     from synthgate.evaluation.evaluate import evaluation_hash
     from synthgate.gates.decision import gate
     from synthgate.gates.policy import GatePolicy
     from tests.unit.test_gates import _evaluation
 
-    name = f"m{next(_counter)}-generator"
+    name = f"{prefix}{next(_counter)}-generator"
     d = tmp / name
     d.mkdir()
     over = {} if passing else {"copies": 3}
@@ -348,6 +350,7 @@ def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_d
     store = f"s3://{BUCKET}/killed-{crash_at}"
     calls = {"n": 0}
     real_copy, real_put_bytes, real_delete = stores.S3Store.copy, stores.S3Store.put_bytes, stores.S3Store.delete_prefix
+    real_create = stores.S3Store.create_bytes
 
     def copy(self, src, dst):
         calls["n"] += 1
@@ -360,8 +363,14 @@ def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_d
             raise KeyboardInterrupt  # dies right before the manifest
         return real_put_bytes(self, key, data)
 
+    def create_bytes(self, key, data):  # the manifest is committed with a conditional create
+        if crash_at == "manifest" and key.endswith("manifest.json"):
+            raise KeyboardInterrupt
+        return real_create(self, key, data)
+
     monkeypatch.setattr(stores.S3Store, "copy", copy)
     monkeypatch.setattr(stores.S3Store, "put_bytes", put_bytes)
+    monkeypatch.setattr(stores.S3Store, "create_bytes", create_bytes)
     monkeypatch.setattr(stores.S3Store, "delete_prefix", lambda self, prefix: None)  # SIGKILL: no clean-up
     with pytest.raises(KeyboardInterrupt):
         publish(name, store, samples=samples.root, tracking_uri=mlflow_server)
@@ -374,6 +383,7 @@ def test_killed_publish_leaves_no_visible_dataset(mlflow_server, s3_env, model_d
     # a later publish completes over the debris
     monkeypatch.setattr(stores.S3Store, "copy", real_copy)
     monkeypatch.setattr(stores.S3Store, "put_bytes", real_put_bytes)
+    monkeypatch.setattr(stores.S3Store, "create_bytes", real_create)
     monkeypatch.setattr(stores.S3Store, "delete_prefix", real_delete)
     assert publish(name, store, samples=samples.root, tracking_uri=mlflow_server).num_images == 120
     assert len(list_datasets(store)) == 1

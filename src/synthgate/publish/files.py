@@ -1,16 +1,33 @@
 """The files of a published dataset: ``images/shard-*.npz``, per-class PNG archives under ``png/`` and
-``labels.csv``, written in parallel threads from a canonical sample set."""
+``labels.csv``, written in parallel threads from a canonical sample set.
+
+The files are deterministic: the same samples give the same bytes (every zip member dated
+:data:`ZIP_DATE`, members in index order, PNGs without timestamps), so two publishes of the same
+samples can be compared by their files' sha256 ("already published with the same content")."""
 
 from __future__ import annotations
 
 import csv
 import io
+import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: The date of every zip member (the earliest a zip can hold): a package's bytes never depend on the clock.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _member(name: str, compress_type: int, level: int | None = None) -> zipfile.ZipInfo:
+    """A zip member dated :data:`ZIP_DATE` (``ZipFile.open(name)`` would date it now)."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+    info.compress_type = compress_type
+    info._compresslevel = level  # type: ignore[attr-defined]  # what ZipFile.open(name) sets from compresslevel
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def _png_bytes(image: np.ndarray, level: int) -> bytes:
@@ -24,10 +41,10 @@ def _png_bytes(image: np.ndarray, level: int) -> bytes:
 
 def _write_shard(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str], level: int) -> None:
     """An ``.npz`` readable by ``np.load``, deflated at ``level`` (numpy's savez_compressed is fixed at 6)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
         for key, arr in (("images", images), ("labels", labels), ("classes", np.array(classes))):
-            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+            with zf.open(_member(f"{key}.npy", zipfile.ZIP_DEFLATED, level), "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
     tmp.rename(path)
 
@@ -35,7 +52,7 @@ def _write_shard(path: Path, images: np.ndarray, labels: np.ndarray, classes: li
 def _write_png_zip(path: Path, images: np.ndarray, indices: np.ndarray, level: int) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:  # PNG is compressed already
         for i in indices:
-            zf.writestr(f"{i:06d}.png", _png_bytes(images[i], level))
+            zf.writestr(_member(f"{i:06d}.png", zipfile.ZIP_STORED), _png_bytes(images[i], level))
 
 
 def build_package(samples: Path, out: Path, shard_size: int = 5000, png: bool = True, level: int = 3,

@@ -13,22 +13,23 @@
    zipped per class under ``png/``, ``labels.csv``, the evaluation's ``report.html``,
    ``evaluation.json`` and ``gate.json`` from the registered run, a ``DATACARD.md``, and
    ``manifest.json`` (every file with size and sha256, model, gate, lineage).
-4. uploads atomically for readers: every file under ``.staging/NAME/VERSION/UUID/`` (S3 checks each
-   upload against its sha256), verifies the staging copy, copies it into ``NAME/VERSION/``
-   (server-side on S3) and writes ``manifest.json`` there last. A dataset exists for readers only
-   when its manifest does; a killed publish leaves staging debris that no reader lists, and the
-   next publish of the same dataset removes it once it is a day old (:func:`collect_staging`).
+4. uploads atomically for readers and for concurrent writers (:mod:`synthgate.publish.commit`): every
+   file under ``.staging/NAME/VERSION/UUID/`` (S3 checks each upload against its sha256), verifies the
+   staging copy, has the gatekeeper sign it, claims ``NAME/VERSION/`` by creating the signature there
+   with a conditional create, copies the files in (server-side on S3) and creates ``manifest.json``
+   last, conditionally too. A dataset exists for readers only when its manifest does; of two
+   publishes of one name and version at once exactly one commits, the other succeeds idempotently
+   when its files are identical (packages are deterministic) and is refused by name otherwise. A
+   killed publish leaves staging debris that no reader lists, and the next publish of the same
+   dataset removes it once it is a day old (:func:`collect_staging`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,24 +38,26 @@ from synthgate import __version__
 from synthgate.config import PublishConfig
 from synthgate.errors import ConfigError, DataError, SynthgateError
 from synthgate.progress import NullReporter, Reporter
+from synthgate.publish.commit import (  # noqa: F401  (re-exported: pull, the CLI and the tests use them here)
+    MANIFEST,
+    SIGNATURE,
+    STAGING,
+    STAGING_MAX_AGE_S,
+    STARTED,
+    PublishRefused,
+    collect_staging,
+    files_root,
+    read_manifest,
+    upload,
+    working_folder,
+)
 from synthgate.publish.datacard import datacard
 from synthgate.publish.files import build_package  # noqa: F401  (re-exported: the benchmark builds packages)
-from synthgate.stores import Store, open_store
+from synthgate.stores import open_store
 from synthgate.utils import sha256_file, utc_now
 
 FORMAT = "synthgate.published-dataset/v1"
-STAGING = ".staging"
-#: Staging uploads older than this are abandoned (a killed publish); the next publish removes them.
-STAGING_MAX_AGE_S = 24 * 3600.0
-STARTED = ".started"
-MANIFEST = "manifest.json"
-#: The gatekeeper's signed dataset statement (a DSSE envelope) beside the manifest.
-SIGNATURE = "manifest.sig.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-
-
-class PublishRefused(SynthgateError):
-    exit_code = 1
 
 
 class NothingApproved(PublishRefused):
@@ -151,35 +154,6 @@ def _download_run_file(client: Any, run_id: str, path: str, dst: Path) -> Path |
 
 
 # --------------------------------------------------------------------------------------------
-def _upload_all(store: Store, files: list[dict[str, Any]], local_root: Path, prefix: str, workers: int,
-                reporter: Reporter) -> int:
-    done = 0
-
-    def put(f: dict[str, Any]) -> int:
-        store.put_file(local_root / f["path"], f"{prefix}/{f['path']}", f["sha256"])
-        return int(f["size"])
-
-    with reporter.task(f"uploading {len(files)} files", sum(f["size"] for f in files)) as advance, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for n in pool.map(put, files):
-            done += n
-            advance(n)
-    return done
-
-
-def _verify_staging(store: Store, files: list[dict[str, Any]], local_root: Path, prefix: str) -> None:
-    for f in files:
-        size = store.size(f"{prefix}/{f['path']}")
-        if size != f["size"]:
-            raise DataError(f"publish: staging copy of {f['path']} has {size} bytes, expected {f['size']}; "
-                            "nothing was published")
-        if store.kind == "file":  # the S3 server already checked each upload's sha256
-            got = sha256_file(Path(store.uri) / prefix / f["path"])
-            if got != f["sha256"]:
-                raise DataError(f"publish: staging copy of {f['path']} hashes to {got[:16]}, expected "
-                                f"{f['sha256'][:16]}; nothing was published")
-
-
 def publish(
     model: str,
     store: str | Path,
@@ -215,8 +189,7 @@ def publish(
     version = check_name(version, "dataset version") if version else f"v{mversion}"
     notes: list[str] = []
 
-    with tempfile.TemporaryDirectory(prefix="synthgate-publish-") as tmp_s:
-        tmp = Path(tmp_s)
+    with working_folder() as tmp:
         sample_dir, source = _sample_set(samples, mv, model)
         t_sample = time.perf_counter() - t0
         pkg = tmp / "package"
@@ -241,26 +214,45 @@ def publish(
                  for p in sorted(pkg.rglob("*")) if p.is_file()]
         manifest = _manifest(name, version, info, model_info, gate, ev, mv.tags, files)
         final = f"{name}/{version}"
-        existing = _read_manifest(st, final)
-        if existing is not None:
-            if existing.get("dataset", {}).get("content_hash") == info["content_hash"]:
-                return PublishResult(name, version, f"{st.uri}/{final}", info["num_images"], existing,
-                                     already_published=True, seconds=time.perf_counter() - t0,
-                                     notes=[*notes, "already published with the same content; nothing uploaded"])
-            raise PublishRefused(f"{name}:{version} is already published with other content",
-                                 hint="datasets are immutable: publish under another --version")
+        if (existing := _published(st, final, files, manifest)) is not None:
+            return PublishResult(name, version, f"{st.uri}/{final}", info["num_images"], existing,
+                                 already_published=True, seconds=time.perf_counter() - t0,
+                                 notes=[*notes, "already published with the same content; nothing uploaded"])
         abandoned = collect_staging(st, name)
         if abandoned:
             notes.append(f"removed {len(abandoned)} abandoned staging upload(s) of {name} (a killed publish)")
         t_upload0 = time.perf_counter()
-        sent = _upload(st, final, f"{STAGING}/{name}/{version}/{uuid.uuid4().hex[:12]}", files, pkg, manifest,
-                       workers, reporter, gatekeeper)
+        sent, other = upload(st, final, f"{STAGING}/{name}/{version}/{uuid.uuid4().hex[:12]}", files, pkg, manifest,
+                             workers, reporter, gatekeeper)
+    if other is not None:  # a concurrent publish of the same files committed first
+        return PublishResult(name, version, f"{st.uri}/{final}", info["num_images"], other, already_published=True,
+                             bytes=sent, seconds=time.perf_counter() - t0,
+                             notes=[*notes, "already published with the same content by a concurrent publish"])
     TRANSFER_BYTES.labels("publish", st.kind).inc(sent)
     TRANSFER_FILES.labels("publish", st.kind).inc(len(files) + 1)
     PUBLISHED_IMAGES.labels(name).set(info["num_images"])
     timings = {"resolve_and_sample": t_sample, "package": t_package, "upload": time.perf_counter() - t_upload0}
     return PublishResult(name, version, f"{st.uri}/{final}", info["num_images"], manifest, bytes=sent,
                          seconds=time.perf_counter() - t0, notes=notes, timings=timings)
+
+
+def _published(st: Any, final: str, files: list[dict[str, Any]], manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest already committed at ``final`` when its files are these files, byte for byte (packages are
+    deterministic); None when nothing is committed there; :class:`PublishRefused` naming the version when
+    other files are."""
+    existing = read_manifest(st, final)
+    if existing is None:
+        return None
+    try:
+        same = files_root(existing.get("files") or []) == files_root(files)
+    except (KeyError, TypeError, ValueError):
+        same = False
+    if same:
+        return existing
+    images = (existing.get("dataset") or {}).get("content_hash") == manifest["dataset"]["content_hash"]
+    raise PublishRefused(f"{manifest['name']}:{manifest['version']} is already published with other content"
+                         + (" (the same images, other files: another package setting or synthgate version)"
+                            if images else ""), hint="datasets are immutable: publish under another --version")
 
 
 def _sample_set(samples: Path | None, mv: Any, model: str) -> tuple[Path, str]:
@@ -331,64 +323,3 @@ def _manifest(name: str, version: str, info: dict[str, Any], model_info: dict[st
                     "code_version": tags.get("lineage.code_version")},
         "files": files,
     }
-
-
-def _upload(st: Store, final: str, staging: str, files: list[dict[str, Any]], pkg: Path, manifest: dict[str, Any],
-            workers: int, reporter: Reporter, gatekeeper: str | None = None) -> int:
-    """Every file to ``staging``, verified, signed by the gatekeeper (which reads the staged copy itself),
-    copied to ``final``, the signature and then the manifest written there last (a dataset exists for
-    readers only once its manifest does); staging removed. -> bytes sent."""
-    from synthgate.monitoring.metrics import TRANSFER_FAILURES
-    from synthgate.registry.gatekeeper_app import call
-
-    try:
-        st.put_bytes(f"{staging}/{STARTED}", repr(time.time()).encode())  # first: dates this upload
-        sent = _upload_all(st, files, pkg, staging, workers, reporter)
-        _verify_staging(st, files, pkg, staging)
-        envelope = call("/v1/datasets", {"store": st.uri, "staging": staging, "manifest": manifest}, gatekeeper)
-        for f in files:
-            st.copy(f"{staging}/{f['path']}", f"{final}/{f['path']}")
-        st.put_bytes(f"{final}/{SIGNATURE}", json.dumps(envelope, indent=2).encode())
-        st.put_bytes(f"{final}/{MANIFEST}", json.dumps(manifest, indent=2).encode())  # last: now visible
-    except SynthgateError:
-        TRANSFER_FAILURES.labels("publish", "store").inc()
-        raise
-    except Exception:
-        TRANSFER_FAILURES.labels("publish", "error").inc()
-        raise
-    finally:
-        st.delete_prefix(staging)
-    return sent
-
-
-def collect_staging(st: Store, name: str, now: float | None = None, max_age_s: float = STAGING_MAX_AGE_S
-                    ) -> list[str]:
-    """Remove the staging uploads of dataset ``name`` that a killed publish left behind: those whose
-    ``.started`` stamp (the first object every publish writes) is older than ``max_age_s``, and
-    those without one (left by synthgate before the stamp existed). Younger ones may belong to a
-    publish still running and are kept. Returns the removed prefixes."""
-    now = time.time() if now is None else now
-    groups: dict[str, set[str]] = {}
-    for key in st.list_keys(f"{STAGING}/{name}"):
-        parts = key.split("/")
-        if len(parts) >= 5:  # .staging/NAME/VERSION/UUID/file...
-            groups.setdefault("/".join(parts[:4]), set()).add("/".join(parts[4:]))
-    removed = []
-    for prefix, files in sorted(groups.items()):
-        started = None
-        if STARTED in files:
-            try:
-                started = float(st.get_bytes(f"{prefix}/{STARTED}").decode())
-            except (KeyError, ValueError):
-                started = None
-        if started is None or now - started > max_age_s:
-            st.delete_prefix(prefix)
-            removed.append(prefix)
-    return removed
-
-
-def _read_manifest(st: Store, prefix: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(st.get_bytes(f"{prefix}/{MANIFEST}"))
-    except KeyError:
-        return None
