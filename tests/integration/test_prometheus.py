@@ -101,6 +101,7 @@ def test_stages_push_and_prometheus_alerts(prometheus, tmp_path, monkeypatch):
     decision = stages.gate(evaluation=tmp_path / "evaluation.json", policy=None, out=tmp_path / "gate.json")
     assert not decision.passed
     with pytest.raises(DataError):  # a stage that fails: pulling a dataset that does not exist
+        (tmp_path / "empty-store").mkdir()
         stages.pull("nothing-here", to=tmp_path / "out", store=str(tmp_path / "empty-store"))
 
     pushed = _get(f"{pushgateway}/metrics")
