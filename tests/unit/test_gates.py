@@ -10,7 +10,7 @@ from synthgate.errors import ConfigError, DataError
 from synthgate.evaluation.evaluate import evaluation_hash
 from synthgate.gates.decision import check_record, decide, gate, load_evaluation
 from synthgate.gates.policy import GatePolicy, load_policy
-from tests.helpers import REPO, fake_memorization, run_cli
+from tests.helpers import REPO, fake_memorization
 
 RATIOS = {"real": 0.0, "synthetic": 0.0, "synthetic_held_out": 0.0, "synthetic_train": 0.0}
 
@@ -164,23 +164,23 @@ def test_policy_file_errors(tmp_path):
     assert load_policy(REPO / "gates.yaml") == GatePolicy()
 
 
-def test_cli_gate_exit_codes(tmp_path):
+def test_cli_gate_exit_codes(tmp_path, cli):
     (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation(utility__paired__auc_gap=[0.2] * 6)))
     # a failed gate exits 1 by default, so `gate && register && publish` stops; gate.json is written either way
-    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
-    assert r.code == 1 and "FAILED" in r.stdout and "gate failed: 1 rule(s): utility.max_auc_gap" in r.stderr
+    code, out, err = cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
+    assert code == 1 and "FAILED" in out and "gate failed: 1 rule(s): utility.max_auc_gap" in err
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
-    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--strict", cwd=tmp_path)
-    assert r.code == 1
+    assert cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--strict", cwd=tmp_path)[0] == 1
     # --report-only (dvc.yaml: the failed version is still registered, as failed) exits 0
-    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--report-only", cwd=tmp_path)
-    assert r.code == 0 and "FAILED" in r.stdout and "utility.max_auc_gap" in r.stdout
+    code, out, err = cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", "--report-only",
+                         cwd=tmp_path)
+    assert code == 0 and "FAILED" in out and "utility.max_auc_gap" in out
     (tmp_path / "evaluation.json").write_text(json.dumps(_evaluation()))
-    r = run_cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
-    assert r.code == 0 and "PASSED" in r.stdout
+    code, out, err = cli("gate", "--evaluation", "evaluation.json", "--out", "gate.json", cwd=tmp_path)
+    assert code == 0 and "PASSED" in out
     (tmp_path / "bad.yaml").write_text("utility:\n  max_auc_gapp: 0.1\n")
-    r = run_cli("gate", "--evaluation", "evaluation.json", "--policy", "bad.yaml", cwd=tmp_path)
-    assert r.code == 2 and "utility.max_auc_gapp" in r.stderr and "Traceback" not in r.stderr
+    code, out, err = cli("gate", "--evaluation", "evaluation.json", "--policy", "bad.yaml", cwd=tmp_path)
+    assert code == 2 and "utility.max_auc_gapp" in err and "Traceback" not in err
 
 
 def test_utility_rules_decide_on_the_upper_bound_not_the_mean():
