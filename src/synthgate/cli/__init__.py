@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -96,14 +97,33 @@ def _os_refusal(e: BaseException) -> tuple[str, str] | None:
     if isinstance(e, PermissionError):
         return (f"permission denied: {e.filename or e}", "choose a folder you may write to (--out, --workdir, "
                 "--dest) or fix its permissions")
-    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-        what = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
-                errno.EDQUOT: "disk quota exceeded"}[e.errno]
-        return f"{what}: {e.filename or e}", "write to another folder, or free space"
+    short_write = isinstance(e, OSError) and e.errno is None and " requested and " in str(e) and "written" in str(e)
+    if isinstance(e, OSError) and (e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT) or short_write):
+        what = ("no space left on the device (a write was cut short: " + str(e) + ")" if short_write else
+                {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
+                 errno.EDQUOT: "disk quota exceeded"}[int(e.errno or 0)])
+        where = Path(e.filename) if isinstance(e.filename, str) else Path.cwd()
+        return (f"{what}: {e.filename or 'writing the output'}{_free_space(where)}",
+                "free space there or write to another folder (--out, --to); nothing half-written was kept")
+
     if isinstance(e, MemoryError):
         return (f"out of memory ({e or 'the allocation failed'})", "lower the resolution, the batch size or "
                 "max_per_class, or run on a machine with more memory")
     return None
+
+
+def _free_space(path: Path) -> str:
+    """"; N MiB free of M on the file system of PATH" (empty when it cannot be read)."""
+    import shutil
+
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                u = shutil.disk_usage(p)
+            except OSError:
+                return ""
+            return f"; {u.free / 2**20:,.0f} MiB free of {u.total / 2**20:,.0f} MiB on the file system of {p}"
+    return ""
 
 
 from synthgate.cli import kubeflow  # noqa: E402, F401  (pipeline and trainjob: after `version`, as before)

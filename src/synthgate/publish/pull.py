@@ -26,7 +26,7 @@ from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.package import MANIFEST, SIGNATURE, STAGING, check_name
 from synthgate.stores import Store, open_store
 from synthgate.trust.seen import read_state, remember_revocations, seen_revocations, write_state
-from synthgate.utils import sha256_file, utc_now, write_json_atomic
+from synthgate.utils import sha256_file, utc_now, write_bytes_atomic, write_json_atomic
 
 MARKER = ".synthgate-pull.json"
 
@@ -273,8 +273,8 @@ def pull(
     total, counts = _download(st, name, version, manifest, files, Path(to), workers, reporter)
     to = Path(to)
     content = _check_files_root(to, files, signed) if not verify_images else _check_content(to, files, p)
-    (to / MANIFEST).write_bytes(raw_manifest)
-    (to / SIGNATURE).write_bytes(st.get_bytes(f"{name}/{version}/{SIGNATURE}"))
+    write_bytes_atomic(to / MANIFEST, raw_manifest)  # a full disk leaves the old file or none, never half of one
+    write_bytes_atomic(to / SIGNATURE, st.get_bytes(f"{name}/{version}/{SIGNATURE}"))
     write_json_atomic(to / "pull.json", {"ref": f"{name}:{version}", "store": st.uri, "pulled": utc_now(),
                                          "status": status, "why": why, "files_verified": len(files),
                                          "signed": {k: p.get(k) for k in ("model", "model_version", "verdict",
