@@ -35,7 +35,7 @@ from synthgate.gates.policy import GatePolicy
 from synthgate.gates.reader_rules import reader_rule
 from synthgate.gates.rules import RuleResult, get, threshold_rules
 from synthgate.gates.utility_rules import utility_rules
-from synthgate.utils import read_json, utc_now, write_json_atomic
+from synthgate.utils import read_json, utc_now, write_json_atomic, write_text_atomic
 
 FORMAT = "synthgate.gate/v1"
 
@@ -192,10 +192,7 @@ def gate(evaluation_path: Path, policy: GatePolicy, out: Path) -> GateDecision:
     for name, public in (("report.html", False), (PUBLIC_REPORT, True)):
         report = Path(evaluation_path).parent / name
         if report.exists():  # the verdict at the top of the reports (the public one is registered and published)
-            dst = gated_report(Path(out), public=public)
-            tmp = dst.with_suffix(".html.tmp")
-            tmp.write_text(insert_verdict(report.read_text(), body))
-            tmp.replace(dst)
+            write_text_atomic(gated_report(Path(out), public=public), insert_verdict(report.read_text(), body))
     return decision
 
 
