@@ -30,18 +30,24 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_FORMAT = "synthgate.checkpoint/v1"
-#: Generator settings that change the network or its noise schedule; a checkpoint must match them.
+#: Generator settings that change the network or its noise schedule; a checkpoint must match them
+#: (and its family's own :attr:`~synthgate.generators.family.GeneratorFamily.fingerprint_fields`).
 FINGERPRINT_FIELDS = ("type", "size", "prediction_type", "beta_schedule", "num_train_timesteps", "z_dim")
-#: ... and for the latent family, its autoencoder and denoiser (the autoencoder's weights are checked too)
-LATENT_FINGERPRINT_FIELDS = ("autoencoder", "denoiser", "patch_size")
 
 
 def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: list[str], dataset_hash: str
                 ) -> dict[str, Any]:
+    from synthgate.generators.family import get_family
+
     g = gcfg.model_dump(mode="json")
-    fields = FINGERPRINT_FIELDS + (LATENT_FINGERPRINT_FIELDS if gcfg.type == "latent" else ())
-    return {**{f"generator.{k}": g[k] for k in fields}, "resolution": resolution, "channels": channels,
-            "classes": list(classes), "dataset_content_hash": dataset_hash}
+    out: dict[str, Any] = {}
+    for key in FINGERPRINT_FIELDS + get_family(gcfg.type).fingerprint_fields:
+        value: Any = g
+        for part in key.split("."):
+            value = value[part]
+        out[f"generator.{key}"] = value
+    return {**out, "resolution": resolution, "channels": channels, "classes": list(classes),
+            "dataset_content_hash": dataset_hash}
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:

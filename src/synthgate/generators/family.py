@@ -49,6 +49,9 @@ class GeneratorFamily(abc.ABC):
     files: tuple[str, ...]
     #: the file whose sha256 identifies the trained weights (lineage, registry, publish)
     weights: str
+    #: the family's own ``generator.*`` settings (dotted below it) that shape the network: a checkpoint
+    #: must match them besides :data:`~synthgate.generators.checkpoints.FINGERPRINT_FIELDS` to be resumed
+    fingerprint_fields: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:

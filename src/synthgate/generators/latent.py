@@ -180,6 +180,7 @@ class LatentFamily(GeneratorFamily):
     description = "latent diffusion: a KL or VQ autoencoder with a class-conditional UNet or DiT denoiser (diffusers)"
     files = (*DENOISER_FILES, *SCHEDULER_FILES, *VAE_FILES)
     weights = DENOISER_FILES[1]
+    fingerprint_fields = ("autoencoder", "denoiser", "patch_size")  # the autoencoder's weights are checked too
 
     def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
         check_resolution(gcfg, resolution)
