@@ -66,6 +66,7 @@ EXPORTED_METRICS = {
     "synthgate_train_loss",
     "synthgate_train_fid",
     "synthgate_train_fid_best",
+    "synthgate_train_augment_p",
 }
 #: The promotion guard's metrics (its own registry: src/synthgate/registry/guard.py).
 GUARD_METRICS = {"synthgate_guard_reverts_total", "synthgate_guard_deliveries_total", "synthgate_guard_sweeps_total",

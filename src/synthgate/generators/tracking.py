@@ -99,6 +99,8 @@ class TrainTracker:
         self._m.TRAIN_LOSS.labels(self.kind).set(means["loss"])
         if math.isfinite(images_per_second):
             self._m.TRAIN_IMAGES_PER_SECOND.labels(self.kind).set(images_per_second)
+        if "augment_p" in means:  # a family that augments the discriminator's inputs (stylegan2's ADA)
+            self._m.TRAIN_AUGMENT_P.labels(self.kind).set(means["augment_p"])
         if self.mlflow:
             self.mlflow.metrics({**means, "images_per_second": images_per_second}, step)
 

@@ -51,6 +51,11 @@ TRAIN_FID = Gauge(
 TRAIN_FID_BEST = Gauge(
     "synthgate_train_fid_best", "Best FID so far: the weights that training keeps", ["model_type"], registry=REGISTRY,
 )
+TRAIN_AUGMENT_P = Gauge(
+    "synthgate_train_augment_p",
+    "Discriminator augmentation probability p (StyleGAN2's ADA; mean of the last log window)", ["model_type"],
+    registry=REGISTRY,
+)
 
 # --- gate (gates.decision) ---
 GATE_PASSED = Gauge(
