@@ -146,7 +146,7 @@ def _tiny_dataset(tmp_path):
 def test_train_unknown_model_type(tmp_path):
     _tiny_dataset(tmp_path)
     r = run_cli("train", "--dataset", "ds", "--type", "vae", "--out", "run", cwd=tmp_path)
-    _assert_clean_failure(r, "generator.type", "'diffusion', 'gan' or 'latent'", out=tmp_path / "run")
+    _assert_clean_failure(r, "generator.type", "'diffusion', 'gan', 'latent' or 'stylegan2'", out=tmp_path / "run")
 
 
 def test_train_cuda_without_gpu(tmp_path):

@@ -28,12 +28,12 @@ def test_every_registered_family_answers_the_protocol(name):
 def test_an_unknown_type_names_the_registered_families(tmp_path):
     with pytest.raises(ConfigError, match=r"generator.type: unknown model type 'vae'") as e:
         fam.get_family("vae")
-    assert "diffusion, gan, latent" in e.value.hint
+    assert "diffusion, gan, latent, stylegan2" in e.value.hint
     p = tmp_path / "params.yaml"
     p.write_text("generator: {type: vae}\n")
     with pytest.raises(ConfigError) as e:
         load_params(p)
-    assert "unknown model type 'vae': input should be 'diffusion', 'gan' or 'latent'" in e.value.message
+    assert "unknown model type 'vae': input should be 'diffusion', 'gan', 'latent' or 'stylegan2'" in e.value.message
 
 
 @pytest.fixture

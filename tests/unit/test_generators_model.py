@@ -12,6 +12,7 @@ from synthgate.generators.diffusion import DiffusionTask
 from synthgate.generators.gan import GanTask
 from synthgate.generators.model import INFO, load_generator
 from synthgate.generators.sample import class_counts, sample
+from synthgate.generators.stylegan2 import StyleGan2Task
 from synthgate.utils import sha256_file
 from tests.unit.generators_helpers import make_dataset, quick, single_thread, tiny
 
@@ -25,10 +26,10 @@ def _one_thread():
         yield
 
 
-@pytest.fixture(params=["diffusion", "gan"])
+@pytest.fixture(params=["diffusion", "gan", "stylegan2"])
 def saved(request, tmp_path):
     torch.manual_seed(0)
-    task_cls = DiffusionTask if request.param == "diffusion" else GanTask
+    task_cls = {"diffusion": DiffusionTask, "gan": GanTask, "stylegan2": StyleGan2Task}[request.param]
     task = task_cls(tiny(request.param), quick(), 16, 1, 2, CPU)
     module = task.ema_module()
     model_dir = task.save(tmp_path / "model", module, classes=CLASSES, dataset_hash="abc", step=7)

@@ -159,7 +159,7 @@ def train(
         "data/validated"
     ),
     out: Annotated[Path, typer.Option(help="run folder: checkpoints/, grids/, model/")] = Path("models/generator"),
-    model_type: Annotated[str | None, typer.Option("--type", help="diffusion | gan | latent")] = None,
+    model_type: Annotated[str | None, typer.Option("--type", help="diffusion | gan | latent | stylegan2")] = None,
     size: Annotated[str | None, typer.Option(help="tiny | small | base")] = None,
     steps: Annotated[int | None, typer.Option(help="training steps")] = None,
     batch_size: Annotated[int | None, typer.Option(help="images per step")] = None,
@@ -170,7 +170,7 @@ def train(
     checkpoint_uri: Annotated[str | None, typer.Option(
         help="s3://BUCKET/PREFIX or a folder: mirror checkpoints there and resume from it (a restarted pod)")] = None,
 ) -> None:
-    """Train a class-conditional generator (diffusion, cpD-GAN or latent diffusion); resumes after a kill."""
+    """Train a class-conditional generator (diffusion, cpD-GAN, latent diffusion, StyleGAN2-ADA); resumes after a kill."""
     from synthgate import stages
 
     p = _params(params, {"generator.type": model_type, "generator.size": size, "train.steps": steps,
@@ -195,6 +195,8 @@ def sample(
     sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | dpmsolver++")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps")] = None,
     guidance_scale: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
+    truncation_psi: Annotated[float | None, typer.Option(
+        help="StyleGAN2: pull w toward its class's mean w, in (0, 1]; 1: no truncation")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
 ) -> None:
     """Sample a synthetic dataset (canonical format) from a trained generator."""
@@ -210,7 +212,8 @@ def sample(
         how_many["sample.match_real"] = False  # the params file's match_real and total no longer apply
         how_many["sample.total"] = CLEAR if total is None else total
     p = _params(params, {**how_many, "sample.sampler": sampler, "sample.steps": steps,
-                         "sample.guidance_scale": guidance_scale, "sample.device": device})
+                         "sample.guidance_scale": guidance_scale, "sample.truncation_psi": truncation_psi,
+                         "sample.device": device})
     ds = stages.sample(p, model=model, out=out, real=real if real.exists() else None, reporter=_reporter())
     _print_dataset(f"sampled {ds.manifest['num_images']} synthetic images", ds)
 

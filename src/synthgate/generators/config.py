@@ -2,7 +2,9 @@
 
 GAN defaults follow dumontschutte2021 S.2.2 / S.3 (cpD-GAN: WGAN-GP, Adam with the prog-GAN
 betas (0, 0.99), learning rate 0.005, one discriminator update per generator update, 512 feature
-channels at ``size: base``). Diffusion defaults follow the DDPM recipe of diffusers' examples.
+channels at ``size: base``). StyleGAN2 defaults follow StyleGAN2-ADA (Karras et al. 2020: lazy R1
+every 16 and path length every 4 steps, learning rate 0.0025, ADA target 0.6 over 500k images).
+Diffusion defaults follow the DDPM recipe of diffusers' examples.
 """
 
 from __future__ import annotations
@@ -39,11 +41,54 @@ class AutoencoderConfig(Strict):
                                                                    "hash and these settings")
 
 
+#: ADA's augmentations (Karras et al. 2020, Fig. 2's pixel blitting and general geometric groups, and two
+#: colour transforms), each applied with probability p to real and generated images alike.
+AugmentOp = Literal["xflip", "rotate90", "xint", "scale", "brightness", "contrast"]
+AUGMENT_OPS: tuple[AugmentOp, ...] = ("xflip", "rotate90", "xint", "scale", "brightness", "contrast")
+
+
+class StyleGan2Config(Strict):
+    """The stylegan2 family (Karras et al. 2020, StyleGAN2 and StyleGAN2-ADA): a conditional mapping network,
+    lazy R1 and path-length regularisation, and adaptive discriminator augmentation (ADA)."""
+
+    mapping_layers: int = Field(8, ge=1, le=16, description="layers of the mapping network z,y -> w (ADA's "
+                                                            "small-data configs: 2)")
+    style_mixing: float = Field(0.9, ge=0.0, le=1.0, description="share of generator batches trained with two ws "
+                                                                  "(style-mixing regularisation)")
+    g_lr: float = Field(0.0025, gt=0.0, description="generator learning rate (Adam; rescaled for lazy regularisation)")
+    d_lr: float = Field(0.0025, gt=0.0, description="discriminator learning rate (Adam; rescaled likewise)")
+    betas: tuple[float, float] = Field((0.0, 0.99), description="Adam betas")
+    r1_gamma: float | None = Field(None, ge=0.0, description="R1 weight; null: StyleGAN2-ADA's heuristic "
+                                                             "0.0002 * resolution^2 / train.batch_size")
+    r1_interval: int = Field(16, ge=1, description="lazy R1: every N discriminator steps, weighted by N")
+    pl_weight: float = Field(2.0, ge=0.0, description="path-length regularisation weight (0: off)")
+    pl_interval: int = Field(4, ge=1, description="lazy path-length regularisation: every N generator steps")
+    pl_decay: float = Field(0.01, gt=0.0, le=1.0, description="decay of the running mean path length")
+    w_avg_beta: float = Field(0.995, ge=0.0, lt=1.0, description="EMA of each class's mean w (truncation's centre)")
+    augment: Literal["ada", "fixed", "none"] = Field(
+        "ada", description="ada: p tuned from the discriminator's overfitting | fixed: p = augment_p | none")
+    augment_ops: tuple[AugmentOp, ...] = Field(AUGMENT_OPS, description="the augmentations, each with probability p")
+    augment_p: float = Field(0.0, ge=0.0, le=1.0, description="ada: initial p | fixed: the p")
+    ada_target: float = Field(0.6, description="ada: the target of r_t = E[sign D(real)], in (0, 1)")
+    ada_images: int = Field(500_000, ge=1, description="ada: real images over which p can move from 0 to 1 "
+                                                       "(StyleGAN2-ADA: 500k; lower it for short runs)")
+    ada_interval: int = Field(4, ge=1, description="ada: adjust p every N steps")
+
+    @field_validator("ada_target")
+    @classmethod
+    def _target(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"{v} is outside (0, 1): r_t = E[sign D(real)] lies in [-1, 1] and ADA raises p while "
+                             "it is above the target; set a value strictly between 0 and 1 (StyleGAN2-ADA: 0.6)")
+        return v
+
+
 class GeneratorConfig(Strict):
     """The model: its family and size, and the family's own settings."""
 
     type: str = Field("diffusion", description="the generator family: one of synthgate.generators.family.FAMILIES "
-                                                "(diffusion: class-conditional DDPM UNet, gan: cpD-GAN)")
+                                                "(diffusion: class-conditional DDPM UNet, gan: cpD-GAN, latent: latent diffusion, "
+                                                "stylegan2: StyleGAN2 with ADA)")
     size: Literal["tiny", "small", "base"] = Field(
         "base", description="tiny (<1.5M parameters, CPU tests) | small | base (35.8M-parameter UNet / 512-channel GAN)"
     )
@@ -55,7 +100,7 @@ class GeneratorConfig(Strict):
         0.1, ge=0.0, lt=1.0, description="classifier-free guidance: fraction of labels replaced by the null class"
     )
     # gan (dumontschutte2021 S.2.2, S.3)
-    z_dim: int = Field(128, ge=1, description="GAN noise dimension")
+    z_dim: int = Field(128, ge=1, description="GAN and StyleGAN2 noise dimension")
     gp_weight: float = Field(10.0, ge=0.0, description="WGAN-GP gradient penalty weight")
     drift_weight: float = Field(0.001, ge=0.0, description="prog-GAN drift penalty on D(real)^2")
     n_critic: int = Field(1, ge=1, description="discriminator updates per generator update")
@@ -66,6 +111,8 @@ class GeneratorConfig(Strict):
     autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     denoiser: Literal["unet", "dit"] = Field("unet", description="latent: UNet2DModel | DiTTransformer2DModel")
     patch_size: int = Field(2, ge=1, description="latent DiT: patch side in latent pixels (divides the latent side)")
+    # stylegan2 (Karras et al. 2020): also z_dim above
+    stylegan2: StyleGan2Config = Field(default_factory=StyleGan2Config)
 
     @field_validator("type")
     @classmethod
@@ -129,13 +176,16 @@ DEFAULT_PER_CLASS = 100
 
 
 class SampleConfig(Strict):
-    """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only."""
+    """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only,
+    ``truncation_psi`` to stylegan2 only."""
 
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"
     steps: int = Field(25, ge=1, description="sampler steps")
     guidance_scale: float = Field(
         1.5, ge=0.0, description="classifier-free guidance scale (1: conditional model only, no guidance)"
     )
+    truncation_psi: float = Field(
+        1.0, description="stylegan2: w pulled toward its class's mean w, w_c + psi (w - w_c); in (0, 1], 1: none")
     per_class: int | None = Field(None, ge=0, description="images per class (when match_real is false; left out: "
                                                           f"{DEFAULT_PER_CLASS})")
     match_real: bool = Field(False, description="follow the real train split's class distribution")
@@ -143,6 +193,14 @@ class SampleConfig(Strict):
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     device: Device = "auto"
+
+    @field_validator("truncation_psi")
+    @classmethod
+    def _psi(cls, v: float) -> float:
+        if not 0.0 < v <= 1.0:
+            raise ValueError(f"{v} is outside (0, 1]: set 1 to sample without truncation, or a value such as 0.7 "
+                             "to trade variety for typical images (0 would give every image of a class the same w)")
+        return v
 
     @model_validator(mode="before")
     @classmethod

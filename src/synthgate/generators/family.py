@@ -34,6 +34,7 @@ FAMILIES: dict[str, str] = {
     "diffusion": "synthgate.generators.diffusion",  # class-conditional DDPM UNet (diffusers)
     "gan": "synthgate.generators.gan",  # cpD-GAN (dumontschutte2021)
     "latent": "synthgate.generators.latent",  # KL/VQ autoencoder + UNet/DiT denoiser (niehues2024, benitodelvalle)
+    "stylegan2": "synthgate.generators.stylegan2",  # StyleGAN2 with ADA (Karras et al. 2020; niehues2024's GAN)
 }
 
 
