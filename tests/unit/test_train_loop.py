@@ -32,7 +32,7 @@ def flat_state(path):
         k, v = extra.pop()
         if isinstance(v, dict):
             extra += [(f"{k}.{n}", x) for n, x in v.items()]
-        else:
+        elif torch.is_tensor(v) or isinstance(v, int | float):  # numbers; e.g. the latent family's hashes are not
             out[k] = torch.as_tensor(v)
     return out
 
