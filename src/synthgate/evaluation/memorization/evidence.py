@@ -12,6 +12,8 @@ Detectors (each a score where higher means more copy-like; :mod:`.search`, :mod:
 ``aligned_margin``  z of the best minus z of the second-best training image after alignment
 ``tiles``           z of the tile-wise re-aligned correlation (local deformations)
 ``descriptor``      z of the cosine similarity of learned copy descriptors
+``structure``       -ln of the share of the query's spatial structure its best pixel match leaves
+                    unexplained (noise, contrast and clipping leave white residuals; :mod:`.residual`)
 ==================  ========================================================================
 
 For every detector the held-out scores form its null (:mod:`.null`); each synthetic image gets one
@@ -37,6 +39,7 @@ from synthgate.evaluation.config import MemorizationConfig
 from synthgate.evaluation.memorization import planted as planted_mod
 from synthgate.evaluation.memorization.null import TailNull, fit_null
 from synthgate.evaluation.memorization.scan import cosine_nn, distribution, pixel_nn
+from synthgate.evaluation.memorization.residual import STRUCTURE_FLOOR
 from synthgate.evaluation.memorization.search import SearchResult, SearchSpec, TrainIndex, make_spec, search
 from synthgate.evaluation.memorization.stats import (
     auc_bound,
@@ -57,6 +60,8 @@ DETECTORS: dict[str, str] = {
     "aligned_margin": "Fisher z of the best minus the second-best training image after alignment",
     "tiles": "tile-wise re-aligned Pearson r (local deformations)",
     "descriptor": "cosine similarity of the learned copy descriptors",
+    "structure": "-ln of the share of the image's spatial structure its best pixel match leaves unexplained "
+                 "(white noise, contrast changes and clipping leave none)",
 }
 #: Nearest training images in descriptor space added to each image's shortlist.
 DESCRIPTOR_CANDIDATES = 8
@@ -76,7 +81,8 @@ class Scored:
         s = self.search
         return {"pixel": fisher_z(s.pixel), "smooth": fisher_z(s.smooth), "margin": s.margin, "smooth_margin": s.smooth_margin,
                 "aligned": fisher_z(s.aligned), "aligned_margin": s.aligned_margin, "tiles": fisher_z(s.tiles),
-                "descriptor": fisher_z(self.descriptor)}
+                "descriptor": fisher_z(self.descriptor),
+                "structure": -np.log(np.clip(s.structure.astype(np.float64), STRUCTURE_FLOOR, 1.0))}
 
 
 class CopySearch:

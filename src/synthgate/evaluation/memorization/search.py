@@ -21,6 +21,9 @@ image it is most likely a copy of, and how close it is under four scores.
 5. **tiles**: the aligned template cut into tiles x tiles tiles, each re-aligned within
    ``tile_shift`` pixels of its place (local deformations), pooled into one correlation weighted by
    the tiles' contrast.
+6. **structure**: what the best pixel match leaves unexplained, noise or anatomy (:mod:`.residual`): the share
+   of the query's spatial structure (lag-1 autocovariance) left in the residual of a clipping-aware
+   least-squares fit of the match's gain and offset. Noisy and contrast-changed copies leave white residuals.
 
 Every score is reported with the training index and the transform that produced it. All of it runs
 in chunked torch operations on CPU or GPU.
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from synthgate.data.complexity import to_gray
 from synthgate.evaluation.memorization.align import _aligned_scores, _tile_scores
 from synthgate.evaluation.memorization.filters import median3x3, smooth  # noqa: F401 (median3x3 re-exported)
+from synthgate.evaluation.memorization.residual import residual_structure
 from synthgate.evaluation.memorization.stats import fisher_z
 
 #: Rotations/flips aligned per candidate: the best two by the unaligned pixel correlation. With one, a copy
@@ -164,6 +168,7 @@ class SearchResult:
     tiles: np.ndarray  # tile-wise re-aligned correlation
     tiles_index: np.ndarray
     candidates: np.ndarray  # (n, k) shortlisted training indices
+    structure: np.ndarray  # share of the query's structure its pixel match leaves unexplained (:mod:`.residual`)
 
     @property
     def margin(self) -> np.ndarray:
@@ -318,7 +323,7 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         per_query = k * (spec.template ** 2 * (nv + side * side + 8) + nv * side * side) * 4
         chunk = max(1, min(256, memory_mb * 2**20 // max(per_query, 1)))
     out = {f: np.zeros(n, np.float32) for f in ("pixel", "smooth", "smooth_second", "pixel_second", "aligned",
-                                                 "aligned_second", "tiles")}
+                                                 "aligned_second", "tiles", "structure")}
     idx = {f: np.zeros(n, np.int64) for f in ("pixel_index", "aligned_index", "tiles_index")}
     ptrans = np.zeros(n, np.int64)
     atrans = np.zeros((n, 5), np.float32)
@@ -341,12 +346,14 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         out["pixel_second"][i : i + c] = (top2.values[:, -1] if k > 1 else torch.full((c,), -1.0)).cpu().numpy()
         idx["pixel_index"][i : i + c] = cj.gather(1, top2.indices[:, :1])[:, 0].cpu().numpy()
         ptrans[i : i + c] = best_t.gather(1, top2.indices[:, :1])[:, 0].cpu().numpy()
+        rows = torch.arange(c, device=device)
+        best = top2.indices[:, 0]  # structure: what the best pixel match leaves unexplained, noise or anatomy
+        out["structure"][i : i + c] = residual_structure(d8[rows, best_t[rows, best]], index.images[cj[rows, best]]).cpu().numpy()
         qs = _norm(dihedral8(smooth(q)).reshape(c, 8, -1))
         sm = torch.einsum("ctd,ckd->ckt", qs, index.smooth[cj]).abs().amax(dim=2).masked_fill(repeat, -2.0)
         sm2 = torch.topk(sm, min(2, k), dim=1).values
         out["smooth"][i : i + c] = sm2[:, 0].cpu().numpy()
         out["smooth_second"][i : i + c] = (sm2[:, -1].clamp_min(-1.0) if k > 1 else torch.full((c,), -1.0)).cpu().numpy()
-        rows = torch.arange(c, device=device)
         pair, arg, best_ta, tsel = _align(d8, full, index.images[cj.reshape(-1)], spec)
         pair = pair.masked_fill(repeat, -2.0)
         best_pair = pair.argmax(dim=1)
@@ -393,5 +400,6 @@ def search(queries: np.ndarray, index: TrainIndex, spec: SearchSpec, extra: np.n
         if advance is not None:
             advance(c)
     return SearchResult(out["pixel"], out["smooth"], out["smooth_second"], out["pixel_second"], idx["pixel_index"], ptrans, out["aligned"],
-                        idx["aligned_index"], atrans, out["aligned_second"], out["tiles"], idx["tiles_index"], cand)
+                        idx["aligned_index"], atrans, out["aligned_second"], out["tiles"], idx["tiles_index"], cand,
+                        out["structure"])
 
