@@ -44,7 +44,10 @@ def _root(show_version: bool = typer.Option(False, "--version", "-V", is_eager=T
 
 
 def main(argv: list[str] | None = None) -> None:
+    import time
+
     _setup()
+    started = time.monotonic()
     try:
         rc = app(args=argv, standalone_mode=False)
         if isinstance(rc, int) and rc:
@@ -79,6 +82,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(denied.exit_code)
         if os.environ.get("SYNTHGATE_DEBUG"):
             raise
+        from synthgate.registry.outage import outage
+
+        down = outage(e, elapsed=time.monotonic() - started, mlflow_only=True)  # one that no stage translated
+        if down is not None:
+            err_console.print(f"[bold red]error:[/] {down.message}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {down.hint}", highlight=False)
+            sys.exit(down.exit_code)
         known = _os_refusal(e)
         if known is not None:
             err_console.print(f"[bold red]error:[/] {known[0]}", highlight=False)

@@ -39,8 +39,13 @@ def register(
 
     r = stages.register(model=model, evaluation=evaluation, gate=gate_record, record=record, name=name,
                         tracking_uri=tracking_uri)
-    console.print(f"registered {r.name} version {r.version} (run {r.run_id}); gate "
-                  + ("[green]passed" if r.gate_passed else "[red]failed"))
+    console.print(("already registered: " if r.existing else "registered ") + f"{r.name} version {r.version} (run "
+                  f"{r.run_id}); gate " + ("[green]passed" if r.gate_passed else "[red]failed"))
+    if r.existing:
+        console.print("  the same model, evaluation and gate record: nothing new was written")
+    if r.superseded:
+        console.print(f"  version(s) {', '.join(r.superseded)}: half-registered (an interrupted register of this gate "
+                      f"record), now marked superseded by version {r.version}; they stay refused")
     console.print(f"  MLflow UI  {r.tracking_uri}/#/models/{r.name}/versions/{r.version}")
 
 
@@ -85,11 +90,13 @@ def models(
     from synthgate.registry.registry import list_versions
 
     table = Table(title="registered generators", title_justify="left")
-    for col in ("model", "version", "gate", "aliases", "override", "evaluation"):
-        table.add_column(col)
+    for col in ("model", "version", "gate", "aliases", "override", "evaluation", "registration"):
+        table.add_column(col, overflow="fold")
     for r in list_versions(name, tracking_uri):
         gate = {"true": "[green]passed", "false": "[red]failed"}.get(r["gate"], r["gate"])
-        table.add_row(r["name"], r["version"], gate, ", ".join(r["aliases"]), r["override"] or "", r["evaluation_hash"])
+        whole = r["registration"] == "complete"
+        table.add_row(r["name"], r["version"], gate, ", ".join(r["aliases"]), r["override"] or "", r["evaluation_hash"],
+                      Text(r["registration"], style="" if whole else "red"))
     console.print(table)
 
 

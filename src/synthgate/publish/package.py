@@ -53,6 +53,7 @@ from synthgate.publish.commit import (  # noqa: F401  (re-exported: pull, the CL
 )
 from synthgate.publish.datacard import datacard
 from synthgate.publish.files import build_package  # noqa: F401  (re-exported: the benchmark builds packages)
+from synthgate.registry.outage import answers_in_time
 from synthgate.stores import open_store
 from synthgate.utils import sha256_file, utc_now
 
@@ -154,6 +155,8 @@ def _download_run_file(client: Any, run_id: str, path: str, dst: Path) -> Path |
 
 
 # --------------------------------------------------------------------------------------------
+@answers_in_time("publishing", after="nothing was committed to the store (a staged upload is swept by the next "
+                                     "publish): run it again")
 def publish(
     model: str,
     store: str | Path,

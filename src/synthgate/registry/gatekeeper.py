@@ -390,7 +390,7 @@ class Gatekeeper:
 
     def sign_dataset(self, caller: Caller, store: str, staging: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Sign a staged dataset package (see the module docstring)."""
-        from synthgate.registry.gatekeeper_checks import check_package
+        from synthgate.registry.gatekeeper_checks import check_package, complete
 
         model = str((manifest.get("model") or {}).get("name") or "")
         mversion = str((manifest.get("model") or {}).get("version") or "")
@@ -403,6 +403,7 @@ class Gatekeeper:
         rel = attest.verify_release(env, self.trust, model, mversion)
         attest.check_revocations(self.revocations(), self.trust, attest.release_subject(model, mversion),
                                  f"{model} version {mversion}")
+        complete(self._client().get_model_version(model, mversion))  # whatever was signed before
         with self._db() as db:
             row = db.execute("SELECT model, serial FROM datasets WHERE name = ?", (name,)).fetchone()
         if row and row[0] != model:

@@ -16,6 +16,7 @@ from typing import Any
 
 from synthgate.errors import SynthgateError
 from synthgate.registry.gatekeeper import Gatekeeper, GatekeeperRefused
+from synthgate.registry.outage import RegistryUnavailable, outage
 
 URL_ENV = "SYNTHGATE_GATEKEEPER_URL"
 LOCAL_URL = Path("mlruns") / "gatekeeper" / "url"
@@ -52,7 +53,14 @@ def app(gk: Gatekeeper) -> Any:
             return JSONResponse({"refused": e.message, "hint": e.hint}, status_code=e.status)
         except SynthgateError as e:
             gk.metrics.refused.labels(kind).inc()
-            return JSONResponse({"refused": e.message, "hint": e.hint}, status_code=409)
+            status = 503 if isinstance(e, RegistryUnavailable) else 409
+            return JSONResponse({"refused": e.message, "hint": e.hint}, status_code=status)
+        except Exception as e:  # MLflow stopped answering mid-request: nothing was signed, and it says so
+            down = outage(e, gk.tracking_uri, doing="the gatekeeper checked the request", after="nothing was signed")
+            if down is None:
+                raise
+            gk.metrics.refused.labels(kind).inc()
+            return JSONResponse({"refused": down.message, "hint": down.hint}, status_code=503)
 
     @api.post("/v1/releases")
     def releases(request: Request, body: dict) -> Any:  # type: ignore[type-arg]

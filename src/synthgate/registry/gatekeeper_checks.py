@@ -86,6 +86,7 @@ def evidence(client: Any, tracking_uri: str, model: str, version: str, policy: A
     except PromotionRefused as e:
         raise GatekeeperRefused(e.message, hint=e.hint, status=409) from None
     mv = client.get_model_version(model, version)
+    complete(mv)  # verify_version refused a half version already: the signer's own rule, said here again
     syn = evaluation.get("synthetic") or {}
     if mv.tags.get("lineage.synthetic_content_hash") != syn.get("content_hash"):
         raise GatekeeperRefused(f"{where}: the evaluated samples ({str(syn.get('content_hash'))[:16]}) are not the "
@@ -113,12 +114,28 @@ def evidence(client: Any, tracking_uri: str, model: str, version: str, policy: A
                     hashlib.sha256(report).hexdigest() if report else None)
 
 
+def complete(mv: Any) -> None:
+    """Refuse (409) a version whose registration is not whole (:mod:`.registration`): the gatekeeper signs no
+    release of it, and no dataset of it, whatever was signed before."""
+    from synthgate.registry.gatekeeper import GatekeeperRefused
+    from synthgate.registry.registration import require_complete
+    from synthgate.registry.verify import PromotionRefused
+
+    try:
+        require_complete(mv)
+    except PromotionRefused as e:
+        raise GatekeeperRefused(e.message, hint=e.hint, status=409) from None
+
+
 def _registered_report(client: Any, run_id: str, tmp: Path) -> bytes:
     """The run's registered public report (``evaluation/report.html``), b"" when there is none."""
     tmp.mkdir(parents=True, exist_ok=True)
+    from synthgate.registry.outage import raise_if_outage
+
     try:
         return Path(client.download_artifacts(run_id, "evaluation/report.html", str(tmp))).read_bytes()
-    except Exception:
+    except Exception as e:
+        raise_if_outage(e)  # an outage is not "no report": nothing is signed without knowing
         return b""
 
 

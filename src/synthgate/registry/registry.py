@@ -3,11 +3,10 @@
 MLflow's open-source registry has no approval step (mlflow/mlflow#6636, #2863); synthgate adds
 one. ``register`` logs a run (params, evaluation metrics, report, evaluation and gate records) and
 the generator as a pyfunc model version whose tags carry the gate result, every rule's value, and
-the lineage hashes. It refuses a gate record whose verdict differs from the decision recomputed
-from the evaluation and the recorded policy, and an evaluation that was not made of this model's
-samples (:func:`check_generator`). ``promote`` re-reads the version's gate record and evaluation
-from the run's artifacts, recomputes their hashes and the decision, and sets the alias only if they
-match and the gate passed;
+the lineage hashes, created whole in one request (:mod:`.registration`). It refuses a gate record whose
+verdict differs from the decision recomputed from the evaluation and the recorded policy, and an
+evaluation that was not made of this model's samples (:func:`check_generator`). ``promote`` asks the
+gatekeeper, which re-reads the records, recomputes the decision and signs only if the gate passed;
 ``--force --reason`` overrides and is recorded. Every promote, refusal and override is written to
 the version's tags (``audit.N.*``), readable in the MLflow UI.
 """
@@ -21,11 +20,10 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ from synthgate.errors import DataError, SynthgateError
 from synthgate.gates.decision import check_record, load_evaluation
 from synthgate.registry.access import checked_access
 from synthgate.registry.client import connect, tracking_uri, unless_missing, versions_of
+from synthgate.registry.outage import answers_in_time
+from synthgate.registry.registration import reader_tags as _reader_tags  # noqa: F401  (re-exported)
 from synthgate.registry.verify import (  # noqa: F401  (re-exported: the verification API of a version)
     IDENTITY_FIELDS,
     REQUIRED_POLICY_TAG,
@@ -57,20 +57,14 @@ class Registered:
     run_id: str
     gate_passed: bool
     tracking_uri: str
+    existing: bool = False  # the same files were registered before: that version, nothing new written
+    superseded: list[str] = field(default_factory=list)  # half-registered versions marked superseded by this one
 
 
 def _who() -> str:
     """Who acts: the MLflow user when the server has authentication, else the OS user."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     return f"{user} (mlflow)" if user else getpass.getuser()
-
-
-def _code_version() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip() or None
-    except Exception:
-        return None
 
 
 def _sample_grid(synthetic: Path, out: Path, per_class: int = 8) -> Path | None:
@@ -113,27 +107,16 @@ def default_model_name(evaluation: dict[str, Any]) -> str:
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") + "-generator"
 
 
-def _reader_tags(readers: dict[str, Any] | None) -> dict[str, str]:
-    """The reader study's headline on the version (its whole record is in the logged evaluation.json)."""
-    if not readers:
-        return {"reader_study": "none"}
-    a, w = readers["accuracy"], (readers["accuracy"].get("wilcoxon") or {})
-    return {"reader_study": f"{readers['readers_finished']} readers, {readers['n_images']} images, study "
-                            f"{str(readers['study_sha256'])[:16]}",
-            "reader_study.accuracy_mean": f"{a['mean']:.4f}",
-            "reader_study.accuracy_bounds_95": "[{lower:.4f}, {upper:.4f}]".format(
-                **(readers.get("accuracy_bounds_95") or {"lower": float("nan"), "upper": float("nan")})),
-            "reader_study.wilcoxon_p": f"{w['p']:.4g}" if "p" in w else "not tested (fewer than 5 readers away from 0.5)"}
-
-
+@answers_in_time("registering", after="an interrupted register leaves no version, at most a run without one: "
+                                      "running `synthgate register` again registers the version whole")
 @checked_access
 def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str | None = None,
              name: str | None = None) -> Registered:
-    """Log a run and register the generator at ``model_dir`` as a new version."""
-    import mlflow
-
-    from synthgate.generators.model import read_generator_info
-    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, GeneratorModel, signature
+    """Log a run and register the generator at ``model_dir`` as a new version, whole or not at all
+    (:mod:`.registration`); the same files registered again give the version they made, and the
+    half-registered versions of the same gate record are marked superseded."""
+    from synthgate.generators.model import INFO, read_generator_info, weights_path
+    from synthgate.registry import registration as reg
 
     info = read_generator_info(Path(model_dir))
     evaluation = load_evaluation(Path(evaluation_path))
@@ -146,71 +129,77 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     client = connect(uri)
     uri = tracking_uri(uri)
     name = name or default_model_name(evaluation)
+    gate_sha = sha256_file(Path(gate_path))
+    key = reg.key(Path(model_dir) / INFO, weights_path(Path(model_dir), str(info.get("type"))),
+                  evaluation["evaluation_hash"], gate_sha)
+    done = reg.existing_version(client, name, key, gate_sha, evaluation["evaluation_hash"])
+    if done is not None:
+        return Registered(name, str(done.version), done.run_id, bool(gate["passed"]), uri, existing=True,
+                          superseded=reg.supersede(client, name, str(done.version), gate_sha))
+    run_id, model_info, reported = _log_run(client, uri, Path(model_dir), Path(evaluation_path), Path(gate_path),
+                                            info, evaluation)
+    tags = reg.with_marker(reg.version_tags(gate, gate_sha, evaluation, info, decision), key)
+    mv = reg.create_version(client, name, model_info, tags, version_description(decision, run_id, reported))
+    return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri,
+                      superseded=reg.supersede(client, name, str(mv.version), gate_sha))
+
+
+def _log_run(client: Any, uri: str, model_dir: Path, evaluation_path: Path, gate_path: Path, info: dict[str, Any],
+             evaluation: dict[str, Any]) -> tuple[str, Any, bool]:
+    """The registration's run: params, metrics, records, the public report, the samples' grid and the pyfunc
+    model -> (run id, the logged model, whether a public report was logged). A run cut short by an outage
+    is closed as FAILED if the server still answers within 2 s (never a second full wait)."""
+    import mlflow
+
+    from synthgate.evaluation.evaluate import PUBLIC_REPORT
+    from synthgate.evaluation.report import PUBLIC_MARK
+    from synthgate.gates.decision import gated_report
+    from synthgate.registry.outage import quick
+    from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, GeneratorModel, signature
+
     exp = client.get_experiment_by_name(EXPERIMENT)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
-    gate_sha = sha256_file(Path(gate_path))
     summary = evaluation.get("summary", {})
-    with _tracking_env(uri), mlflow.start_run(experiment_id=exp_id, run_name=f"{info['name']}") as run:
-        mlflow.log_params({f"generator.{k}": v for k, v in info.get("generator", {}).items()})
-        mlflow.log_params({"resolution": info["resolution"], "channels": info["channels"],
-                           "classes": ",".join(info["classes"]), "train_step": info.get("step")})
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool)})
-        mlflow.log_artifact(str(evaluation_path), "evaluation")
-        from synthgate.evaluation.evaluate import PUBLIC_REPORT
-        from synthgate.evaluation.report import PUBLIC_MARK
-        from synthgate.gates.decision import gated_report
-
-        # the public report (no real image, no training file name) with this gate's verdict on top, as
-        # evaluation/report.html: the registry is read by consumers, so the full report stays with the real data
-        report = gated_report(Path(gate_path), public=True)
-        if not (report.exists() and f"evaluation {str(evaluation['evaluation_hash'])[:16]}" in report.read_text()):
-            report = Path(evaluation_path).with_name(PUBLIC_REPORT)
-        reported = report.exists() and PUBLIC_MARK in report.read_text()
-        if reported:
-            staged = Path(tempfile.mkdtemp()) / "report.html"
-            shutil.copyfile(report, staged)
-            mlflow.log_artifact(str(staged), "evaluation")
-        else:
-            log.warning("%s: no public report beside the evaluation: the registry gets no report (the full one shows "
-                        "real images and stays with the real data)", evaluation_path)
-        mlflow.log_artifact(str(gate_path), "gate")
-        grid = _sample_grid(Path(evaluation["synthetic"].get("path") or "-"), Path(tempfile.mkdtemp()) / "samples.png")
-        if grid is not None:
-            mlflow.log_artifact(str(grid), "samples")
-        with warnings.catch_warnings():  # MLflow's notes on type hints and cloudpickle: known, not actionable
-            warnings.simplefilter("ignore", UserWarning)
-            # the model carries its proof: load_context recomputes the gate from these records
-            model_info = mlflow.pyfunc.log_model(
-                name="generator", python_model=GeneratorModel(),
-                artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(evaluation_path), GATE: str(gate_path)},
-                signature=signature(info["resolution"], info["channels"]), pip_requirements=PIP_REQUIREMENTS)
-        run_id = run.info.run_id
     with _tracking_env(uri):
-        mv = mlflow.register_model(model_info.model_uri, name)
-    if not client.get_registered_model(name).description:
-        client.update_registered_model(name, "synthgate generator; promote only through `synthgate promote`, "
-                                             "which checks the version's gate record")
-    tags = {
-        "gate.passed": str(bool(gate["passed"])).lower(),
-        "gate.sha256": gate_sha,
-        "gate.policy_hash": gate.get("policy_hash", ""),
-        "evaluation_hash": evaluation["evaluation_hash"],
-        "lineage.real_content_hash": evaluation["real"]["content_hash"],
-        "lineage.synthetic_content_hash": evaluation["synthetic"]["content_hash"],
-        "lineage.training_dataset_hash": info.get("dataset_content_hash", ""),
-        "lineage.encoder_id": str(evaluation.get("encoder", {}).get("encoder_id")),
-        "lineage.code_version": _code_version() or "unknown",
-        "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
-        "lineage.synthgate_version": __version__,
-    }
-    tags |= _reader_tags(evaluation.get("readers"))
-    for r in decision.rules:
-        tags[f"gate.rule.{r.rule}"] = f"{'pass' if r.passed else 'FAIL'}: {r.value} {r.comparison} {r.threshold}"
-    for k, v in tags.items():
-        client.set_model_version_tag(name, mv.version, k, v)
-    client.update_model_version(name, mv.version, description=version_description(decision, run_id, reported))
-    return Registered(name, str(mv.version), run_id, bool(gate["passed"]), uri)
+        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{info['name']}")
+        try:
+            mlflow.log_params({f"generator.{k}": v for k, v in info.get("generator", {}).items()})
+            mlflow.log_params({"resolution": info["resolution"], "channels": info["channels"],
+                               "classes": ",".join(info["classes"]), "train_step": info.get("step")})
+            mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                                if isinstance(v, int | float) and not isinstance(v, bool)})
+            mlflow.log_artifact(str(evaluation_path), "evaluation")
+            # the public report (no real image, no training file name) with this gate's verdict on top, as
+            # evaluation/report.html: the registry is read by consumers, so the full report stays with the real data
+            report = gated_report(gate_path, public=True)
+            if not (report.exists() and f"evaluation {str(evaluation['evaluation_hash'])[:16]}" in report.read_text()):
+                report = evaluation_path.with_name(PUBLIC_REPORT)
+            reported = report.exists() and PUBLIC_MARK in report.read_text()
+            if reported:
+                staged = Path(tempfile.mkdtemp()) / "report.html"
+                shutil.copyfile(report, staged)
+                mlflow.log_artifact(str(staged), "evaluation")
+            else:
+                log.warning("%s: no public report beside the evaluation: the registry gets no report (the full one "
+                            "shows real images and stays with the real data)", evaluation_path)
+            mlflow.log_artifact(str(gate_path), "gate")
+            grid = _sample_grid(Path(evaluation["synthetic"].get("path") or "-"),
+                                Path(tempfile.mkdtemp()) / "samples.png")
+            if grid is not None:
+                mlflow.log_artifact(str(grid), "samples")
+            with warnings.catch_warnings():  # MLflow's notes on type hints and cloudpickle: known, not actionable
+                warnings.simplefilter("ignore", UserWarning)
+                # the model carries its proof: load_context recomputes the gate from these records
+                model_info = mlflow.pyfunc.log_model(
+                    name="generator", python_model=GeneratorModel(),
+                    artifacts={MODEL_DIR: str(model_dir), EVALUATION: str(evaluation_path), GATE: str(gate_path)},
+                    signature=signature(info["resolution"], info["channels"]), pip_requirements=PIP_REQUIREMENTS)
+        except BaseException:
+            with quick(), contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run()
+    return run.info.run_id, model_info, reported
 
 
 def _md(value: Any) -> str:
@@ -339,21 +328,25 @@ def release_of(client: Any, name: str, version: str, weights_sha256: str | None 
     signed by a key of the trust root, for this model, version (and weights), not revoked."""
     from synthgate.registry.gatekeeper import RELEASE_TAG, REVOCATION_TAG
     from synthgate.registry.gatekeeper_app import revocations
+    from synthgate.registry.registration import require_complete
     from synthgate.trust.attest import check_revocations, release_subject, verify_release
     from synthgate.trust.keys import load_trust_root
     from synthgate.trust.seen import remember_revocations, seen_revocations
 
     trust = load_trust_root()
-    tags = client.get_model_version(name, version).tags or {}
+    mv = client.get_model_version(name, version)
+    tags = mv.tags or {}
     v = verify_release(tags.get(RELEASE_TAG), trust, name, str(version), weights_sha256)
     known = [tags[REVOCATION_TAG]] if tags.get(REVOCATION_TAG) else []
     online = revocations()
     remember_revocations(online)  # a later check that cannot reach the gatekeeper still sees them
     check_revocations(known + (online or []) + seen_revocations(), trust, release_subject(name, str(version)),
                       f"{name} version {version}")
+    require_complete(mv, f"{name} version {version}")  # a half version signed by an older gatekeeper: refused
     return v
 
 
+@answers_in_time("loading the model")
 def load_model(name: str, alias: str = "approved", uri: str | None = None) -> Any:
     """The pyfunc model at ``name@alias``, loaded only when the version holds a release attestation
     signed by the gatekeeper (verified against the trust root, never the registry) and its records
@@ -377,6 +370,7 @@ def load_model(name: str, alias: str = "approved", uri: str | None = None) -> An
         return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
 
 
+@answers_in_time("reading the audit trail")
 @checked_access
 def audit_trail(name: str, version: str | None = None, uri: str | None = None
                 ) -> list[tuple[str, list[Any], str | None]]:
@@ -427,7 +421,12 @@ def gatekeeper_record(name: str, version: str) -> tuple[list[dict[str, Any]] | N
     return list(v.predicate.get("entries") or []), None
 
 
+@answers_in_time("listing the versions")
 def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of ``name`` (or of every model): gate, aliases, override, evaluation and whether its
+    registration is whole (:func:`.registration.state`: ``complete``, ``INCOMPLETE (...)``, ``superseded by``)."""
+    from synthgate.registry.registration import state
+
     client = connect(uri)
     names = [name] if name else [m.name for m in client.search_registered_models()]
     rows = []
@@ -443,5 +442,6 @@ def list_versions(name: str | None = None, uri: str | None = None) -> list[dict[
         for mv in versions_of(client, n):
             rows.append({"name": n, "version": str(mv.version), "gate": mv.tags.get("gate.passed", "none"),
                          "aliases": aliases.get(str(mv.version), []), "override": mv.tags.get("override.reason"),
-                         "evaluation_hash": mv.tags.get("evaluation_hash", "")[:16]})
+                         "evaluation_hash": mv.tags.get("evaluation_hash", "")[:16],
+                         "registration": state(mv.tags, mv.description).label})
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))

@@ -16,6 +16,7 @@ from synthgate.errors import DataError, SynthgateError
 from synthgate.evaluation.hashing import evaluation_hash
 from synthgate.gates.decision import check_record
 from synthgate.registry.client import unless_missing
+from synthgate.registry.outage import raise_if_outage
 from synthgate.utils import read_json, sha256_file
 
 #: Registered-model tag holding the hash of the gate policy every version of the model must be gated with.
@@ -97,15 +98,22 @@ def verify_version(client: Any, name: str, version: str, registry_pin: bool = Tr
         unless_missing(e, client)
         raise DataError(f"model {name!r} has no version {version!r}",
                         hint="list them with `synthgate models`") from None
+    from synthgate.registry.registration import require_complete, state
+
     tags = mv.tags
     if "gate.sha256" not in tags or "evaluation_hash" not in tags:
-        raise PromotionRefused(f"{name} version {version} has no gate record",
-                               hint="register it with `synthgate register` (which attaches the gate)")
+        if state(tags, mv.description).registered:  # some of its registration, not all: interrupted
+            require_complete(mv, f"{name} version {version}")
+        raise PromotionRefused(f"{name} version {version} has no gate record (it was not registered by `synthgate "
+                               "register`, or its registration was interrupted before its first tag)",
+                               hint="register it with `synthgate register`, which attaches the gate and writes the "
+                                    "version whole")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             gate_file = Path(client.download_artifacts(mv.run_id, "gate/gate.json", tmp))
             eval_file = Path(client.download_artifacts(mv.run_id, "evaluation/evaluation.json", tmp))
         except Exception as e:
+            raise_if_outage(e, getattr(client, "_registry_uri", None))
             raise PromotionRefused(f"{name} version {version}: gate or evaluation record missing from run "
                                    f"{mv.run_id} ({e})") from None
         if sha256_file(gate_file) != tags["gate.sha256"]:
@@ -137,6 +145,7 @@ def verify_version(client: Any, name: str, version: str, registry_pin: bool = Tr
         raise PromotionRefused(f"{name} version {version}: its gate.passed tag says {tagged}, but the decision "
                                f"recomputed from its evaluation and policy says {str(decision.passed).lower()}",
                                hint="re-gate the evaluation and register a new version")
+    require_complete(mv, f"{name} version {version}")  # its records verify, but its registration is not whole
     return gate, evaluation
 
 
@@ -162,6 +171,7 @@ def _check_bundled(client: Any, mv: Any, tags: dict[str, str], tmp: Path) -> Non
         files = {k: Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{paths[k]['path']}",
                                                              dst_path=str(tmp / k), **uris)) for k in (EVALUATION, GATE)}
     except Exception as e:
+        raise_if_outage(e, getattr(client, "_registry_uri", None))
         raise PromotionRefused(f"{where}: the model's bundled gate record and evaluation cannot be read "
                                f"({type(e).__name__}: {' '.join(str(e).split())[:200]})",
                                hint="register it with `synthgate register`, which bundles them") from None
