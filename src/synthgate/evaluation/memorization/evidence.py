@@ -38,8 +38,8 @@ import torch
 from synthgate.evaluation.config import MemorizationConfig
 from synthgate.evaluation.memorization import planted as planted_mod
 from synthgate.evaluation.memorization.null import TailNull, fit_null
-from synthgate.evaluation.memorization.scan import cosine_nn, distribution, pixel_nn
 from synthgate.evaluation.memorization.residual import STRUCTURE_FLOOR
+from synthgate.evaluation.memorization.scan import cosine_nn, distribution, pixel_nn
 from synthgate.evaluation.memorization.search import SearchResult, SearchSpec, TrainIndex, make_spec, search
 from synthgate.evaluation.memorization.stats import (
     auc_bound,
