@@ -133,6 +133,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
     import mlflow
 
     from synthgate.generators.model import read_generator_info
+    from synthgate.generators.sample import lineage_tags
     from synthgate.registry.pyfunc import EVALUATION, GATE, MODEL_DIR, GeneratorModel, signature
 
     info = read_generator_info(Path(model_dir))
@@ -204,7 +205,7 @@ def register(model_dir: Path, evaluation_path: Path, gate_path: Path, uri: str |
         "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
         "lineage.synthgate_version": __version__,
     }
-    tags |= _reader_tags(evaluation.get("readers"))
+    tags |= _reader_tags(evaluation.get("readers")) | lineage_tags(evaluation["synthetic"].get("generator"))
     for r in decision.rules:
         tags[f"gate.rule.{r.rule}"] = f"{'pass' if r.passed else 'FAIL'}: {r.value} {r.comparison} {r.threshold}"
     for k, v in tags.items():
