@@ -98,7 +98,8 @@ def test_sample_writes_a_canonical_synthetic_dataset(tmp_path):
     assert m["synthetic"] is True and m["stage"] == "sample" and m["sampler"]["sampler"] == "dpmsolver++"
     assert m["generator"] == {"model_dir": str(model_dir), "name": "diffusion-tiny-step3", "type": "diffusion",
                               "step": 3, "dataset_content_hash": real.content_hash,
-                              "weights_sha256": m["inputs"][0]["sha256"]}
+                              "weights_sha256": m["inputs"][0]["sha256"], "objective": "ddpm",
+                              "sampler": "dpmsolver++", "steps": 2, "network_evaluations": 2, "guidance_scale": 1.5}
     assert m["inputs"][0]["sha256"] == sha256_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
     per_class = sample(model_dir, SampleConfig(steps=2, per_class=2), tmp_path / "syn2")
     assert per_class.counts()["train"] == {"lung": 2, "bone": 2}

@@ -192,7 +192,8 @@ def sample(
                                                     help="follow the real train split's class distribution")] = None,
     total: Annotated[int | None, typer.Option(help="how many images in all, in the real class mix "
                                                    "(implies --match-real)")] = None,
-    sampler: Annotated[str | None, typer.Option(help="ddpm | ddim | dpmsolver++")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="ddpm | ddim | dpmsolver++ (ddpm models); euler | heun (rectified-flow models)")] = None,
     steps: Annotated[int | None, typer.Option(help="sampler steps")] = None,
     guidance_scale: Annotated[float | None, typer.Option(help="classifier-free guidance scale")] = None,
     truncation_psi: Annotated[float | None, typer.Option(

@@ -32,7 +32,14 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_FORMAT = "synthgate.checkpoint/v1"
 #: Generator settings that change the network or its noise schedule; a checkpoint must match them
 #: (and its family's own :attr:`~synthgate.generators.family.GeneratorFamily.fingerprint_fields`).
-FINGERPRINT_FIELDS = ("type", "size", "prediction_type", "beta_schedule", "num_train_timesteps", "z_dim")
+FINGERPRINT_FIELDS = ("type", "size", "objective", "prediction_type", "beta_schedule", "num_train_timesteps", "z_dim")
+#: ``objective: rectified_flow`` replaces the DDPM fields with these (the reflow pairs' settings; the
+#: parent itself is checked by its weights hash, :mod:`~synthgate.generators.reflow`)
+FLOW_FINGERPRINT_FIELDS = ("flow.timesteps", "flow.logit_mean", "flow.logit_std", "flow.reflow_pairs",
+                           "flow.reflow_sampler", "flow.reflow_steps", "flow.reflow_guidance_scale", "flow.reflow_seed")
+DDPM_ONLY = ("prediction_type", "beta_schedule")
+#: the value of a field that checkpoints written before it existed were trained with
+BEFORE_THE_FIELD = {"generator.objective": "ddpm"}
 
 
 def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: list[str], dataset_hash: str
@@ -41,7 +48,10 @@ def fingerprint(gcfg: GeneratorConfig, resolution: int, channels: int, classes: 
 
     g = gcfg.model_dump(mode="json")
     out: dict[str, Any] = {}
-    for key in FINGERPRINT_FIELDS + get_family(gcfg.type).fingerprint_fields:
+    fields = FINGERPRINT_FIELDS + get_family(gcfg.type).fingerprint_fields
+    if gcfg.objective == "rectified_flow":
+        fields = tuple(f for f in fields if f not in DDPM_ONLY) + FLOW_FINGERPRINT_FIELDS
+    for key in fields:
         value: Any = g
         for part in key.split("."):
             value = value[part]
@@ -89,7 +99,8 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 
 def check_fingerprint(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
-    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}" for k in now if saved.get(k) != now[k]]
+    diffs = [f"{k}: checkpoint {saved.get(k, BEFORE_THE_FIELD.get(k))!r}, now {now[k]!r}" for k in now
+             if saved.get(k, BEFORE_THE_FIELD.get(k)) != now[k]]
     if diffs:
         raise ConfigError(
             f"{path}: checkpoint belongs to another configuration; mismatching fields:\n  " + "\n  ".join(diffs),

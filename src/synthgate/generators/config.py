@@ -4,7 +4,8 @@ GAN defaults follow dumontschutte2021 S.2.2 / S.3 (cpD-GAN: WGAN-GP, Adam with t
 betas (0, 0.99), learning rate 0.005, one discriminator update per generator update, 512 feature
 channels at ``size: base``). StyleGAN2 defaults follow StyleGAN2-ADA (Karras et al. 2020: lazy R1
 every 16 and path length every 4 steps, learning rate 0.0025, ADA target 0.6 over 500k images).
-Diffusion defaults follow the DDPM recipe of diffusers' examples.
+Diffusion defaults follow the DDPM recipe of diffusers' examples; rectified-flow defaults follow SD3
+(Esser et al. 2024: logit-normal timesteps with mean 0 and standard deviation 1).
 """
 
 from __future__ import annotations
@@ -83,6 +84,45 @@ class StyleGan2Config(Strict):
         return v
 
 
+#: the training objectives of the diffusion families (generator.objective), and the samplers each can use
+OBJECTIVE_SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": ("ddpm", "ddim", "dpmsolver++"),
+                                                  "rectified_flow": ("euler", "heun")}
+#: the families that take generator.objective (and generator.flow)
+OBJECTIVE_FAMILIES = ("diffusion", "latent")
+
+
+class FlowConfig(Strict):
+    """Rectified flow (Liu et al. 2023; SD3's timesteps, Esser et al. 2024), with ``generator.objective:
+    rectified_flow``: x_t = (1 - t) x0 + t noise for an image x0 and t in [0, 1], the network predicts the
+    velocity noise - x0 (diffusers' flow-matching convention). Reflow (Liu et al.'s second round): a model
+    trained on (noise, image) pairs drawn from a first flow model, initialised with its weights."""
+
+    timesteps: Literal["logit_normal", "uniform"] = Field(
+        "logit_normal", description="training t: sigmoid(N(logit_mean, logit_std)) (SD3) | uniform on [0, 1)")
+    logit_mean: float = Field(0.0, description="logit_normal: mean of the normal before the sigmoid (SD3: 0)")
+    logit_std: float = Field(1.0, gt=0.0, description="logit_normal: its standard deviation (SD3: 1)")
+    reflow_from: Path | None = Field(None, description="reflow: the first-round rectified-flow model folder whose "
+                                                       "(noise, image) pairs this model trains on (null: no reflow)")
+    reflow_pairs: int = Field(0, ge=0, description="reflow: how many pairs to draw from reflow_from (>= 1 with it)")
+    reflow_sampler: Literal["euler", "heun"] = Field("euler", description="reflow: the sampler drawing the pairs")
+    reflow_steps: int = Field(25, ge=1, description="reflow: its steps")
+    reflow_guidance_scale: float = Field(1.0, ge=0.0, description="reflow: guidance of the pairs (1: none; above 1 "
+                                                                  "the second model learns the guided flow)")
+    reflow_seed: int = Field(0, description="reflow: the pairs' noise seed")
+    reflow_cache_dir: Path = Field(Path("data/reflow"), description="the pairs, kept per first model's weights "
+                                                                     "and these settings")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> FlowConfig:
+        if self.reflow_from is not None and self.reflow_pairs < 1:
+            raise ValueError("reflow_from is set but reflow_pairs is 0: set how many (noise, image) pairs to draw "
+                             "from the first model (e.g. 10000)")
+        if self.reflow_from is None and self.reflow_pairs:
+            raise ValueError("reflow_pairs is set without reflow_from: name the first-round model folder to draw "
+                             "the pairs from, or set reflow_pairs: 0")
+        return self
+
+
 class GeneratorConfig(Strict):
     """The model: its family and size, and the family's own settings."""
 
@@ -92,9 +132,14 @@ class GeneratorConfig(Strict):
     size: Literal["tiny", "small", "base"] = Field(
         "base", description="tiny (<1.5M parameters, CPU tests) | small | base (35.8M-parameter UNet / 512-channel GAN)"
     )
-    # diffusion
-    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="what the UNet predicts")
-    beta_schedule: Literal["linear", "cosine"] = Field("cosine", description="noise schedule (cosine = squaredcos_cap_v2)")
+    # diffusion and latent
+    objective: Literal["ddpm", "rectified_flow"] = Field(
+        "ddpm", description="diffusion and latent: ddpm (noise schedule, prediction_type; samplers ddpm, ddim, "
+                            "dpmsolver++) | rectified_flow (velocity, generator.flow; samplers euler, heun)")
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    prediction_type: Literal["epsilon", "v_prediction"] = Field("epsilon", description="ddpm: what the UNet predicts")
+    beta_schedule: Literal["linear", "cosine"] = Field("cosine", description="ddpm: noise schedule (cosine = "
+                                                                             "squaredcos_cap_v2)")
     num_train_timesteps: int = Field(1000, ge=10)
     cond_drop_prob: float = Field(
         0.1, ge=0.0, lt=1.0, description="classifier-free guidance: fraction of labels replaced by the null class"
@@ -123,6 +168,15 @@ class GeneratorConfig(Strict):
             raise ValueError(f"unknown model type {v!r}: input should be {listed} (the registered generator families)")
         return v
 
+    @model_validator(mode="after")
+    def _objective(self) -> GeneratorConfig:
+        if self.type not in OBJECTIVE_FAMILIES and (self.objective != "ddpm" or self.flow.reflow_from is not None):
+            raise ValueError(f"objective {self.objective!r} / flow.reflow_from apply to the "
+                             f"{' and '.join(OBJECTIVE_FAMILIES)} families only, not to type {self.type!r}")
+        if self.flow.reflow_from is not None and self.objective != "rectified_flow":
+            raise ValueError("flow.reflow_from trains a second rectified-flow round: set objective: rectified_flow")
+        return self
+
 
 class TrainConfig(Strict):
     """The training loop (shared by both model families)."""
@@ -142,7 +196,8 @@ class TrainConfig(Strict):
     log_every: int = Field(50, ge=1)
     sample_grid_every: int = Field(2000, ge=0, description="per-class sample grid every N steps and at the end (0: never)")
     sample_grid_per_class: int = Field(8, ge=1)
-    sample_grid_steps: int = Field(25, ge=1, description="DDIM steps for the sample grids")
+    sample_grid_steps: int = Field(25, ge=1, description="sampler steps for the sample grids (DDIM; rectified flow: "
+                                                             "Euler)")
     mlflow: bool = True
     # FID early stopping (dumontschutte2021 S.3): FID of the EMA model against real training images,
     # in the reference encoder's features; stop after fid_patience evaluations without improvement.
@@ -179,8 +234,9 @@ class SampleConfig(Strict):
     """Sampling a synthetic dataset. ``sampler``, ``steps`` and ``guidance_scale`` apply to diffusion only,
     ``truncation_psi`` to stylegan2 only."""
 
-    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "dpmsolver++"
-    steps: int = Field(25, ge=1, description="sampler steps")
+    sampler: Literal["ddpm", "ddim", "dpmsolver++", "euler", "heun"] = Field(
+        "dpmsolver++", description="ddpm models: ddpm | ddim | dpmsolver++; rectified-flow models: euler | heun")
+    steps: int = Field(25, ge=1, description="sampler steps (heun: 2 x steps - 1 network evaluations)")
     guidance_scale: float = Field(
         1.5, ge=0.0, description="classifier-free guidance scale (1: conditional model only, no guidance)"
     )

@@ -1,17 +1,18 @@
-"""Class-conditional denoising diffusion (DDPM) with diffusers' ``UNet2DModel``.
+"""Class-conditional diffusion with diffusers' ``UNet2DModel``: DDPM, or rectified flow (:mod:`.flow`).
 
 Labels enter through the UNet's class embedding (``num_class_embeds = n_classes + 1``); index
 ``n_classes`` is the null class, so one network is both the conditional and the unconditional
 model of classifier-free guidance (labels are dropped to it with ``cond_drop_prob`` in training).
-Images are scaled uint8 -> [-1, 1]. Sampling uses diffusers' DDPM, DDIM or DPM-Solver++ schedulers
-with any number of steps.
+Images are scaled uint8 -> [-1, 1]. ``generator.objective: ddpm`` samples with diffusers' DDPM, DDIM or
+DPM-Solver++ schedulers, ``rectified_flow`` with its flow-matching Euler or Heun schedulers, with any number
+of steps; a rectified-flow model can be trained a second round on its own pairs (reflow, :mod:`.reflow`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +23,22 @@ from synthgate.errors import ConfigError, DataError
 from synthgate.generators.common import make_generator, per_image_noise, to_uint8
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
 from synthgate.generators.family import GeneratorFamily
+from synthgate.generators.flow import (
+    FLOW,
+    build_flow_scheduler,
+    check_sampler,
+    default_sampler,
+    flow_loss,
+    objective_of,
+    start_flow_sampler,
+)
+from synthgate.generators.flow import describe as describe_objective
 from synthgate.generators.task import TrainTask, autocast, make_optimizer
 from synthgate.progress import NullReporter, Reporter
+from synthgate.utils import read_json
+
+if TYPE_CHECKING:
+    from synthgate.generators.reflow import Reflow
 
 #: UNet widths per size. ``base`` is the 35.8M-parameter UNet of the GPU benchmarks.
 SIZES: dict[str, dict[str, Any]] = {
@@ -78,10 +93,13 @@ def build_unet(gcfg: GeneratorConfig, resolution: int, channels: int, n_classes:
 
 
 def build_scheduler(gcfg: GeneratorConfig, pixel: bool = True) -> Any:
-    """The training noise schedule (a ``DDPMScheduler``); samplers are built from its config.
-    ``pixel``: the data lie in [-1, 1] and predictions are clipped there (not so for latents)."""
+    """The training noise schedule (a ``DDPMScheduler``; rectified flow: a ``FlowMatchEulerDiscreteScheduler``);
+    samplers are built from its config. ``pixel``: the data lie in [-1, 1] and DDPM predictions are clipped
+    there (not so for latents)."""
     from diffusers import DDPMScheduler
 
+    if gcfg.objective == FLOW:
+        return build_flow_scheduler(gcfg)
     return DDPMScheduler(
         num_train_timesteps=gcfg.num_train_timesteps,
         beta_schedule=BETA_SCHEDULES[gcfg.beta_schedule],
@@ -90,8 +108,27 @@ def build_scheduler(gcfg: GeneratorConfig, pixel: bool = True) -> Any:
     )
 
 
+def load_scheduler_config(folder: Path, gcfg: GeneratorConfig) -> Any:
+    """The saved training scheduler's config (DDPM, or flow matching for ``objective: rectified_flow``);
+    DataError when it cannot be read or belongs to the other objective."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    cls = FlowMatchEulerDiscreteScheduler if gcfg.objective == FLOW else DDPMScheduler
+    try:
+        saved = read_json(folder / "scheduler_config.json").get("_class_name")
+        config = cls.from_pretrained(folder).config
+    except Exception as e:
+        raise DataError(f"{folder}: cannot load the scheduler ({e})") from None
+    if saved != cls.__name__:
+        raise DataError(f"{folder}: a {saved} config, but the model's objective {gcfg.objective} needs a {cls.__name__}",
+                        hint="the model folder is inconsistent; re-run `synthgate train`")
+    return config
+
+
 def make_sampler(scheduler_config: Any, sampler: str) -> Any:
-    """DDPM / DDIM / DPM-Solver++ (2nd order, multistep) over the training schedule, trailing spacing."""
+    """DDPM / DDIM / DPM-Solver++ (2nd order, multistep) over the training schedule, trailing spacing;
+    ConfigError naming the samplers of the model's objective when ``sampler`` is not one of them."""
+    check_sampler(objective_of(scheduler_config), sampler)
     kwargs: dict[str, Any] = {"timestep_spacing": "trailing"}
     if sampler == "dpmsolver++" and scheduler_config.clip_sample:
         # Pixel-space model: keep the solver's data (x0) predictions inside [-1, 1] with dynamic
@@ -103,6 +140,15 @@ def make_sampler(scheduler_config: Any, sampler: str) -> Any:
     except KeyError:
         raise ConfigError(f"sample.sampler: unknown sampler {sampler!r}", hint="use ddpm, ddim or dpmsolver++") from None
     return cls.from_config(scheduler_config, **kwargs)
+
+
+def start_sampler(scheduler_config: Any, sampler: str, steps: int, device: torch.device | None = None) -> Any:
+    """A fresh sampler of the model's objective, its timesteps set for ``steps`` steps."""
+    if objective_of(scheduler_config) == FLOW:
+        return start_flow_sampler(scheduler_config, sampler, steps, device)
+    sched = make_sampler(scheduler_config, sampler)
+    sched.set_timesteps(steps, device=device)
+    return sched
 
 
 def diffusion_loss(
@@ -122,6 +168,40 @@ def diffusion_loss(
     return F.mse_loss(pred.float(), target.float())
 
 
+def objective_loss(
+    net: nn.Module, scheduler: Any, gcfg: GeneratorConfig, x0: torch.Tensor, labels: torch.Tensor, *,
+    null_class: int, cond_drop_prob: float, generator: torch.Generator, noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The loss of ``generator.objective``: :func:`diffusion_loss` or :func:`~.flow.flow_loss` (``noise``: a
+    reflow pair's noise, flow only)."""
+    if gcfg.objective == FLOW:
+        return flow_loss(net, gcfg.flow, int(scheduler.config.num_train_timesteps), x0, labels,
+                         null_class=null_class, cond_drop_prob=cond_drop_prob, generator=generator, noise=noise)
+    return diffusion_loss(net, scheduler, x0, labels, null_class=null_class, cond_drop_prob=cond_drop_prob,
+                          generator=generator)
+
+
+@torch.no_grad()
+def denoise(net: nn.Module, scheduler_config: Any, x: torch.Tensor, y: torch.Tensor, cfg: SampleConfig, *,
+            null_class: int, device: torch.device, amp: bool, generator: torch.Generator) -> torch.Tensor:
+    """From the noise ``x`` to data with ``cfg.sampler`` over ``cfg.steps`` steps, guided by ``cfg.guidance_scale``
+    (conditional and unconditional predictions in one batch, ``uncond + scale * (cond - uncond)``; at 1 only the
+    conditional half is evaluated). Returns the final float tensor, unclipped."""
+    sched = start_sampler(scheduler_config, cfg.sampler, cfg.steps, device)
+    guided = cfg.guidance_scale != 1.0
+    yy = torch.cat([y, torch.full_like(y, null_class)]) if guided else y
+    for t in sched.timesteps:
+        inp = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
+        tt = t.expand(len(yy))  # one timestep per image (a DiT takes no scalar)
+        with autocast(device, amp):
+            pred = net(torch.cat([inp, inp]) if guided else inp, tt, class_labels=yy).sample.float()
+        if guided:
+            cond, uncond = pred.chunk(2)
+            pred = uncond + cfg.guidance_scale * (cond - uncond)
+        x = sched.step(pred, t, x, generator=generator).prev_sample
+    return x
+
+
 @torch.no_grad()
 def sample_images(
     unet: nn.Module, scheduler_config: Any, labels: np.ndarray, cfg: SampleConfig, *,
@@ -129,11 +209,9 @@ def sample_images(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None, out_shape: tuple[int, int] | None = None,
     noise_tag: str = "diffusion",
 ) -> np.ndarray:
-    """Sample one image per label with classifier-free guidance -> uint8 (N, H, W, C).
+    """Sample one image per label with classifier-free guidance (:func:`denoise`) -> uint8 (N, H, W, C).
 
-    Conditional and unconditional predictions are computed in one batch and combined as
-    ``uncond + guidance_scale * (cond - uncond)``; with ``guidance_scale == 1`` only the
-    conditional half is evaluated. ``decode`` maps the denoised tensors to images in [-1, 1] (a
+    ``decode`` maps the denoised tensors to images in [-1, 1] (a
     latent model's autoencoder; ``out_shape``: the images' side and channels), else they are the images.
     """
     reporter = reporter or NullReporter()
@@ -147,32 +225,22 @@ def sample_images(
             f"sample.steps: {cfg.steps} is more than the model's {scheduler_config.num_train_timesteps} training timesteps",
             hint="use fewer sampler steps",
         )
-    sched = make_sampler(scheduler_config, cfg.sampler)
-    guided = cfg.guidance_scale != 1.0
+    check_sampler(objective_of(scheduler_config), cfg.sampler)
     out = []
     with reporter.task(f"Sampling {n} images ({cfg.sampler}, {cfg.steps} steps)", n) as advance:
         for start in range(0, n, cfg.batch_size):
             y = torch.as_tensor(labels[start : start + cfg.batch_size], dtype=torch.long, device=device)
             x = per_image_noise((ch, res, res), cfg.seed, start, len(y), noise_tag).to(device)
-            yy = torch.cat([y, torch.full_like(y, null_class)]) if guided else y
-            gen = make_generator(device, cfg.seed, "ddpm-step", start)
-            sched.set_timesteps(cfg.steps, device=device)
-            for t in sched.timesteps:
-                inp = sched.scale_model_input(x, t)
-                tt = t.expand(len(yy))  # one timestep per image (a DiT takes no scalar)
-                with autocast(device, amp):
-                    pred = unet(torch.cat([inp, inp]) if guided else inp, tt, class_labels=yy).sample.float()
-                if guided:
-                    cond, uncond = pred.chunk(2)
-                    pred = uncond + cfg.guidance_scale * (cond - uncond)
-                x = sched.step(pred, t, x, generator=gen).prev_sample
+            x = denoise(unet, scheduler_config, x, y, cfg, null_class=null_class, device=device, amp=amp,
+                        generator=make_generator(device, cfg.seed, "ddpm-step", start))
             out.append(to_uint8(decode(x) if decode is not None else x))
             advance(len(y))
     return np.concatenate(out)
 
 
 class DiffusionTask(TrainTask):
-    """UNet, AdamW and EMA of a class-conditional DDPM for the shared training loop."""
+    """UNet, AdamW and EMA of a class-conditional DDPM or rectified flow for the shared training loop; a
+    reflow round (``generator.flow.reflow_from``) starts from its parent's weights and trains on its pairs."""
 
     def __init__(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
                  n_classes: int, device: torch.device) -> None:
@@ -186,12 +254,29 @@ class DiffusionTask(TrainTask):
         self.modules, self.optimizers, self.lrs = {"unet": self.unet}, {"unet": self.opt}, {"unet": tcfg.lr}
         self.ema_target = self.unet
         self.ema = EMAModel(self.unet.parameters(), decay=tcfg.ema_decay, foreach=self.cuda)
+        self.preview_sampler = default_sampler(gcfg.objective, preview=True)
+        self.reflow: Reflow | None = None
+
+    def prepare(self, ds: Any, reporter: Any) -> None:
+        if self.gcfg.flow.reflow_from is not None:
+            from diffusers.training_utils import EMAModel
+
+            from synthgate.generators.reflow import start_reflow
+
+            self.reflow = start_reflow(self, self.unet, ds, reporter)
+            self.ema = EMAModel(self.unet.parameters(), decay=self.tcfg.ema_decay, foreach=self.cuda)
+
+    def prepared_identity(self) -> str | None:
+        return self.reflow.pairs_sha256 if self.reflow is not None else None
 
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator) -> dict[str, torch.Tensor]:
         (x0, y), = batches
+        noise = None
+        if self.reflow is not None:  # the parent's (noise, image, label) triples instead of the real batch
+            noise, x0, y = self.reflow.draw(len(x0), gen, self.device)
         with autocast(self.device, self.amp):
-            loss = diffusion_loss(self.forward, self.scheduler, x0, y, null_class=self.n_classes,
-                                  cond_drop_prob=self.gcfg.cond_drop_prob, generator=gen)
+            loss = objective_loss(self.forward, self.scheduler, self.gcfg, x0, y, null_class=self.n_classes,
+                                  cond_drop_prob=self.gcfg.cond_drop_prob, generator=gen, noise=noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.tcfg.grad_clip is not None:
@@ -208,7 +293,16 @@ class DiffusionTask(TrainTask):
         self.forward = compiled(ddp(self.unet))
 
     def save_extras(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler}
+        return {"scheduler": self.scheduler, "reflow": self.reflow.lineage() if self.reflow is not None else None}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        return {**state, **self.reflow.state()} if self.reflow is not None else state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.reflow is not None:
+            self.reflow.check_state(state)
+        super().load_state_dict(state)
 
 
 class DiffusionFamily(GeneratorFamily):
@@ -223,6 +317,9 @@ class DiffusionFamily(GeneratorFamily):
     def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
         check_resolution(gcfg, resolution)
 
+    def describe(self, gcfg: GeneratorConfig, extras: dict[str, Any]) -> dict[str, Any]:
+        return describe_objective(gcfg, extras)
+
     def make_task(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
                   n_classes: int, device: torch.device) -> DiffusionTask:
         return DiffusionTask(gcfg, tcfg, resolution, channels, n_classes, device)
@@ -235,17 +332,13 @@ class DiffusionFamily(GeneratorFamily):
 
     def load(self, model_dir: Path, gcfg: GeneratorConfig, info: dict[str, Any],
              device: torch.device) -> tuple[nn.Module, Any]:
-        from diffusers import DDPMScheduler, UNet2DModel
+        from diffusers import UNet2DModel
 
         try:
             unet = UNet2DModel.from_pretrained(model_dir / "unet", low_cpu_mem_usage=False)
         except Exception as e:
             raise DataError(f"{model_dir / 'unet'}: cannot load the UNet ({e})", hint="re-run `synthgate train`") from None
-        try:
-            scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
-        except Exception as e:
-            raise DataError(f"{model_dir / 'scheduler'}: cannot load the scheduler ({e})") from None
-        return unet.to(device).eval().requires_grad_(False), scheduler.config
+        return unet.to(device).eval().requires_grad_(False), load_scheduler_config(model_dir / "scheduler", gcfg)
 
     def sample(self, module: nn.Module, context: Any, labels: np.ndarray, cfg: SampleConfig, *, n_classes: int,
                device: torch.device, amp: bool, reporter: Reporter | None = None) -> np.ndarray:

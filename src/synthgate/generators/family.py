@@ -58,6 +58,11 @@ class GeneratorFamily(abc.ABC):
     def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
         """Raise :class:`ConfigError` naming ``resolution`` and the sizes that work."""
 
+    def describe(self, gcfg: GeneratorConfig, extras: dict[str, Any]) -> dict[str, Any]:
+        """What ``synthgate_generator.json`` records of this model beside the common fields (the diffusion
+        families: the objective, its samplers, a reflow model's parent); ``extras`` as for :meth:`write`."""
+        return {}
+
     @abc.abstractmethod
     def make_task(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
                   n_classes: int, device: torch.device) -> TrainTask:

@@ -191,7 +191,8 @@ class GridHook(Hook):
         path = self.out_dir / GRIDS / f"step_{step:08d}.png"
         if self.ctx.is_main:
             k = self.tcfg.sample_grid_per_class
-            cfg = SampleConfig(sampler="ddim", steps=min(self.tcfg.sample_grid_steps, self.gcfg.num_train_timesteps),
+            cfg = SampleConfig(sampler=self.task.preview_sampler,  # type: ignore[arg-type]
+                               steps=min(self.tcfg.sample_grid_steps, self.gcfg.num_train_timesteps),
                                per_class=k, seed=self.tcfg.seed)
             images = self.task.sample(self.task.ema_module(), np.repeat(np.arange(self.n_classes), k), cfg)
             save_png(path, make_grid(images, nrow=k))

@@ -9,7 +9,8 @@ refused, as is sampling with an autoencoder other than the bundled one. The late
 1 / their standard deviation over the training split. Labels and classifier-free guidance work as
 in the pixel family (the null class is index ``n_classes``); a DiT drops 10% of the labels to the
 null class itself (diffusers' ``LabelEmbedding``), so ``cond_drop_prob`` applies to the UNet only.
-The samplers are the pixel family's, without clipping or thresholding (latents are not bounded).
+The objectives and samplers are the pixel family's (DDPM, or rectified flow with reflow: :mod:`.flow`,
+:mod:`.reflow`), without clipping or thresholding (latents are not bounded); a reflow round's pairs are latents.
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ from torch import nn
 from synthgate.errors import ConfigError, DataError
 from synthgate.generators import autoencoder as ae_mod
 from synthgate.generators.config import GeneratorConfig, SampleConfig, TrainConfig
-from synthgate.generators.diffusion import build_scheduler, diffusion_loss, sample_images
+from synthgate.generators.diffusion import (
+    build_scheduler,
+    load_scheduler_config,
+    objective_loss,
+    sample_images,
+)
 from synthgate.generators.family import GeneratorFamily
+from synthgate.generators.flow import default_sampler
+from synthgate.generators.flow import describe as describe_objective
 from synthgate.generators.task import TrainTask, autocast, make_optimizer
 from synthgate.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from synthgate.data.canonical import CanonicalDataset
+    from synthgate.generators.reflow import Reflow
 
 #: latent UNet widths per size (two or three levels: latents are small)
 UNET_SIZES: dict[str, dict[str, Any]] = {
@@ -113,12 +122,22 @@ class LatentTask(TrainTask):
         self.ema = EMAModel(self.net.parameters(), decay=tcfg.ema_decay, foreach=self.cuda)
         self.cond_drop = 0.0 if gcfg.denoiser == "dit" else gcfg.cond_drop_prob
         self.autoencoder: ae_mod.Autoencoder | None = None
+        self.preview_sampler = default_sampler(gcfg.objective, preview=True)
+        self.reflow: Reflow | None = None
 
     def prepare(self, ds: CanonicalDataset, reporter: Reporter) -> None:
         self.autoencoder = ae_mod.get_autoencoder(ds, self.gcfg.autoencoder, self.gcfg.size, self.device, reporter)
+        if self.gcfg.flow.reflow_from is not None:  # a second rectified-flow round on the parent's latent pairs
+            from diffusers.training_utils import EMAModel
+
+            from synthgate.generators.reflow import start_reflow
+
+            self.reflow = start_reflow(self, self.net, ds, reporter, autoencoder_sha256=self._ae().weights_sha256)
+            self.ema = EMAModel(self.net.parameters(), decay=self.tcfg.ema_decay, foreach=self.cuda)
 
     def prepared_identity(self) -> str | None:
-        return self._ae().weights_sha256
+        pairs = f":{self.reflow.pairs_sha256}" if self.reflow is not None else ""
+        return self._ae().weights_sha256 + pairs
 
     def _ae(self) -> ae_mod.Autoencoder:
         if self.autoencoder is None:
@@ -127,10 +146,14 @@ class LatentTask(TrainTask):
 
     def step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator) -> dict[str, torch.Tensor]:
         (x0, y), = batches
-        z0 = self._ae().encode(x0)
+        noise = None
+        if self.reflow is not None:  # the parent's (noise, latent, label) triples instead of the real batch
+            noise, z0, y = self.reflow.draw(len(x0), gen, self.device)
+        else:
+            z0 = self._ae().encode(x0)
         with autocast(self.device, self.amp):
-            loss = diffusion_loss(self.forward, self.scheduler, z0, y, null_class=self.n_classes,
-                                  cond_drop_prob=self.cond_drop, generator=gen)
+            loss = objective_loss(self.forward, self.scheduler, self.gcfg, z0, y, null_class=self.n_classes,
+                                  cond_drop_prob=self.cond_drop, generator=gen, noise=noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.tcfg.grad_clip is not None:
@@ -147,10 +170,12 @@ class LatentTask(TrainTask):
         self.forward = compiled(ddp(self.net))
 
     def save_extras(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler, "autoencoder": self._ae()}
+        return {"scheduler": self.scheduler, "autoencoder": self._ae(),
+                "reflow": self.reflow.lineage() if self.reflow is not None else None}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "autoencoder_sha256": self._ae().weights_sha256}
+        reflow = self.reflow.state() if self.reflow is not None else {}
+        return {**super().state_dict(), "autoencoder_sha256": self._ae().weights_sha256, **reflow}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved, now = state.get("autoencoder_sha256"), self._ae().weights_sha256
@@ -159,6 +184,8 @@ class LatentTask(TrainTask):
                 f"the checkpoint's denoiser was trained on the latents of autoencoder {str(saved)[:16]}, but this run's "
                 f"autoencoder is {now[:16]} ({self._ae().folder})",
                 hint="restore that autoencoder in generator.autoencoder.cache_dir, or train without resuming")
+        if self.reflow is not None:
+            self.reflow.check_state(state)
         super().load_state_dict(state)
 
 
@@ -185,6 +212,9 @@ class LatentFamily(GeneratorFamily):
     def check_resolution(self, gcfg: GeneratorConfig, resolution: int) -> None:
         check_resolution(gcfg, resolution)
 
+    def describe(self, gcfg: GeneratorConfig, extras: dict[str, Any]) -> dict[str, Any]:
+        return describe_objective(gcfg, extras)
+
     def make_task(self, gcfg: GeneratorConfig, tcfg: TrainConfig, resolution: int, channels: int,
                   n_classes: int, device: torch.device) -> LatentTask:
         return LatentTask(gcfg, tcfg, resolution, channels, n_classes, device)
@@ -198,8 +228,6 @@ class LatentFamily(GeneratorFamily):
 
     def load(self, model_dir: Path, gcfg: GeneratorConfig, info: dict[str, Any],
              device: torch.device) -> tuple[nn.Module, Any]:
-        from diffusers import DDPMScheduler
-
         vae = ae_mod.load_autoencoder(model_dir / "vae", device, expect_dataset=info.get("dataset_content_hash"),
                                       expect_weights=(info.get("files") or {}).get(f"vae/{ae_mod.WEIGHTS}"))
         try:
@@ -207,11 +235,8 @@ class LatentFamily(GeneratorFamily):
         except Exception as e:
             raise DataError(f"{model_dir / 'denoiser'}: cannot load the denoiser ({e})",
                             hint="re-run `synthgate train`") from None
-        try:
-            scheduler = DDPMScheduler.from_pretrained(model_dir / "scheduler")
-        except Exception as e:
-            raise DataError(f"{model_dir / 'scheduler'}: cannot load the scheduler ({e})") from None
-        return net.to(device).eval().requires_grad_(False), (scheduler.config, vae)
+        scheduler_config = load_scheduler_config(model_dir / "scheduler", gcfg)
+        return net.to(device).eval().requires_grad_(False), (scheduler_config, vae)
 
     def sample(self, module: nn.Module, context: Any, labels: np.ndarray, cfg: SampleConfig, *, n_classes: int,
                device: torch.device, amp: bool, reporter: Reporter | None = None) -> np.ndarray:

@@ -3,7 +3,9 @@
 - the family's own files (:attr:`~synthgate.generators.family.GeneratorFamily.files`; diffusion:
   ``unet/`` and ``scheduler/``, gan: ``generator.pt``), written and read by the family
 - every family: ``synthgate_generator.json`` (format, type, generator config, resolution, channels,
-  classes, the training dataset's content hash, training step, synthgate version, file hashes)
+  classes, the training dataset's content hash, training step, synthgate version, file hashes, and what the
+  family adds (:meth:`~synthgate.generators.family.GeneratorFamily.describe`; diffusion and latent: the
+  objective, its samplers, a reflow model's parent))
 
 Written through :func:`synthgate.utils.atomic_directory`: readers see a whole model or none.
 """
@@ -60,6 +62,7 @@ def save_generator(
             "synthgate_version": __version__,
             "created": utc_now(),
             "files": {f: sha256_file(tmp / f) for f in family.files},
+            **family.describe(gcfg, extras or {}),
         }
         if selection is not None:  # how these weights were chosen (FID early stopping)
             info["selection"] = selection

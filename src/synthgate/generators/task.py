@@ -52,6 +52,7 @@ class TrainTask(abc.ABC):
     """
 
     draws_per_step = 1  # real batches consumed per step
+    preview_sampler = "ddim"  # the sampler of the training grids (a rectified-flow task: euler)
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     lrs: dict[str, float]

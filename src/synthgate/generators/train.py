@@ -185,6 +185,8 @@ def _train(dataset_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, out_dir:
         reporter.info(f"distributed data parallel: world size {ctx.world_size} ({ctx.backend}, {ctx.device.type}), "
                       f"{tcfg.batch_size} images per rank and step, global batch {tcfg.batch_size * ctx.world_size}")
     use_fid = tcfg.fid_every > 0
+    if use_fid:
+        fid_sampling = _fid_sampling(gcfg, fid_sampling)
     monitor = _fid_monitor(ds, images, labels, tcfg, ctx, encoder_cfg, fid_sampling, reporter) if (
         use_fid and ctx.is_main) else None  # rank 0 evaluates; the others wait for its decision
     ctx.barrier()
@@ -245,6 +247,19 @@ def _train_split(dataset_dir: Path, gcfg: GeneratorConfig) -> tuple[CanonicalDat
         )
     check_resolution(gcfg, ds.resolution)
     return ds, np.ascontiguousarray(ds.images[idx]), labels
+
+
+def _fid_sampling(gcfg: GeneratorConfig, cfg: SampleConfig | None) -> SampleConfig:
+    """How FID early stopping samples: ``cfg`` (ConfigError before the first step when its sampler is not one of
+    the model's objective), or the objective's default sampler."""
+    from synthgate.generators.config import OBJECTIVE_FAMILIES
+    from synthgate.generators.flow import check_sampler, default_sampler
+
+    if cfg is None:
+        return SampleConfig(per_class=1, sampler=default_sampler(gcfg.objective))  # type: ignore[arg-type]
+    if gcfg.type in OBJECTIVE_FAMILIES:
+        check_sampler(gcfg.objective, cfg.sampler)
+    return cfg
 
 
 def _agree_on_prepared(task: TrainTask, ctx: DistContext) -> None:

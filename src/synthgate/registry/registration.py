@@ -147,6 +147,7 @@ def version_tags(gate: dict[str, Any], gate_sha256: str, evaluation: dict[str, A
                  decision: Any) -> dict[str, str]:
     """The version's tags: the gate result, every rule's value, the lineage hashes, the reader study."""
     from synthgate import __version__
+    from synthgate.generators.sample import lineage_tags
     from synthgate.utils import sha256_file
 
     tags = {
@@ -162,7 +163,7 @@ def version_tags(gate: dict[str, Any], gate_sha256: str, evaluation: dict[str, A
         "lineage.dvc_lock_sha256": sha256_file(Path("dvc.lock")) if Path("dvc.lock").exists() else "none",
         "lineage.synthgate_version": __version__,
     }
-    tags |= reader_tags(evaluation.get("readers"))
+    tags |= reader_tags(evaluation.get("readers")) | lineage_tags(evaluation["synthetic"].get("generator"))
     for r in decision.rules:
         tags[f"gate.rule.{r.rule}"] = f"{'pass' if r.passed else 'FAIL'}: {r.value} {r.comparison} {r.threshold}"
     return tags
