@@ -28,7 +28,7 @@ from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.package import MANIFEST, SIGNATURE, STAGING, check_name
 from synthgate.stores import Store, open_store
 from synthgate.trust.seen import read_state, remember_revocations, seen_revocations, write_state
-from synthgate.utils import sha256_file, utc_now, write_bytes_atomic, write_json_atomic
+from synthgate.utils import name_path, sha256_file, utc_now, write_bytes_atomic, write_json_atomic
 
 MARKER = ".synthgate-pull.json"
 
@@ -189,12 +189,16 @@ def _fetch(st: Store, key: str, f: dict[str, Any], target: Path) -> tuple[int, s
     if remote != f["size"]:
         raise VerificationFailed(f"{f['path']}: the store holds {remote} bytes, the manifest says {f['size']} "
                                  "(truncated or replaced object)", hint="the published dataset is damaged")
-    got = _get(st, key, f, part, offset)
-    digest = sha256_file(part)
-    if digest != f["sha256"] and offset:  # the local partial bytes are the first suspect
-        _discard_local(part, f, offset)
-        got += _get(st, key, f, part, 0)
-        digest, how = sha256_file(part), "refetched"
+    try:
+        got = _get(st, key, f, part, offset)
+        digest = sha256_file(part)
+        if digest != f["sha256"] and offset:  # the local partial bytes are the first suspect
+            _discard_local(part, f, offset)
+            got += _get(st, key, f, part, 0)
+            digest, how = sha256_file(part), "refetched"
+    except OSError as e:  # a full disk: name the file (write(2)'s ENOSPC names none); the .part resumes later
+        name_path(e, part)
+        raise
     if digest != f["sha256"]:
         part.unlink()
         raise VerificationFailed(f"{f['path']}: sha256 {digest} differs from the manifest's {f['sha256']} in a "
@@ -308,8 +312,8 @@ def pull(
                                          "signed": {k: p.get(k) for k in ("model", "model_version", "verdict",
                                                                          "override", "serial", "signed_at")},
                                          "content_verified": content, "key": signed.keyid})
+    _remember(name, version, p, online)  # before the marker goes: a full disk here leaves a pull that resumes
     (to / MARKER).unlink(missing_ok=True)
-    _remember(name, version, p, online)
     TRANSFER_BYTES.labels("pull", st.kind).inc(total)
     TRANSFER_FILES.labels("pull", st.kind).inc(len(files) - counts["skipped"])
     notes = [] if ok else [f"revoked: {why}"]
