@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from synthgate.errors import SynthgateError
+from synthgate.utils import name_path
 
 CHUNK = 8 * 1024 * 1024
 
@@ -118,6 +119,9 @@ class FileStore:
         try:
             write(tmp)
             os.replace(tmp, dst)
+        except OSError as e:
+            name_path(e, dst)  # a full disk under the store: write(2) and sendfile(2) name no file
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -134,6 +138,9 @@ class FileStore:
             return True
         except FileExistsError:
             return False
+        except OSError as e:
+            name_path(e, dst)
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 

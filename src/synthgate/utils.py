@@ -71,6 +71,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def name_path(e: BaseException, path: str | os.PathLike[str]) -> None:
+    """Give an ``OSError`` that names no file the path being written: the kernel's ENOSPC from write(2) and
+    numpy's short write ("... requested and ... written") carry none, and a full disk's message must say where."""
+    import errno
+
+    if not isinstance(e, OSError) or e.filename is not None:
+        return
+    short = e.errno is None and bool(e.args) and " requested and " in str(e.args[0])
+    if short or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        e.filename = os.path.abspath(os.fspath(path))
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """A reader sees the old file or all of ``data``, never part of it (a full disk fails before the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,9 +91,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        name_path(e, path)
         raise
 
 
@@ -98,8 +111,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        name_path(e, target)
         raise
     old = None
     if target.exists() or target.is_symlink():

@@ -107,9 +107,10 @@ def _os_refusal(e: BaseException) -> tuple[str, str] | None:
     if isinstance(e, PermissionError):
         return (f"permission denied: {e.filename or e}", "choose a folder you may write to (--out, --workdir, "
                 "--dest) or fix its permissions")
-    short_write = isinstance(e, OSError) and e.errno is None and " requested and " in str(e) and "written" in str(e)
+    said = str(e.args[0]) if isinstance(e, OSError) and e.args else ""  # str(e) changes once a filename is set
+    short_write = isinstance(e, OSError) and e.errno is None and " requested and " in said and "written" in said
     if isinstance(e, OSError) and (e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT) or short_write):
-        what = ("no space left on the device (a write was cut short: " + str(e) + ")" if short_write else
+        what = ("no space left on the device (a write was cut short: " + said + ")" if short_write else
                 {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
                  errno.EDQUOT: "disk quota exceeded"}[int(e.errno or 0)])
         where = Path(e.filename) if isinstance(e.filename, str) else Path.cwd()

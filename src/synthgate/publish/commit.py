@@ -40,7 +40,7 @@ from typing import Any
 from synthgate.errors import DataError, SynthgateError
 from synthgate.progress import Reporter
 from synthgate.stores import Store
-from synthgate.utils import sha256_file
+from synthgate.utils import name_path, sha256_file
 
 STAGING = ".staging"
 #: Staging uploads older than this are abandoned (a killed publish); the next publish removes them.
@@ -79,6 +79,9 @@ def working_folder() -> Iterator[Path]:
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield tmp
+    except BaseException as e:
+        name_path(e, tmp)  # a full disk under the package (TMPDIR): say where
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if previous is not None:

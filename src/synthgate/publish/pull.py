@@ -5,8 +5,10 @@ its manifest does), asks MLflow whether the generator version still holds the al
 published under and still carries the same gate record (otherwise the dataset is *revoked* and
 not pulled unless ``allow_revoked``), then downloads every file in parallel as ``FILE.part``,
 resuming a ``.part`` left by an interrupted pull with a ranged read, checks size and sha256
-against the manifest, and renames it into place. A file that fails its check is deleted and named
-in the error. The manifest is written into the target last, so a target with ``manifest.json`` is
+against the manifest, and renames it into place. A resumed file that fails its sha256 is blamed on the
+local partial bytes first: they are discarded, the file is downloaded again from the start, and the pull
+says so; only a fresh, complete download that fails blames the store's object (named, with the expected
+and the found sha256), and the file is deleted. The manifest is written into the target last, so a target with ``manifest.json`` is
 a complete, verified copy. Every path the manifest lists must stay inside the target: an absolute
 path, a ``..`` part, a backslash, or a path that resolves outside the target (through a link) is
 refused before anything is written.
@@ -26,7 +28,7 @@ from synthgate.progress import NullReporter, Reporter
 from synthgate.publish.package import MANIFEST, SIGNATURE, STAGING, check_name
 from synthgate.stores import Store, open_store
 from synthgate.trust.seen import read_state, remember_revocations, seen_revocations, write_state
-from synthgate.utils import sha256_file, utc_now, write_bytes_atomic, write_json_atomic
+from synthgate.utils import name_path, sha256_file, utc_now, write_bytes_atomic, write_json_atomic
 
 MARKER = ".synthgate-pull.json"
 
@@ -50,6 +52,7 @@ class PullResult:
     status: str  # "approved", "revoked (allowed)", "unchecked"
     skipped: int = 0
     resumed: int = 0
+    refetched: list[str] = field(default_factory=list)  # resumed files whose local partial bytes were corrupt
     notes: list[str] = field(default_factory=list)
 
 
@@ -165,7 +168,10 @@ def safe_destination(target: Path, path: Any) -> Path:
 
 
 def _fetch(st: Store, key: str, f: dict[str, Any], target: Path) -> tuple[int, str]:
-    """Download one file (resuming a .part), verify it; returns (bytes read, 'skipped'|'resumed'|'new')."""
+    """Download one file (resuming a .part), verify it; returns (bytes read, 'skipped'|'resumed'|'new'|
+    'refetched'). A resumed file that fails its sha256 is first blamed on the local partial bytes (a disk,
+    a crash or a hand that damaged the .part): they are discarded and the file is downloaded once more from
+    the start; only a fresh, complete download that fails blames the object in the store."""
     dst = safe_destination(target, f["path"])
     if dst.exists() and dst.stat().st_size == f["size"] and sha256_file(dst) == f["sha256"]:
         return 0, "skipped"
@@ -183,6 +189,28 @@ def _fetch(st: Store, key: str, f: dict[str, Any], target: Path) -> tuple[int, s
     if remote != f["size"]:
         raise VerificationFailed(f"{f['path']}: the store holds {remote} bytes, the manifest says {f['size']} "
                                  "(truncated or replaced object)", hint="the published dataset is damaged")
+    try:
+        got = _get(st, key, f, part, offset)
+        digest = sha256_file(part)
+        if digest != f["sha256"] and offset:  # the local partial bytes are the first suspect
+            _discard_local(part, f, offset)
+            got += _get(st, key, f, part, 0)
+            digest, how = sha256_file(part), "refetched"
+    except OSError as e:  # a full disk: name the file (write(2)'s ENOSPC names none); the .part resumes later
+        name_path(e, part)
+        raise
+    if digest != f["sha256"]:
+        part.unlink()
+        raise VerificationFailed(f"{f['path']}: sha256 {digest} differs from the manifest's {f['sha256']} in a "
+                                 f"complete, fresh download of the store's object {st.uri}/{key} (tampered or "
+                                 "corrupted in the store: no local partial file was used); file removed",
+                                 hint=f"do not use this dataset; report the object {st.uri}/{key} to its publisher")
+    part.rename(dst)
+    return got, how
+
+
+def _get(st: Store, key: str, f: dict[str, Any], part: Path, offset: int) -> int:
+    """Bytes ``offset..size`` of ``key`` appended to ``part``; a short read resumes where it stopped."""
     got = 0
     while offset + got < f["size"]:  # a short read (a dropped connection) resumes where it stopped
         n = st.get_file(key, part, offset + got)
@@ -192,14 +220,18 @@ def _fetch(st: Store, key: str, f: dict[str, Any], target: Path) -> tuple[int, s
     if part.stat().st_size != f["size"]:
         raise VerificationFailed(f"{f['path']}: download stopped at {part.stat().st_size} of {f['size']} bytes",
                                  hint="run the same pull again: it resumes")
-    digest = sha256_file(part)
-    if digest != f["sha256"]:
+    return got
+
+
+def _discard_local(part: Path, f: dict[str, Any], offset: int) -> None:
+    """Remove a resumed partial download whose bytes do not hash to the manifest's; say what to do if it cannot
+    be removed (the store is not blamed: nothing shows that its object is wrong)."""
+    try:
         part.unlink()
-        raise VerificationFailed(f"{f['path']}: sha256 {digest[:16]}... differs from the manifest's "
-                                 f"{f['sha256'][:16]}... (tampered or corrupted object); file removed",
-                                 hint="do not use this dataset; report it to its publisher")
-    part.rename(dst)
-    return got, how
+    except OSError as e:
+        raise VerificationFailed(f"{f['path']}: the local partial download {part} ({offset} bytes kept from an "
+                                 f"earlier pull) is corrupt and cannot be removed ({e.strerror or e}); the store was "
+                                 "not blamed", hint=f"delete {part} and run the same pull again") from None
 
 
 def pull(
@@ -280,17 +312,21 @@ def pull(
                                          "signed": {k: p.get(k) for k in ("model", "model_version", "verdict",
                                                                          "override", "serial", "signed_at")},
                                          "content_verified": content, "key": signed.keyid})
+    _remember(name, version, p, online)  # before the marker goes: a full disk here leaves a pull that resumes
     (to / MARKER).unlink(missing_ok=True)
-    _remember(name, version, p, online)
     TRANSFER_BYTES.labels("pull", st.kind).inc(total)
     TRANSFER_FILES.labels("pull", st.kind).inc(len(files) - counts["skipped"])
     notes = [] if ok else [f"revoked: {why}"]
+    notes += [f"{path}: the local partial download (.part, left by an interrupted pull) was corrupt; it was discarded "
+              "and the file downloaded again from the start, which verified (the store's object is fine)"
+              for path in counts["refetched"]]
     return PullResult(name, version, to, len(files), total, time.perf_counter() - t0, status,
-                      skipped=counts["skipped"], resumed=counts["resumed"], notes=notes)
+                      skipped=counts["skipped"], resumed=counts["resumed"], refetched=counts["refetched"],
+                      notes=notes)
 
 
 def _download(st: Store, name: str, version: str, manifest: dict[str, Any], files: list[dict[str, Any]], to: Path,
-              workers: int, reporter: Reporter) -> tuple[int, dict[str, int]]:
+              workers: int, reporter: Reporter) -> tuple[int, dict[str, Any]]:
     from synthgate.monitoring.metrics import TRANSFER_FAILURES
 
     try:
@@ -307,7 +343,7 @@ def _download(st: Store, name: str, version: str, manifest: dict[str, Any], file
                                                        "same dataset into it resumes)")
     to.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, {"ref": f"{name}:{version}", "manifest": manifest.get("created"), "started": utc_now()})
-    counts = {"skipped": 0, "resumed": 0, "new": 0}
+    counts: dict[str, Any] = {"skipped": 0, "resumed": 0, "new": 0, "refetched": []}
     total = 0
     try:
         with reporter.task(f"pulling {name}:{version}", sum(f["size"] for f in files)) as advance, \
@@ -316,7 +352,10 @@ def _download(st: Store, name: str, version: str, manifest: dict[str, Any], file
             for fut, f in zip(futures, files, strict=True):
                 n, how = fut.result()
                 total += n
-                counts[how] += 1
+                if how == "refetched":
+                    counts["refetched"].append(f["path"])
+                else:
+                    counts[how] += 1
                 advance(f["size"])
     except VerificationFailed:
         TRANSFER_FAILURES.labels("pull", "verification").inc()
