@@ -200,7 +200,10 @@ def test_load_remembers_revocations_it_saw_and_honours_them_offline(gk, monkeypa
     monkeypatch.setenv("SYNTHGATE_TRUST_ROOT", str(trust.path))
     rev = attest.sign(attest.statement(attest.REVOCATION, "m/3", "0" * 64, {
         "reason": "a copy found", "requested_by": "rev", "signed_at": datetime.now(UTC).isoformat()}), signer)
-    tags = {"release.attestation": json.dumps(_release(signer)), "release.revocation": json.dumps(rev)}
+    from synthgate.registry.registration import REQUIRED, with_marker
+
+    tags = with_marker({k: "x" for k in REQUIRED}, "k" * 64)  # registered whole (registration.py)
+    tags |= {"release.attestation": json.dumps(_release(signer)), "release.revocation": json.dumps(rev)}
     client = SimpleNamespace(get_model_version=lambda n, v: SimpleNamespace(tags=dict(tags)))
     monkeypatch.setattr(app, "revocations", lambda url=None, timeout=10: [rev])  # online once
     with pytest.raises(attest.AttestationInvalid, match="was revoked at .* a copy found"):

@@ -91,13 +91,14 @@ def models(
 
     table = Table(title="registered generators", title_justify="left")
     for col in ("model", "version", "gate", "aliases", "override", "evaluation", "registration"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("model", "registration"))
     for r in list_versions(name, tracking_uri):
         gate = {"true": "[green]passed", "false": "[red]failed"}.get(r["gate"], r["gate"])
         whole = r["registration"] == "complete"
         table.add_row(r["name"], r["version"], gate, ", ".join(r["aliases"]), r["override"] or "", r["evaluation_hash"],
                       Text(r["registration"], style="" if whole else "red"))
-    console.print(table)
+    # piped or logged (no terminal: Rich assumes 80 columns): one line per version, names and states unbroken
+    console.print(table, width=None if console.is_terminal else max(console.width, 160))
 
 
 @app.command()
