@@ -126,3 +126,69 @@ def test_the_cli_exits_143_with_a_checkpoint_when_the_pod_is_preempted(dataset, 
     [ckpt] = list_checkpoints(out)
     step = int(ckpt.stem.removeprefix("step_"))
     assert step >= 1 and f"after step {step}:" in err
+
+
+# A torchrun worker that runs `synthgate train` once per spec entry; with PREEMPT_RANK set, that rank alone gets
+# SIGTERM after its second step (as when the kubelet signals one pod of a multi-pod job first).
+DDP_WORKER = """
+import json, os, signal, sys
+import synthgate.generators.diffusion as D
+from synthgate.cli import main
+
+rank, calls, real = int(os.environ["RANK"]), {"n": 0}, D.DiffusionTask.step
+
+def step(self, *a, **k):
+    out = real(self, *a, **k)
+    calls["n"] += 1
+    if os.environ.get("PREEMPT_RANK") == str(rank) and calls["n"] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+D.DiffusionTask.step = step
+for argv in json.load(open(sys.argv[1])):
+    main(argv)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_is_bit_identical(tmp_path):
+    """Two ranks under torchrun (gloo): only rank 1 is signalled; both stop after the same step, rank 0 writes
+    one checkpoint, every rank exits 143, and torchrun run again resumes to the uninterrupted run's weights."""
+    import json
+
+    import yaml
+
+    from tests.helpers import REPO
+    from tests.unit.generators_helpers import make_dataset
+
+    ds = make_dataset(tmp_path / "ds")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"generator": {"type": "diffusion", "size": "tiny"},
+                                      "train": {"steps": 4, "batch_size": 3, "log_every": 1, "checkpoint_every": 100,
+                                                "sample_grid_every": 0, "mlflow": False, "device": "cpu"}}))
+    (tmp_path / "worker.py").write_text(DDP_WORKER)
+    train = ["train", "--params", str(params), "--dataset", str(ds.root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI", "PREEMPT_RANK"):
+        env.pop(var, None)
+
+    def torchrun(runs, **extra):
+        (tmp_path / "spec.json").write_text(json.dumps(runs))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "worker.py", "spec.json"]
+        p = subprocess.run(cmd, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=240)
+        return p.returncode, p.stdout + p.stderr
+
+    code, log = torchrun([[*train, "--out", "full"]])
+    assert code == 0, log[-4000:]
+    code, log = torchrun([[*train, "--out", "cut"]], PREEMPT_RANK="1")
+    assert code != 0 and "exitcode  : 143" in log, log[-4000:]  # torchrun reports each rank's exit code
+    # rank 1 alone was signalled; both ranks stop after step 2 and say so (torchrun may then SIGTERM a rank that
+    # is still exiting: its exit code reads -15)
+    assert log.count("training stopped by SIGTERM after step 2") == 2, log[-4000:]
+    assert [c.name for c in list_checkpoints(tmp_path / "cut")] == ["step_00000002.pt"]
+    assert not list((tmp_path / "cut").rglob("*.tmp-*"))
+    code, log = torchrun([[*train, "--out", "cut"]])
+    assert code == 0 and "resuming from" in log, log[-4000:]
+    _same_weights(list_checkpoints(tmp_path / "full")[-1], list_checkpoints(tmp_path / "cut")[-1])
