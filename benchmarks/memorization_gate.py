@@ -112,22 +112,30 @@ def memorization_verdict(mem: dict, policy: GatePolicy) -> tuple[bool, list[str]
     return not failed, failed, d.details.get("memorization", {})
 
 
+def indexed(root: Path, args: argparse.Namespace, device: torch.device) -> tuple:
+    """A validated dataset's images, labels and splits, its copy descriptor (cached under --work) and the copy
+    search with the training split indexed, as the evaluation builds them: (ds, cfg, images, labels, (train,
+    val, test) indices, descriptor, engine)."""
+    ds = load_dataset(root)
+    cfg = MemorizationConfig(descriptor={"cache_dir": Path(args.work) / "descriptors", "steps": args.descriptor_steps})
+    images = np.asarray(ds.images)
+    splits = tuple(ds.split_indices(s) for s in ("train", "val", "test"))
+    desc = get_descriptor(ds, cfg.descriptor, device)
+    spec = make_spec(images.shape[1], cfg.shortlist, cfg.max_shift, tuple(cfg.scales), tuple(cfg.rotations), cfg.tiles)
+    train = images[splits[0]]
+    engine = CopySearch(train, desc.features(train), spec, device, desc.features)
+    return ds, cfg, images, ds.labels(), splits, desc, engine
+
+
 def run(name: str, args: argparse.Namespace, policy: GatePolicy) -> dict:
     t0 = time.perf_counter()
     device = torch.device(args.device)
     root = prepared(name, Path(args.work), ValidateConfig(drop_duplicates=True, drop_empty=True,
                                                           near_duplicate_threshold=args.dedup),
                     args.split, args.max_per_class, args.resolution)
-    ds = load_dataset(root)
-    cfg = MemorizationConfig(descriptor={"cache_dir": Path(args.work) / "descriptors", "steps": args.descriptor_steps})
-    images = np.asarray(ds.images)
-    labels = ds.labels()
-    tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
-    desc = get_descriptor(ds, cfg.descriptor, device)
+    ds, cfg, images, labels, (tr, va, te), desc, engine = indexed(root, args, device)
     t_desc = time.perf_counter() - t0
-    spec = make_spec(images.shape[1], cfg.shortlist, cfg.max_shift, tuple(cfg.scales), tuple(cfg.rotations), cfg.tiles)
     train = images[tr]
-    engine = CopySearch(train, desc.features(train), spec, device, desc.features)
     held_idx = np.concatenate([va, te])
     t = time.perf_counter()
     s_all = engine.score(images[held_idx])

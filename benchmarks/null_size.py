@@ -33,16 +33,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from memorization_gate import DATASETS, prepared  # noqa: E402
+from memorization_gate import DATASETS, indexed, prepared  # noqa: E402
 
 from synthgate.config import ValidateConfig  # noqa: E402
-from synthgate.data.canonical import load_dataset  # noqa: E402
 from synthgate.evaluation.config import MemorizationConfig  # noqa: E402
 from synthgate.evaluation.memorization import planted as planted_mod  # noqa: E402
-from synthgate.evaluation.memorization.descriptor import get_descriptor  # noqa: E402
-from synthgate.evaluation.memorization.evidence import CopySearch, combined_p, reachable  # noqa: E402
+from synthgate.evaluation.memorization.evidence import combined_p, reachable  # noqa: E402
 from synthgate.evaluation.memorization.null import fit_null  # noqa: E402
-from synthgate.evaluation.memorization.search import make_spec  # noqa: E402
 
 
 def curve(name: str, args: argparse.Namespace) -> dict:
@@ -55,15 +52,8 @@ def curve(name: str, args: argparse.Namespace) -> dict:
             validate(Path(args.prepared), vcfg, root, root.parent / "validation")
     else:
         root = prepared(name, Path(args.work), vcfg, "inferred", args.max_per_class, args.resolution)
-    ds = load_dataset(root)
-    cfg = MemorizationConfig(descriptor={"cache_dir": Path(args.work) / "descriptors", "steps": args.descriptor_steps})
-    images = np.asarray(ds.images)
-    tr, va, te = (ds.split_indices(s) for s in ("train", "val", "test"))
-    device = torch.device(args.device)
-    desc = get_descriptor(ds, cfg.descriptor, device)
-    spec = make_spec(images.shape[1], cfg.shortlist, cfg.max_shift, tuple(cfg.scales), tuple(cfg.rotations), cfg.tiles)
+    _, cfg, images, _, (tr, va, te), _, engine = indexed(root, args, torch.device(args.device))
     train = images[tr]
-    engine = CopySearch(train, desc.features(train), spec, device, desc.features)
     held = np.concatenate([va, te])
     held_scores = engine.score(images[held]).scores()
     drop = set(args.without or ())
